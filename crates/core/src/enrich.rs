@@ -1,0 +1,196 @@
+//! The enrichment rule: for each reference table, look the call's value of
+//! the table's key up in the active version and add the row's other non-empty
+//! cells, without ever overwriting the call's own metadata (SPEC §3).
+
+use std::collections::BTreeMap;
+use std::collections::btree_map;
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::{Lookup, RowRef, TableIndex};
+
+/// A call's metadata: string keys to string values, sorted by key.
+pub type Metadata = BTreeMap<String, String>;
+
+/// One reference table as enrichment sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TableView<'a> {
+    pub table: &'a str,
+    pub key_column: &'a str,
+    pub version: Option<&'a str>,
+    /// `None`: the table has no active version yet.
+    pub index: Option<&'a TableIndex>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrichmentStatus {
+    Matched,
+    NoMatch,
+    /// The call has no value (or a blank one) for the table's key.
+    KeyMissing,
+    /// The key appears on several rows and the table's policy is `ambiguous`.
+    Ambiguous,
+    /// The table has no active version.
+    NoVersion,
+}
+
+impl EnrichmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrichmentStatus::Matched => "matched",
+            EnrichmentStatus::NoMatch => "no_match",
+            EnrichmentStatus::KeyMissing => "key_missing",
+            EnrichmentStatus::Ambiguous => "ambiguous",
+            EnrichmentStatus::NoVersion => "no_version",
+        }
+    }
+}
+
+/// A table cell that was not added because the name was already taken.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Collision {
+    pub key: String,
+    pub kept_value: String,
+    pub dropped_value: String,
+    /// `None`: the call's own metadata; `Some(table)`: an earlier table.
+    pub kept_from: Option<String>,
+}
+
+/// What one table did for one call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EnrichmentResult {
+    pub table: String,
+    pub version: Option<String>,
+    pub status: EnrichmentStatus,
+    /// The key column (= the call's metadata key looked up).
+    pub key: String,
+    /// The call's raw value for the key.
+    pub key_value: Option<String>,
+    /// The value as compared (trimmed, folded or E.164).
+    pub normalized_key: Option<String>,
+    pub added: Metadata,
+    #[serde(default)]
+    pub collisions: Vec<Collision>,
+    pub at_ms: i64,
+}
+
+/// One result per table, in the given order. An earlier table's added keys
+/// take precedence over a later table's, as the call's own keys do over all.
+pub fn enrich(own: &Metadata, tables: &[TableView<'_>], at_ms: i64) -> Vec<EnrichmentResult> {
+    let mut results: Vec<EnrichmentResult> = Vec::with_capacity(tables.len());
+    for view in tables {
+        let result = enrich_one(own, view, &results, at_ms);
+        results.push(result);
+    }
+    results
+}
+
+fn enrich_one(
+    own: &Metadata,
+    view: &TableView<'_>,
+    earlier: &[EnrichmentResult],
+    at_ms: i64,
+) -> EnrichmentResult {
+    let key_value = own.get(view.key_column);
+    let mut result = EnrichmentResult {
+        table: view.table.to_string(),
+        version: view.version.map(str::to_string),
+        status: EnrichmentStatus::NoVersion,
+        key: view.key_column.to_string(),
+        key_value: key_value.cloned(),
+        normalized_key: None,
+        added: Metadata::new(),
+        collisions: Vec::new(),
+        at_ms,
+    };
+    let Some(index) = view.index else {
+        return result;
+    };
+    let Some(raw) = key_value.filter(|v| !v.trim().is_empty()) else {
+        result.status = EnrichmentStatus::KeyMissing;
+        return result;
+    };
+    let Some(normalized) = index.matcher().normalize(raw) else {
+        result.status = EnrichmentStatus::NoMatch;
+        return result;
+    };
+    let lookup = index.lookup_normalized(&normalized);
+    result.normalized_key = Some(normalized.into_owned());
+    match lookup {
+        Lookup::NotFound | Lookup::Unnormalizable => result.status = EnrichmentStatus::NoMatch,
+        Lookup::Ambiguous { .. } => result.status = EnrichmentStatus::Ambiguous,
+        Lookup::Found(row) => {
+            result.status = EnrichmentStatus::Matched;
+            add_row(own, index, row, earlier, &mut result);
+        }
+    }
+    result
+}
+
+/// Fills `added` and `collisions` from a matched row. Columns are visited in
+/// name order and merged against the call's (sorted) own keys, so a
+/// collision check costs one string comparison, not a map lookup, and the
+/// added map is built in bulk from already sorted pairs.
+fn add_row(
+    own: &Metadata,
+    index: &TableIndex,
+    row: RowRef<'_>,
+    earlier: &[EnrichmentResult],
+    result: &mut EnrichmentResult,
+) {
+    let columns = index.columns();
+    let mut values: Vec<&str> = Vec::with_capacity(columns.len());
+    values.extend(row.values());
+    let earlier_added = earlier.iter().any(|r| !r.added.is_empty());
+    let mut own_iter: std::iter::Peekable<btree_map::Iter<'_, String, String>> =
+        own.iter().peekable();
+    let mut added: Vec<(String, String)> = Vec::with_capacity(columns.len());
+    for &column in index.columns_by_name() {
+        let value = values.get(column).copied().unwrap_or("");
+        if value.is_empty() {
+            continue;
+        }
+        let name = columns[column].as_str();
+        while own_iter.peek().is_some_and(|(k, _)| k.as_str() < name) {
+            own_iter.next();
+        }
+        if let Some((_, kept)) = own_iter.peek().filter(|(k, _)| k.as_str() == name) {
+            result.collisions.push(Collision {
+                key: name.to_string(),
+                kept_value: kept.to_string(),
+                dropped_value: value.to_string(),
+                kept_from: None,
+            });
+            continue;
+        }
+        if earlier_added
+            && let Some((table, kept)) = earlier
+                .iter()
+                .find_map(|r| r.added.get(name).map(|kept| (&r.table, kept)))
+        {
+            result.collisions.push(Collision {
+                key: name.to_string(),
+                kept_value: kept.clone(),
+                dropped_value: value.to_string(),
+                kept_from: Some(table.clone()),
+            });
+            continue;
+        }
+        added.push((name.to_string(), value.to_string()));
+    }
+    result.added = added.into_iter().collect();
+}
+
+/// The metadata a call shows: its own keys plus every result's added keys.
+/// Own keys never change; `added` never holds a taken name, and if a stored
+/// result did, the first value would stay.
+pub fn merged_metadata(own: &Metadata, results: &[EnrichmentResult]) -> Metadata {
+    let mut merged = own.clone();
+    for result in results {
+        for (k, v) in &result.added {
+            merged.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    merged
+}

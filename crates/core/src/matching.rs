@@ -1,0 +1,166 @@
+//! How a key value is normalised before it is compared: the same function
+//! runs on the key cells when a table is ingested and on a call's value when
+//! it is looked up, so both sides always agree.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+
+use phonenumber::country;
+use serde::{Deserialize, Serialize};
+
+/// The per-table matching option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// The trimmed value equals the trimmed key cell.
+    #[default]
+    Exact,
+    /// Equal after Unicode full case folding (`STRASSE` matches `straße`).
+    CaseInsensitive,
+    /// Equal as E.164 phone numbers, national numbers read in a default region.
+    Phone,
+}
+
+impl MatchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchMode::Exact => "exact",
+            MatchMode::CaseInsensitive => "case_insensitive",
+            MatchMode::Phone => "phone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("unknown region {0:?}: expected a two-letter ISO 3166 country code such as \"FR\"")]
+    UnknownRegion(String),
+}
+
+/// A match mode with its resolved default region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    mode: MatchMode,
+    region: Option<country::Id>,
+}
+
+impl Matcher {
+    /// The region is validated whatever the mode, so a table's settings are
+    /// checked once, when they are saved, and not when phone matching is
+    /// switched on later.
+    pub fn new(mode: MatchMode, region: Option<&str>) -> Result<Matcher, MatcherError> {
+        let region = match region.map(str::trim) {
+            None | Some("") => None,
+            Some(code) => {
+                let upper = code.to_ascii_uppercase();
+                let valid = upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase());
+                match country::Id::from_str(&upper) {
+                    Ok(id) if valid => Some(id),
+                    _ => return Err(MatcherError::UnknownRegion(code.to_string())),
+                }
+            }
+        };
+        Ok(Matcher { mode, region })
+    }
+
+    pub fn mode(&self) -> MatchMode {
+        self.mode
+    }
+
+    /// The region as given (upper case), if any.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_ref().map(|id| id.as_ref())
+    }
+
+    /// The comparable form of a raw value, or `None` when there is nothing to
+    /// compare: empty after trimming, or (phone mode) not a phone number.
+    pub fn normalize<'a>(&self, raw: &'a str) -> Option<Cow<'a, str>> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return None;
+        }
+        match self.mode {
+            MatchMode::Exact => Some(Cow::Borrowed(trimmed)),
+            MatchMode::CaseInsensitive => Some(fold_case(trimmed)),
+            MatchMode::Phone => {
+                let number = phonenumber::parse(self.region, trimmed).ok()?;
+                let e164 = phonenumber::format(&number)
+                    .mode(phonenumber::Mode::E164)
+                    .to_string();
+                (!e164.is_empty()).then_some(Cow::Owned(e164))
+            }
+        }
+    }
+}
+
+/// Full case folding, borrowing when the text is already folded ASCII (the
+/// common case for ids, where allocating per lookup would be wasted).
+fn fold_case(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(caseless::default_case_fold_str(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(mode: MatchMode, region: Option<&str>, raw: &str) -> Option<String> {
+        Matcher::new(mode, region)
+            .unwrap()
+            .normalize(raw)
+            .map(Cow::into_owned)
+    }
+
+    #[test]
+    fn exact_trims_and_borrows() {
+        let m = Matcher::new(MatchMode::Exact, None).unwrap();
+        assert!(matches!(
+            m.normalize("  alice "),
+            Some(Cow::Borrowed("alice"))
+        ));
+        assert_eq!(m.normalize(" \t "), None);
+        assert_eq!(norm(MatchMode::Exact, None, "Alice"), Some("Alice".into()));
+    }
+
+    #[test]
+    fn case_insensitive_uses_full_folding() {
+        let ci = |raw| norm(MatchMode::CaseInsensitive, None, raw);
+        assert_eq!(ci("STRASSE"), ci("straße"));
+        assert_eq!(ci("STRASSE").as_deref(), Some("strasse"));
+        assert_eq!(ci(" Alice "), Some("alice".into()));
+        assert_eq!(ci("ΣΊΣΥΦΟΣ"), ci("σίσυφος"));
+    }
+
+    #[test]
+    fn phone_uses_e164_with_the_region() {
+        let fr = |raw| norm(MatchMode::Phone, Some("fr"), raw);
+        assert_eq!(fr("01 02 03 04 05").as_deref(), Some("+33102030405"));
+        assert_eq!(fr("+33102030405").as_deref(), Some("+33102030405"));
+        assert_eq!(fr("+33 1 02 03 04 05").as_deref(), Some("+33102030405"));
+        assert_eq!(fr("alice"), None);
+        assert_eq!(fr(""), None);
+        assert_eq!(
+            norm(MatchMode::Phone, None, "+1 650 253 0000").as_deref(),
+            Some("+16502530000")
+        );
+    }
+
+    #[test]
+    fn region_is_validated_in_every_mode() {
+        assert!(Matcher::new(MatchMode::Exact, Some("FR")).is_ok());
+        assert_eq!(
+            Matcher::new(MatchMode::Phone, Some("fr")).unwrap().region(),
+            Some("FR")
+        );
+        let err = Matcher::new(MatchMode::Exact, Some("XX1")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown region \"XX1\": expected a two-letter ISO 3166 country code such as \"FR\""
+        );
+        assert!(Matcher::new(MatchMode::Phone, Some("ZZ")).is_err());
+        assert!(Matcher::new(MatchMode::Phone, None).is_ok());
+    }
+}
