@@ -217,8 +217,8 @@ pub enum CsvError {
     #[error("line {line}: {issue}")]
     Row { line: u64, issue: RowIssue },
     #[error(
-        "line {line}: the key {key:?} repeats an earlier row's and the table's duplicates policy \
-         is reject ({keys} duplicated {} in all)", if *.keys == 1 { "key" } else { "keys" }
+        "line {line}: the key {key:?} is already on an earlier line, and the table's duplicates \
+         policy is reject ({keys} {} duplicated)", if *.keys == 1 { "key is" } else { "keys are" }
     )]
     DuplicateKey { line: u64, key: String, keys: u64 },
     #[error("invalid table options: {0}")]
@@ -308,8 +308,9 @@ fn build(
     let (text, encoding) = decode(bytes);
     report.encoding = Some(encoding.to_string());
     let text: &str = &text;
-    let mut parser = Parser::new(text, limits)?;
-    report.delimiter = Some(parser.delimiter.name().to_string());
+    let delimiter = sniff(text);
+    report.delimiter = Some(delimiter.name().to_string());
+    let mut parser = Parser::new(text, delimiter, limits)?;
     report.pipe_table = parser.pipe_table;
     report.columns = parser.header.clone();
     let key = options.key.as_str();
@@ -518,7 +519,7 @@ pub fn parse_records(
 ) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
     check_size(bytes, limits)?;
     let (text, _) = decode(bytes);
-    let mut parser = Parser::new(&text, limits)?;
+    let mut parser = Parser::new(&text, sniff(&text), limits)?;
     let header = parser.header.clone();
     let mut lines = LineCounter::new(&text);
     let mut rows = Vec::new();
@@ -704,13 +705,12 @@ struct Parser<'t> {
 }
 
 impl<'t> Parser<'t> {
-    fn new(text: &'t str, limits: &Limits) -> Result<Parser<'t>, CsvError> {
+    fn new(text: &'t str, delimiter: Delimiter, limits: &Limits) -> Result<Parser<'t>, CsvError> {
         if let Some(nul) = text.as_bytes().iter().position(|&b| b == 0) {
             return Err(CsvError::Binary {
                 line: LineCounter::new(text).line_at(nul as u64),
             });
         }
-        let delimiter = sniff(text);
         let reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
