@@ -1,0 +1,103 @@
+//! Large immutable objects (CSV originals, reports, audio) behind [`BlobStore`].
+//! The default is a local directory; keys are relative paths made only by
+//! callmeta (`tenants/{id}/tables/{table}/{version}.csv`), never by users.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("invalid blob key {0:?}")]
+    InvalidKey(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores the bytes durably under `key`, replacing nothing half-way: a
+    /// reader sees the whole object or none.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+}
+
+/// Blobs as files under one directory.
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let valid = !key.is_empty()
+            && key.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
+        if !valid {
+            return Err(BlobError::InvalidKey(key.to_string()));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> BlobError {
+    move |source| BlobError::Io { context, source }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| BlobError::Io {
+                context: "writing blob".into(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(key.to_string())),
+            Err(e) => Err(io(format!("reading blob {}", path.display()))(e)),
+        }
+    }
+}
+
+/// Write to a temporary name, fsync, rename, fsync the directory: a crash
+/// leaves either the old state or the whole new file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7()));
+    let mut file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    file.write_all(bytes)
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    file.sync_all()
+        .map_err(io(format!("syncing {}", tmp.display())))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The application layer of callmeta: the use cases every channel shares and
+//! the storage they need. Adapters (HTTP, FTP/SFTP, SIP, web, CLI) live in
+//! their own crates and call [`usecases`] only; they never call each other.
+//!
+//! - [`usecases`]: what a tenant can do, whatever the channel.
+//! - [`store`]: durable state behind the `Store` trait (SQLite by default).
+//! - [`blobs`]: CSV originals, reports and audio behind the `BlobStore` trait.
+
+pub mod blobs;
+pub mod store;
+pub mod usecases;

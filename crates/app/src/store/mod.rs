@@ -1,0 +1,202 @@
+//! Durable state behind one trait, [`Store`], with one implementation per
+//! database: [`sqlite`] (the embedded default) and, later, PostgreSQL. Every
+//! method that touches tenant data takes a [`TenantId`], so a caller cannot
+//! forget whose data it asks for. Times are epoch milliseconds and ids are
+//! text in every backend; structured values (options, reports, metadata,
+//! enrichment) are stored as JSON text.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use callmeta_core::csv::{Report, TableOptions};
+use callmeta_core::domain::{TableName, TenantSlug};
+use callmeta_core::enrich::{EnrichmentResult, Metadata};
+use serde::{Deserialize, Serialize};
+
+/// The internal id of a tenant (never shown to another tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("slug", &self.slug)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRecord {
+    pub name: TableName,
+    pub options: TableOptions,
+    pub active_version: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One upload of a table: accepted or rejected, immutable once written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    pub id: String,
+    pub table: TableName,
+    pub created_ms: i64,
+    /// How it arrived: `http`, `cli`, `ftp`, `sftp`, `settings`.
+    pub channel: String,
+    pub filename: Option<String>,
+    pub sha256: String,
+    pub bytes: u64,
+    pub blob_key: String,
+    pub accepted: bool,
+    pub rows: u64,
+    /// The table options it was ingested with.
+    pub options: TableOptions,
+    pub report: Report,
+}
+
+/// What every node needs to know to hold the right versions in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableState {
+    pub tenant: TenantId,
+    pub name: TableName,
+    pub options: TableOptions,
+    pub active_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSource {
+    Siprec,
+    Api,
+    Ftp,
+}
+
+impl CallSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallSource::Siprec => "siprec",
+            CallSource::Api => "api",
+            CallSource::Ftp => "ftp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "siprec" => Some(CallSource::Siprec),
+            "api" => Some(CallSource::Api),
+            "ftp" => Some(CallSource::Ftp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub unique_id: String,
+    pub timestamp_ms: i64,
+    pub source: CallSource,
+    pub external_id: Option<String>,
+    /// The call's own metadata, as received.
+    pub metadata: Metadata,
+    pub enrichment: Vec<EnrichmentResult>,
+    pub audio_key: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallQuery {
+    pub limit: u32,
+    pub offset: u64,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// `metadata.KEY=VALUE` filters on own and added keys, all must hold.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
+    async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError>;
+    async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError>;
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Tenant, StoreError>;
+
+    /// Creates the table, or replaces its options while it has no active version.
+    async fn put_table(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        options: &TableOptions,
+        now_ms: i64,
+    ) -> Result<TableRecord, StoreError>;
+    async fn table(&self, tenant: &TenantId, name: &TableName) -> Result<TableRecord, StoreError>;
+    async fn tables(&self, tenant: &TenantId) -> Result<Vec<TableRecord>, StoreError>;
+    /// Every table of every tenant, for the in-memory registry.
+    async fn table_states(&self) -> Result<Vec<TableState>, StoreError>;
+
+    /// Writes a version; when `activate`, makes it the table's active version
+    /// and its options the table's options, in the same transaction.
+    async fn insert_version(
+        &self,
+        tenant: &TenantId,
+        version: &VersionRecord,
+        activate: bool,
+    ) -> Result<(), StoreError>;
+    async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError>;
+    /// Newest first.
+    async fn versions(&self, tenant: &TenantId, table: &TableName) -> Result<Vec<VersionRecord>, StoreError>;
+
+    /// `Conflict` if the tenant already has a call with this `external_id`.
+    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+    async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError>;
+    async fn call_by_external_id(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<CallRecord, StoreError>;
+    /// Newest first; the count is of all calls matching the filters.
+    async fn list_calls(
+        &self,
+        tenant: &TenantId,
+        query: &CallQuery,
+    ) -> Result<(u64, Vec<CallRecord>), StoreError>;
+    /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
+    async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
+    // Serialising these plain structs and maps cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

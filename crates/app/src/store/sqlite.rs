@@ -1,0 +1,468 @@
+//! The embedded store: one SQLite file in WAL mode. Readers never block the
+//! writer; `synchronous = FULL` makes a committed call survive a power cut,
+//! which is what "durable before acknowledged" means.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use callmeta_core::domain::{TableName, TenantSlug};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            // Another process (the CLI) may write while the server runs.
+            .busy_timeout(Duration::from_secs(10));
+        Self::connect(options).await
+    }
+
+    /// Opens a database from a `sqlite:` URL.
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::connect(options).await
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))?;
+        Ok(Self { pool })
+    }
+}
+
+fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant, StoreError> {
+    let slug: String = row.try_get("slug")?;
+    Ok(Tenant {
+        id: TenantId(row.try_get("id")?),
+        slug: TenantSlug::parse(&slug).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        password_hash: row.try_get("password_hash")?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+fn table_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TableRecord, StoreError> {
+    let name: String = row.try_get("name")?;
+    let options: String = row.try_get("options")?;
+    Ok(TableRecord {
+        name: TableName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        options: from_json("table options", &options)?,
+        active_version: row.try_get("active_version")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<VersionRecord, StoreError> {
+    let table: String = row.try_get("table_name")?;
+    let options: String = row.try_get("options")?;
+    let report: String = row.try_get("report")?;
+    let bytes: i64 = row.try_get("bytes")?;
+    let rows: i64 = row.try_get("rows")?;
+    let accepted: i64 = row.try_get("accepted")?;
+    Ok(VersionRecord {
+        id: row.try_get("id")?,
+        table: TableName::parse(&table).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_ms: row.try_get("created_ms")?,
+        channel: row.try_get("channel")?,
+        filename: row.try_get("filename")?,
+        sha256: row.try_get("sha256")?,
+        bytes: bytes as u64,
+        blob_key: row.try_get("blob_key")?,
+        accepted: accepted != 0,
+        rows: rows as u64,
+        options: from_json("version options", &options)?,
+        report: from_json("version report", &report)?,
+    })
+}
+
+fn call_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CallRecord, StoreError> {
+    let source: String = row.try_get("source")?;
+    let metadata: String = row.try_get("metadata")?;
+    let enrichment: String = row.try_get("enrichment")?;
+    Ok(CallRecord {
+        unique_id: row.try_get("id")?,
+        timestamp_ms: row.try_get("timestamp_ms")?,
+        source: CallSource::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("call source {source:?}")))?,
+        external_id: row.try_get("external_id")?,
+        metadata: from_json("call metadata", &metadata)?,
+        enrichment: from_json("call enrichment", &enrichment)?,
+        audio_key: row.try_get("audio_key")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+const CALL_COLUMNS: &str =
+    "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, created_ms, updated_ms";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO tenants (id, slug, password_hash, created_ms) VALUES (?, ?, ?, ?)")
+                .bind(&tenant.id.0)
+                .bind(tenant.slug.as_str())
+                .bind(&tenant.password_hash)
+                .bind(tenant.created_ms)
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {} already exists",
+                    tenant.slug
+                )));
+            }
+            other => other?,
+        };
+        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, created_ms) VALUES (?, ?, ?)")
+            .bind(token_hash)
+            .bind(&tenant.id.0)
+            .bind(tenant.created_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, slug, password_hash, created_ms FROM tenants WHERE slug = ?")
+            .bind(slug.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant_from_row(&row)
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.slug, t.password_hash, t.created_ms FROM tenants t \
+             JOIN api_tokens k ON k.tenant_id = t.id WHERE k.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tenant_from_row(&row)
+    }
+
+    async fn put_table(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        options: &TableOptions,
+        now_ms: i64,
+    ) -> Result<TableRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT active_version FROM ref_tables WHERE tenant_id = ? AND name = ?")
+            .bind(&tenant.0)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO ref_tables (tenant_id, name, options, active_version, created_ms, updated_ms) \
+                     VALUES (?, ?, ?, NULL, ?, ?)",
+                )
+                .bind(&tenant.0)
+                .bind(name.as_str())
+                .bind(to_json(options))
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(row) => {
+                let active: Option<String> = row.try_get("active_version")?;
+                if active.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "table {name} has an active version: its options change with a new version"
+                    )));
+                }
+                sqlx::query(
+                    "UPDATE ref_tables SET options = ?, updated_ms = ? WHERE tenant_id = ? AND name = ?",
+                )
+                .bind(to_json(options))
+                .bind(now_ms)
+                .bind(&tenant.0)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        self.table(tenant, name).await
+    }
+
+    async fn table(&self, tenant: &TenantId, name: &TableName) -> Result<TableRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(&tenant.0)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        table_from_row(&row)
+    }
+
+    async fn tables(&self, tenant: &TenantId) -> Result<Vec<TableRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             WHERE tenant_id = ? ORDER BY name",
+        )
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(table_from_row).collect()
+    }
+
+    async fn table_states(&self) -> Result<Vec<TableState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             ORDER BY tenant_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let table = table_from_row(row)?;
+                Ok(TableState {
+                    tenant: TenantId(row.try_get("tenant_id")?),
+                    name: table.name,
+                    options: table.options,
+                    active_version: table.active_version,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_version(
+        &self,
+        tenant: &TenantId,
+        version: &VersionRecord,
+        activate: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO versions (id, tenant_id, table_name, created_ms, channel, filename, sha256, bytes, \
+             blob_key, accepted, rows, options, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&version.id)
+        .bind(&tenant.0)
+        .bind(version.table.as_str())
+        .bind(version.created_ms)
+        .bind(&version.channel)
+        .bind(&version.filename)
+        .bind(&version.sha256)
+        .bind(version.bytes as i64)
+        .bind(&version.blob_key)
+        .bind(version.accepted as i64)
+        .bind(version.rows as i64)
+        .bind(to_json(&version.options))
+        .bind(to_json(&version.report))
+        .execute(&mut *tx)
+        .await?;
+        if activate {
+            let updated = sqlx::query(
+                "UPDATE ref_tables SET active_version = ?, options = ?, updated_ms = ? \
+                 WHERE tenant_id = ? AND name = ?",
+            )
+            .bind(&version.id)
+            .bind(to_json(&version.options))
+            .bind(version.created_ms)
+            .bind(&tenant.0)
+            .bind(version.table.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM versions WHERE tenant_id = ? AND id = ?")
+            .bind(&tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        version_from_row(&row)
+    }
+
+    async fn versions(&self, tenant: &TenantId, table: &TableName) -> Result<Vec<VersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM versions WHERE tenant_id = ? AND table_name = ? ORDER BY created_ms DESC, id DESC",
+        )
+        .bind(&tenant.0)
+        .bind(table.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+        let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
+        let result = sqlx::query(
+            "INSERT INTO calls (id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, merged, \
+             audio_key, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&call.unique_id)
+        .bind(&tenant.0)
+        .bind(call.timestamp_ms)
+        .bind(call.source.as_str())
+        .bind(&call.external_id)
+        .bind(to_json(&call.metadata))
+        .bind(to_json(&call.enrichment))
+        .bind(to_json(&merged))
+        .bind(&call.audio_key)
+        .bind(call.created_ms)
+        .bind(call.updated_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a call with external_id {:?} already exists",
+                call.external_id.as_deref().unwrap_or("")
+            ))),
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = ? AND id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.0)
+            .bind(unique_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    async fn call_by_external_id(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<CallRecord, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = ? AND external_id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.0)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    async fn list_calls(
+        &self,
+        tenant: &TenantId,
+        query: &CallQuery,
+    ) -> Result<(u64, Vec<CallRecord>), StoreError> {
+        // The filter text is built from fixed fragments only; every value is bound.
+        let mut filter = String::from("tenant_id = ?");
+        if query.from_ms.is_some() {
+            filter.push_str(" AND timestamp_ms >= ?");
+        }
+        if query.to_ms.is_some() {
+            filter.push_str(" AND timestamp_ms <= ?");
+        }
+        for _ in &query.metadata {
+            filter.push_str(
+                " AND EXISTS (SELECT 1 FROM json_each(calls.merged) j WHERE j.key = ? AND j.value = ?)",
+            );
+        }
+        macro_rules! bind_filter {
+            ($q:expr) => {{
+                let mut q = $q.bind(&tenant.0);
+                if let Some(from) = query.from_ms {
+                    q = q.bind(from);
+                }
+                if let Some(to) = query.to_ms {
+                    q = q.bind(to);
+                }
+                for (k, v) in &query.metadata {
+                    q = q.bind(k).bind(v);
+                }
+                q
+            }};
+        }
+        let count_sql = format!("SELECT COUNT(*) AS n FROM calls WHERE {filter}");
+        let count: i64 = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(count_sql)))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let list_sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE {filter} ORDER BY timestamp_ms DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        let rows = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(list_sql)))
+            .bind(query.limit as i64)
+            .bind(query.offset.min(i64::MAX as u64) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok((count as u64, calls))
+    }
+
+    async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+        let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
+        let updated = sqlx::query(
+            "UPDATE calls SET timestamp_ms = ?, metadata = ?, enrichment = ?, merged = ?, audio_key = ?, \
+             updated_ms = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(call.timestamp_ms)
+        .bind(to_json(&call.metadata))
+        .bind(to_json(&call.enrichment))
+        .bind(to_json(&merged))
+        .bind(&call.audio_key)
+        .bind(call.updated_ms)
+        .bind(&tenant.0)
+        .bind(&call.unique_id)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

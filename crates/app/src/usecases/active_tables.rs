@@ -1,0 +1,157 @@
+//! The active versions held in memory, one immutable snapshot per tenant.
+//!
+//! A call takes its tenant's snapshot (`Arc<TenantTables>`) once and is
+//! enriched entirely from it, so it never sees a mix of versions, whatever is
+//! activated meanwhile. Activation builds the new index first, then swaps a
+//! new snapshot in; the old one is freed when its last reader drops it.
+//!
+//! Every process also reconciles with the store on a timer ([`refresh`]), so a
+//! version activated by another process (the CLI, another node) is picked up
+//! within the refresh interval, and a restart reloads the active versions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use callmeta_core::csv::TableOptions;
+use callmeta_core::domain::TableName;
+use callmeta_core::index::TableIndex;
+
+use super::{AppError, Services};
+use crate::store::{TableState, TenantId};
+
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    pub name: TableName,
+    pub options: TableOptions,
+    pub version: Option<String>,
+    pub index: Option<Arc<TableIndex>>,
+}
+
+/// The tables of one tenant, sorted by name.
+#[derive(Debug, Default)]
+pub struct TenantTables {
+    pub tables: Vec<LoadedTable>,
+}
+
+#[derive(Default)]
+pub struct ActiveTables {
+    by_tenant: RwLock<HashMap<TenantId, Arc<TenantTables>>>,
+    /// Serialises installs and refreshes, so an older version read by a
+    /// refresh can never be installed over a newer one.
+    install: tokio::sync::Mutex<()>,
+}
+
+impl ActiveTables {
+    pub fn snapshot(&self, tenant: &TenantId) -> Arc<TenantTables> {
+        let map = self.by_tenant.read().unwrap_or_else(|p| p.into_inner());
+        map.get(tenant).cloned().unwrap_or_default()
+    }
+
+    fn put(&self, tenant: &TenantId, table: LoadedTable) {
+        let mut map = self.by_tenant.write().unwrap_or_else(|p| p.into_inner());
+        let mut tables = map.get(tenant).map(|t| t.tables.clone()).unwrap_or_default();
+        match tables.binary_search_by(|t| t.name.cmp(&table.name)) {
+            Ok(i) => tables[i] = table,
+            Err(i) => tables.insert(i, table),
+        }
+        map.insert(tenant.clone(), Arc::new(TenantTables { tables }));
+    }
+
+    fn loaded_version(&self, tenant: &TenantId, name: &TableName) -> Option<(Option<String>, TableOptions)> {
+        let snap = self.snapshot(tenant);
+        snap.tables
+            .iter()
+            .find(|t| &t.name == name)
+            .map(|t| (t.version.clone(), t.options.clone()))
+    }
+
+    pub fn total_heap_bytes(&self) -> usize {
+        let map = self.by_tenant.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .flat_map(|t| t.tables.iter())
+            .filter_map(|t| t.index.as_ref().map(|i| i.heap_bytes()))
+            .sum()
+    }
+}
+
+/// Installs a version just activated by this process, unless the store says
+/// another one became active since (then the next refresh installs that one).
+pub async fn install(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    options: &TableOptions,
+    version: Option<&str>,
+    index: Option<Arc<TableIndex>>,
+) -> Result<(), AppError> {
+    let _guard = services.tables.install.lock().await;
+    let current = services.store.table(tenant, name).await?;
+    if current.active_version.as_deref() != version {
+        return Ok(());
+    }
+    services.tables.put(
+        tenant,
+        LoadedTable {
+            name: name.clone(),
+            options: options.clone(),
+            version: version.map(str::to_string),
+            index,
+        },
+    );
+    Ok(())
+}
+
+/// Brings the in-memory versions in line with the store. Returns how many
+/// tables changed.
+pub async fn refresh(services: &Services) -> Result<usize, AppError> {
+    let _guard = services.tables.install.lock().await;
+    let states = services.store.table_states().await?;
+    let mut changed = 0;
+    for state in states {
+        let loaded = services.tables.loaded_version(&state.tenant, &state.name);
+        let up_to_date = matches!(&loaded, Some((v, o)) if *v == state.active_version && *o == state.options);
+        if up_to_date {
+            continue;
+        }
+        match load(services, &state).await {
+            Ok(index) => {
+                services.tables.put(
+                    &state.tenant,
+                    LoadedTable {
+                        name: state.name.clone(),
+                        options: state.options.clone(),
+                        version: state.active_version.clone(),
+                        index,
+                    },
+                );
+                changed += 1;
+            }
+            Err(e) => {
+                tracing::error!(tenant = %state.tenant, table = %state.name,
+                    version = state.active_version.as_deref().unwrap_or(""), error = %e,
+                    "could not load the active version; keeping the previous one");
+            }
+        }
+    }
+    Ok(changed)
+}
+
+async fn load(services: &Services, state: &TableState) -> Result<Option<Arc<TableIndex>>, AppError> {
+    let Some(version_id) = &state.active_version else {
+        return Ok(None);
+    };
+    let version = services.store.version(&state.tenant, version_id).await?;
+    let bytes = services.blobs.get(&version.blob_key).await?;
+    let options = version.options.clone();
+    let limits = services.limits.clone();
+    let ingested = tokio::task::spawn_blocking(move || callmeta_core::csv::ingest(&bytes, &options, &limits))
+        .await
+        .map_err(anyhow::Error::new)?;
+    match ingested {
+        Ok(ingested) => Ok(Some(Arc::new(ingested.index))),
+        Err(report) => Err(AppError::Unexpected(anyhow::anyhow!(
+            "stored version {version_id} no longer ingests: {}",
+            report.error.as_deref().unwrap_or("rejected")
+        ))),
+    }
+}

@@ -1,0 +1,143 @@
+//! Calls: creation (durable, then enriched from the tenant's snapshot of
+//! active versions), reading and listing.
+
+use callmeta_core::enrich::{self, EnrichmentResult, Metadata, TableView};
+
+use super::{AppError, Services, new_id, now_ms};
+use crate::store::{CallQuery, CallRecord, CallSource, StoreError, TenantId};
+
+pub struct NewCall {
+    pub metadata: Metadata,
+    pub timestamp_ms: Option<i64>,
+    pub external_id: Option<String>,
+    pub source: CallSource,
+}
+
+pub const MAX_METADATA_KEYS: usize = 1000;
+pub const MAX_KEY_BYTES: usize = 256;
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Enriches metadata from the tenant's current snapshot: every table, one
+/// version each, all from the same snapshot.
+pub fn enrich_now(
+    services: &Services,
+    tenant: &TenantId,
+    metadata: &Metadata,
+    at_ms: i64,
+) -> Vec<EnrichmentResult> {
+    let snapshot = services.tables.snapshot(tenant);
+    let views: Vec<TableView<'_>> = snapshot
+        .tables
+        .iter()
+        .map(|t| TableView {
+            table: t.name.as_str(),
+            key_column: t.options.key.as_str(),
+            version: t.version.as_deref(),
+            index: t.index.as_deref(),
+        })
+        .collect();
+    enrich::enrich(metadata, &views, at_ms)
+}
+
+fn validate(metadata: &Metadata) -> Result<(), AppError> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(AppError::invalid(
+            "metadata",
+            format!("{} keys, over the limit of {MAX_METADATA_KEYS}", metadata.len()),
+        ));
+    }
+    for (k, v) in metadata {
+        if k.trim().is_empty() || k.len() > MAX_KEY_BYTES {
+            return Err(AppError::invalid(
+                "metadata",
+                format!("key {k:?} must be 1 to {MAX_KEY_BYTES} bytes and not blank"),
+            ));
+        }
+        if v.len() > MAX_VALUE_BYTES {
+            return Err(AppError::invalid(
+                format!("metadata.{k}"),
+                format!("value is {} bytes, over the limit of {MAX_VALUE_BYTES}", v.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses an ISO 8601 / RFC 3339 timestamp into epoch milliseconds.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub fn format_timestamp(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Creates a call: stored durably (with its enrichment) before this returns.
+/// A repeated `external_id` returns the existing call (`false`) instead of a
+/// duplicate, so a client may retry safely.
+pub async fn create_call(
+    services: &Services,
+    tenant: &TenantId,
+    new: NewCall,
+) -> Result<(CallRecord, bool), AppError> {
+    validate(&new.metadata)?;
+    if let Some(ext) = &new.external_id {
+        match services.store.call_by_external_id(tenant, ext).await {
+            Ok(existing) => return Ok((existing, false)),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = now_ms();
+    let timestamp_ms = new
+        .timestamp_ms
+        .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
+        .unwrap_or(now);
+    let enrichment = enrich_now(services, tenant, &new.metadata, now);
+    let call = CallRecord {
+        unique_id: new_id(),
+        timestamp_ms,
+        source: new.source,
+        external_id: new.external_id,
+        metadata: new.metadata,
+        enrichment,
+        audio_key: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    match services.store.insert_call(tenant, &call).await {
+        Ok(()) => Ok((call, true)),
+        // Lost a race with a retry of the same external_id: answer with the winner.
+        Err(StoreError::Conflict(_)) if call.external_id.is_some() => {
+            let existing = services
+                .store
+                .call_by_external_id(tenant, call.external_id.as_deref().unwrap_or(""))
+                .await?;
+            Ok((existing, false))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get_call(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+) -> Result<CallRecord, AppError> {
+    services.store.call(tenant, unique_id).await.map_err(|e| match e {
+        StoreError::NotFound => AppError::NotFound(format!("call {unique_id}")),
+        other => other.into(),
+    })
+}
+
+pub async fn list_calls(
+    services: &Services,
+    tenant: &TenantId,
+    query: &CallQuery,
+) -> Result<(u64, Vec<CallRecord>), AppError> {
+    Ok(services.store.list_calls(tenant, query).await?)
+}

@@ -1,0 +1,95 @@
+//! The application's use cases: what a tenant can do, whatever the channel.
+//! Adapters (HTTP, CLI, FTP, SFTP, SIP, web) call these and nothing else; the
+//! use cases call the enrichment core, the [`Store`] and the [`BlobStore`].
+//!
+//! - [`tenants`]: create a tenant, authenticate by token or password.
+//! - [`tables`]: configure a reference table, upload a version of it.
+//! - [`active_tables`]: the in-memory active versions every call is enriched from.
+//! - [`calls`]: create, read and list calls.
+
+pub mod active_tables;
+pub mod calls;
+pub mod tables;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use callmeta_core::csv::Limits;
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::store::{Store, StoreError};
+use active_tables::ActiveTables;
+
+/// Everything a use case needs, shared by all adapters of one process.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub tables: ActiveTables,
+    pub limits: Limits,
+}
+
+impl Services {
+    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            blobs,
+            tables: ActiveTables::default(),
+            limits,
+        })
+    }
+}
+
+/// The errors of the use cases; each adapter turns them into its own replies
+/// in exactly one place (`http::error`, the FTP report file, a SIP status).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{message}")]
+    Invalid { field: Option<String>, message: String },
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AppError::NotFound("object".into()),
+            StoreError::Conflict(m) => AppError::Conflict(m),
+            other => AppError::Unexpected(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<BlobError> for AppError {
+    fn from(e: BlobError) -> Self {
+        AppError::Unexpected(anyhow::Error::new(e))
+    }
+}
+
+/// Wall-clock time in epoch milliseconds: the one clock of the application.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,263 @@
+//! Reference tables: their settings and their versions. Every channel (HTTP,
+//! CLI, FTP, SFTP) uploads through [`upload_reference_table`], so all produce
+//! the same versions and the same reports.
+//!
+//! Order of an upload, and why: the original bytes go to blob storage first
+//! (nothing is lost, even a rejected upload can be read back), then the CSV is
+//! ingested off the async runtime, then one transaction records the version
+//! and, if it was accepted, activates it; only after that commit is the new
+//! index swapped into memory. A failure at any step leaves the previous
+//! version active.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use callmeta_core::csv::{self, Report, TableOptions};
+use callmeta_core::domain::TableName;
+use callmeta_core::index::TableIndex;
+use callmeta_core::matching::Matcher;
+
+use super::{AppError, Services, active_tables, new_id, now_ms};
+use crate::store::{StoreError, TableRecord, TenantId, VersionRecord};
+
+/// How an upload arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Http,
+    Cli,
+    Ftp,
+    Sftp,
+    Settings,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Http => "http",
+            Channel::Cli => "cli",
+            Channel::Ftp => "ftp",
+            Channel::Sftp => "sftp",
+            Channel::Settings => "settings",
+        }
+    }
+}
+
+/// The outcome of an upload: the version written (accepted or rejected), or
+/// the active version when the content was identical to it.
+#[derive(Debug, Clone)]
+pub struct UploadOutcome {
+    pub version: VersionRecord,
+    pub activated: bool,
+    /// Same sha256 as the active version: no new version was made.
+    pub unchanged: bool,
+}
+
+pub struct TableDetails {
+    pub table: TableRecord,
+    pub versions: Vec<VersionRecord>,
+}
+
+pub fn parse_table_name(name: &str) -> Result<TableName, AppError> {
+    TableName::parse(name).map_err(|e| AppError::invalid("table", e.to_string()))
+}
+
+fn validate_options(options: &TableOptions) -> Result<(), AppError> {
+    Matcher::new(options.match_mode, options.region.as_deref())
+        .map(|_| ())
+        .map_err(|e| AppError::invalid("region", e.to_string()))
+}
+
+/// Creates a table or changes its settings. With an active version, new
+/// settings take effect through a new version ingested from the active one's
+/// original bytes, so every version says which settings built it; if the
+/// active data does not ingest under the new settings (say, the new key
+/// column is missing), nothing changes and the report says why.
+pub async fn configure_table(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    options: TableOptions,
+) -> Result<(TableRecord, Option<UploadOutcome>), AppError> {
+    validate_options(&options)?;
+    let existing = match services.store.table(tenant, name).await {
+        Ok(t) => Some(t),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match existing {
+        Some(table) if table.active_version.is_some() => {
+            if table.options == options {
+                return Ok((table, None));
+            }
+            let active = services
+                .store
+                .version(tenant, table.active_version.as_deref().unwrap_or(""))
+                .await?;
+            let bytes = services.blobs.get(&active.blob_key).await?;
+            let outcome = ingest_and_record(
+                services,
+                tenant,
+                name,
+                &options,
+                bytes,
+                Channel::Settings,
+                active.filename.clone(),
+                None,
+            )
+            .await?;
+            let table = services.store.table(tenant, name).await?;
+            Ok((table, Some(outcome)))
+        }
+        _ => {
+            let table = services.store.put_table(tenant, name, &options, now_ms()).await?;
+            active_tables::install(services, tenant, name, &options, None, None).await?;
+            Ok((table, None))
+        }
+    }
+}
+
+pub async fn table_details(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+) -> Result<TableDetails, AppError> {
+    let table = services
+        .store
+        .table(tenant, name)
+        .await
+        .map_err(|e| not_found(e, name))?;
+    let versions = services.store.versions(tenant, name).await?;
+    Ok(TableDetails { table, versions })
+}
+
+pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {
+    let mut out = Vec::new();
+    for table in services.store.tables(tenant).await? {
+        let versions = services.store.versions(tenant, &table.name).await?;
+        out.push(TableDetails { table, versions });
+    }
+    Ok(out)
+}
+
+fn not_found(e: StoreError, name: &TableName) -> AppError {
+    match e {
+        StoreError::NotFound => AppError::NotFound(format!("table {name}")),
+        other => other.into(),
+    }
+}
+
+/// The table an upload goes to; its absence is explained with how to fix it.
+pub async fn require_table(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+) -> Result<TableRecord, AppError> {
+    services.store.table(tenant, name).await.map_err(|e| match e {
+        StoreError::NotFound => AppError::NotFound(format!(
+            "table {name} (create it first with PUT /api/v1/tables/{name} and a body such as {{\"key\": \"agent_id\"}})"
+        )),
+        other => other.into(),
+    })
+}
+
+/// Uploads a new version of a table (any channel). The table must exist.
+pub async fn upload_reference_table(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    bytes: Bytes,
+    channel: Channel,
+    filename: Option<String>,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+) -> Result<UploadOutcome, AppError> {
+    let table = require_table(services, tenant, name).await?;
+    if let Some(active_id) = &table.active_version {
+        let sha = csv::sha256_hex(&bytes);
+        let active = services.store.version(tenant, active_id).await?;
+        if active.sha256 == sha {
+            return Ok(UploadOutcome {
+                version: active,
+                activated: false,
+                unchanged: true,
+            });
+        }
+    }
+    ingest_and_record(
+        services,
+        tenant,
+        name,
+        &table.options,
+        bytes,
+        channel,
+        filename,
+        progress,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest_and_record(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    options: &TableOptions,
+    bytes: Bytes,
+    channel: Channel,
+    filename: Option<String>,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+) -> Result<UploadOutcome, AppError> {
+    let id = new_id();
+    let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
+    services.blobs.put(&blob_key, bytes.clone()).await?;
+
+    let (index, report) = ingest(services, options, bytes, progress).await?;
+    let accepted = index.is_some();
+    let version = VersionRecord {
+        id: id.clone(),
+        table: name.clone(),
+        created_ms: now_ms(),
+        channel: channel.as_str().to_string(),
+        filename,
+        sha256: report.sha256.clone(),
+        bytes: report.bytes,
+        blob_key,
+        accepted,
+        rows: report.rows_accepted,
+        options: options.clone(),
+        report,
+    };
+    services.store.insert_version(tenant, &version, accepted).await?;
+    if let Some(index) = index {
+        active_tables::install(services, tenant, name, options, Some(&id), Some(index)).await?;
+        tracing::info!(tenant = %tenant, table = %name, version = %id, rows = version.rows,
+            channel = channel.as_str(), "version activated");
+    } else {
+        tracing::info!(tenant = %tenant, table = %name, version = %id, channel = channel.as_str(),
+            error = version.report.error.as_deref().unwrap_or(""), "upload rejected; previous version stays active");
+    }
+    Ok(UploadOutcome {
+        version,
+        activated: accepted,
+        unchanged: false,
+    })
+}
+
+async fn ingest(
+    services: &Services,
+    options: &TableOptions,
+    bytes: Bytes,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+) -> Result<(Option<Arc<TableIndex>>, Report), AppError> {
+    let options = options.clone();
+    let limits = services.limits.clone();
+    let result = tokio::task::spawn_blocking(move || match progress {
+        Some(mut progress) => csv::ingest_with_progress(&bytes, &options, &limits, &mut *progress),
+        None => csv::ingest(&bytes, &options, &limits),
+    })
+    .await
+    .map_err(anyhow::Error::new)?;
+    Ok(match result {
+        Ok(ingested) => (Some(Arc::new(ingested.index)), ingested.report),
+        Err(report) => (None, *report),
+    })
+}

@@ -1,0 +1,112 @@
+//! Tenants and their credentials. API tokens are 256 random bits shown once and
+//! stored as their SHA-256 (a token is not a password: it has full entropy, so a
+//! fast hash is enough and lets every request be checked cheaply). Passwords are
+//! hashed with argon2id.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use callmeta_core::domain::TenantSlug;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{AppError, Services, new_id, now_ms};
+use crate::store::{StoreError, Tenant, TenantId};
+
+#[derive(Debug, Serialize)]
+pub struct CreatedTenant {
+    pub tenant: String,
+    pub tenant_id: String,
+    pub api_token: String,
+    pub ftp_user: String,
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub async fn create_tenant(
+    services: &Services,
+    slug: &str,
+    password: &str,
+) -> Result<CreatedTenant, AppError> {
+    let slug = TenantSlug::parse(slug).map_err(|e| AppError::invalid("slug", e.to_string()))?;
+    if password.chars().count() < 8 {
+        return Err(AppError::invalid(
+            "password",
+            "the password must have at least 8 characters",
+        ));
+    }
+    let password = password.to_string();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(anyhow::Error::new)??;
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!("cm_{}", hex::encode(raw));
+    let tenant = Tenant {
+        id: TenantId(new_id()),
+        slug: slug.clone(),
+        password_hash,
+        created_ms: now_ms(),
+    };
+    services.store.create_tenant(&tenant, &hash_token(&token)).await?;
+    Ok(CreatedTenant {
+        tenant: slug.to_string(),
+        tenant_id: tenant.id.0,
+        api_token: token,
+        ftp_user: slug.to_string(),
+    })
+}
+
+fn hash_password(password: &str) -> Result<String, AppError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("encoding salt: {e}"))?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?
+        .to_string())
+}
+
+pub async fn authenticate_token(services: &Services, token: &str) -> Result<Tenant, AppError> {
+    match services.store.tenant_by_token(&hash_token(token)).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::NotFound) => Err(AppError::Unauthorized),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks a tenant's password (FTP, SFTP and web logins).
+pub async fn authenticate_password(
+    services: &Services,
+    slug: &str,
+    password: &str,
+) -> Result<Tenant, AppError> {
+    let Ok(slug) = TenantSlug::parse(slug) else {
+        return Err(AppError::Unauthorized);
+    };
+    let tenant = match services.store.tenant_by_slug(&slug).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => return Err(AppError::Unauthorized),
+        Err(e) => return Err(e.into()),
+    };
+    let hash = tenant.password_hash.clone();
+    let password = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .map_err(anyhow::Error::new)?;
+    if ok {
+        Ok(tenant)
+    } else {
+        Err(AppError::Unauthorized)
+    }
+}

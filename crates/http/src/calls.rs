@@ -1,0 +1,315 @@
+//! `/api/v1/calls`: create, read and list calls.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Auth};
+use crate::AppState;
+use callmeta_app::store::{CallQuery, CallRecord, CallSource};
+use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse_timestamp};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCall {
+    /// The call's own metadata: string keys to string values (numbers and
+    /// booleans are accepted and kept as their text).
+    #[schema(value_type = Object, example = json!({"datetime": "2026-01-30T12:34:56Z", "phonenumber": "+33102030405", "agent_id": "cindy"}))]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// When the call happened (RFC 3339); defaults to `metadata.datetime`, then to now.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// Your id for the call; a repeated `external_id` returns the existing call.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollisionView {
+    pub key: String,
+    pub kept_value: String,
+    pub dropped_value: String,
+    /// `null` when the call's own value was kept, else the table whose value was kept.
+    pub kept_from: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnrichmentView {
+    /// `matched`, `no_match`, `key_missing`, `ambiguous` or `no_version`.
+    #[schema(value_type = String)]
+    pub status: EnrichmentStatus,
+    pub table: String,
+    pub version: Option<String>,
+    /// The key column (= the call's metadata key looked up).
+    pub key: String,
+    pub key_value: Option<String>,
+    pub normalized_key: Option<String>,
+    pub added: BTreeMap<String, String>,
+    pub collisions: Vec<CollisionView>,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    pub unique_id: String,
+    pub timestamp: String,
+    /// `siprec`, `api` or `ftp`.
+    pub source: &'static str,
+    pub external_id: Option<String>,
+    /// The call's own keys plus the added ones (own values win on a collision).
+    pub metadata: BTreeMap<String, String>,
+    /// The call's own keys only.
+    pub own_metadata: BTreeMap<String, String>,
+    /// One result per reference table.
+    pub enrichment: Vec<EnrichmentView>,
+    /// `available` or `missing`.
+    pub audio_state: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallList {
+    /// How many calls match the filters (all pages).
+    pub count: u64,
+    pub data: Vec<CallView>,
+}
+
+fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
+    EnrichmentView {
+        status: r.status,
+        table: r.table.clone(),
+        version: r.version.clone(),
+        key: r.key.clone(),
+        key_value: r.key_value.clone(),
+        normalized_key: r.normalized_key.clone(),
+        added: r.added.clone(),
+        collisions: r
+            .collisions
+            .iter()
+            .map(|c| CollisionView {
+                key: c.key.clone(),
+                kept_value: c.kept_value.clone(),
+                dropped_value: c.dropped_value.clone(),
+                kept_from: c.kept_from.clone(),
+            })
+            .collect(),
+        at: format_timestamp(r.at_ms),
+    }
+}
+
+pub fn call_view(c: &CallRecord) -> CallView {
+    CallView {
+        unique_id: c.unique_id.clone(),
+        timestamp: format_timestamp(c.timestamp_ms),
+        source: c.source.as_str(),
+        external_id: c.external_id.clone(),
+        metadata: callmeta_core::enrich::merged_metadata(&c.metadata, &c.enrichment),
+        own_metadata: c.metadata.clone(),
+        enrichment: c.enrichment.iter().map(enrichment_view).collect(),
+        audio_state: if c.audio_key.is_some() {
+            "available"
+        } else {
+            "missing"
+        },
+    }
+}
+
+/// Creates a call, stores it durably and enriches it from every table.
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", request_body = CreateCall,
+    responses(
+        (status = 201, description = "The call, enriched", body = CallView),
+        (status = 200, description = "A call with this external_id already existed", body = CallView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("token" = [])))]
+pub async fn create_call(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiJson(body): ApiJson<CreateCall>,
+) -> Result<Response, ApiError> {
+    let mut metadata = Metadata::new();
+    for (k, v) in body.metadata {
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                let kind = match other {
+                    serde_json::Value::Null => "null",
+                    serde_json::Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    "Invalid value",
+                    format!("metadata.{k} is {kind}; metadata values must be strings"),
+                )
+                .with_field(format!("metadata.{k}")));
+            }
+        };
+        metadata.insert(k, text);
+    }
+    let timestamp_ms = match &body.timestamp {
+        None => None,
+        Some(t) => Some(parse_timestamp(t).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "Invalid value",
+                format!("timestamp {t:?} is not an RFC 3339 date-time such as 2026-01-30T12:34:56Z"),
+            )
+            .with_field("timestamp")
+        })?),
+    };
+    let (call, created) = uc::create_call(
+        &state.services,
+        &tenant.id,
+        NewCall {
+            metadata,
+            timestamp_ms,
+            external_id: body.external_id,
+            source: CallSource::Api,
+        },
+    )
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(call_view(&call))).into_response())
+}
+
+/// One call with its own and added metadata and its enrichment results.
+#[utoipa::path(get, path = "/api/v1/calls/{unique_id}", tag = "calls",
+    params(("unique_id" = String, Path)),
+    responses((status = 200, body = CallView), (status = 404, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn get_call(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(unique_id): Path<String>,
+) -> Result<Json<CallView>, ApiError> {
+    let call = uc::get_call(&state.services, &tenant.id, &unique_id).await?;
+    Ok(Json(call_view(&call)))
+}
+
+/// The call's recording (WAV).
+#[utoipa::path(get, path = "/api/v1/calls/{unique_id}/audio", tag = "calls",
+    params(("unique_id" = String, Path)),
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn get_call_audio(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(unique_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let call = uc::get_call(&state.services, &tenant.id, &unique_id).await?;
+    let Some(key) = call.audio_key else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            format!("call {unique_id} has no audio"),
+        ));
+    };
+    let bytes = state
+        .services
+        .blobs
+        .get(&key)
+        .await
+        .map_err(callmeta_app::usecases::AppError::from)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "audio/wav")], bytes).into_response())
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Calls, newest first, filtered by time and by any metadata key (own or added).
+#[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, default 50, at most 1000"),
+        ("offset" = Option<u64>, Query, description = "Calls to skip"),
+        ("timestamp_from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("timestamp_to" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; repeatable"),
+    ),
+    responses((status = 200, body = CallList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn list_calls(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<CallList>, ApiError> {
+    let query = parse_call_query(&params)?;
+    let (count, calls) = uc::list_calls(&state.services, &tenant.id, &query).await?;
+    Ok(Json(CallList {
+        count,
+        data: calls.iter().map(call_view).collect(),
+    }))
+}
+
+/// Parses the list filters shared by the API and the web app.
+pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiError> {
+    let mut query = CallQuery {
+        limit: DEFAULT_LIMIT,
+        ..CallQuery::default()
+    };
+    let bad = |name: &str, detail: String| ApiError::bad_request(detail).with_field(name.to_string());
+    for (name, value) in params {
+        match name.as_str() {
+            "limit" => {
+                query.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(
+                            name,
+                            format!("limit must be an integer from 1 to {MAX_LIMIT}, not {value:?}"),
+                        )
+                    })?;
+            }
+            "offset" => {
+                query.offset = value.parse::<u64>().map_err(|_| {
+                    bad(
+                        name,
+                        format!("offset must be a non-negative integer, not {value:?}"),
+                    )
+                })?;
+            }
+            "timestamp_from" | "timestamp_to" => {
+                let ms = parse_timestamp(value).ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("{name} must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not {value:?}"),
+                    )
+                })?;
+                if name == "timestamp_from" {
+                    query.from_ms = Some(ms);
+                } else {
+                    query.to_ms = Some(ms);
+                }
+            }
+            other => match other.strip_prefix("metadata.") {
+                Some(key) if !key.is_empty() => query.metadata.push((key.to_string(), value.clone())),
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!(
+                            "unknown parameter {other:?}; expected limit, offset, timestamp_from, timestamp_to or metadata.KEY"
+                        ),
+                    ));
+                }
+            },
+        }
+    }
+    Ok(query)
+}

@@ -1,0 +1,109 @@
+//! The one place where errors become HTTP replies: `{"errors": [{"id", "title",
+//! "detail"}]}` with the matching status code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use callmeta_app::usecases::AppError;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorItem {
+    /// A stable machine-readable code, e.g. `not_found`, `invalid`, `rejected`.
+    pub id: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// The request field concerned, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorItem>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub item: ErrorItem,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, id: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            item: ErrorItem {
+                id,
+                title,
+                detail: detail.into(),
+                field: None,
+            },
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request", detail)
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.item.field = Some(field.into());
+        self
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NotFound(what) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Not found",
+                format!("{what} not found"),
+            ),
+            AppError::Invalid { field, message } => {
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    "Invalid value",
+                    message,
+                );
+                err.item.field = field;
+                err
+            }
+            AppError::Unauthorized => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "a valid API token is required: send `Authorization: Token <token>`",
+            ),
+            AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", m),
+            AppError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Payload too large", m)
+            }
+            AppError::Unexpected(e) => {
+                tracing::error!(error = ?e, "unexpected error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "an unexpected error happened; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                errors: vec![self.item],
+            }),
+        )
+            .into_response()
+    }
+}

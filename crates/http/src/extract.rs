@@ -1,0 +1,92 @@
+//! Request extractors that fail with our error shape: the tenant behind a token
+//! and JSON bodies whose errors name the line, column and field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::AppState;
+use callmeta_app::store::Tenant;
+use callmeta_app::usecases::tenants;
+
+/// The tenant authenticated by `Authorization: Token T` (or `Bearer T`).
+pub struct Auth(pub Tenant);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token = header
+            .strip_prefix("Token ")
+            .or_else(|| header.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if token.is_empty() {
+            return Err(callmeta_app::usecases::AppError::Unauthorized.into());
+        }
+        if let Some(tenant) = state.token_cache.get(token) {
+            return Ok(Auth(tenant));
+        }
+        let tenant = tenants::authenticate_token(&state.services, token).await?;
+        state.token_cache.put(token, tenant.clone());
+        Ok(Auth(tenant))
+    }
+}
+
+/// A JSON body; a malformed body or an unknown field gets a 400/422 saying where.
+pub struct ApiJson<T>(pub T);
+
+pub const MAX_JSON_BYTES: usize = 2 * 1024 * 1024;
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "Payload too large",
+                    format!("the JSON body is over the limit of {MAX_JSON_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the body: {e}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let located = format!("{inner}");
+        let (status, id, title) = if inner.is_data() {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Invalid value")
+        } else {
+            (StatusCode::BAD_REQUEST, "invalid_json", "Invalid JSON")
+        };
+        let detail = if path.is_empty() || path == "." {
+            located
+        } else {
+            format!("{path}: {located}")
+        };
+        let err = ApiError::new(status, id, title, detail);
+        if path.is_empty() || path == "." {
+            err
+        } else {
+            err.with_field(path)
+        }
+    })
+}

@@ -1,0 +1,92 @@
+//! The HTTP adapter: the JSON API under `/api/v1` (and, later, the web app on
+//! the same listener). Handlers parse requests, call a use case and render its
+//! result; errors become replies only in [`error`].
+//!
+//! - [`extract`]: token authentication and JSON bodies.
+//! - [`tables`], [`calls`]: the API handlers and their JSON views.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+
+pub mod calls;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+
+use callmeta_app::store::Tenant;
+use callmeta_app::usecases::Services;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub token_cache: Arc<TokenCache>,
+}
+
+/// Recently authenticated tokens, keyed by their hash, so a busy client costs
+/// one database read per token per minute rather than one per request.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, (Tenant, Instant)>>,
+}
+
+const TOKEN_TTL: Duration = Duration::from_secs(60);
+
+impl TokenCache {
+    pub fn get(&self, token: &str) -> Option<Tenant> {
+        let key = callmeta_app::usecases::tenants::hash_token(token);
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(t, _)| t.clone())
+    }
+
+    pub fn put(&self, token: &str, tenant: Tenant) {
+        let key = callmeta_app::usecases::tenants::hash_token(token);
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+        }
+        map.insert(key, (tenant, Instant::now()));
+    }
+}
+
+pub fn router(services: Arc<Services>) -> Router {
+    let state = AppState {
+        services,
+        token_cache: Arc::new(TokenCache::default()),
+    };
+    let api = Router::new()
+        .route("/tables", get(tables::list_tables))
+        .route("/tables/{name}", put(tables::put_table).get(tables::get_table))
+        .route(
+            "/tables/{name}/data",
+            // Uploads enforce their own, much larger, limit while streaming.
+            put(tables::put_table_data).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/calls", get(calls::list_calls).post(calls::create_call))
+        .route("/calls/{unique_id}", get(calls::get_call))
+        .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(api_not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        format!("no API endpoint at {}", uri.path()),
+    )
+}

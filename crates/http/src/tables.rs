@@ -1,0 +1,320 @@
+//! `/api/v1/tables`: table settings and CSV uploads.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
+use callmeta_core::domain::ColumnName;
+use callmeta_core::matching::MatchMode;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorItem};
+use super::extract::{ApiJson, Auth};
+use crate::AppState;
+use callmeta_app::store::VersionRecord;
+use callmeta_app::usecases::AppError;
+use callmeta_app::usecases::calls::format_timestamp;
+use callmeta_app::usecases::tables::{self as uc, Channel, TableDetails, UploadOutcome};
+
+/// A table's settings. Only `key` is required.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The key column: a CSV header and the call metadata key of the same name.
+    #[schema(value_type = String, example = "agent_id")]
+    pub key: ColumnName,
+    /// `exact` (default), `case_insensitive` or `phone`.
+    #[serde(rename = "match", default)]
+    #[schema(value_type = String, example = "exact")]
+    pub match_mode: MatchMode,
+    /// Default region for `phone` matching (ISO 3166 alpha-2, e.g. `FR`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `first` (default), `last`, `reject` or `ambiguous`.
+    #[serde(default)]
+    #[schema(value_type = String, example = "first")]
+    pub duplicates: DuplicatePolicy,
+    /// `reject` (default) or `skip`.
+    #[serde(default)]
+    #[schema(value_type = String, example = "reject")]
+    pub bad_rows: BadRowPolicy,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    pub id: String,
+    pub table: String,
+    pub created: String,
+    /// `http`, `cli`, `ftp`, `sftp` or `settings`.
+    pub channel: String,
+    pub filename: Option<String>,
+    pub sha256: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// `active`, `inactive` or `rejected`.
+    pub state: &'static str,
+    /// The ingest report: encoding, delimiter, columns, counts, problems, duplicates.
+    #[schema(value_type = Object)]
+    pub report: callmeta_core::csv::Report,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableView {
+    pub name: String,
+    pub key: String,
+    #[serde(rename = "match")]
+    #[schema(value_type = String)]
+    pub match_mode: MatchMode,
+    pub region: Option<String>,
+    #[schema(value_type = String)]
+    pub duplicates: DuplicatePolicy,
+    #[schema(value_type = String)]
+    pub bad_rows: BadRowPolicy,
+    pub created: String,
+    pub updated: String,
+    pub active_version: Option<VersionView>,
+    /// Newest first, rejected uploads included.
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadResponse {
+    pub version: VersionView,
+    /// The version became the active one.
+    pub activated: bool,
+    /// The content equals the active version (same sha256): no new version.
+    pub unchanged: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedUpload {
+    pub errors: Vec<ErrorItem>,
+    pub version: VersionView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableList {
+    pub count: usize,
+    pub data: Vec<TableView>,
+}
+
+pub fn version_view(v: &VersionRecord, active: Option<&str>) -> VersionView {
+    let state = if !v.accepted {
+        "rejected"
+    } else if active == Some(v.id.as_str()) {
+        "active"
+    } else {
+        "inactive"
+    };
+    VersionView {
+        id: v.id.clone(),
+        table: v.table.to_string(),
+        created: format_timestamp(v.created_ms),
+        channel: v.channel.clone(),
+        filename: v.filename.clone(),
+        sha256: v.sha256.clone(),
+        bytes: v.bytes,
+        rows: v.rows,
+        state,
+        report: v.report.clone(),
+    }
+}
+
+fn table_view(details: &TableDetails) -> TableView {
+    let t = &details.table;
+    let active = t.active_version.as_deref();
+    TableView {
+        name: t.name.to_string(),
+        key: t.options.key.to_string(),
+        match_mode: t.options.match_mode,
+        region: t.options.region.clone(),
+        duplicates: t.options.duplicates,
+        bad_rows: t.options.bad_rows,
+        created: format_timestamp(t.created_ms),
+        updated: format_timestamp(t.updated_ms),
+        active_version: details
+            .versions
+            .iter()
+            .find(|v| Some(v.id.as_str()) == active)
+            .map(|v| version_view(v, active)),
+        versions: details.versions.iter().map(|v| version_view(v, active)).collect(),
+    }
+}
+
+fn upload_response(outcome: &UploadOutcome) -> Response {
+    let version = version_view(
+        &outcome.version,
+        outcome.activated.then_some(outcome.version.id.as_str()),
+    );
+    let version = if outcome.unchanged {
+        VersionView {
+            state: "active",
+            ..version
+        }
+    } else {
+        version
+    };
+    if !outcome.version.accepted {
+        let detail = outcome
+            .version
+            .report
+            .error
+            .clone()
+            .unwrap_or_else(|| "the upload was rejected".into());
+        let body = RejectedUpload {
+            errors: vec![ErrorItem {
+                id: "rejected",
+                title: "Upload rejected",
+                detail,
+                field: None,
+            }],
+            version,
+        };
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
+    let status = if outcome.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        Json(UploadResponse {
+            version,
+            activated: outcome.activated,
+            unchanged: outcome.unchanged,
+        }),
+    )
+        .into_response()
+}
+
+/// Creates a table or changes its settings.
+#[utoipa::path(put, path = "/api/v1/tables/{name}", tag = "tables",
+    params(("name" = String, Path, description = "Table name, e.g. `crm`")),
+    request_body = TableConfig,
+    responses(
+        (status = 200, description = "The table", body = TableView),
+        (status = 401, body = ErrorBody), (status = 422, description = "Invalid settings, or the active data does not ingest under them", body = RejectedUpload),
+    ),
+    security(("token" = [])))]
+pub async fn put_table(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(name): Path<String>,
+    ApiJson(config): ApiJson<TableConfig>,
+) -> Result<Response, ApiError> {
+    let name = uc::parse_table_name(&name)?;
+    let options = TableOptions {
+        key: config.key,
+        match_mode: config.match_mode,
+        region: config.region,
+        duplicates: config.duplicates,
+        bad_rows: config.bad_rows,
+    };
+    let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options).await?;
+    if let Some(outcome) = outcome.filter(|o| !o.version.accepted) {
+        return Ok(upload_response(&outcome));
+    }
+    let details = uc::table_details(&state.services, &tenant.id, &name).await?;
+    Ok(Json(table_view(&details)).into_response())
+}
+
+/// A table's settings, active version and version history.
+#[utoipa::path(get, path = "/api/v1/tables/{name}", tag = "tables",
+    params(("name" = String, Path, description = "Table name")),
+    responses((status = 200, body = TableView), (status = 404, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn get_table(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<TableView>, ApiError> {
+    let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
+    let details = uc::table_details(&state.services, &tenant.id, &name).await?;
+    Ok(Json(table_view(&details)))
+}
+
+/// Every table of the tenant.
+#[utoipa::path(get, path = "/api/v1/tables", tag = "tables",
+    responses((status = 200, body = TableList), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn list_tables(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+) -> Result<Json<TableList>, ApiError> {
+    let tables = uc::list_tables(&state.services, &tenant.id).await?;
+    let data: Vec<TableView> = tables.iter().map(table_view).collect();
+    Ok(Json(TableList {
+        count: data.len(),
+        data,
+    }))
+}
+
+/// Uploads a CSV export as a new version of the table. The version is active
+/// when the response returns (201), or rejected with its report (422).
+#[utoipa::path(put, path = "/api/v1/tables/{name}/data", tag = "tables",
+    params(("name" = String, Path, description = "Table name"),
+           ("X-Filename" = Option<String>, Header, description = "Original file name, kept with the version")),
+    request_body(content = String, content_type = "text/csv", description = "The CSV bytes, any supported encoding"),
+    responses(
+        (status = 201, description = "A new active version", body = UploadResponse),
+        (status = 200, description = "Same content as the active version", body = UploadResponse),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Rejected, with the report", body = RejectedUpload),
+    ),
+    security(("token" = [])))]
+pub async fn put_table_data(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
+    let max = state.services.limits.max_file_bytes;
+    let too_large = |n: u64| {
+        AppError::TooLarge(format!(
+            "the upload is {n} bytes or more, over the limit of {max} bytes"
+        ))
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        return Err(too_large(n).into());
+    }
+    // Make sure the table exists before reading a large body.
+    uc::require_table(&state.services, &tenant.id, &name).await?;
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?;
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(too_large((buf.len() + chunk.len()) as u64).into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let filename = headers
+        .get("x-filename")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let outcome = uc::upload_reference_table(
+        &state.services,
+        &tenant.id,
+        &name,
+        buf.freeze(),
+        Channel::Http,
+        filename,
+        None,
+    )
+    .await?;
+    Ok(upload_response(&outcome))
+}
+
+use super::error::ErrorBody;

@@ -1,0 +1,275 @@
+//! End-to-end benchmark (not a test): prints figures for SPEC §9.
+//!
+//! usage: cargo bench -p callmeta --bench e2e -- CRM.csv [CALLS]
+//!
+//! 1. Ingest to active: the CSV bytes, already in memory, uploaded through the
+//!    same use case as every channel (blob write, parse, index, activation).
+//! 2. Resident memory of the active version (process RSS delta, input freed)
+//!    and the peak during a swap to a second version.
+//! 3. API: durable call creations per second through the real HTTP server,
+//!    with a version swap every 2 s, p50/p99 latency, and a check that no call
+//!    was enriched from a mix of versions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use callmeta::config::Config;
+use callmeta::startup::{App, open_services};
+use callmeta_app::usecases::tables::{self, Channel};
+use callmeta_app::usecases::tenants;
+use callmeta_core::csv::TableOptions;
+use callmeta_core::domain::{ColumnName, TableName};
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn options(key: &str) -> TableOptions {
+    TableOptions {
+        key: ColumnName::parse(key).unwrap(),
+        match_mode: Default::default(),
+        region: None,
+        duplicates: Default::default(),
+        bad_rows: Default::default(),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench -p callmeta --bench e2e -- CRM.csv [CALLS]");
+        std::process::exit(2);
+    };
+    let calls: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(path.clone(), calls));
+}
+
+async fn run(path: String, calls: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    let services = open_services(&config).await.unwrap();
+    let created = tenants::create_tenant(&services, "bench", "bench-password")
+        .await
+        .unwrap();
+    let tenant = services
+        .store
+        .tenant_by_token(&tenants::hash_token(&created.api_token))
+        .await
+        .unwrap();
+    let crm = TableName::parse("crm").unwrap();
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+        .await
+        .unwrap();
+
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    let rss_before = rss_kib("VmRSS:");
+    {
+        let data = Bytes::from(std::fs::read(&path).unwrap());
+        let t = Instant::now();
+        let outcome =
+            tables::upload_reference_table(&services, &tenant.id, &crm, data, Channel::Cli, None, None)
+                .await
+                .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(outcome.activated, "{:?}", outcome.version.report.error);
+        println!(
+            "ingest to active: {:.3} s for {} rows, {:.1} MB ({:.0} MB/s), blob write and activation included",
+            secs,
+            outcome.version.rows,
+            file_bytes as f64 / 1e6,
+            file_bytes as f64 / 1e6 / secs
+        );
+    }
+    let rss_active = rss_kib("VmRSS:");
+    let heap = services.tables.total_heap_bytes();
+    println!(
+        "active version: index heap {:.1} MB ({:.2}x the file), process RSS delta {:.1} MB ({:.2}x the file)",
+        heap as f64 / 1e6,
+        heap as f64 / file_bytes as f64,
+        (rss_active.saturating_sub(rss_before)) as f64 * 1024.0 / 1e6,
+        (rss_active.saturating_sub(rss_before)) as f64 * 1024.0 / file_bytes as f64
+    );
+    {
+        // A second, different version of the same size: the swap.
+        let mut data = std::fs::read(&path).unwrap();
+        data.extend_from_slice(b"agent-extra,x,x,x,x,x,x,x,x,x,x,x\n");
+        let t = Instant::now();
+        tables::upload_reference_table(
+            &services,
+            &tenant.id,
+            &crm,
+            Bytes::from(data),
+            Channel::Cli,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        println!("swap to a second version: {:.3} s", t.elapsed().as_secs_f64());
+    }
+    let peak = rss_kib("VmHWM:");
+    println!(
+        "peak RSS over baseline during ingest and swap: {:.1} MB ({:.2}x the file)",
+        (peak.saturating_sub(rss_before)) as f64 * 1024.0 / 1e6,
+        (peak.saturating_sub(rss_before)) as f64 * 1024.0 / file_bytes as f64
+    );
+    drop(services);
+
+    api_throughput(calls).await;
+}
+
+async fn api_throughput(calls: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    let app = App::build(config).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let services = app.services.clone();
+    let created = tenants::create_tenant(&services, "load", "load-password")
+        .await
+        .unwrap();
+    let tenant = services
+        .store
+        .tenant_by_token(&tenants::hash_token(&created.api_token))
+        .await
+        .unwrap();
+    let crm = TableName::parse("crm").unwrap();
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+
+    // Each version writes its own marker in every column: a call enriched
+    // from a mix of versions would show two markers.
+    let version = |n: usize| {
+        let mut csv = String::from("agent_id");
+        for c in 0..20 {
+            csv.push_str(&format!(",col{c}"));
+        }
+        csv.push('\n');
+        for i in 0..10_000 {
+            csv.push_str(&format!("agent{i}"));
+            for _ in 0..20 {
+                csv.push_str(&format!(",v{n}"));
+            }
+            csv.push('\n');
+        }
+        Bytes::from(csv)
+    };
+    tables::upload_reference_table(&services, &tenant.id, &crm, version(0), Channel::Http, None, None)
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (services, tenant, crm, stop) = (services.clone(), tenant.clone(), crm.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 1;
+            let mut swaps = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                tables::upload_reference_table(
+                    &services,
+                    &tenant.id,
+                    &crm,
+                    version(n),
+                    Channel::Http,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+                n += 1;
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let concurrency = 64;
+    let per_worker = calls / concurrency;
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let (client, base, token) = (client.clone(), base.clone(), created.api_token.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            let mut mixed = 0usize;
+            for i in 0..per_worker {
+                let body = serde_json::json!({"metadata": {
+                    "datetime": "2026-01-30T12:34:56Z",
+                    "phonenumber": "+33102030405",
+                    "agent_id": format!("agent{}", (w * per_worker + i) % 11_000),
+                }});
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{base}/api/v1/calls"))
+                    .header("Authorization", format!("Token {token}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+                let call: serde_json::Value = r.json().await.unwrap();
+                latencies.push(t.elapsed());
+                let m = &call["metadata"];
+                if m.get("col0").is_some() && (0..20).any(|c| m[format!("col{c}")] != m["col0"]) {
+                    mixed += 1;
+                }
+            }
+            (latencies, mixed)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut mixed = 0;
+    for w in workers {
+        let (l, m) = w.await.unwrap();
+        latencies.extend(l);
+        mixed += m;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.await.unwrap();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "API: {} durable call creations in {:.2} s = {:.0}/s with {concurrency} clients; p50 {:.1} ms, p99 {:.1} ms; {swaps} version swaps; calls enriched from a mix of versions: {mixed}",
+        latencies.len(),
+        secs,
+        latencies.len() as f64 / secs,
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    );
+    let _ = tx.send(());
+    let _ = server.await;
+}

@@ -1,0 +1,174 @@
+//! Configuration: defaults < config file < `CALLMETA_*` environment < flags.
+
+use std::path::{Path, PathBuf};
+
+use callmeta_core::csv::Limits;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Where the embedded store keeps its data (SQLite file and blobs).
+    pub data_dir: PathBuf,
+    /// HTTP listener (API and web app).
+    pub http: String,
+    /// FTP/FTPS listener.
+    pub ftp: String,
+    /// SFTP listener.
+    pub sftp: String,
+    /// SIP listener (UDP and TCP).
+    pub sip: String,
+    /// Tenant for SIPREC calls that name none.
+    pub sip_default_tenant: Option<String>,
+    /// Database URL; default: SQLite in the data dir.
+    pub database: Option<String>,
+    /// Blob storage URL; default: `blobs/` in the data dir.
+    pub blobs: Option<String>,
+    /// How often every node reconciles its in-memory versions with the store.
+    pub refresh_interval_ms: u64,
+    /// Limits on CSV uploads.
+    pub limits: Limits,
+    /// Log filter (`tracing` syntax).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http: "127.0.0.1:8080".into(),
+            ftp: "127.0.0.1:2121".into(),
+            sftp: "127.0.0.1:2222".into(),
+            sip: "127.0.0.1:5060".into(),
+            sip_default_tenant: None,
+            database: None,
+            blobs: None,
+            refresh_interval_ms: 1000,
+            limits: Limits::default(),
+            log: "info,libunftp=warn,sqlx=warn".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("http", &self.http)
+            .field("database", &self.database.as_deref().map(redact_url))
+            .field("blobs", &self.blobs.as_deref().map(redact_url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides the password of a URL such as `postgres://user:secret@host/db`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    url.to_string()
+}
+
+/// Overrides given on the command line (only the flags that were set).
+#[derive(Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ftp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_default_tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<String>,
+}
+
+impl Config {
+    /// Layers the sources. `file` is the `--config` path; without it,
+    /// `callmeta.toml` in the working directory is read when present.
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<Config, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("callmeta.toml")),
+        }
+        figment
+            .merge(
+                Env::prefixed("CALLMETA_")
+                    .split("__")
+                    .ignore(&["config", "test_database_url"]),
+            )
+            .merge(Serialized::defaults(flags))
+            .extract()
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("callmeta.db")
+    }
+
+    /// A commented example configuration holding the effective values.
+    pub fn to_commented_toml(&self) -> String {
+        let opt = |v: &Option<String>| match v {
+            Some(v) => format!("{:?}", redact_url(v)),
+            None => "\"\"".to_string(),
+        };
+        format!(
+            r#"# callmeta configuration. Precedence: defaults < this file < CALLMETA_* environment < flags.
+# Read from --config FILE (or CALLMETA_CONFIG), else ./callmeta.toml when present.
+
+# Data directory of the embedded default (SQLite file and blobs).   env: CALLMETA_DATA_DIR
+data_dir = {data_dir:?}
+# HTTP listener: API under /api/v1 and the web app.                   env: CALLMETA_HTTP
+http = {http:?}
+# FTP/FTPS listener.                                                  env: CALLMETA_FTP
+ftp = {ftp:?}
+# SFTP listener.                                                      env: CALLMETA_SFTP
+sftp = {sftp:?}
+# SIP listener, UDP and TCP.                                          env: CALLMETA_SIP
+sip = {sip:?}
+# Tenant of SIPREC calls that name none (empty: answer 404).          env: CALLMETA_SIP_DEFAULT_TENANT
+sip_default_tenant = {sdt}
+# Database URL (empty: SQLite in the data dir; or postgres://...).    env: CALLMETA_DATABASE
+database = {database}
+# Blob storage URL (empty: the data dir; or file:///path).           env: CALLMETA_BLOBS
+blobs = {blobs}
+# How often (ms) the active versions are reconciled with the store.  env: CALLMETA_REFRESH_INTERVAL_MS
+refresh_interval_ms = {refresh}
+# Log filter.                                                         env: CALLMETA_LOG
+log = {log:?}
+
+[limits]
+# Largest CSV upload, in bytes.                                       env: CALLMETA_LIMITS__MAX_FILE_BYTES
+max_file_bytes = {mfb}
+# Most columns in a CSV.                                              env: CALLMETA_LIMITS__MAX_COLUMNS
+max_columns = {mc}
+# Longest CSV field, in bytes.                                        env: CALLMETA_LIMITS__MAX_FIELD_BYTES
+max_field_bytes = {mfl}
+"#,
+            data_dir = self.data_dir.display().to_string(),
+            http = self.http,
+            ftp = self.ftp,
+            sftp = self.sftp,
+            sip = self.sip,
+            sdt = opt(&self.sip_default_tenant),
+            database = opt(&self.database),
+            blobs = opt(&self.blobs),
+            refresh = self.refresh_interval_ms,
+            log = self.log,
+            mfb = self.limits.max_file_bytes,
+            mc = self.limits.max_columns,
+            mfl = self.limits.max_field_bytes,
+        )
+    }
+}

@@ -1,0 +1,10 @@
+//! The `callmeta` server: configuration and wiring. `App::build` opens the
+//! store and blob storage, loads the active versions and binds every adapter's
+//! listener; `App::run_until` serves until shutdown. The binary (`main.rs`)
+//! and the integration tests start the application the same way.
+//!
+//! - [`config`]: defaults < config file < `CALLMETA_*` environment < flags.
+//! - [`startup`]: `open_services`, `App`.
+
+pub mod config;
+pub mod startup;

@@ -1,0 +1,260 @@
+//! The `callmeta` binary: parses the command line and wires things; the work
+//! happens in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bytes::Bytes;
+use callmeta::config::{Config, FlagOverrides};
+use callmeta::startup::{App, open_services};
+use callmeta_app::usecases::{AppError, tables, tenants};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "callmeta",
+    version,
+    about = "Calls enriched with the matching row of your CRM export"
+)]
+struct Cli {
+    /// Configuration file (TOML); default ./callmeta.toml when present.
+    #[arg(long, global = true, env = "CALLMETA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded default [default: ./data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL [default: SQLite in the data dir].
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// Blob storage URL [default: the data dir].
+    #[arg(long, global = true)]
+    blobs: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: HTTP API and web app (and the other listeners).
+    Serve {
+        /// HTTP listen address [default: 127.0.0.1:8080].
+        #[arg(long)]
+        http: Option<String>,
+        /// FTP listen address [default: 127.0.0.1:2121].
+        #[arg(long)]
+        ftp: Option<String>,
+        /// SFTP listen address [default: 127.0.0.1:2222].
+        #[arg(long)]
+        sftp: Option<String>,
+        /// SIP listen address, UDP and TCP [default: 127.0.0.1:5060].
+        #[arg(long)]
+        sip: Option<String>,
+        /// Tenant of SIPREC calls that name none.
+        #[arg(long)]
+        sip_default_tenant: Option<String>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage reference tables.
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+    /// Print the effective configuration as a commented example file.
+    PrintConfig,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its API token (shown once) as JSON.
+    Create {
+        slug: String,
+        /// The tenant's FTP/SFTP and web password (at least 8 characters).
+        #[arg(long, env = "CALLMETA_TENANT_PASSWORD")]
+        password: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Import a CSV file as a new version of a table, with a progress bar.
+    Import {
+        tenant: String,
+        table: String,
+        file: PathBuf,
+        /// Create the table with this key column if it does not exist yet.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let mut flags = FlagOverrides {
+        data_dir: cli.data_dir,
+        database: cli.database,
+        blobs: cli.blobs,
+        ..Default::default()
+    };
+    if let Command::Serve {
+        http,
+        ftp,
+        sftp,
+        sip,
+        sip_default_tenant,
+    } = &cli.command
+    {
+        flags.http = http.clone();
+        flags.ftp = ftp.clone();
+        flags.sftp = sftp.clone();
+        flags.sip = sip.clone();
+        flags.sip_default_tenant = sip_default_tenant.clone();
+    }
+    let config = Config::load(cli.config.as_deref(), flags).context("reading the configuration")?;
+    init_tracing(&config, matches!(cli.command, Command::Serve { .. }));
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = App::build(config).await?;
+            println!("callmeta listening: http://{}", app.http_addr());
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::PrintConfig => print!("{}", config.to_commented_toml()),
+        Command::Tenant {
+            command: TenantCommand::Create { slug, password },
+        } => {
+            let services = open_services(&config).await?;
+            let created = tenants::create_tenant(&services, &slug, &password)
+                .await
+                .map_err(user_error)?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+        }
+        Command::Table {
+            command:
+                TableCommand::Import {
+                    tenant,
+                    table,
+                    file,
+                    key,
+                },
+        } => {
+            return import(&config, &tenant, &table, &file, key.as_deref()).await;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn user_error(e: AppError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+async fn import(
+    config: &Config,
+    tenant: &str,
+    table: &str,
+    file: &std::path::Path,
+    key: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let services = open_services(config).await?;
+    let slug = callmeta_core::domain::TenantSlug::parse(tenant)?;
+    let tenant = services
+        .store
+        .tenant_by_slug(&slug)
+        .await
+        .map_err(|_| anyhow::anyhow!("no tenant {slug}"))?;
+    let name = tables::parse_table_name(table).map_err(user_error)?;
+    if let Some(key) = key {
+        if services.store.table(&tenant.id, &name).await.is_err() {
+            let options = callmeta_core::csv::TableOptions {
+                key: callmeta_core::domain::ColumnName::parse(key)?,
+                match_mode: Default::default(),
+                region: None,
+                duplicates: Default::default(),
+                bad_rows: Default::default(),
+            };
+            tables::configure_table(&services, &tenant.id, &name, options)
+                .await
+                .map_err(user_error)?;
+        }
+    }
+    let data = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let bar = indicatif::ProgressBar::new(data.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ingesting [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let progress_bar = bar.clone();
+    let filename = file.file_name().map(|f| f.to_string_lossy().into_owned());
+    let outcome = tables::upload_reference_table(
+        &services,
+        &tenant.id,
+        &name,
+        Bytes::from(data),
+        tables::Channel::Cli,
+        filename,
+        Some(Box::new(move |done| progress_bar.set_position(done))),
+    )
+    .await
+    .map_err(user_error)?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", outcome.version.report.to_text())?;
+    if outcome.unchanged {
+        writeln!(
+            out,
+            "unchanged: same content as the active version {}",
+            outcome.version.id
+        )?;
+    } else if outcome.activated {
+        writeln!(out, "version {} is now active", outcome.version.id)?;
+    } else {
+        writeln!(out, "rejected: the previous version stays active")?;
+        return Ok(std::process::ExitCode::from(2));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn init_tracing(config: &Config, serving: bool) {
+    let default = if serving { config.log.as_str() } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,104 @@
+//! Wiring: open the store and blob storage, load the active versions, bind the
+//! listeners. Production (`callmeta serve`) and the integration tests start
+//! the application the same way: `App::build(config)` then `run_until`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use callmeta_app::blobs::{BlobStore, LocalBlobs};
+use callmeta_app::store::Store;
+use callmeta_app::store::sqlite::SqliteStore;
+use callmeta_app::usecases::{Services, active_tables};
+
+/// Opens the configured store and blob storage and loads the active versions.
+pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = match config.database.as_deref().filter(|s| !s.is_empty()) {
+        None => Arc::new(
+            SqliteStore::open(&config.sqlite_path())
+                .await
+                .with_context(|| format!("opening {}", config.sqlite_path().display()))?,
+        ),
+        Some(url) if url.starts_with("sqlite:") => Arc::new(
+            SqliteStore::open_url(url)
+                .await
+                .with_context(|| format!("opening {url}"))?,
+        ),
+        Some(url) => bail!(
+            "unsupported database URL {}: expected sqlite:PATH",
+            crate::config::redact_url(url)
+        ),
+    };
+    let blobs: Arc<dyn BlobStore> = match config.blobs.as_deref().filter(|s| !s.is_empty()) {
+        None => Arc::new(LocalBlobs::new(config.data_dir.join("blobs"))),
+        Some(url) => match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Arc::new(LocalBlobs::new(path)),
+            _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path"),
+        },
+    };
+    let services = Services::new(store, blobs, config.limits.clone());
+    let loaded = active_tables::refresh(&services)
+        .await
+        .context("loading the active versions")?;
+    tracing::info!(tables = loaded, "active versions loaded");
+    Ok(services)
+}
+
+pub struct App {
+    pub services: Arc<Services>,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    config: Config,
+}
+
+impl App {
+    /// Opens everything and binds the listeners (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let services = open_services(&config).await?;
+        let http = TcpListener::bind(&config.http)
+            .await
+            .with_context(|| format!("binding the HTTP listener on {}", config.http))?;
+        let http_addr = http.local_addr()?;
+        Ok(App {
+            services,
+            http,
+            http_addr,
+            config,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets
+    /// requests in flight finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let services = self.services.clone();
+        let interval = Duration::from_millis(self.config.refresh_interval_ms.max(50));
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = active_tables::refresh(&services).await {
+                    tracing::warn!(error = %e, "refreshing the active versions failed; retrying");
+                }
+            }
+        });
+        tracing::info!(http = %self.http_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
+        let router = callmeta_http::router(self.services.clone());
+        let result = axum::serve(self.http, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        refresher.abort();
+        result.context("serving HTTP")
+    }
+}

@@ -1,0 +1,97 @@
+//! The command line: configuration and tenant creation errors.
+
+use std::process::Command;
+
+fn callmeta(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CALLMETA_DATABASE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn print_config_layers_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("callmeta.toml"),
+        "http = \"127.0.0.1:9000\"\nftp = \"127.0.0.1:2100\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args(["print-config", "--data-dir", "/srv/callmeta"])
+        .current_dir(dir.path())
+        .env("CALLMETA_FTP", "0.0.0.0:21")
+        .env("CALLMETA_DATABASE", "postgres://app:hunter2@db/callmeta")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("http = \"127.0.0.1:9000\""), "{text}");
+    assert!(text.contains("ftp = \"0.0.0.0:21\""), "{text}");
+    assert!(text.contains("data_dir = \"/srv/callmeta\""), "{text}");
+    assert!(!text.contains("hunter2"), "secrets are never printed: {text}");
+    assert!(text.contains("# "), "the example is commented");
+}
+
+#[test]
+fn tenant_create_refuses_bad_input_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = callmeta(
+        &[
+            "tenant",
+            "create",
+            "Bad Slug",
+            "--password",
+            "long-enough",
+            "--data-dir",
+            d,
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("slug"));
+    let out = callmeta(
+        &[
+            "tenant",
+            "create",
+            "shorty",
+            "--password",
+            "short",
+            "--data-dir",
+            d,
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8 characters"));
+    let out = callmeta(
+        &[
+            "tenant",
+            "create",
+            "dup",
+            "--password",
+            "long-enough",
+            "--data-dir",
+            d,
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let out = callmeta(
+        &[
+            "tenant",
+            "create",
+            "dup",
+            "--password",
+            "long-enough",
+            "--data-dir",
+            d,
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

@@ -1,0 +1,184 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use callmeta::config::Config;
+use callmeta::startup::App;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+#[allow(dead_code)] // slug and password are used by the FTP and web tests
+pub struct Tenant {
+    pub slug: String,
+    pub token: String,
+    pub password: String,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        data_dir: data_dir.to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        ftp: "127.0.0.1:0".into(),
+        sftp: "127.0.0.1:0".into(),
+        sip: "127.0.0.1:0".into(),
+        refresh_interval_ms: 200,
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(dir.path());
+        let mut app = Self::spawn_with(config).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Starts the app on an existing configuration (the caller owns the data dir).
+    pub async fn spawn_with(config: Config) -> TestApp {
+        let data_dir = config.data_dir.clone();
+        let app = App::build(config).await.expect("app builds");
+        let base = format!("http://{}", app.http_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            data_dir,
+            http: reqwest::Client::new(),
+            _dir: None,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a tenant through the real CLI, as an operator does, while the server runs.
+    pub fn create_tenant(&self, slug: &str) -> Tenant {
+        let password = format!("{slug}-secret-pw");
+        let out = Command::new(env!("CARGO_BIN_EXE_callmeta"))
+            .args(["tenant", "create", slug, "--password", &password, "--data-dir"])
+            .arg(&self.data_dir)
+            .env_remove("CALLMETA_DATABASE")
+            .output()
+            .expect("run callmeta tenant create");
+        assert!(
+            out.status.success(),
+            "tenant create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).expect("tenant create prints JSON");
+        assert_eq!(json["tenant"], slug);
+        assert_eq!(json["ftp_user"], slug);
+        Tenant {
+            slug: slug.into(),
+            token: json["api_token"].as_str().expect("api_token").into(),
+            password,
+        }
+    }
+
+    pub async fn put_json(&self, t: &Tenant, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.url(path))
+            .header("Authorization", format!("Token {}", t.token))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    pub async fn post_json(&self, t: &Tenant, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("Authorization", format!("Token {}", t.token))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    pub async fn get(&self, t: &Tenant, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("Authorization", format!("Bearer {}", t.token))
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    pub async fn upload(&self, t: &Tenant, table: &str, bytes: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.url(&format!("/api/v1/tables/{table}/data")))
+            .header("Authorization", format!("Token {}", t.token))
+            .header("Content-Type", "text/csv")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    pub async fn create_table(&self, t: &Tenant, table: &str, body: Value) {
+        let (status, json) = self.put_json(t, &format!("/api/v1/tables/{table}"), body).await;
+        assert_eq!(status, 200, "{json}");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json)
+}
+
+/// The SPEC §1 table, saved as-is (pipes and separator line).
+pub const SPEC_TABLE: &str = "| agent_id | team_name | expertise | city |
+|---|---|---|---|
+| alice | diamond | sales | Helsinki |
+| bob | ruby | support | Helsinki |
+| cindy | diamond | sales | Helsinki |
+| dylan | saphire | sales | Cape Town |
+";
+
+pub fn error_detail(json: &Value) -> String {
+    json["errors"][0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

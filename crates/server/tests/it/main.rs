@@ -1,0 +1,12 @@
+//! The integration tests: one binary, a module per feature. Each test starts
+//! the real application on port 0 with a temporary data directory and drives
+//! it as users do (an HTTP client, the `callmeta` CLI).
+
+mod helpers;
+
+mod api_errors;
+mod calls;
+mod cli;
+mod spec_example;
+mod store_story;
+mod uploads;

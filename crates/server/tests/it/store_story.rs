@@ -1,0 +1,252 @@
+//! One story through the `Store` trait that every backend must pass: tenants,
+//! tables, versions, activation, calls, filters and tenancy.
+
+use callmeta_app::store::sqlite::SqliteStore;
+use callmeta_app::store::*;
+use callmeta_core::csv::{Limits, TableOptions};
+use callmeta_core::domain::{ColumnName, TableName, TenantSlug};
+use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
+
+fn options(key: &str) -> TableOptions {
+    TableOptions {
+        key: ColumnName::parse(key).unwrap(),
+        match_mode: Default::default(),
+        region: None,
+        duplicates: Default::default(),
+        bad_rows: Default::default(),
+    }
+}
+
+fn tenant(id: &str, slug: &str) -> Tenant {
+    Tenant {
+        id: TenantId(id.into()),
+        slug: TenantSlug::parse(slug).unwrap(),
+        password_hash: "h".into(),
+        created_ms: 1,
+    }
+}
+
+fn version(id: &str, table: &TableName, accepted: bool, created_ms: i64) -> VersionRecord {
+    VersionRecord {
+        id: id.into(),
+        table: table.clone(),
+        created_ms,
+        channel: "http".into(),
+        filename: Some("crm.csv".into()),
+        sha256: format!("sha-{id}"),
+        bytes: 10,
+        blob_key: format!("b/{id}"),
+        accepted,
+        rows: 4,
+        options: options("agent_id"),
+        report: {
+            let mut report =
+                callmeta_core::csv::ingest(b"agent_id\nalice\n", &options("agent_id"), &Limits::default())
+                    .expect("a one-row CSV ingests")
+                    .report;
+            report.accepted = accepted;
+            report
+        },
+    }
+}
+
+fn call(id: &str, ts: i64, team: &str) -> CallRecord {
+    let mut metadata = Metadata::new();
+    metadata.insert("agent_id".into(), format!("agent-{id}"));
+    let mut added = Metadata::new();
+    added.insert("team_name".into(), team.into());
+    CallRecord {
+        unique_id: id.into(),
+        timestamp_ms: ts,
+        source: CallSource::Api,
+        external_id: Some(format!("ext-{id}")),
+        metadata,
+        enrichment: vec![EnrichmentResult {
+            table: "crm".into(),
+            version: Some("v1".into()),
+            status: EnrichmentStatus::Matched,
+            key: "agent_id".into(),
+            key_value: Some(format!("agent-{id}")),
+            normalized_key: Some(format!("agent-{id}")),
+            added,
+            collisions: vec![],
+            at_ms: ts,
+        }],
+        audio_key: None,
+        created_ms: ts,
+        updated_ms: ts,
+    }
+}
+
+pub async fn story(store: &dyn Store) {
+    let a = tenant("ta", "alpha");
+    let b = tenant("tb", "beta");
+    store.create_tenant(&a, "hash-a").await.unwrap();
+    store.create_tenant(&b, "hash-b").await.unwrap();
+    assert!(matches!(
+        store.create_tenant(&tenant("tc", "alpha"), "hash-c").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.tenant_by_token("hash-a").await.unwrap().id, a.id);
+    assert_eq!(store.tenant_by_slug(&a.slug).await.unwrap().id, a.id);
+    assert!(matches!(
+        store.tenant_by_token("nope").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let crm = TableName::parse("crm").unwrap();
+    let t = store
+        .put_table(&a.id, &crm, &options("agent_id"), 10)
+        .await
+        .unwrap();
+    assert_eq!(t.active_version, None);
+    store
+        .put_table(&a.id, &crm, &options("user_id"), 11)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.table(&a.id, &crm).await.unwrap().options.key.as_str(),
+        "user_id"
+    );
+    assert!(matches!(
+        store.table(&b.id, &crm).await,
+        Err(StoreError::NotFound)
+    ));
+
+    store
+        .insert_version(&a.id, &version("v1", &crm, true, 20), true)
+        .await
+        .unwrap();
+    store
+        .insert_version(&a.id, &version("v2", &crm, false, 30), false)
+        .await
+        .unwrap();
+    let t = store.table(&a.id, &crm).await.unwrap();
+    assert_eq!(t.active_version.as_deref(), Some("v1"));
+    assert_eq!(
+        t.options.key.as_str(),
+        "agent_id",
+        "activation brings the version's options"
+    );
+    assert!(matches!(
+        store.put_table(&a.id, &crm, &options("x"), 40).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let versions = store.versions(&a.id, &crm).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["v2", "v1"]
+    );
+    assert_eq!(versions[1], version("v1", &crm, true, 20));
+    assert!(matches!(
+        store.version(&b.id, "v1").await,
+        Err(StoreError::NotFound)
+    ));
+    let states = store.table_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].active_version.as_deref(), Some("v1"));
+
+    store
+        .insert_call(&a.id, &call("c1", 100, "diamond"))
+        .await
+        .unwrap();
+    store.insert_call(&a.id, &call("c2", 200, "ruby")).await.unwrap();
+    store
+        .insert_call(&a.id, &call("c3", 300, "diamond"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_call(&a.id, &call("c4", 400, "x")).await,
+        Ok(())
+    ));
+    let mut dup = call("c5", 500, "x");
+    dup.external_id = Some("ext-c1".into());
+    assert!(matches!(
+        store.insert_call(&a.id, &dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.call(&a.id, "c2").await.unwrap(), call("c2", 200, "ruby"));
+    assert!(matches!(store.call(&b.id, "c2").await, Err(StoreError::NotFound)));
+    assert_eq!(
+        store
+            .call_by_external_id(&a.id, "ext-c3")
+            .await
+            .unwrap()
+            .unique_id,
+        "c3"
+    );
+
+    let q = |metadata: Vec<(&str, &str)>| CallQuery {
+        limit: 10,
+        metadata: metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let (n, calls) = store.list_calls(&a.id, &q(vec![])).await.unwrap();
+    assert_eq!(n, 4);
+    assert_eq!(
+        calls.iter().map(|c| c.unique_id.as_str()).collect::<Vec<_>>(),
+        ["c4", "c3", "c2", "c1"]
+    );
+    let (n, calls) = store
+        .list_calls(&a.id, &q(vec![("team_name", "diamond")]))
+        .await
+        .unwrap();
+    assert_eq!((n, calls.len()), (2, 2));
+    let (n, _) = store
+        .list_calls(&a.id, &q(vec![("agent_id", "agent-c2")]))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (n, _) = store
+        .list_calls(
+            &a.id,
+            &CallQuery {
+                limit: 10,
+                from_ms: Some(150),
+                to_ms: Some(300),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let (n, page) = store
+        .list_calls(
+            &a.id,
+            &CallQuery {
+                limit: 1,
+                offset: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((n, page[0].unique_id.as_str()), (4, "c3"));
+    let (n, _) = store.list_calls(&b.id, &q(vec![])).await.unwrap();
+    assert_eq!(n, 0);
+
+    let mut updated = call("c1", 100, "onyx");
+    updated.audio_key = Some("audio/c1.wav".into());
+    updated.updated_ms = 999;
+    store.update_call(&a.id, &updated).await.unwrap();
+    assert_eq!(store.call(&a.id, "c1").await.unwrap(), updated);
+    let (n, _) = store
+        .list_calls(&a.id, &q(vec![("team_name", "onyx")]))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(
+        store.update_call(&b.id, &updated).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("story.db")).await.unwrap();
+    story(&store).await;
+}

@@ -1,0 +1,1 @@
+//! SIPREC parsing (placeholder until the parser lands).
