@@ -14,7 +14,6 @@
 //! Nothing here panics on any input: every failure becomes a [`CsvError`]
 //! whose message names the line and the field.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -162,10 +161,7 @@ pub enum RowIssue {
         limit: usize,
     },
     #[error("the key {value:?} is not a phone number{}", region_note(.region))]
-    NotAPhoneNumber {
-        value: String,
-        region: Option<String>,
-    },
+    NotAPhoneNumber { value: String, region: Option<String> },
 }
 
 fn region_note(region: &Option<String>) -> String {
@@ -191,9 +187,7 @@ pub enum CsvError {
     Binary { line: u64 },
     #[error("the header has {columns} columns, over the limit of {limit}")]
     TooManyColumns { columns: usize, limit: usize },
-    #[error(
-        "line {line}: column {column} of the header is {bytes} bytes, over the {limit}-byte limit"
-    )]
+    #[error("line {line}: column {column} of the header is {bytes} bytes, over the {limit}-byte limit")]
     HeaderFieldTooLong {
         line: u64,
         column: usize,
@@ -225,6 +219,11 @@ pub enum CsvError {
     Options(#[from] MatcherError),
     #[error("the table holds over 4 GiB of cell data, more than one version can index")]
     TooLarge,
+    /// Only seen when a file with a UTF-8 byte-order mark is not UTF-8
+    /// after all and its lossy decoding fails too, which cannot happen;
+    /// without a mark, such a file is read as Windows-1252.
+    #[error("line {line}: the file is not valid UTF-8")]
+    NotUtf8 { line: u64 },
     #[error("line {line}: unreadable record ({detail})")]
     Unreadable { line: u64, detail: String },
 }
@@ -242,11 +241,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Ingests an upload. `Err` carries the report of a rejected upload
 /// (`accepted: false`, `error` set).
-pub fn ingest(
-    bytes: &[u8],
-    options: &TableOptions,
-    limits: &Limits,
-) -> Result<Ingested, Box<Report>> {
+pub fn ingest(bytes: &[u8], options: &TableOptions, limits: &Limits) -> Result<Ingested, Box<Report>> {
     ingest_with_progress(bytes, options, limits, &mut |_| {})
 }
 
@@ -305,9 +300,34 @@ fn build(
 ) -> Result<TableIndex, CsvError> {
     check_size(bytes, limits)?;
     let matcher = Matcher::new(options.match_mode, options.region.as_deref())?;
-    let (text, encoding) = decode(bytes);
-    report.encoding = Some(encoding.to_string());
-    let text: &str = &text;
+    with_text(bytes, |text, encoding| {
+        reset(report);
+        report.encoding = Some(encoding.to_string());
+        build_text(bytes.len(), text, &matcher, options, limits, progress, report)
+    })
+}
+
+/// Forgets what an attempt that turned out not to be UTF-8 had found.
+fn reset(report: &mut Report) {
+    report.columns.clear();
+    report.rows_read = 0;
+    report.rows_accepted = 0;
+    report.rows_rejected = 0;
+    report.problems.clear();
+    report.duplicate_keys = 0;
+    report.duplicate_examples.clear();
+    report.duplicate_rows = 0;
+}
+
+fn build_text(
+    input_len: usize,
+    text: &[u8],
+    matcher: &Matcher,
+    options: &TableOptions,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+    report: &mut Report,
+) -> Result<TableIndex, CsvError> {
     let delimiter = sniff(text);
     report.delimiter = Some(delimiter.name().to_string());
     let mut parser = Parser::new(text, delimiter, limits)?;
@@ -336,14 +356,14 @@ fn build(
     let mut lines = LineCounter::new(text);
     let columns = parser.header.len();
     // Scales positions in the decoded text back to input bytes for progress.
-    let scale = bytes.len() as f64 / text.len().max(1) as f64;
+    let scale = input_len as f64 / text.len().max(1) as f64;
     let mut next_progress = PROGRESS_STEP;
     let mut first_duplicate: Option<(u64, String)> = None;
     let mut reserved = false;
 
     while let Some(row) = parser.next_row()? {
         report.rows_read += 1;
-        let issue = check_row(&row, columns, key_column, &header, limits, &matcher);
+        let issue = check_row(&row, columns, key_column, &header, limits, matcher);
         let (issue, normalized) = match issue {
             Ok(normalized) => (None, Some(normalized)),
             Err(issue) => (Some(issue), None),
@@ -371,7 +391,7 @@ fn build(
             &normalized
         };
         let pushed = builder
-            .push(key, (0..columns).map(|c| row.get(c)))
+            .push(key, |c| row.get(c))
             .map_err(|_| CsvError::TooLarge)?;
         report.rows_accepted += 1;
         if let Pushed::Duplicate { first_of_key } = pushed {
@@ -394,7 +414,9 @@ fn build(
             reserved = true;
             let per_row = (offset / 1024).max(1);
             let remaining = (text.len() as u64).saturating_sub(offset) / per_row;
-            builder.reserve((remaining + remaining / 16) as usize);
+            let rows = remaining + remaining / 16;
+            let key_bytes = builder.key_bytes() / 1024 * rows as usize;
+            builder.reserve(rows as usize, key_bytes);
         }
         if offset >= next_progress {
             progress(((offset as f64) * scale) as u64);
@@ -434,10 +456,7 @@ fn find_key_column(header: &[String], key: &str) -> Result<usize, CsvError> {
     if header.len() > shown.len() {
         let _ = write!(columns, ", ... {} more", header.len() - shown.len());
     }
-    let hint = match header
-        .iter()
-        .find(|c| c.to_lowercase() == key.to_lowercase())
-    {
+    let hint = match header.iter().find(|c| c.to_lowercase() == key.to_lowercase()) {
         Some(c) => format!(
             "; {:?} differs only in case, and names must match exactly",
             excerpt(c)
@@ -467,9 +486,11 @@ fn check_row(
             expected: columns,
         });
     }
-    if let Some((c, bytes)) = (0..columns)
-        .map(|c| (c, row.raw_len(c)))
-        .find(|&(_, bytes)| bytes > limits.max_field_bytes)
+    // No field can be over the limit when all of them together are not.
+    if row.total_len() > limits.max_field_bytes
+        && let Some((c, bytes)) = (0..columns)
+            .map(|c| (c, row.raw_len(c)))
+            .find(|&(_, bytes)| bytes > limits.max_field_bytes)
     {
         return Err(RowIssue::FieldTooLong {
             column: header[c].clone(),
@@ -513,15 +534,15 @@ fn excerpt(value: &str) -> String {
 /// [`ingest`], without an index or table options: the trimmed header names
 /// and the trimmed cells of every non-blank row. A row whose field count
 /// differs from the header's, or a field over the limit, is an error.
-pub fn parse_records(
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
+pub fn parse_records(bytes: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
     check_size(bytes, limits)?;
-    let (text, _) = decode(bytes);
-    let mut parser = Parser::new(&text, sniff(&text), limits)?;
+    with_text(bytes, |text, _| parse_text(text, limits))
+}
+
+fn parse_text(text: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
+    let mut parser = Parser::new(text, sniff(text), limits)?;
     let header = parser.header.clone();
-    let mut lines = LineCounter::new(&text);
+    let mut lines = LineCounter::new(text);
     let mut rows = Vec::new();
     while let Some(row) = parser.next_row()? {
         let issue = if row.len() != header.len() {
@@ -550,35 +571,39 @@ pub fn parse_records(
     Ok((header, rows))
 }
 
-/// The text of an upload and the name of its encoding.
+/// Runs `parse` on the text of an upload with the name of its encoding.
 ///
-/// A byte-order mark decides; without one, UTF-8 if the bytes are valid UTF-8
-/// (the one validation of the whole buffer), else Windows-1252, which is what
-/// Excel writes for "CSV" on a Western-European Windows.
-pub fn decode(bytes: &[u8]) -> (Cow<'_, str>, &'static str) {
-    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        return (String::from_utf8_lossy(rest), "UTF-8 (BOM)");
-    }
+/// A byte-order mark decides (UTF-16 is transcoded). Without one the bytes
+/// are parsed as they are, on the bet that they are UTF-8: the parser checks
+/// each record as it reads it (which, since every byte is either in a field
+/// or an ASCII delimiter, quote or line break, checks the whole file once). If
+/// the bet fails, the file is decoded as Windows-1252 (what Excel writes for
+/// "CSV" on a Western-European Windows) and parsed again.
+fn with_text<T>(
+    bytes: &[u8],
+    mut parse: impl FnMut(&[u8], &'static str) -> Result<T, CsvError>,
+) -> Result<T, CsvError> {
     if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
-        return (
-            encoding_rs::UTF_16LE.decode_without_bom_handling(rest).0,
-            "UTF-16LE (BOM)",
-        );
+        let text = encoding_rs::UTF_16LE.decode_without_bom_handling(rest).0;
+        return parse(text.as_bytes(), "UTF-16LE (BOM)");
     }
     if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
-        return (
-            encoding_rs::UTF_16BE.decode_without_bom_handling(rest).0,
-            "UTF-16BE (BOM)",
-        );
+        let text = encoding_rs::UTF_16BE.decode_without_bom_handling(rest).0;
+        return parse(text.as_bytes(), "UTF-16BE (BOM)");
     }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (Cow::Borrowed(text), "UTF-8"),
-        Err(_) => (
-            encoding_rs::WINDOWS_1252
-                .decode_without_bom_handling(bytes)
-                .0,
-            "windows-1252",
-        ),
+    let (rest, bom) = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (rest, true),
+        None => (bytes, false),
+    };
+    check_binary(rest)?;
+    let encoding = if bom { "UTF-8 (BOM)" } else { "UTF-8" };
+    match parse(rest, encoding) {
+        Err(CsvError::NotUtf8 { .. }) if bom => parse(String::from_utf8_lossy(rest).as_bytes(), encoding),
+        Err(CsvError::NotUtf8 { .. }) => {
+            let text = encoding_rs::WINDOWS_1252.decode_without_bom_handling(rest).0;
+            parse(text.as_bytes(), "windows-1252")
+        }
+        other => other,
     }
 }
 
@@ -620,11 +645,11 @@ impl Delimiter {
 
 /// The delimiter that occurs most often outside quotes on the header line
 /// (the first non-blank line); ties and a one-column header give comma.
-pub fn sniff(text: &str) -> Delimiter {
+pub fn sniff(text: &[u8]) -> Delimiter {
     let mut counts = [0usize; 4];
     let mut in_quotes = false;
     let mut started = false;
-    for &b in text.as_bytes() {
+    for &b in text {
         match b {
             b'"' => in_quotes = !in_quotes,
             b'\r' | b'\n' if !in_quotes => {
@@ -676,10 +701,12 @@ impl Row<'_> {
         if column >= self.len {
             return "";
         }
-        self.record
-            .get(self.first + column)
-            .map(str::trim)
-            .unwrap_or("")
+        self.record.get(self.first + column).map(trim).unwrap_or("")
+    }
+
+    /// The length of all the record's fields together.
+    fn total_len(&self) -> usize {
+        self.record.as_byte_record().as_slice().len()
     }
 
     /// The cell's length as read (unquoted, untrimmed).
@@ -691,9 +718,34 @@ impl Row<'_> {
     }
 }
 
+/// How much of the start of a file is searched for a NUL byte.
+const BINARY_SNIFF_BYTES: usize = 1 << 16;
+
+/// `str::trim`, with a shortcut for the usual cell that starts and ends with
+/// a visible ASCII character.
+#[inline]
+fn trim(cell: &str) -> &str {
+    match (cell.as_bytes().first(), cell.as_bytes().last()) {
+        (Some(&first), Some(&last)) if (0x21..0x7f).contains(&first) && (0x21..0x7f).contains(&last) => cell,
+        _ => cell.trim(),
+    }
+}
+
+/// A NUL near the start means a binary file or BOM-less UTF-16; one further
+/// on is just an odd byte in a cell.
+fn check_binary(text: &[u8]) -> Result<(), CsvError> {
+    let head = &text[..text.len().min(BINARY_SNIFF_BYTES)];
+    match head.iter().position(|&b| b == 0) {
+        Some(nul) => Err(CsvError::Binary {
+            line: LineCounter::new(text).line_at(nul as u64),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Records of a decoded text, after its header.
 struct Parser<'t> {
-    text: &'t str,
+    text: &'t [u8],
     reader: ::csv::Reader<&'t [u8]>,
     record: ::csv::StringRecord,
     delimiter: Delimiter,
@@ -705,18 +757,14 @@ struct Parser<'t> {
 }
 
 impl<'t> Parser<'t> {
-    fn new(text: &'t str, delimiter: Delimiter, limits: &Limits) -> Result<Parser<'t>, CsvError> {
-        if let Some(nul) = text.as_bytes().iter().position(|&b| b == 0) {
-            return Err(CsvError::Binary {
-                line: LineCounter::new(text).line_at(nul as u64),
-            });
-        }
+    fn new(text: &'t [u8], delimiter: Delimiter, limits: &Limits) -> Result<Parser<'t>, CsvError> {
+        check_binary(text)?;
         let reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .delimiter(delimiter.byte())
             .buffer_capacity(1 << 16)
-            .from_reader(text.as_bytes());
+            .from_reader(text);
         let mut parser = Parser {
             text,
             reader,
@@ -812,12 +860,16 @@ impl<'t> Parser<'t> {
     }
 
     fn read(&mut self) -> Result<bool, CsvError> {
-        self.reader
-            .read_record(&mut self.record)
-            .map_err(|e| CsvError::Unreadable {
-                line: e.position().map_or(0, |p| p.line()),
-                detail: e.to_string(),
-            })
+        self.reader.read_record(&mut self.record).map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            match e.kind() {
+                ::csv::ErrorKind::Utf8 { .. } => CsvError::NotUtf8 { line },
+                _ => CsvError::Unreadable {
+                    line,
+                    detail: e.to_string(),
+                },
+            }
+        })
     }
 
     /// Where the cells of the current record begin in it, and how many there
@@ -827,15 +879,8 @@ impl<'t> Parser<'t> {
         if self.delimiter != Delimiter::Pipe {
             return (0, len);
         }
-        let rest = self
-            .text
-            .as_bytes()
-            .get(offset as usize..)
-            .unwrap_or_default();
-        let leading_pipe = rest
-            .iter()
-            .find(|b| !matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
-            == Some(&b'|');
+        let rest = self.text.get(offset as usize..).unwrap_or_default();
+        let leading_pipe = rest.iter().find(|b| !matches!(b, b'\r' | b'\n' | b' ' | b'\t')) == Some(&b'|');
         if leading_pipe && len > 0 {
             (1, len - 1)
         } else {
@@ -897,9 +942,9 @@ struct LineCounter<'t> {
 }
 
 impl<'t> LineCounter<'t> {
-    fn new(text: &'t str) -> Self {
+    fn new(text: &'t [u8]) -> Self {
         LineCounter {
-            text: text.as_bytes(),
+            text,
             pos: 0,
             line: 1,
             after_cr: false,
@@ -995,9 +1040,7 @@ impl Report {
         if self.problems.is_empty() {
             field(&mut out, "problems", &"none");
         } else {
-            let more = self
-                .rows_rejected
-                .saturating_sub(self.problems.len() as u64);
+            let more = self.rows_rejected.saturating_sub(self.problems.len() as u64);
             let suffix = if more > 0 {
                 format!(" (first {} listed)", self.problems.len())
             } else {

@@ -118,10 +118,7 @@ mod tests {
         assert!(TenantSlug::parse("").is_err());
         assert!(TenantSlug::parse("../x").is_err());
         assert!(TableName::parse("crm").is_ok());
-        assert_eq!(
-            ColumnName::parse("  agent_id ").unwrap().as_str(),
-            "agent_id"
-        );
+        assert_eq!(ColumnName::parse("  agent_id ").unwrap().as_str(), "agent_id");
         assert!(ColumnName::parse(" ").is_err());
     }
 }

@@ -140,14 +140,10 @@ fn add_row(
     result: &mut EnrichmentResult,
 ) {
     let columns = index.columns();
-    let mut values: Vec<&str> = Vec::with_capacity(columns.len());
-    values.extend(row.values());
     let earlier_added = earlier.iter().any(|r| !r.added.is_empty());
-    let mut own_iter: std::iter::Peekable<btree_map::Iter<'_, String, String>> =
-        own.iter().peekable();
+    let mut own_iter: std::iter::Peekable<btree_map::Iter<'_, String, String>> = own.iter().peekable();
     let mut added: Vec<(String, String)> = Vec::with_capacity(columns.len());
-    for &column in index.columns_by_name() {
-        let value = values.get(column).copied().unwrap_or("");
+    for (column, value) in row.cells_by_name() {
         if value.is_empty() {
             continue;
         }

@@ -117,10 +117,7 @@ mod tests {
     #[test]
     fn exact_trims_and_borrows() {
         let m = Matcher::new(MatchMode::Exact, None).unwrap();
-        assert!(matches!(
-            m.normalize("  alice "),
-            Some(Cow::Borrowed("alice"))
-        ));
+        assert!(matches!(m.normalize("  alice "), Some(Cow::Borrowed("alice"))));
         assert_eq!(m.normalize(" \t "), None);
         assert_eq!(norm(MatchMode::Exact, None, "Alice"), Some("Alice".into()));
     }

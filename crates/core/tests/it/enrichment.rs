@@ -18,13 +18,9 @@ const CRM: &str = "| agent_id | team_name | expertise | city |
 ";
 
 fn table(csv_text: &str, options_json: &str) -> TableIndex {
-    csv::ingest(
-        csv_text.as_bytes(),
-        &options(options_json),
-        &Limits::default(),
-    )
-    .expect("table ingests")
-    .index
+    csv::ingest(csv_text.as_bytes(), &options(options_json), &Limits::default())
+        .expect("table ingests")
+        .index
 }
 
 fn metadata(pairs: &[(&str, &str)]) -> Metadata {
@@ -263,11 +259,7 @@ fn own_metadata_wins_and_collisions_are_recorded() {
     "#]],
     );
     check(
-        &[
-            ("agent_id", "alice"),
-            ("city", "Paris"),
-            ("team", "diamond"),
-        ],
+        &[("agent_id", "alice"), ("city", "Paris"), ("team", "diamond")],
         &tables,
         expect![[r#"
         crm v=v1 Matched agent_id=Some("alice") normalized=Some("alice") at=1769776496000
@@ -282,10 +274,7 @@ fn own_metadata_wins_and_collisions_are_recorded() {
     );
 
     // An earlier table's added key wins over a later table's.
-    let teams = table(
-        "agent_id,team,floor\nalice,ruby,3\n",
-        r#"{"key": "agent_id"}"#,
-    );
+    let teams = table("agent_id,team,floor\nalice,ruby,3\n", r#"{"key": "agent_id"}"#);
     let tables = [
         view(Some(&crm), "agent_id"),
         TableView {

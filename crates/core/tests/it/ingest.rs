@@ -398,8 +398,7 @@ fn blank_lines_and_whitespace_are_ignored() {
     );
 }
 
-const DUPLICATES: &str =
-    "agent_id,team\nalice,red\nbob,blue\nalice,green\ncindy,x\nalice,pink\nbob,teal\n";
+const DUPLICATES: &str = "agent_id,team\nalice,red\nbob,blue\nalice,green\ncindy,x\nalice,pink\nbob,teal\n";
 
 #[test]
 fn duplicates_first() {
@@ -791,10 +790,7 @@ fn limits() {
     "#]],
     );
 
-    let big_cell = format!(
-        "agent_id,notes\nalice,{}\nbob,short\n",
-        "x".repeat(10 << 20)
-    );
+    let big_cell = format!("agent_id,notes\nalice,{}\nbob,short\n", "x".repeat(10 << 20));
     check(
         &big_cell,
         r#"{"key": "agent_id", "bad_rows": "skip"}"#,
@@ -877,33 +873,29 @@ fn binary_files_are_refused() {
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
         AGENT,
         expect![[r#"
-        REJECTED: line 3: the file contains a NUL byte; it looks like a binary file, or UTF-16 text without a byte-order mark (save it as UTF-8 or as Excel "Unicode text")
+            REJECTED: line 3: the file contains a NUL byte; it looks like a binary file, or UTF-16 text without a byte-order mark (save it as UTF-8 or as Excel "Unicode text")
 
-        size:       16 bytes
-        encoding:   windows-1252
-        delimiter:  comma
-        key:        agent_id (match: exact)
-        rows:       0 read, 0 accepted, 0 rejected
-        problems:   none
-        duplicates: none
-        sha256:     02a3e298f1533f62558c58e4c70edcab9af5a50d62d925fd5390942020fb0fb8
-    "#]],
+            size:       16 bytes
+            key:        agent_id (match: exact)
+            rows:       0 read, 0 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     02a3e298f1533f62558c58e4c70edcab9af5a50d62d925fd5390942020fb0fb8
+        "#]],
     );
     check(
         b"agent_id\x00,team\n",
         AGENT,
         expect![[r#"
-        REJECTED: line 1: the file contains a NUL byte; it looks like a binary file, or UTF-16 text without a byte-order mark (save it as UTF-8 or as Excel "Unicode text")
+            REJECTED: line 1: the file contains a NUL byte; it looks like a binary file, or UTF-16 text without a byte-order mark (save it as UTF-8 or as Excel "Unicode text")
 
-        size:       15 bytes
-        encoding:   UTF-8
-        delimiter:  comma
-        key:        agent_id (match: exact)
-        rows:       0 read, 0 accepted, 0 rejected
-        problems:   none
-        duplicates: none
-        sha256:     51962623bbf9757069aa567059a348d4a643ddafb6602d9ce50132f4931ee07f
-    "#]],
+            size:       15 bytes
+            key:        agent_id (match: exact)
+            rows:       0 read, 0 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     51962623bbf9757069aa567059a348d4a643ddafb6602d9ce50132f4931ee07f
+        "#]],
     );
     check(
         b"\xff\xd8\xff\xe0garbage\xc3(\xa0\xa1",

@@ -18,11 +18,7 @@ pub fn options(json: &str) -> TableOptions {
 /// The report a person reads, then the rows that can be looked up, sorted.
 pub fn render(result: &Result<csv::Ingested, Box<csv::Report>>) -> String {
     match result {
-        Ok(ingested) => format!(
-            "{}\n{}",
-            ingested.report.to_text(),
-            render_rows(&ingested.index)
-        ),
+        Ok(ingested) => format!("{}\n{}", ingested.report.to_text(), render_rows(&ingested.index)),
         Err(report) => report.to_text(),
     }
 }
@@ -57,12 +53,7 @@ pub fn check(input: impl AsRef<[u8]>, options_json: &str, expect: expect_test::E
     check_with(input, options_json, &Limits::default(), expect)
 }
 
-pub fn check_with(
-    input: impl AsRef<[u8]>,
-    options_json: &str,
-    limits: &Limits,
-    expect: expect_test::Expect,
-) {
+pub fn check_with(input: impl AsRef<[u8]>, options_json: &str, limits: &Limits, expect: expect_test::Expect) {
     let result = csv::ingest(input.as_ref(), &options(options_json), limits);
     if let Err(report) = &result {
         assert!(!report.accepted);

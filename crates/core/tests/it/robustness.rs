@@ -63,9 +63,7 @@ fn random_bytes_never_panic() {
         let bytes: Vec<u8> = if round % 2 == 0 {
             (0..len).map(|_| rng.next() as u8).collect()
         } else {
-            (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect()
+            (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect()
         };
         ingest_everything(&bytes);
     }

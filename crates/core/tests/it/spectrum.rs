@@ -13,8 +13,7 @@ fn fixtures() -> PathBuf {
 type Record = BTreeMap<String, String>;
 
 fn expected(name: &str) -> Vec<Record> {
-    let text =
-        std::fs::read_to_string(fixtures().join("json").join(format!("{name}.json"))).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("json").join(format!("{name}.json"))).unwrap();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     // location_coordinates.json holds a single object rather than an array.
     let records = match value {
