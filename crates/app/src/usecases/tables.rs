@@ -2,9 +2,10 @@
 //! CLI, FTP, SFTP) uploads through [`upload_reference_table`], so all produce
 //! the same versions and the same reports.
 //!
-//! Order of an upload, and why: the original bytes go to blob storage first
-//! (nothing is lost, even a rejected upload can be read back), then the CSV is
-//! ingested off the async runtime, then one transaction records the version
+//! Order of an upload, and why: the original bytes go to blob storage while
+//! the CSV is ingested off the async runtime, and both finish before anything
+//! else (nothing is lost: even a rejected upload can be read back), then one
+//! transaction records the version
 //! and, if it was accepted, activates it; only after that commit is the new
 //! index swapped into memory. A failure at any step leaves the previous
 //! version active.
@@ -208,9 +209,14 @@ async fn ingest_and_record(
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
-    services.blobs.put(&blob_key, bytes.clone()).await?;
-
-    let (index, report) = ingest(services, options, bytes, progress).await?;
+    // The original is written while the CSV is parsed (on another core);
+    // both finish before the version is recorded.
+    let (stored, ingested) = tokio::join!(
+        services.blobs.put(&blob_key, bytes.clone()),
+        ingest(services, options, bytes, progress)
+    );
+    stored?;
+    let (index, report) = ingested?;
     let accepted = index.is_some();
     let version = VersionRecord {
         id: id.clone(),
