@@ -3,7 +3,6 @@
 //! cells, without ever overwriting the call's own metadata (SPEC §3).
 
 use std::collections::BTreeMap;
-use std::collections::btree_map;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,10 +127,13 @@ fn enrich_one(
     result
 }
 
-/// Fills `added` and `collisions` from a matched row. Columns are visited in
-/// name order and merged against the call's (sorted) own keys, so a
-/// collision check costs one string comparison, not a map lookup, and the
-/// added map is built in bulk from already sorted pairs.
+/// Fills `added` and `collisions` from a matched row.
+///
+/// Columns whose name is taken (by the call's own metadata or an earlier
+/// table's additions) are found by looking the taken names up in the
+/// index, not by comparing every column to every taken name; the cells are
+/// then read in one forward walk over the row, which is stored in
+/// column-name order, into a clone of the index's name-ordered template.
 fn add_row(
     own: &Metadata,
     index: &TableIndex,
@@ -139,43 +141,53 @@ fn add_row(
     earlier: &[EnrichmentResult],
     result: &mut EnrichmentResult,
 ) {
-    let columns = index.columns();
-    let earlier_added = earlier.iter().any(|r| !r.added.is_empty());
-    let mut own_iter: std::iter::Peekable<btree_map::Iter<'_, String, String>> = own.iter().peekable();
-    let mut added: Vec<(String, String)> = Vec::with_capacity(columns.len());
-    for (column, value) in row.cells_by_name() {
-        if value.is_empty() {
-            continue;
+    // (slot, kept value, kept from): usually empty, so no allocation.
+    let mut taken: Vec<(usize, &str, Option<&str>)> = Vec::new();
+    for (name, value) in own {
+        if let Some(slot) = index.slot_by_name(name) {
+            taken.push((slot, value, None));
         }
-        let name = columns[column].as_str();
-        while own_iter.peek().is_some_and(|(k, _)| k.as_str() < name) {
-            own_iter.next();
-        }
-        if let Some((_, kept)) = own_iter.peek().filter(|(k, _)| k.as_str() == name) {
-            result.collisions.push(Collision {
-                key: name.to_string(),
-                kept_value: kept.to_string(),
-                dropped_value: value.to_string(),
-                kept_from: None,
-            });
-            continue;
-        }
-        if earlier_added
-            && let Some((table, kept)) = earlier
-                .iter()
-                .find_map(|r| r.added.get(name).map(|kept| (&r.table, kept)))
-        {
-            result.collisions.push(Collision {
-                key: name.to_string(),
-                kept_value: kept.clone(),
-                dropped_value: value.to_string(),
-                kept_from: Some(table.clone()),
-            });
-            continue;
-        }
-        added.push((name.to_string(), value.to_string()));
     }
-    result.added = added.into_iter().collect();
+    for earlier in earlier {
+        for (name, value) in &earlier.added {
+            if let Some(slot) = index.slot_by_name(name)
+                && !taken.iter().any(|&(s, _, _)| s == slot)
+            {
+                taken.push((slot, value, Some(&earlier.table)));
+            }
+        }
+    }
+    taken.sort_unstable_by_key(|&(slot, _, _)| slot);
+
+    let mut added = index.template().clone();
+    let mut cells = row.cells_by_name();
+    let mut next_taken = taken.iter().peekable();
+    let mut skipped = false;
+    for (slot, (name, value)) in added.iter_mut().enumerate() {
+        let cell = cells.next().map_or("", |(_, cell)| cell);
+        if let Some(&(_, kept, kept_from)) = next_taken.next_if(|&&(s, _, _)| s == slot) {
+            if !cell.is_empty() {
+                result.collisions.push(Collision {
+                    key: name.clone(),
+                    kept_value: kept.to_string(),
+                    dropped_value: cell.to_string(),
+                    kept_from: kept_from.map(str::to_string),
+                });
+            }
+            skipped = true;
+            continue;
+        }
+        if cell.is_empty() {
+            skipped = true;
+            continue;
+        }
+        *value = cell.to_owned();
+    }
+    if skipped {
+        // Taken names and empty cells are left with an empty value.
+        added.retain(|_, value| !value.is_empty());
+    }
+    result.added = added;
 }
 
 /// The metadata a call shows: its own keys plus every result's added keys.

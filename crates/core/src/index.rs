@@ -23,6 +23,7 @@
 //! 64 bytes costs one prefix byte instead of the delimiter it replaces, so the
 //! whole index is close to the size of the CSV file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::BuildHasher;
 
@@ -50,6 +51,12 @@ pub struct TableIndex {
     /// Column index -> storage slot; for the key column, the slot of the raw
     /// key cell (`by_name.len()`), which exists outside `exact` mode only.
     slot_of: Vec<usize>,
+    /// Column name -> storage slot, for the columns in `by_name`.
+    slot_by_name: HashMap<String, usize>,
+    /// The columns in `by_name`, each with an empty value: enrichment clones
+    /// it and fills the values in, which builds the map without comparing a
+    /// single key (collecting sorted pairs into a map sorts and dedups them).
+    template: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for TableIndex {
@@ -239,6 +246,22 @@ impl TableIndex {
                 .map(|c| c.capacity() + size_of::<String>())
                 .sum::<usize>()
             + (self.by_name.capacity() + self.slot_of.capacity()) * size_of::<usize>()
+            + self.slot_by_name.allocation_size()
+            + self
+                .template
+                .keys()
+                .map(|k| k.capacity() + 2 * size_of::<String>())
+                .sum::<usize>()
+    }
+
+    /// The storage slot (position in [`RowRef::cells_by_name`]) of a column
+    /// other than the key column.
+    pub(crate) fn slot_by_name(&self, name: &str) -> Option<usize> {
+        self.slot_by_name.get(name).copied()
+    }
+
+    pub(crate) fn template(&self) -> &BTreeMap<String, String> {
+        &self.template
     }
 
     fn row_ref(&self, key: u32) -> RowRef<'_> {
@@ -363,6 +386,15 @@ impl IndexBuilder {
         for (slot, &column) in by_name.iter().enumerate() {
             slot_of[column] = slot;
         }
+        let slot_by_name = by_name
+            .iter()
+            .enumerate()
+            .map(|(slot, &c)| (columns[c].clone(), slot))
+            .collect();
+        let template = by_name
+            .iter()
+            .map(|&c| (columns[c].clone(), String::new()))
+            .collect();
         IndexBuilder {
             index: TableIndex {
                 columns,
@@ -375,6 +407,8 @@ impl IndexBuilder {
                 hasher: DefaultHashBuilder::default(),
                 by_name,
                 slot_of,
+                slot_by_name,
+                template,
             },
             on_duplicate,
             repeated: hashbrown::HashSet::new(),
