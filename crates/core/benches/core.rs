@@ -168,6 +168,17 @@ fn bench_enrichment(runs: usize) {
             black_box(&calls[i % 4096]);
         }
     });
+    let mut found = 0usize;
+    let lookups = best_of(runs, || {
+        found = key_iter(&agents)
+            .filter(|k| matches!(wide.lookup(k), Lookup::Found(_)))
+            .count();
+    });
+    println!(
+        "lookup (hits, random keys, {}-row table): {:.0} ns ({found} found)",
+        wide.len(),
+        lookups.as_nanos() as f64 / n as f64
+    );
     let mut added = 0usize;
     let t = best_of(runs, || {
         added = 0;

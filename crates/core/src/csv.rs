@@ -2,8 +2,8 @@
 //!
 //! One parser serves every caller ([`ingest`] and [`parse_records`]):
 //!
-//! 1. [`decode`]: the encoding, from a byte-order mark or from whether the
-//!    bytes are valid UTF-8 (validated once, for the whole buffer);
+//! 1. [`with_text`]: the encoding, from a byte-order mark or from whether the
+//!    bytes are valid UTF-8 (checked once, record by record, as they parse);
 //! 2. [`sniff`]: the delimiter, counted outside quotes on the header line;
 //! 3. [`Parser`]: RFC 4180 records from the `csv` crate, reusing one record
 //!    buffer, with cells trimmed, blank lines skipped and the markdown-like
@@ -274,11 +274,20 @@ pub fn ingest_with_progress(
         match_mode: options.match_mode,
         duplicates_policy: options.duplicates,
     };
-    match build(bytes, options, limits, progress, &mut report) {
+    // A file that turns out not to be UTF-8 is parsed a second time; its
+    // progress must not go backwards.
+    let mut reported = 0u64;
+    let mut monotonic = |n: u64| {
+        if n > reported {
+            reported = n;
+            progress(n);
+        }
+    };
+    match build(bytes, options, limits, &mut monotonic, &mut report) {
         Ok(index) => {
             report.accepted = true;
             report.keys = index.len() as u64;
-            progress(bytes.len() as u64);
+            monotonic(bytes.len() as u64);
             Ok(Ingested { index, report })
         }
         Err(error) => {
@@ -684,7 +693,9 @@ struct Row<'r> {
     /// Where the reader was when the record began; blank lines and a line
     /// terminator may precede the record itself.
     offset: u64,
-    record: &'r ::csv::StringRecord,
+    /// The record's fields, back to back, checked as UTF-8.
+    text: &'r str,
+    record: &'r ::csv::ByteRecord,
     /// Index in `record` of the first cell (1 when a pipe-table row's leading
     /// pipe made an empty first field).
     first: usize,
@@ -701,12 +712,14 @@ impl Row<'_> {
         if column >= self.len {
             return "";
         }
-        self.record.get(self.first + column).map(trim).unwrap_or("")
+        field(self.text, self.record, self.first + column)
+            .map(trim)
+            .unwrap_or("")
     }
 
     /// The length of all the record's fields together.
     fn total_len(&self) -> usize {
-        self.record.as_byte_record().as_slice().len()
+        self.text.len()
     }
 
     /// The cell's length as read (unquoted, untrimmed).
@@ -714,8 +727,48 @@ impl Row<'_> {
         if column >= self.len {
             return 0;
         }
-        self.record.get(self.first + column).map_or(0, str::len)
+        self.record.get(self.first + column).map_or(0, <[u8]>::len)
     }
+}
+
+/// A record's fields, back to back, checked as UTF-8 in one call (csv's
+/// `StringRecord` checks field by field when a record is not ASCII). Each
+/// field must also start on a character boundary, or two invalid halves on
+/// either side of a delimiter would pass for one character.
+fn record_text(record: &::csv::ByteRecord) -> Result<&str, CsvError> {
+    let not_utf8 = || CsvError::NotUtf8 {
+        line: record.position().map_or(0, |p| p.line()),
+    };
+    let bytes = record.as_slice();
+    let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
+    if !text.is_ascii() {
+        let base = bytes.as_ptr() as usize;
+        if !record
+            .iter()
+            .all(|f| text.is_char_boundary(f.as_ptr() as usize - base))
+        {
+            return Err(not_utf8());
+        }
+    }
+    Ok(text)
+}
+
+/// Whether every field of a record is whitespace (a blank line).
+fn is_blank(record: &::csv::ByteRecord) -> bool {
+    let rest = record.as_slice().trim_ascii_start();
+    match rest.first() {
+        None => true,
+        Some(&b) if b < 0x80 => false,
+        // Unicode whitespace (a no-break space, say) is rare enough to check slowly.
+        Some(_) => std::str::from_utf8(rest).is_ok_and(|t| t.trim().is_empty()),
+    }
+}
+
+/// Field `i` of a record whose fields are `text` (see [`record_text`]).
+fn field<'a>(text: &'a str, record: &::csv::ByteRecord, i: usize) -> Option<&'a str> {
+    let f = record.get(i)?;
+    let start = (f.as_ptr() as usize).checked_sub(record.as_slice().as_ptr() as usize)?;
+    text.get(start..start + f.len())
 }
 
 /// How much of the start of a file is searched for a NUL byte.
@@ -747,7 +800,7 @@ fn check_binary(text: &[u8]) -> Result<(), CsvError> {
 struct Parser<'t> {
     text: &'t [u8],
     reader: ::csv::Reader<&'t [u8]>,
-    record: ::csv::StringRecord,
+    record: ::csv::ByteRecord,
     delimiter: Delimiter,
     pipe_table: bool,
     header: Vec<String>,
@@ -768,7 +821,7 @@ impl<'t> Parser<'t> {
         let mut parser = Parser {
             text,
             reader,
-            record: ::csv::StringRecord::new(),
+            record: ::csv::ByteRecord::new(),
             delimiter,
             pipe_table: false,
             header: Vec::new(),
@@ -784,19 +837,17 @@ impl<'t> Parser<'t> {
             if !self.read()? {
                 return Err(CsvError::NoHeader);
             }
-            if !self.record.iter().all(|f| f.trim().is_empty()) {
+            if !is_blank(&self.record) {
                 break offset;
             }
         };
+        let text = record_text(&self.record)?;
         let line = LineCounter::new(self.text).line_at(offset);
         let (first, mut len) = self.cells_of(offset);
         let outer_pipes = first == 1;
         if outer_pipes
             && len > 1
-            && self
-                .record
-                .get(first + len - 1)
-                .is_some_and(|f| f.trim().is_empty())
+            && field(text, &self.record, first + len - 1).is_some_and(|f| f.trim().is_empty())
         {
             len -= 1;
         }
@@ -809,7 +860,7 @@ impl<'t> Parser<'t> {
         let mut header = Vec::with_capacity(len);
         let mut seen = hashbrown::HashMap::with_capacity(len);
         for column in 0..len {
-            let raw = self.record.get(first + column).unwrap_or("");
+            let raw = field(text, &self.record, first + column).unwrap_or("");
             if raw.len() > limits.max_field_bytes {
                 return Err(CsvError::HeaderFieldTooLong {
                     line,
@@ -836,6 +887,7 @@ impl<'t> Parser<'t> {
             header.push(name.to_string());
         }
         drop(seen);
+        let outer_pipes = outer_pipes && !header.is_empty();
         self.header = header;
         self.pipe_table = outer_pipes;
 
@@ -844,8 +896,9 @@ impl<'t> Parser<'t> {
             let offset = self.reader.position().byte();
             if self.read()? {
                 let (first, len) = self.cells_of(offset);
+                let text = record_text(&self.record)?;
                 let cells = (first..first + len)
-                    .filter_map(|i| self.record.get(i))
+                    .filter_map(|i| field(text, &self.record, i))
                     .map(str::trim);
                 let mut cells = cells.filter(|c| !c.is_empty()).peekable();
                 let separator = cells.peek().is_some() && cells.all(is_alignment_cell);
@@ -860,7 +913,7 @@ impl<'t> Parser<'t> {
     }
 
     fn read(&mut self) -> Result<bool, CsvError> {
-        self.reader.read_record(&mut self.record).map_err(|e| {
+        self.reader.read_byte_record(&mut self.record).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
             match e.kind() {
                 ::csv::ErrorKind::Utf8 { .. } => CsvError::NotUtf8 { line },
@@ -897,22 +950,21 @@ impl<'t> Parser<'t> {
             } else if !self.read()? {
                 return Ok(None);
             }
-            if self.record.iter().all(|f| f.trim().is_empty()) {
+            if is_blank(&self.record) {
                 continue;
             }
+            let text = record_text(&self.record)?;
             let offset = self.record.position().map_or(offset, |p| p.byte());
             let (first, mut len) = self.cells_of(offset);
             if self.pipe_table
                 && len == self.header.len() + 1
-                && self
-                    .record
-                    .get(first + len - 1)
-                    .is_some_and(|f| f.trim().is_empty())
+                && field(text, &self.record, first + len - 1).is_some_and(|f| f.trim().is_empty())
             {
                 len -= 1;
             }
             return Ok(Some(Row {
                 offset,
+                text,
                 record: &self.record,
                 first,
                 len,

@@ -527,6 +527,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_index_is_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone>() {}
+        fn copied<T: Copy + Send + Sync>() {}
+        shared::<TableIndex>();
+        shared::<Matcher>();
+        copied::<RowRef<'static>>();
+        copied::<Lookup<'static>>();
+    }
+
+    #[test]
     fn length_prefixes_round_trip_and_stay_ascii() {
         for len in [0, 1, 63, 64, 65, 4095, 4096, 1 << 20, (1 << 30) + 7] {
             let mut s = Vec::new();

@@ -299,6 +299,30 @@ fn encodings() {
 }
 
 #[test]
+fn a_character_split_by_a_delimiter_is_not_utf8() {
+    check(
+        b"agent_id,x\na\xc3,\xa9b\n",
+        AGENT,
+        expect![[r#"
+        ACCEPTED: 1 row, 1 key
+
+        size:       17 bytes
+        encoding:   windows-1252
+        delimiter:  comma
+        columns:    agent_id (key), x
+        key:        agent_id (match: exact)
+        rows:       1 read, 1 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     4dcba6961e0716b17070b50492ffad3fbddd537ce222b1e49cad9d01192e7be7
+
+        rows (agent_id | x):
+          aÃ | ©b
+    "#]],
+    );
+}
+
+#[test]
 fn quoting_and_line_endings_keep_physical_line_numbers() {
     // The row on line 6 follows a record spanning lines 3 to 5.
     let input = "agent_id,notes,team\n\
@@ -922,18 +946,25 @@ fn progress_is_reported_in_input_bytes() {
     for i in 0..200_000 {
         input.push_str(&format!("agent{i:08},team{}\n", i % 7));
     }
-    let mut seen = Vec::new();
-    let ingested = callmeta_core::csv::ingest_with_progress(
-        input.as_bytes(),
-        &crate::options(AGENT),
-        &Limits::default(),
-        &mut |n| seen.push(n),
-    )
-    .unwrap();
-    assert_eq!(ingested.index.len(), 200_000);
-    assert!(seen.len() >= 3, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
-    assert_eq!(seen.last(), Some(&(input.len() as u64)));
+    let utf8 = input.into_bytes();
+    // Not UTF-8 near the end: parsed again as Windows-1252.
+    let mut latin = utf8.clone();
+    latin.extend_from_slice(b"\xe9t\xe9,summer\n");
+    for (bytes, keys, encoding) in [(utf8, 200_000, "UTF-8"), (latin, 200_001, "windows-1252")] {
+        let mut seen = Vec::new();
+        let ingested = callmeta_core::csv::ingest_with_progress(
+            &bytes,
+            &crate::options(AGENT),
+            &Limits::default(),
+            &mut |n| seen.push(n),
+        )
+        .unwrap();
+        assert_eq!(ingested.index.len(), keys);
+        assert_eq!(ingested.report.encoding.as_deref(), Some(encoding));
+        assert!(seen.len() >= 3, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&(bytes.len() as u64)));
+    }
 }
 
 #[test]
