@@ -2,14 +2,14 @@
 //!
 //! One parser serves every caller ([`ingest`] and [`parse_records`]):
 //!
-//! 1. [`with_text`]: the encoding, from a byte-order mark or from whether the
+//! 1. `with_text`: the encoding, from a byte-order mark or from whether the
 //!    bytes are valid UTF-8 (checked once, record by record, as they parse);
 //! 2. [`sniff`]: the delimiter, counted outside quotes on the header line;
-//! 3. [`Parser`]: RFC 4180 records from the `csv` crate, reusing one record
+//! 3. `Parser`: RFC 4180 records from the `csv` crate, reusing one record
 //!    buffer, with cells trimmed, blank lines skipped and the markdown-like
 //!    pipe-table form (outer pipes, `|---|` separator) unwrapped;
 //! 4. [`ingest`]: checks each row against the header, the limits and the
-//!    table options, and appends it to an [`IndexBuilder`].
+//!    table options, and appends it to an `IndexBuilder`.
 //!
 //! Nothing here panics on any input: every failure becomes a [`CsvError`]
 //! whose message names the line and the field.
