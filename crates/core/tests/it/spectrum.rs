@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use callmeta_core::csv::{Limits, parse_records};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/csv-spectrum")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/csv-spectrum")
 }
 
 type Record = BTreeMap<String, String>;
