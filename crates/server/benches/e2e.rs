@@ -34,6 +34,16 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// DuckDB's single-threaded `read_csv` time, from the core benchmark's script.
+fn duckdb_seconds(path: &str) -> Option<f64> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/benches/duckdb_read.py");
+    let out = std::process::Command::new("python3").arg(script).arg(path).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
+}
+
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
@@ -93,6 +103,12 @@ async fn run(path: String, calls: usize) {
                 .unwrap();
         let secs = t.elapsed().as_secs_f64();
         assert!(outcome.activated, "{:?}", outcome.version.report.error);
+        if let Some(duckdb) = duckdb_seconds(&path) {
+            println!(
+                "duckdb read_csv, 1 thread, same file, same run: {duckdb:.3} s -> callmeta ingest to active is {:.2}x DuckDB's time",
+                secs / duckdb
+            );
+        }
         println!(
             "ingest to active: {:.3} s for {} rows, {:.1} MB ({:.0} MB/s), blob write and activation included",
             secs,
