@@ -313,3 +313,69 @@ pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiErr
     }
     Ok(query)
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// Report what would change without changing anything (default `true`).
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// Only calls from this time on (RFC 3339).
+    #[serde(default)]
+    pub timestamp_from: Option<String>,
+    /// Only calls up to this time (RFC 3339).
+    #[serde(default)]
+    pub timestamp_to: Option<String>,
+    /// Only calls whose metadata (own or added) has these values.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackfillView {
+    pub dry_run: bool,
+    pub examined: u64,
+    pub changed: u64,
+    /// Per table, per status: how many examined calls had it before.
+    #[schema(value_type = Object)]
+    pub before: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per table, per status: how many have it after (or would, in a dry run).
+    #[schema(value_type = Object)]
+    pub after: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Re-enriches past calls from the versions active now. A dry run (the
+/// default) reports what would change; `"dry_run": false` changes it.
+#[utoipa::path(post, path = "/api/v1/backfill", tag = "calls", request_body = BackfillRequest,
+    responses((status = 200, body = BackfillView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn backfill(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiJson(body): ApiJson<BackfillRequest>,
+) -> Result<Json<BackfillView>, ApiError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    if let Some(from) = body.timestamp_from {
+        params.push(("timestamp_from".into(), from));
+    }
+    if let Some(to) = body.timestamp_to {
+        params.push(("timestamp_to".into(), to));
+    }
+    for (k, v) in body.metadata {
+        params.push((format!("metadata.{k}"), v));
+    }
+    let query = parse_call_query(&params)?;
+    let report =
+        callmeta_app::usecases::backfill::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
+    Ok(Json(BackfillView {
+        dry_run: report.dry_run,
+        examined: report.examined,
+        changed: report.changed,
+        before: report.before,
+        after: report.after,
+    }))
+}

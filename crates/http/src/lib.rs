@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 
 use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
@@ -73,6 +73,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/calls", get(calls::list_calls).post(calls::create_call))
         .route("/calls/{unique_id}", get(calls::get_call))
         .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
+        .route("/backfill", post(calls::backfill))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));

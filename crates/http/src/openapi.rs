@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         super::calls::list_calls,
         super::calls::get_call,
         super::calls::get_call_audio,
+        super::calls::backfill,
     ),
     modifiers(&TokenAuth),
     tags((name = "tables", description = "Reference tables and their versions"),

@@ -37,11 +37,19 @@ fn rss_kib(field: &str) -> u64 {
 /// DuckDB's single-threaded `read_csv` time, from the core benchmark's script.
 fn duckdb_seconds(path: &str) -> Option<f64> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/benches/duckdb_read.py");
-    let out = std::process::Command::new("python3").arg(script).arg(path).output().ok()?;
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn options(key: &str) -> TableOptions {

@@ -64,11 +64,11 @@ impl std::fmt::Debug for Config {
 
 /// Hides the password of a URL such as `postgres://user:secret@host/db`.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
     }
     url.to_string()
 }
@@ -97,7 +97,7 @@ pub struct FlagOverrides {
 impl Config {
     /// Layers the sources. `file` is the `--config` path; without it,
     /// `callmeta.toml` in the working directory is read when present.
-    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
@@ -111,6 +111,7 @@ impl Config {
             )
             .merge(Serialized::defaults(flags))
             .extract()
+            .map_err(Box::new)
     }
 
     pub fn sqlite_path(&self) -> PathBuf {

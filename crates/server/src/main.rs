@@ -177,19 +177,19 @@ async fn import(
         .await
         .map_err(|_| anyhow::anyhow!("no tenant {slug}"))?;
     let name = tables::parse_table_name(table).map_err(user_error)?;
-    if let Some(key) = key {
-        if services.store.table(&tenant.id, &name).await.is_err() {
-            let options = callmeta_core::csv::TableOptions {
-                key: callmeta_core::domain::ColumnName::parse(key)?,
-                match_mode: Default::default(),
-                region: None,
-                duplicates: Default::default(),
-                bad_rows: Default::default(),
-            };
-            tables::configure_table(&services, &tenant.id, &name, options)
-                .await
-                .map_err(user_error)?;
-        }
+    if let Some(key) = key
+        && services.store.table(&tenant.id, &name).await.is_err()
+    {
+        let options = callmeta_core::csv::TableOptions {
+            key: callmeta_core::domain::ColumnName::parse(key)?,
+            match_mode: Default::default(),
+            region: None,
+            duplicates: Default::default(),
+            bad_rows: Default::default(),
+        };
+        tables::configure_table(&services, &tenant.id, &name, options)
+            .await
+            .map_err(user_error)?;
     }
     let data = tokio::fs::read(file)
         .await

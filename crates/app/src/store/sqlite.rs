@@ -49,7 +49,9 @@ async fn call_writer(pool: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Pendi
                 let message = e.to_string();
                 tracing::error!(error = %message, calls = group.len(), "committing a group of calls failed");
                 for pending in group.drain(..) {
-                    let _ = pending.reply.send(Err(StoreError::Corrupt(format!("committing the call: {message}"))));
+                    let _ = pending.reply.send(Err(StoreError::Corrupt(format!(
+                        "committing the call: {message}"
+                    ))));
                 }
             }
         }
@@ -59,7 +61,10 @@ async fn call_writer(pool: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Pendi
 /// One transaction for the group. A failing INSERT (a duplicate external
 /// id) rolls back only its own statement in SQLite, so it is answered on its
 /// own while the others commit.
-async fn write_group(pool: &SqlitePool, group: &[PendingCall]) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+async fn write_group(
+    pool: &SqlitePool,
+    group: &[PendingCall],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(group.len());
     for PendingCall { tenant, call, .. } in group {
@@ -418,11 +423,17 @@ impl Store for SqliteStore {
 
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let pending = PendingCall { tenant: tenant.clone(), call: call.clone(), reply };
+        let pending = PendingCall {
+            tenant: tenant.clone(),
+            call: call.clone(),
+            reply,
+        };
         if self.calls.send(pending).await.is_err() {
             return Err(StoreError::Corrupt("the call writer has stopped".into()));
         }
-        answer.await.map_err(|_| StoreError::Corrupt("the call writer has stopped".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the call writer has stopped".into()))?
     }
 
     async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError> {

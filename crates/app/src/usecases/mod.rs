@@ -6,8 +6,10 @@
 //! - [`tables`]: configure a reference table, upload a version of it.
 //! - [`active_tables`]: the in-memory active versions every call is enriched from.
 //! - [`calls`]: create, read and list calls.
+//! - [`backfill`]: re-enrich past calls from the active versions, on request.
 
 pub mod active_tables;
+pub mod backfill;
 pub mod calls;
 pub mod tables;
 pub mod tenants;

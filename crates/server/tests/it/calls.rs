@@ -109,3 +109,60 @@ async fn concurrent_calls_during_version_swaps_never_mix_versions() {
     assert!(seen.iter().all(|v| v.starts_with('v')));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn backfill_re_enriches_past_calls_only_when_asked() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("fill");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    app.upload(&t, "crm", SPEC_TABLE).await;
+    let (_, old) = app
+        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
+        .await;
+    let (_, erin) = app
+        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "erin"}}))
+        .await;
+    assert_eq!(erin["enrichment"][0]["status"], "no_match");
+
+    // A new version does not rewrite past calls by itself.
+    app.upload(&t, "crm", "agent_id,team_name\ncindy,onyx\nerin,topaz\n")
+        .await;
+    let id = old["unique_id"].as_str().unwrap();
+    let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["metadata"]["team_name"], "diamond");
+
+    // The dry run (the default) says what would change and changes nothing.
+    let (status, dry) = app.post_json(&t, "/api/v1/backfill", json!({})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["examined"], 2);
+    assert_eq!(dry["changed"], 2);
+    assert_eq!(dry["before"]["crm"]["no_match"], 1);
+    assert_eq!(dry["after"]["crm"]["matched"], 2);
+    let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["metadata"]["team_name"], "diamond");
+
+    // Filtered, for real.
+    let (_, done) = app
+        .post_json(
+            &t,
+            "/api/v1/backfill",
+            json!({"dry_run": false, "metadata": {"agent_id": "erin"}}),
+        )
+        .await;
+    assert_eq!(
+        (done["examined"].as_u64(), done["changed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (_, list) = app.get(&t, "/api/v1/calls?metadata.team_name=topaz").await;
+    assert_eq!(list["count"], 1);
+    let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["metadata"]["team_name"], "diamond");
+    let (_, again) = app
+        .post_json(&t, "/api/v1/backfill", json!({"dry_run": false}))
+        .await;
+    assert_eq!(again["changed"], 1, "only cindy's call is still behind: {again}");
+    let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["metadata"]["team_name"], "onyx");
+    app.stop().await;
+}

@@ -328,10 +328,10 @@ async fn raw_upload(app: &TestApp, t: &Tenant, declared: Option<u64>) -> (u16, S
                     .strip_prefix("content-length:")
                     .map(|v| v.trim().parse::<usize>().unwrap_or(0))
             });
-            if let Some(length) = length {
-                if reply.len() >= end + 4 + length {
-                    break;
-                }
+            if let Some(length) = length
+                && reply.len() >= end + 4 + length
+            {
+                break;
             }
         }
     }
