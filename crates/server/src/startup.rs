@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
+use callmeta_app::store::postgres::PgStore;
 use callmeta_app::store::sqlite::SqliteStore;
 use callmeta_app::usecases::{Services, active_tables};
 
@@ -31,8 +32,13 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
                 .await
                 .with_context(|| format!("opening {url}"))?,
         ),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
+            PgStore::open(url)
+                .await
+                .with_context(|| format!("opening {}", crate::config::redact_url(url)))?,
+        ),
         Some(url) => bail!(
-            "unsupported database URL {}: expected sqlite:PATH",
+            "unsupported database URL {}: expected sqlite:PATH or postgres://...",
             crate::config::redact_url(url)
         ),
     };

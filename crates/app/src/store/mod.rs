@@ -5,6 +5,8 @@
 //! text in every backend; structured values (options, reports, metadata,
 //! enrichment) are stored as JSON text.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

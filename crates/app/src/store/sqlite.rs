@@ -11,6 +11,7 @@ use callmeta_core::domain::{TableName, TenantSlug};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::rows::*;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -137,73 +138,6 @@ impl SqliteStore {
         tokio::spawn(call_writer(pool.clone(), rx));
         Ok(Self { pool, calls })
     }
-}
-
-fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant, StoreError> {
-    let slug: String = row.try_get("slug")?;
-    Ok(Tenant {
-        id: TenantId(row.try_get("id")?),
-        slug: TenantSlug::parse(&slug).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        password_hash: row.try_get("password_hash")?,
-        created_ms: row.try_get("created_ms")?,
-    })
-}
-
-fn table_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TableRecord, StoreError> {
-    let name: String = row.try_get("name")?;
-    let options: String = row.try_get("options")?;
-    Ok(TableRecord {
-        name: TableName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        options: from_json("table options", &options)?,
-        active_version: row.try_get("active_version")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<VersionRecord, StoreError> {
-    let table: String = row.try_get("table_name")?;
-    let options: String = row.try_get("options")?;
-    let report: String = row.try_get("report")?;
-    let bytes: i64 = row.try_get("bytes")?;
-    let rows: i64 = row.try_get("rows")?;
-    let accepted: i64 = row.try_get("accepted")?;
-    Ok(VersionRecord {
-        id: row.try_get("id")?,
-        table: TableName::parse(&table).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        created_ms: row.try_get("created_ms")?,
-        channel: row.try_get("channel")?,
-        filename: row.try_get("filename")?,
-        sha256: row.try_get("sha256")?,
-        bytes: bytes as u64,
-        blob_key: row.try_get("blob_key")?,
-        accepted: accepted != 0,
-        rows: rows as u64,
-        options: from_json("version options", &options)?,
-        report: from_json("version report", &report)?,
-    })
-}
-
-fn call_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CallRecord, StoreError> {
-    let source: String = row.try_get("source")?;
-    let metadata: String = row.try_get("metadata")?;
-    let enrichment: String = row.try_get("enrichment")?;
-    Ok(CallRecord {
-        unique_id: row.try_get("id")?,
-        timestamp_ms: row.try_get("timestamp_ms")?,
-        source: CallSource::parse(&source)
-            .ok_or_else(|| StoreError::Corrupt(format!("call source {source:?}")))?,
-        external_id: row.try_get("external_id")?,
-        metadata: from_json("call metadata", &metadata)?,
-        enrichment: from_json("call enrichment", &enrichment)?,
-        audio_key: row.try_get("audio_key")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 const CALL_COLUMNS: &str =

@@ -4,12 +4,16 @@ use std::process::Command;
 use callmeta::config::Config;
 use callmeta::startup::App;
 use serde_json::Value;
+use sqlx::Connection;
 
 pub struct TestApp {
     pub base: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
+    /// The database URL when not the embedded SQLite.
+    pub database: Option<String>,
     _dir: Option<tempfile::TempDir>,
+    _db: Option<PgDatabase>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -42,9 +46,23 @@ impl TestApp {
         app
     }
 
+    /// Starts the app on a fresh PostgreSQL database, when
+    /// `CALLMETA_TEST_DATABASE_URL` names a server.
+    pub async fn spawn_postgres() -> Option<TestApp> {
+        let db = PgDatabase::create().await?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        config.database = Some(db.url.clone());
+        let mut app = Self::spawn_with(config).await;
+        app._dir = Some(dir);
+        app._db = Some(db);
+        Some(app)
+    }
+
     /// Starts the app on an existing configuration (the caller owns the data dir).
     pub async fn spawn_with(config: Config) -> TestApp {
         let data_dir = config.data_dir.clone();
+        let database = config.database.clone();
         let app = App::build(config).await.expect("app builds");
         let base = format!("http://{}", app.http_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -55,7 +73,9 @@ impl TestApp {
             base,
             data_dir,
             http: reqwest::Client::new(),
+            database,
             _dir: None,
+            _db: None,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -77,12 +97,14 @@ impl TestApp {
     /// Creates a tenant through the real CLI, as an operator does, while the server runs.
     pub fn create_tenant(&self, slug: &str) -> Tenant {
         let password = format!("{slug}-secret-pw");
-        let out = Command::new(env!("CARGO_BIN_EXE_callmeta"))
-            .args(["tenant", "create", slug, "--password", &password, "--data-dir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callmeta"));
+        cmd.args(["tenant", "create", slug, "--password", &password, "--data-dir"])
             .arg(&self.data_dir)
-            .env_remove("CALLMETA_DATABASE")
-            .output()
-            .expect("run callmeta tenant create");
+            .env_remove("CALLMETA_DATABASE");
+        if let Some(url) = &self.database {
+            cmd.args(["--database", url]);
+        }
+        let out = cmd.output().expect("run callmeta tenant create");
         assert!(
             out.status.success(),
             "tenant create failed: {}",
@@ -181,4 +203,57 @@ pub fn error_detail(json: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A fresh PostgreSQL database on the server of `CALLMETA_TEST_DATABASE_URL`,
+/// dropped when the test ends.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<PgDatabase> {
+        let admin_url = std::env::var("CALLMETA_TEST_DATABASE_URL").ok()?;
+        let name = format!("callmeta_test_{}", uuid_like());
+        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Some(PgDatabase { admin_url, name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop from a fresh runtime: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::postgres::PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}_{}", nanos, std::process::id())
 }

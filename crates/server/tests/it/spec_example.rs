@@ -6,7 +6,19 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn the_worked_example_enriches_cindys_call_and_tenants_are_isolated() {
-    let app = TestApp::spawn().await;
+    worked_example(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn the_worked_example_on_postgresql() {
+    let Some(app) = TestApp::spawn_postgres().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the example on PostgreSQL is not run");
+        return;
+    };
+    worked_example(app).await;
+}
+
+async fn worked_example(app: TestApp) {
     let acme = app.create_tenant("acme");
     let other = app.create_tenant("other");
 

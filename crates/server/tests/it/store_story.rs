@@ -250,3 +250,15 @@ async fn sqlite_passes_the_story() {
     let store = SqliteStore::open(&dir.path().join("story.db")).await.unwrap();
     story(&store).await;
 }
+
+#[tokio::test]
+async fn postgres_passes_the_story() {
+    let Some(db) = crate::helpers::PgDatabase::create().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the PostgreSQL story is not run");
+        return;
+    };
+    let store = callmeta_app::store::postgres::PgStore::open(&db.url)
+        .await
+        .unwrap();
+    story(&store).await;
+}

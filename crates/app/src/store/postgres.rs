@@ -1,0 +1,406 @@
+//! The PostgreSQL store, for several nodes on one database. The same
+//! records as the SQLite store; the merged metadata of a call is `jsonb`
+//! with a GIN index, so `metadata.KEY=VALUE` filters use containment (`@>`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use callmeta_core::domain::{TableName, TenantSlug};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::rows::*;
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `postgres://...` and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const CALL_COLUMNS: &str =
+    "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, created_ms, updated_ms";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO tenants (id, slug, password_hash, created_ms) VALUES ($1, $2, $3, $4)")
+                .bind(&tenant.id.0)
+                .bind(tenant.slug.as_str())
+                .bind(&tenant.password_hash)
+                .bind(tenant.created_ms)
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {} already exists",
+                    tenant.slug
+                )));
+            }
+            other => other?,
+        };
+        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, created_ms) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(&tenant.id.0)
+            .bind(tenant.created_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, slug, password_hash, created_ms FROM tenants WHERE slug = $1")
+            .bind(slug.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant_from_row(&row)
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.slug, t.password_hash, t.created_ms FROM tenants t \
+             JOIN api_tokens k ON k.tenant_id = t.id WHERE k.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tenant_from_row(&row)
+    }
+
+    async fn put_table(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        options: &TableOptions,
+        now_ms: i64,
+    ) -> Result<TableRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing =
+            sqlx::query("SELECT active_version FROM ref_tables WHERE tenant_id = $1 AND name = $2")
+                .bind(&tenant.0)
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO ref_tables (tenant_id, name, options, active_version, created_ms, updated_ms) \
+                     VALUES ($1, $2, $3, NULL, $4, $5)",
+                )
+                .bind(&tenant.0)
+                .bind(name.as_str())
+                .bind(to_json(options))
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(row) => {
+                let active: Option<String> = row.try_get("active_version")?;
+                if active.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "table {name} has an active version: its options change with a new version"
+                    )));
+                }
+                sqlx::query(
+                    "UPDATE ref_tables SET options = $1, updated_ms = $2 WHERE tenant_id = $3 AND name = $4",
+                )
+                .bind(to_json(options))
+                .bind(now_ms)
+                .bind(&tenant.0)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        self.table(tenant, name).await
+    }
+
+    async fn table(&self, tenant: &TenantId, name: &TableName) -> Result<TableRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(&tenant.0)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        table_from_row(&row)
+    }
+
+    async fn tables(&self, tenant: &TenantId) -> Result<Vec<TableRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(table_from_row).collect()
+    }
+
+    async fn table_states(&self) -> Result<Vec<TableState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, options, active_version, created_ms, updated_ms FROM ref_tables \
+             ORDER BY tenant_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let table = table_from_row(row)?;
+                Ok(TableState {
+                    tenant: TenantId(row.try_get("tenant_id")?),
+                    name: table.name,
+                    options: table.options,
+                    active_version: table.active_version,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_version(
+        &self,
+        tenant: &TenantId,
+        version: &VersionRecord,
+        activate: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO versions (id, tenant_id, table_name, created_ms, channel, filename, sha256, bytes, \
+             blob_key, accepted, rows, options, report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&version.id)
+        .bind(&tenant.0)
+        .bind(version.table.as_str())
+        .bind(version.created_ms)
+        .bind(&version.channel)
+        .bind(&version.filename)
+        .bind(&version.sha256)
+        .bind(version.bytes as i64)
+        .bind(&version.blob_key)
+        .bind(version.accepted as i64)
+        .bind(version.rows as i64)
+        .bind(to_json(&version.options))
+        .bind(to_json(&version.report))
+        .execute(&mut *tx)
+        .await?;
+        if activate {
+            let updated = sqlx::query(
+                "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \
+                 WHERE tenant_id = $4 AND name = $5",
+            )
+            .bind(&version.id)
+            .bind(to_json(&version.options))
+            .bind(version.created_ms)
+            .bind(&tenant.0)
+            .bind(version.table.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM versions WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        version_from_row(&row)
+    }
+
+    async fn versions(&self, tenant: &TenantId, table: &TableName) -> Result<Vec<VersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM versions WHERE tenant_id = $1 AND table_name = $2 ORDER BY created_ms DESC, id DESC",
+        )
+        .bind(&tenant.0)
+        .bind(table.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+        let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
+        let result = sqlx::query(
+            "INSERT INTO calls (id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, merged, \
+             audio_key, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)",
+        )
+        .bind(&call.unique_id)
+        .bind(&tenant.0)
+        .bind(call.timestamp_ms)
+        .bind(call.source.as_str())
+        .bind(&call.external_id)
+        .bind(to_json(&call.metadata))
+        .bind(to_json(&call.enrichment))
+        .bind(to_json(&merged))
+        .bind(&call.audio_key)
+        .bind(call.created_ms)
+        .bind(call.updated_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a call with external_id {:?} already exists",
+                call.external_id.as_deref().unwrap_or("")
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.0)
+            .bind(unique_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    async fn call_by_external_id(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<CallRecord, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND external_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.0)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    async fn list_calls(
+        &self,
+        tenant: &TenantId,
+        query: &CallQuery,
+    ) -> Result<(u64, Vec<CallRecord>), StoreError> {
+        // The filter text is built from fixed fragments only; every value is
+        // bound. All metadata filters become one containment test on the
+        // GIN-indexed jsonb.
+        let mut filter = String::from("tenant_id = $1");
+        let mut n = 1;
+        if query.from_ms.is_some() {
+            n += 1;
+            filter.push_str(&format!(" AND timestamp_ms >= ${n}"));
+        }
+        if query.to_ms.is_some() {
+            n += 1;
+            filter.push_str(&format!(" AND timestamp_ms <= ${n}"));
+        }
+        let contains = (!query.metadata.is_empty()).then(|| {
+            let object: serde_json::Map<String, serde_json::Value> = query
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(object).to_string()
+        });
+        // Two filters on one key can never both hold; a JSON object keeps only one.
+        let contradictory = query
+            .metadata
+            .iter()
+            .any(|(k, v)| query.metadata.iter().any(|(k2, v2)| k == k2 && v != v2));
+        if contradictory {
+            return Ok((0, Vec::new()));
+        }
+        if contains.is_some() {
+            n += 1;
+            filter.push_str(&format!(" AND merged @> ${n}::jsonb"));
+        }
+        macro_rules! bind_filter {
+            ($q:expr) => {{
+                let mut q = $q.bind(&tenant.0);
+                if let Some(from) = query.from_ms {
+                    q = q.bind(from);
+                }
+                if let Some(to) = query.to_ms {
+                    q = q.bind(to);
+                }
+                if let Some(contains) = &contains {
+                    q = q.bind(contains);
+                }
+                q
+            }};
+        }
+        let count_sql = format!("SELECT COUNT(*) AS n FROM calls WHERE {filter}");
+        let count: i64 = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(count_sql)))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let list_sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE {filter} ORDER BY timestamp_ms DESC, id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let rows = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(list_sql)))
+            .bind(query.limit as i64)
+            .bind(query.offset.min(i64::MAX as u64) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok((count as u64, calls))
+    }
+
+    async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+        let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
+        let updated = sqlx::query(
+            "UPDATE calls SET timestamp_ms = $1, metadata = $2, enrichment = $3, merged = $4::jsonb, audio_key = $5, \
+             updated_ms = $6 WHERE tenant_id = $7 AND id = $8",
+        )
+        .bind(call.timestamp_ms)
+        .bind(to_json(&call.metadata))
+        .bind(to_json(&call.enrichment))
+        .bind(to_json(&merged))
+        .bind(&call.audio_key)
+        .bind(call.updated_ms)
+        .bind(&tenant.0)
+        .bind(&call.unique_id)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
