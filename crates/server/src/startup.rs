@@ -92,8 +92,21 @@ impl App {
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut changes = services.store.version_changes();
             loop {
-                tick.tick().await;
+                match changes.as_mut() {
+                    Some(changes) => tokio::select! {
+                        _ = tick.tick() => {}
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                tick.tick().await;
+                            }
+                        }
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 if let Err(e) = active_tables::refresh(&services).await {
                     tracing::warn!(error = %e, "refreshing the active versions failed; retrying");
                 }

@@ -192,6 +192,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(u64, Vec<CallRecord>), StoreError>;
     /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+
+    /// A counter that moves when another process may have activated a
+    /// version, so every node reloads at once instead of at its next poll.
+    /// `None` for a backend that cannot tell (polling alone then applies).
+    fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> String {

@@ -7,16 +7,39 @@ use std::time::Duration;
 use async_trait::async_trait;
 use callmeta_core::domain::{TableName, TenantSlug};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
 use super::rows::*;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The notification channel of version activations.
+const VERSIONS_CHANNEL: &str = "callmeta_versions";
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Forwards activations announced by any node. `PgListener` reconnects by
+/// itself after a lost connection; a change may be missed meanwhile, which
+/// is why it also bumps the counter then, and why nodes keep polling too.
+async fn listen(mut listener: PgListener, tx: tokio::sync::watch::Sender<u64>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for version activations failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        tx.send_modify(|n| *n += 1);
+        if tx.is_closed() {
+            return;
+        }
+    }
 }
 
 impl PgStore {
@@ -31,7 +54,11 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(e.into()))?;
-        Ok(Self { pool })
+        let (tx, changes) = tokio::sync::watch::channel(0u64);
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(VERSIONS_CHANNEL).await?;
+        tokio::spawn(listen(listener, tx));
+        Ok(Self { pool, changes })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -44,6 +71,10 @@ const CALL_COLUMNS: &str =
 
 #[async_trait]
 impl Store for PgStore {
+    fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+
     async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted =
@@ -229,6 +260,13 @@ impl Store for PgStore {
             if updated.rows_affected() != 1 {
                 return Err(StoreError::NotFound);
             }
+            // Delivered to every listening node when (and only if) the
+            // activation commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(VERSIONS_CHANNEL)
+                .bind(format!("{}/{}", tenant.0, version.table))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -7,6 +7,7 @@ mod helpers;
 mod api_errors;
 mod calls;
 mod cli;
+mod scale_out;
 mod spec_example;
 mod store_story;
 mod uploads;
