@@ -79,8 +79,27 @@ pub fn router(services: Arc<Services>) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .with_state(state)
+}
+
+/// 200 when the database and the blob storage both answer, else 503 saying which failed.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let database = state.services.store.ping().await.err().map(|e| e.to_string());
+    let blobs = state.services.blobs.ping().await.err().map(|e| e.to_string());
+    let ok = database.is_none() && blobs.is_none();
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "failing" },
+        "database": database.unwrap_or_else(|| "ok".into()),
+        "blobs": blobs.unwrap_or_else(|| "ok".into()),
+    });
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn api_not_found(uri: axum::http::Uri) -> error::ApiError {

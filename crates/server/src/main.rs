@@ -66,6 +66,8 @@ enum Command {
     },
     /// Print the effective configuration as a commented example file.
     PrintConfig,
+    /// Bring the database schema up to date, then exit (nodes also do it at start).
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             app.run_until(shutdown_signal()).await?;
         }
         Command::PrintConfig => print!("{}", config.to_commented_toml()),
+        Command::Migrate => {
+            open_services(&config).await?;
+            println!("the database schema is up to date");
+        }
         Command::Tenant {
             command: TenantCommand::Create { slug, password },
         } => {

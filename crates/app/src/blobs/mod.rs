@@ -27,6 +27,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// reader sees the whole object or none.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Checks that the storage can be written and read back (health endpoint).
+    async fn ping(&self) -> Result<(), BlobError> {
+        let key = "health/ping";
+        let marker = Bytes::from(crate::usecases::new_id());
+        self.put(key, marker.clone()).await?;
+        if self.get(key).await? != marker {
+            return Err(BlobError::Io {
+                context: "blob storage read back other bytes than written".into(),
+                source: std::io::Error::other("mismatch"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Blobs as files under one directory.

@@ -193,6 +193,9 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
 
+    /// Checks that the database answers (health endpoint).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// A counter that moves when another process may have activated a
     /// version, so every node reloads at once instead of at its next poll.
     /// `None` for a backend that cannot tell (polling alone then applies).

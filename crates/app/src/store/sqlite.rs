@@ -145,6 +145,11 @@ const CALL_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted =

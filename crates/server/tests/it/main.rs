@@ -7,6 +7,7 @@ mod helpers;
 mod api_errors;
 mod calls;
 mod cli;
+mod ops;
 mod scale_out;
 mod spec_example;
 mod store_story;
