@@ -38,7 +38,14 @@ pub fn test_config(data_dir: &Path) -> Config {
 }
 
 impl TestApp {
+    /// The real app on port 0 with a temporary data dir, on SQLite, or on a
+    /// fresh PostgreSQL database when `CALLMETA_TEST_BACKEND=postgres`.
     pub async fn spawn() -> TestApp {
+        if std::env::var("CALLMETA_TEST_BACKEND").as_deref() == Ok("postgres") {
+            return Self::spawn_postgres()
+                .await
+                .expect("CALLMETA_TEST_BACKEND=postgres needs CALLMETA_TEST_DATABASE_URL");
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let config = test_config(dir.path());
         let mut app = Self::spawn_with(config).await;
@@ -90,6 +97,19 @@ impl TestApp {
         }
     }
 
+    /// The real `callmeta` binary, on this app's data dir and database.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callmeta"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("CALLMETA_DATABASE");
+        if let Some(url) = &self.database {
+            cmd.args(["--database", url]);
+        }
+        cmd
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -97,14 +117,10 @@ impl TestApp {
     /// Creates a tenant through the real CLI, as an operator does, while the server runs.
     pub fn create_tenant(&self, slug: &str) -> Tenant {
         let password = format!("{slug}-secret-pw");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callmeta"));
-        cmd.args(["tenant", "create", slug, "--password", &password, "--data-dir"])
-            .arg(&self.data_dir)
-            .env_remove("CALLMETA_DATABASE");
-        if let Some(url) = &self.database {
-            cmd.args(["--database", url]);
-        }
-        let out = cmd.output().expect("run callmeta tenant create");
+        let out = self
+            .cli(&["tenant", "create", slug, "--password", &password])
+            .output()
+            .expect("run callmeta tenant create");
         assert!(
             out.status.success(),
             "tenant create failed: {}",

@@ -206,11 +206,8 @@ async fn a_cli_import_reaches_a_running_server() {
     let (app, t) = app_with_crm().await;
     let file = app.data_dir.join("export.csv");
     std::fs::write(&file, "agent_id,team_name\nerin,topaz\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
-        .args(["table", "import", "up", "crm"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&app.data_dir)
+    let out = app
+        .cli(&["table", "import", "up", "crm", file.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
