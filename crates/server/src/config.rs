@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use callmeta_app::blobs::s3::S3Settings;
 use callmeta_core::csv::Limits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -29,6 +30,8 @@ pub struct Config {
     pub refresh_interval_ms: u64,
     /// Limits on CSV uploads.
     pub limits: Limits,
+    /// S3 settings for `blobs = "s3://bucket"` (unset ones come from `AWS_*`).
+    pub s3: S3Settings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -46,6 +49,7 @@ impl Default for Config {
             blobs: None,
             refresh_interval_ms: 1000,
             limits: Limits::default(),
+            s3: S3Settings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -58,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("database", &self.database.as_deref().map(redact_url))
             .field("blobs", &self.blobs.as_deref().map(redact_url))
+            .field("s3", &self.s3)
             .finish_non_exhaustive()
     }
 }
@@ -142,7 +147,7 @@ sip = {sip:?}
 sip_default_tenant = {sdt}
 # Database URL (empty: SQLite in the data dir; or postgres://...).    env: CALLMETA_DATABASE
 database = {database}
-# Blob storage URL (empty: the data dir; or file:///path).           env: CALLMETA_BLOBS
+# Blob storage URL (empty: the data dir; file:///path or s3://bucket). env: CALLMETA_BLOBS
 blobs = {blobs}
 # How often (ms) the active versions are reconciled with the store.  env: CALLMETA_REFRESH_INTERVAL_MS
 refresh_interval_ms = {refresh}
@@ -156,7 +161,26 @@ max_file_bytes = {mfb}
 max_columns = {mc}
 # Longest CSV field, in bytes.                                        env: CALLMETA_LIMITS__MAX_FIELD_BYTES
 max_field_bytes = {mfl}
+
+[s3]
+# For blobs = "s3://bucket"; each unset value comes from the AWS_* environment.
+# Endpoint of an S3-compatible server.                                env: CALLMETA_S3__ENDPOINT
+endpoint = {s3e}
+region = {s3r}                                                       # env: CALLMETA_S3__REGION
+access_key_id = {s3k}                                                # env: CALLMETA_S3__ACCESS_KEY_ID
+secret_access_key = {s3s}                                            # env: CALLMETA_S3__SECRET_ACCESS_KEY
+# Allow a plain-HTTP endpoint.                                        env: CALLMETA_S3__ALLOW_HTTP
+allow_http = {s3h}
 "#,
+            s3e = opt(&self.s3.endpoint),
+            s3r = opt(&self.s3.region),
+            s3k = opt(&self.s3.access_key_id),
+            s3s = if self.s3.secret_access_key.is_some() {
+                "\"***\""
+            } else {
+                "\"\""
+            },
+            s3h = self.s3.allow_http,
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
             ftp = self.ftp,

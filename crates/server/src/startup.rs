@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use callmeta_app::blobs::s3::S3Blobs;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
 use callmeta_app::store::postgres::PgStore;
@@ -46,7 +47,10 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
         None => Arc::new(LocalBlobs::new(config.data_dir.join("blobs"))),
         Some(url) => match url.strip_prefix("file://") {
             Some(path) if path.starts_with('/') => Arc::new(LocalBlobs::new(path)),
-            _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path"),
+            _ if url.starts_with("s3://") => Arc::new(
+                S3Blobs::new(url, &config.s3).with_context(|| format!("opening blob storage {url}"))?,
+            ),
+            _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path or s3://bucket"),
         },
     };
     let services = Services::new(store, blobs, config.limits.clone());

@@ -2,6 +2,8 @@
 //! The default is a local directory; keys are relative paths made only by
 //! callmeta (`tenants/{id}/tables/{table}/{version}.csv`), never by users.
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;

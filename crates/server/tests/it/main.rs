@@ -8,6 +8,7 @@ mod api_errors;
 mod calls;
 mod cli;
 mod ops;
+mod s3;
 mod scale_out;
 mod spec_example;
 mod store_story;
