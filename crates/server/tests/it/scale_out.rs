@@ -56,3 +56,108 @@ async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
+    let Some(db) = PgDatabase::create().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let blob_dir = shared.path().join("blobs");
+    let blobs = format!("file://{}", blob_dir.display());
+    let mut config = test_config(&shared.path().join("b"));
+    config.database = Some(db.url.clone());
+    config.blobs = Some(blobs.clone());
+    let b = TestApp::spawn_with(config).await;
+    let t = b.create_tenant("killed");
+    b.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (_, first) = b.upload(&t, "crm", SPEC_TABLE).await;
+    let first_id = first["version"]["id"].clone();
+    let before = files_under(&blob_dir).len();
+
+    // Node A is a real `callmeta serve` process on the same database and blobs.
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--ftp",
+            "127.0.0.1:0",
+            "--sftp",
+            "127.0.0.1:0",
+            "--sip",
+            "127.0.0.1:0",
+        ])
+        .args(["--database", &db.url, "--blobs", &blobs, "--data-dir"])
+        .arg(shared.path().join("a"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(a.stdout.take().unwrap()), &mut line).unwrap();
+    let a_url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(a_url.starts_with("http://"), "{line}");
+
+    let mut big = String::from("agent_id,team_name,notes\n");
+    for i in 0..400_000 {
+        big.push_str(&format!(
+            "agent{i},team{},\"some notes, quoted, for row {i}\"\n",
+            i % 7
+        ));
+    }
+    let upload = tokio::spawn({
+        let (client, token) = (b.http.clone(), t.token.clone());
+        async move {
+            client
+                .put(format!("{a_url}/api/v1/tables/crm/data"))
+                .header("Authorization", format!("Token {token}"))
+                .body(big)
+                .send()
+                .await
+        }
+    });
+    // The original reaches blob storage while the CSV is parsed: kill then.
+    let started = Instant::now();
+    while files_under(&blob_dir).len() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node A never started ingesting"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the client sees the connection drop"
+    );
+
+    // No half version: node B still has only the first version, active.
+    let (_, table) = b.get(&t, "/api/v1/tables/crm").await;
+    assert_eq!(table["versions"].as_array().unwrap().len(), 1, "{table}");
+    assert_eq!(table["active_version"]["id"], first_id);
+    let (_, call) = b
+        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
+        .await;
+    assert_eq!(call["metadata"]["team_name"], "diamond");
+    b.stop().await;
+}
