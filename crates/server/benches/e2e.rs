@@ -34,6 +34,27 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A new empty database on the server of `admin`, for one measurement.
+async fn fresh_postgres(admin: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::postgres::PgConnection::connect(admin).await.unwrap();
+    let name = format!("callmeta_bench_{}", uuid_like());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}")
+}
+
 /// DuckDB's single-threaded `read_csv` time, from the core benchmark's script.
 fn duckdb_seconds(path: &str) -> Option<f64> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/benches/duckdb_read.py");
@@ -160,19 +181,40 @@ async fn run(path: String, calls: usize) {
     );
     drop(services);
 
-    api_throughput(calls).await;
+    api_throughput(calls, "SQLite, one node", None, 1).await;
+    if let Some(admin) = std::env::var("CALLMETA_TEST_DATABASE_URL").ok() {
+        for nodes in [1, 2] {
+            let db = fresh_postgres(&admin).await;
+            api_throughput(
+                calls,
+                &format!("PostgreSQL, {nodes} node(s) on this machine"),
+                Some(db),
+                nodes,
+            )
+            .await;
+        }
+    } else {
+        println!("API on PostgreSQL: not measured (set CALLMETA_TEST_DATABASE_URL)");
+    }
 }
 
-async fn api_throughput(calls: usize) {
+/// Call creations through `nodes` servers sharing `database` (SQLite in a
+/// temp dir when `None`), clients spread evenly over the nodes.
+async fn api_throughput(calls: usize, label: &str, database: Option<String>, nodes: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        ..Config::default()
-    };
-    let app = App::build(config).await.unwrap();
-    let base = format!("http://{}", app.http_addr());
-    let services = app.services.clone();
+    let mut apps = Vec::new();
+    for n in 0..nodes {
+        let config = Config {
+            data_dir: dir.path().join(format!("node{n}")),
+            http: "127.0.0.1:0".into(),
+            database: database.clone(),
+            blobs: Some(format!("file://{}", dir.path().join("blobs").display())),
+            ..Config::default()
+        };
+        apps.push(App::build(config).await.unwrap());
+    }
+    let bases: Vec<String> = apps.iter().map(|a| format!("http://{}", a.http_addr())).collect();
+    let services = apps[0].services.clone();
     let created = tenants::create_tenant(&services, "load", "load-password")
         .await
         .unwrap();
@@ -185,10 +227,14 @@ async fn api_throughput(calls: usize) {
     tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for app in apps {
+        let mut rx = rx.clone();
+        servers.push(tokio::spawn(app.run_until(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })));
+    }
 
     // Each version writes its own marker in every column: a call enriched
     // from a mix of versions would show two markers.
@@ -245,7 +291,11 @@ async fn api_throughput(calls: usize) {
     let start = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency {
-        let (client, base, token) = (client.clone(), base.clone(), created.api_token.clone());
+        let (client, base, token) = (
+            client.clone(),
+            bases[w % bases.len()].clone(),
+            created.api_token.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_worker);
             let mut mixed = 0usize;
@@ -287,13 +337,15 @@ async fn api_throughput(calls: usize) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "API: {} durable call creations in {:.2} s = {:.0}/s with {concurrency} clients; p50 {:.1} ms, p99 {:.1} ms; {swaps} version swaps; calls enriched from a mix of versions: {mixed}",
+        "API ({label}): {} durable call creations in {:.2} s = {:.0}/s with {concurrency} clients; p50 {:.1} ms, p99 {:.1} ms; {swaps} version swaps; calls enriched from a mix of versions: {mixed}",
         latencies.len(),
         secs,
         latencies.len() as f64 / secs,
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
     );
-    let _ = tx.send(());
-    let _ = server.await;
+    let _ = tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
 }
