@@ -253,10 +253,32 @@ pub fn ingest_with_progress(
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Ingested, Box<Report>> {
+    let sha256 = sha256_hex(bytes);
+    match ingest_unhashed(bytes, options, limits, progress) {
+        Ok(mut ingested) => {
+            ingested.report.sha256 = sha256;
+            Ok(ingested)
+        }
+        Err(mut report) => {
+            report.sha256 = sha256;
+            Err(report)
+        }
+    }
+}
+
+/// [`ingest_with_progress`] leaving `report.sha256` empty, for a caller that
+/// hashes the bytes on another core meanwhile (while storing them, say) and
+/// fills it in.
+pub fn ingest_unhashed(
+    bytes: &[u8],
+    options: &TableOptions,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Ingested, Box<Report>> {
     let mut report = Report {
         accepted: false,
         error: None,
-        sha256: sha256_hex(bytes),
+        sha256: String::new(),
         bytes: bytes.len() as u64,
         encoding: None,
         delimiter: None,

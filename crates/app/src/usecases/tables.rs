@@ -104,6 +104,7 @@ pub async fn configure_table(
                 Channel::Settings,
                 active.filename.clone(),
                 None,
+                Some(active.sha256.clone()),
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
@@ -172,8 +173,13 @@ pub async fn upload_reference_table(
     progress: Option<Box<dyn FnMut(u64) + Send>>,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
+    // Only with an active version to compare to is the hash needed up front.
+    let mut digest = None;
     if let Some(active_id) = &table.active_version {
-        let sha = csv::sha256_hex(&bytes);
+        let hashed = bytes.clone();
+        let sha = tokio::task::spawn_blocking(move || csv::sha256_hex(&hashed))
+            .await
+            .map_err(anyhow::Error::new)?;
         let active = services.store.version(tenant, active_id).await?;
         if active.sha256 == sha {
             return Ok(UploadOutcome {
@@ -182,6 +188,7 @@ pub async fn upload_reference_table(
                 unchanged: true,
             });
         }
+        digest = Some(sha);
     }
     ingest_and_record(
         services,
@@ -192,6 +199,7 @@ pub async fn upload_reference_table(
         channel,
         filename,
         progress,
+        digest,
     )
     .await
 }
@@ -206,17 +214,33 @@ async fn ingest_and_record(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+    digest: Option<String>,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
-    // The original is written while the CSV is parsed (on another core);
-    // both finish before the version is recorded.
-    let (stored, ingested) = tokio::join!(
-        services.blobs.put(&blob_key, bytes.clone()),
-        ingest(services, options, bytes, progress)
-    );
-    stored?;
-    let (index, report) = ingested?;
+    // The original is hashed and written while the CSV is parsed (on
+    // another core); all finish before the version is recorded.
+    let store_and_hash = {
+        let bytes = bytes.clone();
+        async {
+            let digest = digest.map(Ok).unwrap_or_else(|| {
+                let bytes = bytes.clone();
+                Err(tokio::task::spawn_blocking(move || csv::sha256_hex(&bytes)))
+            });
+            let (stored, digest) = tokio::join!(services.blobs.put(&blob_key, bytes), async {
+                match digest {
+                    Ok(known) => Ok(known),
+                    Err(task) => task.await.map_err(anyhow::Error::new),
+                }
+            });
+            stored?;
+            Ok::<_, AppError>(digest?)
+        }
+    };
+    let (stored, ingested) = tokio::join!(store_and_hash, ingest(services, options, bytes, progress));
+    let digest = stored?;
+    let (index, mut report) = ingested?;
+    report.sha256 = digest;
     let accepted = index.is_some();
     let version = VersionRecord {
         id: id.clone(),
@@ -257,8 +281,8 @@ async fn ingest(
     let options = options.clone();
     let limits = services.limits.clone();
     let result = tokio::task::spawn_blocking(move || match progress {
-        Some(mut progress) => csv::ingest_with_progress(&bytes, &options, &limits, &mut *progress),
-        None => csv::ingest(&bytes, &options, &limits),
+        Some(mut progress) => csv::ingest_unhashed(&bytes, &options, &limits, &mut *progress),
+        None => csv::ingest_unhashed(&bytes, &options, &limits, &mut |_| {}),
     })
     .await
     .map_err(anyhow::Error::new)?;
