@@ -182,7 +182,7 @@ async fn run(path: String, calls: usize) {
     drop(services);
 
     api_throughput(calls, "SQLite, one node", None, 1).await;
-    if let Some(admin) = std::env::var("CALLMETA_TEST_DATABASE_URL").ok() {
+    if let Ok(admin) = std::env::var("CALLMETA_TEST_DATABASE_URL") {
         for nodes in [1, 2] {
             let db = fresh_postgres(&admin).await;
             api_throughput(
