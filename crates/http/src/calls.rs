@@ -176,6 +176,7 @@ pub async fn create_call(
             timestamp_ms,
             external_id: body.external_id,
             source: CallSource::Api,
+            audio: None,
         },
     )
     .await?;
@@ -211,22 +212,8 @@ pub async fn get_call_audio(
     Auth(tenant): Auth,
     Path(unique_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let call = uc::get_call(&state.services, &tenant.id, &unique_id).await?;
-    let Some(key) = call.audio_key else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            format!("call {unique_id} has no audio"),
-        ));
-    };
-    let bytes = state
-        .services
-        .blobs
-        .get(&key)
-        .await
-        .map_err(callmeta_app::usecases::AppError::from)?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "audio/wav")], bytes).into_response())
+    let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
 pub const DEFAULT_LIMIT: u32 = 50;

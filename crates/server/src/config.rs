@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use callmeta_app::blobs::s3::S3Settings;
 use callmeta_core::csv::Limits;
+use callmeta_filedrop::FileDropSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ pub struct Config {
     pub limits: Limits,
     /// S3 settings for `blobs = "s3://bucket"` (unset ones come from `AWS_*`).
     pub s3: S3Settings,
+    /// FTP, FTPS and SFTP settings (passive ports, TLS, limits).
+    pub transfer: FileDropSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -50,6 +53,7 @@ impl Default for Config {
             refresh_interval_ms: 1000,
             limits: Limits::default(),
             s3: S3Settings::default(),
+            transfer: FileDropSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -171,7 +175,43 @@ access_key_id = {s3k}                                                # env: CALL
 secret_access_key = {s3s}                                            # env: CALLMETA_S3__SECRET_ACCESS_KEY
 # Allow a plain-HTTP endpoint.                                        env: CALLMETA_S3__ALLOW_HTTP
 allow_http = {s3h}
+
+[transfer]
+# FTP passive-mode data ports, FIRST-LAST.                            env: CALLMETA_TRANSFER__PASSIVE_PORTS
+passive_ports = {pp:?}
+# Address in passive replies, behind NAT (empty: the one dialled).   env: CALLMETA_TRANSFER__PASSIVE_HOST
+passive_host = {ph}
+# FTPS certificate chain and key, PEM (empty: a self-signed pair is
+# generated into the data dir).                                       env: CALLMETA_TRANSFER__TLS_CERT, __TLS_KEY
+tls_cert = {tc:?}
+tls_key = {tk:?}
+# Refuse FTP without TLS.                                             env: CALLMETA_TRANSFER__TLS_REQUIRED
+tls_required = {tr}
+# Files at most in one tenant's FTP/SFTP tree.                        env: CALLMETA_TRANSFER__MAX_FILES
+max_files = {mf}
+# Failed logins per user, and per address, before a block of
+# failed_login_block_secs seconds.                                    env: CALLMETA_TRANSFER__MAX_FAILED_LOGINS
+max_failed_logins = {mfl2}
+failed_login_block_secs = {flb}
 "#,
+            pp = self.transfer.passive_ports,
+            ph = opt(&self.transfer.passive_host),
+            tc = self
+                .transfer
+                .tls_cert
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            tk = self
+                .transfer
+                .tls_key
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            tr = self.transfer.tls_required,
+            mf = self.transfer.max_files,
+            mfl2 = self.transfer.max_failed_logins,
+            flb = self.transfer.failed_login_block_secs,
             s3e = opt(&self.s3.endpoint),
             s3r = opt(&self.s3.region),
             s3k = opt(&self.s3.access_key_id),

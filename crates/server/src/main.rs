@@ -79,6 +79,9 @@ enum TenantCommand {
         #[arg(long, env = "CALLMETA_TENANT_PASSWORD")]
         password: String,
     },
+    /// Let a tenant log in over SFTP with an SSH key (an OpenSSH `.pub` file;
+    /// every key line in it is added).
+    AddKey { slug: String, file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -132,7 +135,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve { .. } => {
             let app = App::build(config).await?;
-            println!("callmeta listening: http://{}", app.http_addr());
+            println!(
+                "callmeta listening: http://{} ftp://{} sftp://{}",
+                app.http_addr(),
+                app.ftp_addr(),
+                app.sftp_addr()
+            );
             app.run_until(shutdown_signal()).await?;
         }
         Command::PrintConfig => print!("{}", config.to_commented_toml()),
@@ -148,6 +156,34 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .map_err(user_error)?;
             println!("{}", serde_json::to_string_pretty(&created)?);
+        }
+        Command::Tenant {
+            command: TenantCommand::AddKey { slug, file },
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut keys = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                    continue;
+                }
+                let key = callmeta_filedrop::keys::parse_public_key_line(line)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+                keys.push(key);
+            }
+            if keys.is_empty() {
+                anyhow::bail!("{}: no public key in the file", file.display());
+            }
+            let services = open_services(&config).await?;
+            for (key, comment) in &keys {
+                tenants::add_public_key(&services, &slug, key, comment)
+                    .await
+                    .map_err(user_error)?;
+            }
+            println!(
+                "{}",
+                serde_json::json!({"tenant": slug, "keys_added": keys.len()})
+            );
         }
         Command::Table {
             command:

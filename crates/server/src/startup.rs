@@ -17,6 +17,12 @@ use callmeta_app::store::Store;
 use callmeta_app::store::postgres::PgStore;
 use callmeta_app::store::sqlite::SqliteStore;
 use callmeta_app::usecases::{Services, active_tables};
+use callmeta_filedrop::dropbox::Dropbox;
+use callmeta_filedrop::ftp::FtpServer;
+use callmeta_filedrop::keys;
+use callmeta_filedrop::sftp::SftpServer;
+use callmeta_filedrop::throttle::LoginThrottle;
+use callmeta_filedrop::tree::DropTree;
 
 /// Opens the configured store and blob storage and loads the active versions.
 pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
@@ -65,7 +71,62 @@ pub struct App {
     pub services: Arc<Services>,
     http: TcpListener,
     http_addr: SocketAddr,
+    ftp: FtpServer,
+    ftp_addr: SocketAddr,
+    sftp: SftpServer,
+    sftp_addr: SocketAddr,
     config: Config,
+}
+
+/// The FTP and SFTP servers over one drop tree in the data dir.
+async fn bind_file_drop(
+    config: &Config,
+    services: &Arc<Services>,
+) -> anyhow::Result<(FtpServer, SftpServer)> {
+    let tree = DropTree::new(config.data_dir.join("drop"));
+    std::fs::create_dir_all(tree.root())
+        .with_context(|| format!("creating the drop directory {}", tree.root().display()))?;
+    let dropbox = Dropbox::new(services.clone(), tree);
+    let settings = config.transfer.clone();
+    let throttle = Arc::new(LoginThrottle::new(
+        settings.max_failed_logins,
+        Duration::from_secs(settings.failed_login_block_secs),
+    ));
+    let keys_dir = config.data_dir.join("keys");
+    let configured = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) if !cert.as_os_str().is_empty() && !key.as_os_str().is_empty() => {
+            Some((cert.as_path(), key.as_path()))
+        }
+        _ => None,
+    };
+    let mut names: Vec<String> = settings
+        .passive_host
+        .iter()
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .collect();
+    if let Some(host) = config
+        .ftp
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+    {
+        names.push(host.to_string());
+    }
+    let tls = keys::tls_identity(configured, &keys_dir, &names).context("preparing the FTPS certificate")?;
+    let host_key = keys::ssh_host_key(&keys_dir).context("preparing the SSH host key")?;
+    let ftp = FtpServer::bind(
+        &config.ftp,
+        dropbox.clone(),
+        throttle.clone(),
+        settings.clone(),
+        Some(tls),
+    )
+    .await
+    .with_context(|| format!("binding the FTP listener on {}", config.ftp))?;
+    let sftp = SftpServer::bind(&config.sftp, dropbox, throttle, &settings, host_key)
+        .await
+        .with_context(|| format!("binding the SFTP listener on {}", config.sftp))?;
+    Ok((ftp, sftp))
 }
 
 impl App {
@@ -76,16 +137,31 @@ impl App {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http))?;
         let http_addr = http.local_addr()?;
+        let (ftp, sftp) = bind_file_drop(&config, &services).await?;
+        let ftp_addr = ftp.local_addr()?;
+        let sftp_addr = sftp.local_addr()?;
         Ok(App {
             services,
             http,
             http_addr,
+            ftp,
+            ftp_addr,
+            sftp,
+            sftp_addr,
             config,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    pub fn ftp_addr(&self) -> SocketAddr {
+        self.ftp_addr
+    }
+
+    pub fn sftp_addr(&self) -> SocketAddr {
+        self.sftp_addr
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets
@@ -116,12 +192,16 @@ impl App {
                 }
             }
         });
-        tracing::info!(http = %self.http_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
+        let ftp = tokio::spawn(self.ftp.run());
+        let sftp = tokio::spawn(self.sftp.run());
+        tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let router = callmeta_http::router(self.services.clone());
         let result = axum::serve(self.http, router)
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();
+        ftp.abort();
+        sftp.abort();
         result.context("serving HTTP")
     }
 }

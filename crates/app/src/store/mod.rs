@@ -194,6 +194,18 @@ pub trait Store: Send + Sync + 'static {
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
 
     /// Checks that the database answers (health endpoint).
+    /// Adds an SSH public key (`ALGORITHM BASE64`) a tenant may log in with;
+    /// adding a known key again changes nothing.
+    async fn add_tenant_key(
+        &self,
+        tenant: &TenantId,
+        public_key: &str,
+        comment: &str,
+        created_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The tenant's SSH public keys (`ALGORITHM BASE64`).
+    async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// A counter that moves when another process may have activated a

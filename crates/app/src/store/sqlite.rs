@@ -145,6 +145,36 @@ const CALL_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn add_tenant_key(
+        &self,
+        tenant: &TenantId,
+        public_key: &str,
+        comment: &str,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tenant_keys (tenant_id, public_key, comment, created_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, public_key) DO NOTHING",
+        )
+        .bind(&tenant.0)
+        .bind(public_key)
+        .bind(comment)
+        .bind(created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT public_key FROM tenant_keys WHERE tenant_id = ? ORDER BY created_ms")
+            .bind(&tenant.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

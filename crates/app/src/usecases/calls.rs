@@ -11,6 +11,26 @@ pub struct NewCall {
     pub timestamp_ms: Option<i64>,
     pub external_id: Option<String>,
     pub source: CallSource,
+    /// The recording, stored in blob storage before the call is recorded.
+    pub audio: Option<NewAudio>,
+}
+
+/// A recording that arrives with a call (FTP/SFTP drop, API).
+pub struct NewAudio {
+    pub bytes: bytes::Bytes,
+    /// The file extension it is stored and served under (`wav`, `mp3`, ...).
+    pub extension: String,
+}
+
+/// The content type a recording is served with, from its stored name.
+pub fn audio_content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next().map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("mp3") => "audio/mpeg",
+        Some("ogg" | "opus") => "audio/ogg",
+        Some("flac") => "audio/flac",
+        Some("m4a" | "mp4") => "audio/mp4",
+        _ => "audio/wav",
+    }
 }
 
 pub const MAX_METADATA_KEYS: usize = 1000;
@@ -98,14 +118,35 @@ pub async fn create_call(
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
         .unwrap_or(now);
     let enrichment = enrich_now(services, tenant, &new.metadata, now);
+    let unique_id = new_id();
+    let audio_key = match new.audio {
+        Some(audio) => {
+            let extension: String = audio
+                .extension
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(8)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            let extension = if extension.is_empty() {
+                "wav".to_string()
+            } else {
+                extension
+            };
+            let key = format!("tenants/{tenant}/calls/{unique_id}.{extension}");
+            services.blobs.put(&key, audio.bytes).await?;
+            Some(key)
+        }
+        None => None,
+    };
     let call = CallRecord {
-        unique_id: new_id(),
+        unique_id,
         timestamp_ms,
         source: new.source,
         external_id: new.external_id,
         metadata: new.metadata,
         enrichment,
-        audio_key: None,
+        audio_key,
         created_ms: now,
         updated_ms: now,
     };
@@ -132,6 +173,20 @@ pub async fn get_call(
         StoreError::NotFound => AppError::NotFound(format!("call {unique_id}")),
         other => other.into(),
     })
+}
+
+/// A call's recording and its content type; `NotFound` when it has none.
+pub async fn call_audio(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+) -> Result<(bytes::Bytes, &'static str), AppError> {
+    let call = get_call(services, tenant, unique_id).await?;
+    let Some(key) = call.audio_key else {
+        return Err(AppError::NotFound(format!("audio of call {unique_id}")));
+    };
+    let bytes = services.blobs.get(&key).await?;
+    Ok((bytes, audio_content_type(&key)))
 }
 
 pub async fn list_calls(

@@ -110,3 +110,35 @@ pub async fn authenticate_password(
         Err(AppError::Unauthorized)
     }
 }
+
+/// Lets a tenant log in over SFTP with an SSH key. `public_key` is the
+/// `ALGORITHM BASE64` part of an OpenSSH public key line, already checked by
+/// the caller (the SFTP adapter knows the key formats).
+pub async fn add_public_key(
+    services: &Services,
+    slug: &str,
+    public_key: &str,
+    comment: &str,
+) -> Result<Tenant, AppError> {
+    let tenant = tenant_by_slug(services, slug).await?;
+    services
+        .store
+        .add_tenant_key(&tenant.id, public_key, comment, super::now_ms())
+        .await?;
+    Ok(tenant)
+}
+
+/// The tenant's SSH public keys (`ALGORITHM BASE64`).
+pub async fn public_keys(services: &Services, tenant: &TenantId) -> Result<Vec<String>, AppError> {
+    Ok(services.store.tenant_keys(tenant).await?)
+}
+
+/// A tenant by its slug; `NotFound` names the slug.
+pub async fn tenant_by_slug(services: &Services, slug: &str) -> Result<Tenant, AppError> {
+    let parsed = TenantSlug::parse(slug).map_err(|_| AppError::NotFound(format!("tenant {slug:?}")))?;
+    match services.store.tenant_by_slug(&parsed).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::NotFound) => Err(AppError::NotFound(format!("tenant {slug:?}"))),
+        Err(e) => Err(e.into()),
+    }
+}

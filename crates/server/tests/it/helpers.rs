@@ -8,6 +8,8 @@ use sqlx::Connection;
 
 pub struct TestApp {
     pub base: String,
+    pub ftp: std::net::SocketAddr,
+    pub sftp: std::net::SocketAddr,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
     /// The database URL when not the embedded SQLite.
@@ -72,12 +74,15 @@ impl TestApp {
         let database = config.database.clone();
         let app = App::build(config).await.expect("app builds");
         let base = format!("http://{}", app.http_addr());
+        let (ftp, sftp) = (app.ftp_addr(), app.sftp_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
         TestApp {
             base,
+            ftp,
+            sftp,
             data_dir,
             http: reqwest::Client::new(),
             database,

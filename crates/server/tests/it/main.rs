@@ -7,6 +7,7 @@ mod helpers;
 mod api_errors;
 mod calls;
 mod cli;
+mod filedrop;
 mod ops;
 mod s3;
 mod scale_out;

@@ -1,0 +1,386 @@
+//! The FTP and FTPS (explicit TLS, `AUTH TLS`) server, on libunftp.
+//!
+//! Each tenant logs in with its slug and password and is jailed in its own
+//! directory (libunftp's filesystem back-end opens the home directory as a
+//! capability: no path, `..` or symlink reaches outside it). Our storage
+//! wrapper enforces the size and file-count limits and tells the [`Dropbox`]
+//! when a file is being written; libunftp's data events tell it when a
+//! transfer completed (`STOR`/`APPE`) or a temporary name was renamed, and
+//! the reply to the client's command is sent after the upload is processed.
+
+use std::fmt::{self, Debug, Display};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callmeta_app::usecases::tables::Channel;
+use callmeta_app::usecases::{AppError, tenants};
+use libunftp::ServerBuilder;
+use libunftp::notification::{DataEvent, DataListener, EventMeta};
+use libunftp::options::{FtpsRequired, PassiveHost};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
+};
+use unftp_core::storage::{self, ErrorKind, Fileinfo, StorageBackend};
+use unftp_sbe_fs::{Filesystem, Meta};
+
+use crate::dropbox::Dropbox;
+use crate::throttle::LoginThrottle;
+use crate::tree::DropPath;
+use crate::{FileDropSettings, count_files};
+
+/// A logged-in tenant, jailed in its home directory.
+#[derive(Debug, Clone)]
+pub struct TenantUser {
+    slug: String,
+    home: PathBuf,
+}
+
+impl Display for TenantUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.slug)
+    }
+}
+
+impl UserDetail for TenantUser {
+    fn home(&self) -> Option<&Path> {
+        Some(&self.home)
+    }
+}
+
+#[derive(Debug)]
+struct PasswordCheck {
+    dropbox: Arc<Dropbox>,
+    throttle: Arc<LoginThrottle>,
+}
+
+#[async_trait]
+impl Authenticator for PasswordCheck {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        if !self.throttle.allowed(username, creds.source_ip) {
+            tracing::warn!(user = username, from = %creds.source_ip, "FTP login refused: too many failures");
+            return Err(AuthenticationError::new(
+                "too many failed logins; try again later",
+            ));
+        }
+        let password = creds.password.as_deref().unwrap_or("");
+        match tenants::authenticate_password(self.dropbox.services(), username, password).await {
+            Ok(tenant) => {
+                self.throttle.succeeded(username);
+                Ok(Principal {
+                    username: tenant.slug.as_str().to_string(),
+                })
+            }
+            Err(AppError::Unauthorized) => {
+                self.throttle.failed(username, creds.source_ip);
+                tracing::info!(user = username, from = %creds.source_ip, "FTP login failed");
+                Err(AuthenticationError::BadPassword)
+            }
+            Err(e) => Err(AuthenticationError::with_source(
+                "the login could not be checked",
+                e,
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Homes {
+    dropbox: Arc<Dropbox>,
+}
+
+#[async_trait]
+impl UserDetailProvider for Homes {
+    type User = TenantUser;
+
+    async fn provide_user_detail(&self, principal: &Principal) -> Result<TenantUser, UserDetailError> {
+        let tenant = tenants::tenant_by_slug(self.dropbox.services(), &principal.username)
+            .await
+            .map_err(|e| UserDetailError::with_source("unknown tenant", e))?;
+        let home = self
+            .dropbox
+            .home(&tenant)
+            .await
+            .map_err(|e| UserDetailError::with_source("preparing the home directory", e))?;
+        Ok(TenantUser {
+            slug: principal.username.clone(),
+            home,
+        })
+    }
+}
+
+/// libunftp's filesystem back-end, with our limits and completion tracking.
+#[derive(Debug)]
+struct DropFs {
+    /// `None` when the drop directory could not be opened: every command
+    /// then fails with a local error instead of the session crashing.
+    inner: Option<Filesystem>,
+    dropbox: Arc<Dropbox>,
+    max_file_bytes: u64,
+    max_files: u64,
+}
+
+impl DropFs {
+    fn fs(&self) -> storage::Result<&Filesystem> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| storage::Error::new(ErrorKind::LocalError, "the drop directory is not available"))
+    }
+
+    fn host_path<P: AsRef<Path>>(&self, user: &TenantUser, path: P) -> storage::Result<(DropPath, PathBuf)> {
+        let text = path.as_ref().to_string_lossy();
+        let parsed =
+            DropPath::parse(&text).map_err(|e| storage::Error::new(ErrorKind::FileNameNotAllowedError, e))?;
+        let file = self.dropbox.tree().file(&user.slug, &parsed);
+        Ok((parsed, file))
+    }
+}
+
+#[async_trait]
+impl StorageBackend<TenantUser> for DropFs {
+    type Metadata = Meta;
+
+    fn enter(&mut self, user: &TenantUser) -> std::io::Result<()> {
+        match self.inner.as_mut() {
+            Some(fs) => StorageBackend::<TenantUser>::enter(fs, user),
+            None => Err(std::io::Error::other("the drop directory is not available")),
+        }
+    }
+
+    fn supported_features(&self) -> u32 {
+        match &self.inner {
+            Some(fs) => StorageBackend::<TenantUser>::supported_features(fs),
+            None => 0,
+        }
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &TenantUser,
+        path: P,
+    ) -> storage::Result<Meta> {
+        self.fs()?.metadata(user, path).await
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &TenantUser,
+        path: P,
+    ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        let mut list = self.fs()?.list(user, path).await?;
+        // Reports being written and other hidden working files stay hidden.
+        list.retain(|f| {
+            !f.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".") && n.ends_with(".writing"))
+        });
+        Ok(list)
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &TenantUser,
+        path: P,
+        start_pos: u64,
+    ) -> storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        self.fs()?.get(user, path, start_pos).await
+    }
+
+    async fn put<P: AsRef<Path> + Send + Debug, R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static>(
+        &self,
+        user: &TenantUser,
+        input: R,
+        path: P,
+        start_pos: u64,
+    ) -> storage::Result<u64> {
+        let (parsed, file) = self.host_path(user, &path)?;
+        let path = parsed.display();
+        let exists = tokio::fs::metadata(&file).await.is_ok();
+        if !exists && count_files(&user.home).await >= self.max_files {
+            return Err(storage::Error::new(
+                ErrorKind::ExceededStorageAllocationError,
+                format!(
+                    "at most {} files per account: delete processed files first",
+                    self.max_files
+                ),
+            ));
+        }
+        self.dropbox.writing(&file);
+        let limit = self.max_file_bytes.saturating_sub(start_pos);
+        let result = self.fs()?.put(user, input.take(limit + 1), path, start_pos).await;
+        match result {
+            Ok(written) if written > limit => {
+                self.dropbox.aborted(&file).await;
+                Err(storage::Error::new(
+                    ErrorKind::ExceededStorageAllocationError,
+                    format!("files are limited to {} bytes", self.max_file_bytes),
+                ))
+            }
+            Ok(written) => Ok(written),
+            Err(e) => {
+                self.dropbox.aborted(&file).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        self.fs()?.del(user, path).await
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        let (parsed, _) = self.host_path(user, &path)?;
+        if parsed.parts().len() > 1 {
+            return Err(storage::Error::new(
+                ErrorKind::PermissionDenied,
+                "folders go at the root only: one per table",
+            ));
+        }
+        self.fs()?.mkd(user, path).await
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &TenantUser,
+        from: P,
+        to: P,
+    ) -> storage::Result<()> {
+        self.fs()?.rename(user, from, to).await
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        self.fs()?.rmd(user, path).await
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        self.fs()?.cwd(user, path).await
+    }
+}
+
+/// Processes an upload when its transfer completed, before the reply.
+#[derive(Debug)]
+struct Completions {
+    dropbox: Arc<Dropbox>,
+}
+
+#[async_trait]
+impl DataListener for Completions {
+    async fn receive_data_event(&self, event: DataEvent, meta: EventMeta) {
+        let path = match event {
+            DataEvent::Put { path, .. } => path,
+            DataEvent::Renamed { to, .. } => to,
+            _ => return,
+        };
+        self.dropbox.completed(&meta.username, &path, Channel::Ftp).await;
+    }
+}
+
+/// A bound FTP listener, ready to serve.
+pub struct FtpServer {
+    listener: TcpListener,
+    dropbox: Arc<Dropbox>,
+    throttle: Arc<LoginThrottle>,
+    settings: FileDropSettings,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl FtpServer {
+    /// Binds the control port (0 picks one). `tls` is the certificate and key
+    /// (PEM files) for `AUTH TLS`.
+    pub async fn bind(
+        addr: &str,
+        dropbox: Arc<Dropbox>,
+        throttle: Arc<LoginThrottle>,
+        settings: FileDropSettings,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> std::io::Result<FtpServer> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(FtpServer {
+            listener,
+            dropbox,
+            throttle,
+            settings,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn server(&self) -> Result<libunftp::Server<DropFs, TenantUser>, libunftp::ServerError> {
+        let dropbox = self.dropbox.clone();
+        let root = dropbox.tree().root().to_path_buf();
+        let max_file_bytes = dropbox.services().limits.max_file_bytes;
+        let max_files = self.settings.max_files;
+        let storage_dropbox = dropbox.clone();
+        let mut builder = ServerBuilder::with_user_detail_provider(
+            Box::new(move || DropFs {
+                inner: Filesystem::new(root.clone())
+                    .inspect_err(|e| tracing::error!(error = %e, "opening the drop directory failed"))
+                    .ok(),
+                dropbox: storage_dropbox.clone(),
+                max_file_bytes,
+                max_files,
+            }),
+            Arc::new(Homes {
+                dropbox: dropbox.clone(),
+            }),
+        )
+        .authenticator(Arc::new(PasswordCheck {
+            dropbox: dropbox.clone(),
+            throttle: self.throttle.clone(),
+        }))
+        .greeting("callmeta FTP: log in with your tenant name and password")
+        .notify_data(Completions { dropbox })
+        .passive_ports(self.settings.passive_port_range())
+        .idle_session_timeout(600);
+        if let Some(host) = &self.settings.passive_host {
+            builder = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => builder.passive_host(PassiveHost::Ip(ip)),
+                Err(_) => builder.passive_host(PassiveHost::Dns(host.clone())),
+            };
+        }
+        if let Some((cert, key)) = &self.tls {
+            builder = builder.ftps(cert.clone(), key.clone());
+            if self.settings.tls_required {
+                builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
+            }
+        }
+        builder.build()
+    }
+
+    /// Serves until the task is dropped: every connection gets its own
+    /// session, with the login throttle shared by all.
+    pub async fn run(self) {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an FTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match self.server() {
+                Ok(server) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = server.service(stream).await {
+                            tracing::debug!(%peer, error = ?e, "FTP session ended with an error");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "the FTP server cannot be configured"),
+            }
+        }
+    }
+}

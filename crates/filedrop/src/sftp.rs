@@ -1,0 +1,626 @@
+//! The SFTP server, on russh and russh-sftp, over the same tree as FTP.
+//!
+//! Tenants log in with their slug and password, or with a public key added by
+//! `callmeta tenant add-key`. A file written over SFTP is complete when the
+//! client closes its handle (`SSH_FXP_CLOSE`); a session that ends with a
+//! file still open for writing was cut off, and the partial file is removed.
+//! The close is answered after the upload is processed, so `sftp put`
+//! returns once the version is recorded.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callmeta_app::usecases::tables::Channel;
+use callmeta_app::usecases::{AppError, tenants};
+use russh::keys::PrivateKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel as SshChannel, ChannelId, MethodKind, MethodSet};
+use russh_sftp::protocol::{
+    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::dropbox::Dropbox;
+use crate::throttle::LoginThrottle;
+use crate::tree::DropPath;
+use crate::{FileDropSettings, count_files};
+
+/// A bound SFTP listener, ready to serve.
+pub struct SftpServer {
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dropbox: Arc<Dropbox>,
+    throttle: Arc<LoginThrottle>,
+    max_files: u64,
+}
+
+impl SftpServer {
+    pub async fn bind(
+        addr: &str,
+        dropbox: Arc<Dropbox>,
+        throttle: Arc<LoginThrottle>,
+        settings: &FileDropSettings,
+        host_key: PrivateKey,
+    ) -> std::io::Result<SftpServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::Password);
+        methods.push(MethodKind::PublicKey);
+        let config = russh::server::Config {
+            methods,
+            keys: vec![host_key],
+            auth_rejection_time: Duration::from_millis(500),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: Some(Duration::from_secs(600)),
+            max_auth_attempts: 6,
+            ..Default::default()
+        };
+        Ok(SftpServer {
+            listener,
+            config: Arc::new(config),
+            shared: Arc::new(Shared {
+                dropbox,
+                throttle,
+                max_files: settings.max_files,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an SFTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = SshSession {
+                shared: self.shared.clone(),
+                peer: peer.ip(),
+                tenant: None,
+                channels: HashMap::new(),
+            };
+            let config = self.config.clone();
+            tokio::spawn(async move {
+                match russh::server::run_stream(config, stream, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(%peer, error = %e, "SFTP session ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "SFTP handshake failed"),
+                }
+            });
+        }
+    }
+}
+
+/// The logged-in tenant of one SSH connection.
+#[derive(Clone)]
+struct LoggedIn {
+    slug: String,
+    home: PathBuf,
+}
+
+struct SshSession {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    tenant: Option<LoggedIn>,
+    channels: HashMap<ChannelId, SshChannel<Msg>>,
+}
+
+impl SshSession {
+    async fn logged_in(&mut self, slug: &str) -> Result<Auth, anyhow::Error> {
+        let tenant = tenants::tenant_by_slug(self.shared.dropbox.services(), slug).await?;
+        let home = self.shared.dropbox.home(&tenant).await?;
+        self.shared.throttle.succeeded(slug);
+        self.tenant = Some(LoggedIn {
+            slug: tenant.slug.as_str().to_string(),
+            home,
+        });
+        Ok(Auth::Accept)
+    }
+
+    fn rejected(&self, user: &str) -> Auth {
+        self.shared.throttle.failed(user, self.peer);
+        Auth::reject()
+    }
+}
+
+impl russh::server::Handler for SshSession {
+    type Error = anyhow::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if !self.shared.throttle.allowed(user, self.peer) {
+            tracing::warn!(user, from = %self.peer, "SFTP login refused: too many failures");
+            return Ok(Auth::reject());
+        }
+        match tenants::authenticate_password(self.shared.dropbox.services(), user, password).await {
+            Ok(_) => self.logged_in(user).await,
+            Err(AppError::Unauthorized) => {
+                tracing::info!(user, from = %self.peer, "SFTP password login failed");
+                Ok(self.rejected(user))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.shared.throttle.allowed(user, self.peer) {
+            return Ok(Auth::reject());
+        }
+        if self.key_known(user, offer.public_key).await {
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.throttle.allowed(user, self.peer) && self.key_known(user, key.public_key).await {
+            return self.logged_in(user).await;
+        }
+        tracing::info!(user, from = %self.peer, "SFTP key login failed");
+        Ok(self.rejected(user))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: SshChannel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.tenant.is_some() {
+            self.channels.insert(channel.id(), channel);
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(tenant), Some(channel)) = (self.tenant.clone(), self.channels.remove(&channel_id)) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        if name != "sftp" {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        }
+        session.channel_success(channel_id)?;
+        let handler = SftpSession {
+            shared: self.shared.clone(),
+            tenant,
+            handles: HashMap::new(),
+            next_handle: 0,
+        };
+        russh_sftp::server::run(channel.into_stream(), handler).await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+}
+
+impl SshSession {
+    async fn key_known(&self, user: &str, key: &russh::keys::PublicKey) -> bool {
+        let Some(offered) = crate::keys::canonical_public_key(key) else {
+            return false;
+        };
+        let services = self.shared.dropbox.services();
+        let Ok(tenant) = tenants::tenant_by_slug(services, user).await else {
+            return false;
+        };
+        tenants::public_keys(services, &tenant.id)
+            .await
+            .map(|keys| keys.contains(&offered))
+            .unwrap_or(false)
+    }
+}
+
+enum Open {
+    File {
+        file: tokio::fs::File,
+        path: DropPath,
+        host: PathBuf,
+        writing: bool,
+        /// A write was refused (limit): the upload is discarded at close.
+        failed: bool,
+    },
+    Dir {
+        host: PathBuf,
+        listed: bool,
+    },
+}
+
+struct SftpSession {
+    shared: Arc<Shared>,
+    tenant: LoggedIn,
+    handles: HashMap<String, Open>,
+    next_handle: u64,
+}
+
+impl Drop for SftpSession {
+    fn drop(&mut self) {
+        // Files still open for writing when the session ends were cut off.
+        for open in self.handles.values() {
+            if let Open::File {
+                host, writing: true, ..
+            } = open
+            {
+                let dropbox = self.shared.dropbox.clone();
+                let host = host.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { dropbox.aborted(&host).await });
+                }
+            }
+        }
+    }
+}
+
+fn status(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".to_string(),
+        language_tag: "en-US".to_string(),
+    }
+}
+
+fn io_error(e: std::io::Error) -> StatusReply {
+    let code = match e.kind() {
+        std::io::ErrorKind::NotFound => StatusCode::NoSuchFile,
+        std::io::ErrorKind::PermissionDenied => StatusCode::PermissionDenied,
+        _ => StatusCode::Failure,
+    };
+    code.with_message(e.to_string())
+}
+
+impl SftpSession {
+    fn resolve(&self, path: &str) -> Result<(DropPath, PathBuf), StatusReply> {
+        let parsed = DropPath::parse(path).map_err(|e| StatusCode::PermissionDenied.with_message(e))?;
+        let host = self.shared.dropbox.tree().file(&self.tenant.slug, &parsed);
+        Ok((parsed, host))
+    }
+
+    /// Refuses symbolic links anywhere below the home: nothing a client does
+    /// creates one, and none may lead out of the tree.
+    async fn no_symlinks(&self, path: &DropPath) -> Result<(), StatusReply> {
+        let mut host = self.tenant.home.clone();
+        for part in path.parts() {
+            host.push(part);
+            if let Ok(meta) = tokio::fs::symlink_metadata(&host).await
+                && meta.file_type().is_symlink()
+            {
+                return Err(StatusCode::PermissionDenied.with_message("symbolic links are not followed"));
+            }
+        }
+        Ok(())
+    }
+
+    fn new_handle(&mut self, open: Open) -> String {
+        self.next_handle += 1;
+        let handle = format!("h{}", self.next_handle);
+        self.handles.insert(handle.clone(), open);
+        handle
+    }
+
+    fn limit(&self) -> u64 {
+        self.shared.dropbox.services().limits.max_file_bytes
+    }
+}
+
+impl russh_sftp::server::Handler for SftpSession {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.into()
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        Ok(Version::new())
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let (parsed, _) = self.resolve(&path)?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(parsed.display())],
+        })
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let (path, host) = self.resolve(&filename)?;
+        self.no_symlinks(&path).await?;
+        let writing = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE);
+        if path.parts().is_empty() {
+            return Err(StatusCode::Failure.with_message("not a file"));
+        }
+        let file = if writing {
+            let exists = tokio::fs::metadata(&host).await.is_ok();
+            if !exists && count_files(&self.tenant.home).await >= self.shared.max_files {
+                return Err(StatusCode::Failure.with_message(format!(
+                    "at most {} files per account: delete processed files first",
+                    self.shared.max_files
+                )));
+            }
+            let mut options = tokio::fs::OpenOptions::new();
+            options
+                .write(true)
+                .read(pflags.contains(OpenFlags::READ))
+                .create(pflags.contains(OpenFlags::CREATE))
+                .truncate(pflags.contains(OpenFlags::TRUNCATE))
+                .append(pflags.contains(OpenFlags::APPEND));
+            if pflags.contains(OpenFlags::EXCLUDE) {
+                options.create_new(true);
+            }
+            let file = options.open(&host).await.map_err(io_error)?;
+            self.shared.dropbox.writing(&host);
+            file
+        } else {
+            tokio::fs::File::open(&host).await.map_err(io_error)?
+        };
+        let handle = self.new_handle(Open::File {
+            file,
+            path,
+            host,
+            writing,
+            failed: false,
+        });
+        Ok(Handle { id, handle })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let limit = self.limit();
+        let Some(Open::File { file, failed, .. }) = self.handles.get_mut(&handle) else {
+            return Err(StatusCode::Failure.with_message("unknown handle"));
+        };
+        if offset.saturating_add(data.len() as u64) > limit {
+            *failed = true;
+            return Err(StatusCode::Failure.with_message(format!("files are limited to {limit} bytes")));
+        }
+        let result = async {
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            file.write_all(&data).await
+        }
+        .await;
+        if let Err(e) = result {
+            *failed = true;
+            return Err(io_error(e));
+        }
+        Ok(status(id))
+    }
+
+    async fn read(&mut self, id: u32, handle: String, offset: u64, len: u32) -> Result<Data, Self::Error> {
+        let Some(Open::File { file, .. }) = self.handles.get_mut(&handle) else {
+            return Err(StatusCode::Failure.with_message("unknown handle"));
+        };
+        let mut buf = vec![0; len.min(256 * 1024) as usize];
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(io_error)?;
+        let n = file.read(&mut buf).await.map_err(io_error)?;
+        if n == 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        buf.truncate(n);
+        Ok(Data { id, data: buf })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        let Some(open) = self.handles.remove(&handle) else {
+            return Err(StatusCode::Failure.with_message("unknown handle"));
+        };
+        if let Open::File {
+            mut file,
+            path,
+            host,
+            writing: true,
+            failed,
+        } = open
+        {
+            let flushed = file.flush().await.and(file.sync_all().await);
+            drop(file);
+            if failed || flushed.is_err() {
+                self.shared.dropbox.aborted(&host).await;
+                return Err(StatusCode::Failure.with_message("the upload failed and was discarded"));
+            }
+            self.shared
+                .dropbox
+                .completed(&self.tenant.slug, &path.display(), Channel::Sftp)
+                .await;
+        }
+        Ok(status(id))
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let (parsed, host) = self.resolve(&path)?;
+        self.no_symlinks(&parsed).await?;
+        let meta = tokio::fs::metadata(&host).await.map_err(io_error)?;
+        Ok(Attrs {
+            id,
+            attrs: FileAttributes::from(&meta),
+        })
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        let meta = match self.handles.get(&handle) {
+            Some(Open::File { file, .. }) => file.metadata().await.map_err(io_error)?,
+            Some(Open::Dir { host, .. }) => tokio::fs::metadata(host).await.map_err(io_error)?,
+            None => return Err(StatusCode::Failure.with_message("unknown handle")),
+        };
+        Ok(Attrs {
+            id,
+            attrs: FileAttributes::from(&meta),
+        })
+    }
+
+    async fn setstat(
+        &mut self,
+        id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        // Times and permissions are the server's to keep; accepted and ignored
+        // so `put -p` works.
+        Ok(status(id))
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        _handle: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Ok(status(id))
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let (parsed, host) = self.resolve(&path)?;
+        self.no_symlinks(&parsed).await?;
+        let meta = tokio::fs::metadata(&host).await.map_err(io_error)?;
+        if !meta.is_dir() {
+            return Err(StatusCode::NoSuchFile.with_message("not a directory"));
+        }
+        let handle = self.new_handle(Open::Dir { host, listed: false });
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        let Some(Open::Dir { host, listed }) = self.handles.get_mut(&handle) else {
+            return Err(StatusCode::Failure.with_message("unknown handle"));
+        };
+        if *listed {
+            return Err(StatusCode::Eof.into());
+        }
+        *listed = true;
+        let mut entries = tokio::fs::read_dir(&*host).await.map_err(io_error)?;
+        let mut files = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(io_error)? {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".writing") {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata().await {
+                files.push(File::new(name, FileAttributes::from(&meta)));
+            }
+        }
+        Ok(Name { id, files })
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let (parsed, host) = self.resolve(&filename)?;
+        self.no_symlinks(&parsed).await?;
+        tokio::fs::remove_file(&host).await.map_err(io_error)?;
+        Ok(status(id))
+    }
+
+    async fn mkdir(&mut self, id: u32, path: String, _attrs: FileAttributes) -> Result<Status, Self::Error> {
+        let (parsed, host) = self.resolve(&path)?;
+        if parsed.parts().len() != 1 {
+            return Err(
+                StatusCode::PermissionDenied.with_message("folders go at the root only: one per table")
+            );
+        }
+        tokio::fs::create_dir(&host).await.map_err(io_error)?;
+        Ok(status(id))
+    }
+
+    async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, Self::Error> {
+        let (parsed, host) = self.resolve(&path)?;
+        if parsed.parts().is_empty() {
+            return Err(StatusCode::PermissionDenied.into());
+        }
+        self.no_symlinks(&parsed).await?;
+        tokio::fs::remove_dir(&host).await.map_err(io_error)?;
+        Ok(status(id))
+    }
+
+    async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status, Self::Error> {
+        let (from, from_host) = self.resolve(&oldpath)?;
+        let (to, to_host) = self.resolve(&newpath)?;
+        self.no_symlinks(&from).await?;
+        self.no_symlinks(&to).await?;
+        if from.parts().is_empty() || to.parts().is_empty() {
+            return Err(StatusCode::PermissionDenied.into());
+        }
+        tokio::fs::rename(&from_host, &to_host).await.map_err(io_error)?;
+        if tokio::fs::metadata(&to_host).await.is_ok_and(|m| m.is_file()) {
+            self.shared
+                .dropbox
+                .completed(&self.tenant.slug, &to.display(), Channel::Sftp)
+                .await;
+        }
+        Ok(status(id))
+    }
+
+    async fn symlink(&mut self, _id: u32, _link: String, _target: String) -> Result<Status, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("symbolic links are not supported"))
+    }
+}
