@@ -6,7 +6,10 @@
 //!    same use case as every channel (blob write, parse, index, activation).
 //! 2. Resident memory of the active version (process RSS delta, input freed)
 //!    and the peak during a swap to a second version.
-//! 3. API: durable call creations per second through the real HTTP server,
+//! 3. FTP: the file uploaded by an FTP client to the real server; the time
+//!    from the end of the upload (data connection closed) to the server's
+//!    226 reply, which is sent once the version is active.
+//! 4. API: durable call creations per second through the real HTTP server,
 //!    with a version swap every 2 s, p50/p99 latency, and a check that no call
 //!    was enriched from a mix of versions.
 
@@ -181,6 +184,7 @@ async fn run(path: String, calls: usize) {
     );
     drop(services);
 
+    ftp_upload_to_active(&path).await;
     api_throughput(calls, "SQLite, one node", None, 1).await;
     if let Ok(admin) = std::env::var("CALLMETA_TEST_DATABASE_URL") {
         for nodes in [1, 2] {
@@ -348,4 +352,83 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
     for server in servers {
         let _ = server.await;
     }
+}
+
+/// Uploads the file over FTP (a minimal client: USER, PASS, EPSV, STOR) and
+/// times the end of the transfer to the 226 reply (sent after activation).
+async fn ftp_upload_to_active(path: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        ftp: "127.0.0.1:0".into(),
+        sftp: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    let app = App::build(config).await.unwrap();
+    let services = app.services.clone();
+    let ftp = app.ftp_addr();
+    tenants::create_tenant(&services, "bench", "bench-password")
+        .await
+        .unwrap();
+    let tenant = services
+        .store
+        .tenant_by_slug(&callmeta_core::domain::TenantSlug::parse("bench").unwrap())
+        .await
+        .unwrap();
+    let crm = TableName::parse("crm").unwrap();
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let data = std::fs::read(path).unwrap();
+    let control = TcpStream::connect(ftp).await.unwrap();
+    let (read, mut write) = control.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut reply = async || lines.next_line().await.unwrap().unwrap_or_default();
+    reply().await;
+    for command in ["USER bench", "PASS bench-password", "TYPE I"] {
+        write
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .unwrap();
+        reply().await;
+    }
+    write.write_all(b"EPSV\r\n").await.unwrap();
+    let epsv = reply().await;
+    let port: u16 = epsv
+        .split("|||")
+        .nth(1)
+        .and_then(|s| s.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("EPSV reply: {epsv}"));
+    let mut data_conn = TcpStream::connect((ftp.ip(), port)).await.unwrap();
+    write.write_all(b"STOR crm-export.csv\r\n").await.unwrap();
+    reply().await;
+    let t_start = Instant::now();
+    data_conn.write_all(&data).await.unwrap();
+    data_conn.shutdown().await.unwrap();
+    drop(data_conn);
+    let t_end = Instant::now();
+    let done = reply().await;
+    let to_active = t_end.elapsed().as_secs_f64();
+    assert!(done.starts_with("226"), "{done}");
+    let table = tables::table_details(&services, &tenant.id, &crm).await.unwrap();
+    assert!(table.table.active_version.is_some());
+    println!(
+        "FTP upload of {:.1} MB: transfer {:.3} s; end of upload to version active (226 reply): {:.3} s",
+        data.len() as f64 / 1e6,
+        t_end.duration_since(t_start).as_secs_f64(),
+        to_active
+    );
+    let _ = write.write_all(b"QUIT\r\n").await;
+    let _ = stop.send(());
+    let _ = server.await;
 }

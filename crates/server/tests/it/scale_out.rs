@@ -114,7 +114,11 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(a.stdout.take().unwrap()), &mut line).unwrap();
-    let a_url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let a_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_default()
+        .to_string();
     assert!(a_url.starts_with("http://"), "{line}");
 
     let mut big = String::from("agent_id,team_name,notes\n");
