@@ -10,6 +10,7 @@ pub mod calls;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod siprec;
 pub mod tables;
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/calls/{unique_id}", get(calls::get_call))
         .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
         .route("/backfill", post(calls::backfill))
+        .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));

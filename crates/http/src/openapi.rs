@@ -18,10 +18,13 @@ use utoipa::{Modify, OpenApi};
         super::calls::get_call,
         super::calls::get_call_audio,
         super::calls::backfill,
+        super::siprec::get_settings,
+        super::siprec::put_settings,
     ),
     modifiers(&TokenAuth),
     tags((name = "tables", description = "Reference tables and their versions"),
-         (name = "calls", description = "Calls and their enrichment"))
+         (name = "calls", description = "Calls and their enrichment"),
+         (name = "siprec", description = "SIPREC key mapping and recording clients"))
 )]
 pub struct ApiDoc;
 

@@ -206,6 +206,20 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's SSH public keys (`ALGORITHM BASE64`).
     async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
 
+    /// Replaces a tenant's SIPREC settings (JSON) and the source addresses
+    /// that select it; an address already another tenant's is a `Conflict`.
+    async fn put_siprec_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &str,
+        sources: &[String],
+        updated_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The tenant's SIPREC settings (JSON) and source addresses, if set.
+    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError>;
+    /// The tenant whose recording clients send from `address`.
+    async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// A counter that moves when another process may have activated a

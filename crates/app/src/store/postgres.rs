@@ -101,6 +101,75 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn put_siprec_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &str,
+        sources: &[String],
+        updated_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO siprec_settings (tenant_id, settings, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_ms = excluded.updated_ms",
+        )
+        .bind(&tenant.0)
+        .bind(settings)
+        .bind(updated_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM siprec_sources WHERE tenant_id = $1")
+            .bind(&tenant.0)
+            .execute(&mut *tx)
+            .await?;
+        for address in sources {
+            let inserted = sqlx::query(
+                "INSERT INTO siprec_sources (address, tenant_id) VALUES ($1, $2) ON CONFLICT (address) DO NOTHING",
+            )
+            .bind(address)
+            .bind(&tenant.0)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the source address {address} already selects another tenant"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError> {
+        let Some(row) = sqlx::query("SELECT settings FROM siprec_settings WHERE tenant_id = $1")
+            .bind(&tenant.0)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let settings: String = row.try_get(0)?;
+        let sources = sqlx::query("SELECT address FROM siprec_sources WHERE tenant_id = $1 ORDER BY address")
+            .bind(&tenant.0)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((settings, sources)))
+    }
+
+    async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM siprec_sources WHERE address = $1")
+            .bind(address)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(TenantId(row.try_get(0)?)),
+            None => None,
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

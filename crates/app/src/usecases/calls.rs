@@ -120,23 +120,7 @@ pub async fn create_call(
     let enrichment = enrich_now(services, tenant, &new.metadata, now);
     let unique_id = new_id();
     let audio_key = match new.audio {
-        Some(audio) => {
-            let extension: String = audio
-                .extension
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(8)
-                .collect::<String>()
-                .to_ascii_lowercase();
-            let extension = if extension.is_empty() {
-                "wav".to_string()
-            } else {
-                extension
-            };
-            let key = format!("tenants/{tenant}/calls/{unique_id}.{extension}");
-            services.blobs.put(&key, audio.bytes).await?;
-            Some(key)
-        }
+        Some(audio) => Some(store_audio(services, tenant, &unique_id, audio).await?),
         None => None,
     };
     let call = CallRecord {
@@ -173,6 +157,68 @@ pub async fn get_call(
         StoreError::NotFound => AppError::NotFound(format!("call {unique_id}")),
         other => other.into(),
     })
+}
+
+async fn store_audio(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+    audio: NewAudio,
+) -> Result<String, AppError> {
+    let extension: String = audio
+        .extension
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let extension = if extension.is_empty() {
+        "wav".to_string()
+    } else {
+        extension
+    };
+    let key = format!("tenants/{tenant}/calls/{unique_id}.{extension}");
+    services.blobs.put(&key, audio.bytes).await?;
+    Ok(key)
+}
+
+/// Replaces a call's own metadata (a SIPREC re-INVITE or UPDATE brought a
+/// new snapshot) and enriches it again from the versions active now; the
+/// new results replace the old ones, as the metadata they were computed from
+/// did.
+pub async fn update_call_metadata(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+    metadata: Metadata,
+) -> Result<CallRecord, AppError> {
+    validate(&metadata)?;
+    let mut call = get_call(services, tenant, unique_id).await?;
+    if call.metadata == metadata {
+        return Ok(call);
+    }
+    let now = now_ms();
+    call.enrichment = enrich_now(services, tenant, &metadata, now);
+    call.metadata = metadata;
+    call.updated_ms = now;
+    services.store.update_call(tenant, &call).await?;
+    Ok(call)
+}
+
+/// Stores a call's recording (the end of a SIPREC call, or what was
+/// received before a crash) and links it to the call.
+pub async fn attach_audio(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+    audio: NewAudio,
+) -> Result<CallRecord, AppError> {
+    let mut call = get_call(services, tenant, unique_id).await?;
+    let key = store_audio(services, tenant, unique_id, audio).await?;
+    call.audio_key = Some(key);
+    call.updated_ms = now_ms();
+    services.store.update_call(tenant, &call).await?;
+    Ok(call)
 }
 
 /// A call's recording and its content type; `NotFound` when it has none.

@@ -7,10 +7,12 @@
 //! - [`active_tables`]: the in-memory active versions every call is enriched from.
 //! - [`calls`]: create, read and list calls.
 //! - [`backfill`]: re-enrich past calls from the active versions, on request.
+//! - [`siprec`]: a tenant's SIPREC key mapping and recording-client addresses.
 
 pub mod active_tables;
 pub mod backfill;
 pub mod calls;
+pub mod siprec;
 pub mod tables;
 pub mod tenants;
 

@@ -242,6 +242,45 @@ pub async fn story(store: &dyn Store) {
         store.update_call(&b.id, &updated).await,
         Err(StoreError::NotFound)
     ));
+
+    // SSH keys, per tenant; adding one twice keeps one.
+    store
+        .add_tenant_key(&a.id, "ssh-ed25519 AAAA", "ops", 1)
+        .await
+        .unwrap();
+    store
+        .add_tenant_key(&a.id, "ssh-ed25519 AAAA", "ops", 2)
+        .await
+        .unwrap();
+    assert_eq!(store.tenant_keys(&a.id).await.unwrap(), vec!["ssh-ed25519 AAAA"]);
+    assert!(store.tenant_keys(&b.id).await.unwrap().is_empty());
+
+    // SIPREC settings and the source addresses that select a tenant.
+    assert_eq!(store.siprec_settings(&a.id).await.unwrap(), None);
+    let sources = vec!["192.0.2.10".to_string(), "192.0.2.11".to_string()];
+    store.put_siprec_settings(&a.id, "{}", &sources, 1).await.unwrap();
+    store
+        .put_siprec_settings(&a.id, r#"{"m":1}"#, &sources[..1], 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.siprec_settings(&a.id).await.unwrap(),
+        Some((r#"{"m":1}"#.to_string(), vec!["192.0.2.10".to_string()]))
+    );
+    assert_eq!(
+        store.tenant_by_sip_source("192.0.2.10").await.unwrap(),
+        Some(a.id.clone())
+    );
+    assert_eq!(store.tenant_by_sip_source("192.0.2.11").await.unwrap(), None);
+    assert!(matches!(
+        store.put_siprec_settings(&b.id, "{}", &sources, 3).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.siprec_settings(&b.id).await.unwrap(),
+        None,
+        "nothing half-written"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,68 @@
+//! A tenant's SIPREC settings: which flattened metadata keys its calls also
+//! get under another name, and the addresses of its recording clients.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Auth};
+use crate::AppState;
+use callmeta_app::usecases::siprec::{self as uc, SiprecSettings};
+
+/// SIPREC settings of the tenant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiprecSettingsView {
+    /// Flattened key → the name it is also given on the call, e.g.
+    /// `{"participant_1_aor_user": "agent_id"}`.
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+    /// IP addresses of the tenant's SBCs: a call from one of them whose
+    /// Request-URI names no tenant is this tenant's.
+    #[serde(default)]
+    pub source_addresses: Vec<String>,
+}
+
+fn view(s: SiprecSettings) -> SiprecSettingsView {
+    SiprecSettingsView {
+        mapping: s.mapping,
+        source_addresses: s.source_addresses,
+    }
+}
+
+/// The tenant's SIPREC settings.
+#[utoipa::path(get, path = "/api/v1/siprec", tag = "siprec",
+    responses((status = 200, body = SiprecSettingsView), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn get_settings(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+) -> Result<Json<SiprecSettingsView>, ApiError> {
+    Ok(Json(view(uc::settings(&state.services, &tenant.id).await?)))
+}
+
+/// Replaces the tenant's SIPREC settings. Calls that arrive afterwards get the
+/// mapped keys (and are enriched with them).
+#[utoipa::path(put, path = "/api/v1/siprec", tag = "siprec",
+    request_body = SiprecSettingsView,
+    responses((status = 200, body = SiprecSettingsView), (status = 401, body = ErrorBody),
+              (status = 409, description = "A source address is another tenant's", body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiJson(body): ApiJson<SiprecSettingsView>,
+) -> Result<Json<SiprecSettingsView>, ApiError> {
+    let settings = SiprecSettings {
+        mapping: body.mapping,
+        source_addresses: body.source_addresses,
+    };
+    Ok(Json(view(
+        uc::put_settings(&state.services, &tenant.id, settings).await?,
+    )))
+}
