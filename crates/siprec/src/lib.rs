@@ -1,1 +1,7 @@
-//! SIPREC parsing (placeholder until the parser lands).
+//! SIPREC parsing with no I/O: bytes in, values out.
+pub mod flatten;
+pub mod metadata;
+pub mod multipart;
+pub mod recording;
+pub mod sdp;
+pub mod sip;
