@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use callmeta_app::blobs::s3::S3Settings;
 use callmeta_core::csv::Limits;
 use callmeta_filedrop::FileDropSettings;
+use callmeta_sip::SipSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ pub struct Config {
     pub s3: S3Settings,
     /// FTP, FTPS and SFTP settings (passive ports, TLS, limits).
     pub transfer: FileDropSettings,
+    /// SIPREC settings (RTP ports, media address, phone region).
+    pub siprec: SipSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -54,6 +57,7 @@ impl Default for Config {
             limits: Limits::default(),
             s3: S3Settings::default(),
             transfer: FileDropSettings::default(),
+            siprec: SipSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -193,7 +197,21 @@ max_files = {mf}
 # failed_login_block_secs seconds.                                    env: CALLMETA_TRANSFER__MAX_FAILED_LOGINS
 max_failed_logins = {mfl2}
 failed_login_block_secs = {flb}
+
+[siprec]
+# UDP ports for RTP, FIRST-LAST (two per recorded stream).            env: CALLMETA_SIPREC__RTP_PORTS
+rtp_ports = {rtp:?}
+# Address put in SDP answers, when the SBC reaches us through NAT.   env: CALLMETA_SIPREC__MEDIA_ADDRESS
+media_address = {ma}
+# Region for reading national numbers as E.164, e.g. "FR".           env: CALLMETA_SIPREC__DEFAULT_REGION
+default_region = {dr}
+# Wait before answering an INVITE, in ms (0: answer at once).       env: CALLMETA_SIPREC__ANSWER_DELAY_MS
+answer_delay_ms = {ad}
 "#,
+            rtp = self.siprec.rtp_ports,
+            ma = opt(&self.siprec.media_address),
+            dr = opt(&self.siprec.default_region),
+            ad = self.siprec.answer_delay_ms,
             pp = self.transfer.passive_ports,
             ph = opt(&self.transfer.passive_host),
             tc = self

@@ -136,10 +136,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve { .. } => {
             let app = App::build(config).await?;
             println!(
-                "callmeta listening: http://{} ftp://{} sftp://{}",
+                "callmeta listening: http://{} ftp://{} sftp://{} sip:{}",
                 app.http_addr(),
                 app.ftp_addr(),
-                app.sftp_addr()
+                app.sftp_addr(),
+                app.sip_addr()
             );
             app.run_until(shutdown_signal()).await?;
         }

@@ -23,6 +23,7 @@ use callmeta_filedrop::keys;
 use callmeta_filedrop::sftp::SftpServer;
 use callmeta_filedrop::throttle::LoginThrottle;
 use callmeta_filedrop::tree::DropTree;
+use callmeta_sip::SipServer;
 
 /// Opens the configured store and blob storage and loads the active versions.
 pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
@@ -75,6 +76,8 @@ pub struct App {
     ftp_addr: SocketAddr,
     sftp: SftpServer,
     sftp_addr: SocketAddr,
+    sip: SipServer,
+    sip_addr: SocketAddr,
     config: Config,
 }
 
@@ -140,6 +143,16 @@ impl App {
         let (ftp, sftp) = bind_file_drop(&config, &services).await?;
         let ftp_addr = ftp.local_addr()?;
         let sftp_addr = sftp.local_addr()?;
+        let sip = SipServer::bind(
+            &config.sip,
+            services.clone(),
+            config.siprec.clone(),
+            config.sip_default_tenant.clone(),
+            config.data_dir.join("recordings"),
+        )
+        .await
+        .with_context(|| format!("binding the SIP listener on {} (UDP and TCP)", config.sip))?;
+        let sip_addr = sip.local_addr();
         Ok(App {
             services,
             http,
@@ -148,6 +161,8 @@ impl App {
             ftp_addr,
             sftp,
             sftp_addr,
+            sip,
+            sip_addr,
             config,
         })
     }
@@ -162,6 +177,10 @@ impl App {
 
     pub fn sftp_addr(&self) -> SocketAddr {
         self.sftp_addr
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets
@@ -194,7 +213,21 @@ impl App {
         });
         let ftp = tokio::spawn(self.ftp.run());
         let sftp = tokio::spawn(self.sftp.run());
-        tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
+        let sip = tokio::spawn(self.sip.run());
+        {
+            let services = self.services.clone();
+            let recordings = self.config.data_dir.join("recordings");
+            tokio::spawn(async move {
+                let n = callmeta_sip::recover_recordings(services, &recordings).await;
+                if n > 0 {
+                    tracing::info!(
+                        recordings = n,
+                        "recordings of interrupted calls attached to their calls"
+                    );
+                }
+            });
+        }
+        tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let router = callmeta_http::router(self.services.clone());
         let result = axum::serve(self.http, router)
             .with_graceful_shutdown(shutdown)
@@ -202,6 +235,7 @@ impl App {
         refresher.abort();
         ftp.abort();
         sftp.abort();
+        sip.abort();
         result.context("serving HTTP")
     }
 }

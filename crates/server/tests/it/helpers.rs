@@ -10,6 +10,7 @@ pub struct TestApp {
     pub base: String,
     pub ftp: std::net::SocketAddr,
     pub sftp: std::net::SocketAddr,
+    pub sip: std::net::SocketAddr,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
     /// The database URL when not the embedded SQLite.
@@ -74,7 +75,7 @@ impl TestApp {
         let database = config.database.clone();
         let app = App::build(config).await.expect("app builds");
         let base = format!("http://{}", app.http_addr());
-        let (ftp, sftp) = (app.ftp_addr(), app.sftp_addr());
+        let (ftp, sftp, sip) = (app.ftp_addr(), app.sftp_addr(), app.sip_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -83,6 +84,7 @@ impl TestApp {
             base,
             ftp,
             sftp,
+            sip,
             data_dir,
             http: reqwest::Client::new(),
             database,

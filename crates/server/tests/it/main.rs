@@ -11,6 +11,7 @@ mod filedrop;
 mod ops;
 mod s3;
 mod scale_out;
+mod siprec;
 mod spec_example;
 mod store_story;
 mod uploads;

@@ -1,0 +1,401 @@
+//! SIPREC calls sent by sipp as an SBC sends them (multipart SDP + RFC 7865
+//! metadata, RTP played with `rtp_stream`), over UDP and TCP; and the
+//! answers to what the recorder cannot take, from a raw SIP client.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+
+use crate::helpers::{SPEC_TABLE, Tenant, TestApp};
+
+fn have_sipp() -> bool {
+    let found = std::process::Command::new("sipp").arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CALLMETA_TEST_CLIENTS").as_deref() != Ok("required"),
+            "sipp is required (CALLMETA_TEST_CLIENTS=required): apt-get install sip-tester"
+        );
+        eprintln!("skipping: sipp is not installed");
+    }
+    found
+}
+
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// G.711 µ-law encoding of one linear sample.
+fn ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = (s + BIAS).min(32635 + BIAS);
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && s & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
+
+/// Two seconds of a 440 Hz tone, µ-law, for sipp's `rtp_stream`.
+fn tone_file(dir: &std::path::Path) -> String {
+    let bytes: Vec<u8> = (0..16_000)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            ulaw(((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16)
+        })
+        .collect();
+    let path = dir.join("tone.ulaw");
+    std::fs::write(&path, bytes).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn scenario(tone: &str, media_port: u16) -> String {
+    let second = media_port + 2;
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="SIPREC recording session">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:sbc@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sbc@[local_ip]:[local_port];transport=[transport]>;+sip.src
+Max-Forwards: 70
+Require: siprec
+X-Agent-Id: cindy
+Content-Type: multipart/mixed;boundary="foobar"
+Content-Length: [len]
+
+--foobar
+Content-Type: application/sdp
+
+v=0
+o=SBC 1 1 IN IP4 [media_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio {media_port} RTP/AVP 8 0 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=label:1
+a=sendonly
+m=audio {second} RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=label:2
+a=sendonly
+--foobar
+Content-Type: application/rs-metadata+xml
+Content-Disposition: recording-session
+
+<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns='urn:ietf:params:xml:ns:recording:1'>
+  <datamode>complete</datamode>
+  <session session_id="hVpd7YQgRW2nD22h7q60JQ==">
+    <sipSessionID>ab30317f1a784dc48ff824d0d3715d86</sipSessionID>
+  </session>
+  <participant participant_id="srfBElmCRp2QB23b7Mpk0w==">
+    <nameID aor="sip:+33102030405@example.com"><name>Caller</name></nameID>
+  </participant>
+  <participant participant_id="zSfPoSvdSDCmU3A3TRDxAw==">
+    <nameID aor="sip:cindy@example.com"><name>Cindy</name></nameID>
+  </participant>
+  <stream stream_id="UAAMm5GRQKSCMVvLyl4rFw==" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>1</label></stream>
+  <stream stream_id="i1Pz3to5hGk8fuXl+PbwCw==" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>2</label></stream>
+  <sessionrecordingassoc session_id="hVpd7YQgRW2nD22h7q60JQ==">
+    <associate-time>2026-01-30T12:34:56Z</associate-time>
+  </sessionrecordingassoc>
+</recording>
+--foobar--
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:sbc@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <nop><action><exec rtp_stream="{tone},1,0"/></action></nop>
+  <pause milliseconds="2600"/>
+  <send retrans="500">
+    <![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: <sip:sbc@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#
+    )
+}
+
+async fn spec_tenant(app: &TestApp) -> Tenant {
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (status, _) = app.upload(&t, "crm", SPEC_TABLE).await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .put_json(
+            &t,
+            "/api/v1/siprec",
+            json!({"mapping": {"x_agent_id": "agent_id"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    t
+}
+
+/// Reads a WAV: (channels, sample rate, samples per channel, left energy, right energy).
+fn wav_summary(wav: &[u8]) -> (u16, u32, usize, u64, u64) {
+    assert_eq!(&wav[0..4], b"RIFF");
+    let channels = u16::from_le_bytes([wav[22], wav[23]]);
+    let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]);
+    let data = &wav[44..];
+    let frames = data.len() / 4;
+    let (mut left, mut right) = (0u64, 0u64);
+    for f in data.chunks_exact(4) {
+        left += i16::from_le_bytes([f[0], f[1]]).unsigned_abs() as u64;
+        right += i16::from_le_bytes([f[2], f[3]]).unsigned_abs() as u64;
+    }
+    (channels, rate, frames, left, right)
+}
+
+async fn record_one_call(transport: &str) {
+    if !have_sipp() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let acme = spec_tenant(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tone = tone_file(dir.path());
+    let media_port = free_udp_port() & !1;
+    let xml = dir.path().join("siprec.xml");
+    std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
+    let out = tokio::process::Command::new("sipp")
+        .args([
+            "-sf",
+            &xml.to_string_lossy(),
+            "-s",
+            "acme",
+            "-m",
+            "1",
+            "-t",
+            transport,
+        ])
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-timeout", "30s", "-nostdin", "-trace_err"])
+        .arg(app.sip.to_string())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let errors = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        out.status.success(),
+        "sipp failed: {}\n{}\n{errors}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_, list) = app.get(&acme, "/api/v1/calls").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let call = &list["data"][0];
+    assert_eq!(call["source"], "siprec");
+    let metadata = &call["metadata"];
+    assert_eq!(metadata["x_agent_id"], "cindy", "{call}");
+    assert_eq!(
+        metadata["agent_id"], "cindy",
+        "the tenant's mapping applies: {call}"
+    );
+    assert_eq!(
+        metadata["team_name"], "diamond",
+        "enriched from the CRM table: {call}"
+    );
+    assert_eq!(metadata["datetime"], "2026-01-30T12:34:56Z", "{call}");
+    assert_eq!(
+        metadata["original_call_id"], "ab30317f1a784dc48ff824d0d3715d86",
+        "{call}"
+    );
+    assert_eq!(call["timestamp"], "2026-01-30T12:34:56Z");
+    assert_eq!(call["enrichment"][0]["status"], "matched");
+
+    // The recording: stereo, 8 kHz, about the two seconds played, the tone on
+    // the first stream's channel and silence on the second's.
+    let id = call["unique_id"].as_str().unwrap();
+    let mut audio_state = Value::Null;
+    for _ in 0..50 {
+        let (_, c) = app.get(&acme, &format!("/api/v1/calls/{id}")).await;
+        audio_state = c["audio_state"].clone();
+        if audio_state == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(audio_state, "available");
+    let wav = app
+        .http
+        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
+        .header("Authorization", format!("Token {}", acme.token))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (channels, rate, frames, left, right) = wav_summary(&wav);
+    assert_eq!((channels, rate), (2, 8000));
+    let seconds = frames as f64 / 8000.0;
+    assert!((1.9..=2.3).contains(&seconds), "{seconds} s recorded");
+    assert!(left / frames as u64 > 1000, "the tone is on the left channel");
+    assert_eq!(right, 0, "nothing was sent on the second stream");
+    assert!(
+        std::fs::read_dir(app.data_dir.join("recordings")).map_or(true, |d| d
+            .flatten()
+            .all(|t| std::fs::read_dir(t.path()).map_or(true, |mut f| f.next().is_none()))),
+        "the working file is removed once stored"
+    );
+}
+
+#[tokio::test]
+async fn sipp_records_a_call_over_udp() {
+    record_one_call("u1").await;
+}
+
+#[tokio::test]
+async fn sipp_records_a_call_over_tcp() {
+    record_one_call("t1").await;
+}
+
+fn request(method: &str, call_id: &str, user: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{call_id}\r\n\
+         From: <sip:sbc@127.0.0.1>;tag=1\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn exchange(socket: &UdpSocket, to: std::net::SocketAddr, message: &str, want: &str) -> String {
+    socket.send_to(message.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            assert!(text.starts_with(want), "expected {want}, got:\n{text}");
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn options_and_clear_refusals() {
+    let app = TestApp::spawn().await;
+    let _acme = spec_tenant(&app).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let options = exchange(
+        &socket,
+        app.sip,
+        &request("OPTIONS", "o1", "acme", "", ""),
+        "SIP/2.0 200",
+    )
+    .await;
+    assert!(
+        options.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
+        "{options}"
+    );
+    assert!(options.contains("application/rs-metadata+xml"), "{options}");
+
+    // No such tenant, and no default: 404.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let invite = request("INVITE", "i1", "nobody", "Content-Type: application/sdp\r\n", sdp);
+    exchange(&socket, app.sip, &invite, "SIP/2.0 404").await;
+    // A body we do not take: 415 with Accept.
+    let invite = request("INVITE", "i2", "acme", "Content-Type: text/plain\r\n", "hello");
+    let refused = exchange(&socket, app.sip, &invite, "SIP/2.0 415").await;
+    assert!(refused.contains("Accept:"), "{refused}");
+    // An offer without G.711: 488.
+    let g729 = sdp.replace("RTP/AVP 0", "RTP/AVP 18");
+    let invite = request("INVITE", "i3", "acme", "Content-Type: application/sdp\r\n", &g729);
+    exchange(&socket, app.sip, &invite, "SIP/2.0 488").await;
+    // Broken XML metadata: 400.
+    let multipart = format!(
+        "--b\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording><participant></recording>\r\n--b--\r\n"
+    );
+    let invite = request(
+        "INVITE",
+        "i4",
+        "acme",
+        "Content-Type: multipart/mixed;boundary=b\r\n",
+        &multipart,
+    );
+    exchange(&socket, app.sip, &invite, "SIP/2.0 400").await;
+    // A request missing its Call-ID: 400, and the server keeps serving.
+    let broken = request("INVITE", "i5", "acme", "", "").replace("Call-ID: i5\r\n", "");
+    exchange(&socket, app.sip, &broken, "SIP/2.0 400").await;
+    // BYE for an unknown call: 481. An unknown method: 405.
+    exchange(
+        &socket,
+        app.sip,
+        &request("BYE", "nope", "acme", "", ""),
+        "SIP/2.0 481",
+    )
+    .await;
+    exchange(
+        &socket,
+        app.sip,
+        &request("SUBSCRIBE", "s1", "acme", "", ""),
+        "SIP/2.0 405",
+    )
+    .await;
+    exchange(
+        &socket,
+        app.sip,
+        &request("OPTIONS", "o2", "acme", "", ""),
+        "SIP/2.0 200",
+    )
+    .await;
+    let (_, list) = app.get(&_acme, "/api/v1/calls").await;
+    assert_eq!(list["count"], 0, "no refused INVITE left a call: {list}");
+}

@@ -1,0 +1,267 @@
+//! RTP: ports for the streams of a call, a receiving task per stream, and
+//! the call's stereo WAV written to disk as the audio arrives.
+
+use std::collections::HashSet;
+use std::io::{Seek, SeekFrom, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callmeta_siprec::media::{self, RecorderConfig, StreamRecorder};
+use callmeta_siprec::sdp::StreamPlan;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+/// RTP ports: each call takes a block (stream k on base + 2k; the odd ports
+/// are left for RTCP).
+pub struct PortPool {
+    range: RangeInclusive<u16>,
+    state: Mutex<(u16, HashSet<u16>)>,
+}
+
+impl PortPool {
+    pub fn new(range: RangeInclusive<u16>) -> Self {
+        let start = *range.start() + (*range.start() % 2);
+        Self {
+            range,
+            state: Mutex::new((start, HashSet::new())),
+        }
+    }
+
+    /// Binds `count` sockets on `ip`: base, base + 2, ...
+    pub async fn allocate(&self, ip: IpAddr, count: usize) -> std::io::Result<(u16, Vec<UdpSocket>)> {
+        let span = (count.max(1) * 2) as u32;
+        let size = (*self.range.end() as u32 + 1).saturating_sub(*self.range.start() as u32);
+        if span > size {
+            return Err(std::io::Error::other("the RTP port range is too small"));
+        }
+        for _ in 0..64 {
+            let base = {
+                let Ok(mut state) = self.state.lock() else {
+                    return Err(std::io::Error::other("port pool poisoned"));
+                };
+                let mut base = state.0;
+                let mut tries = 0;
+                while (base as u32 + span - 1 > *self.range.end() as u32
+                    || (0..count as u16).any(|k| state.1.contains(&(base + 2 * k))))
+                    && tries < size
+                {
+                    base = if base as u32 + span > *self.range.end() as u32 {
+                        *self.range.start() + (*self.range.start() % 2)
+                    } else {
+                        base + 2
+                    };
+                    tries += 2;
+                }
+                if tries >= size {
+                    return Err(std::io::Error::other("no free RTP ports"));
+                }
+                for k in 0..count as u16 {
+                    state.1.insert(base + 2 * k);
+                }
+                state.0 = if base as u32 + span > *self.range.end() as u32 {
+                    *self.range.start()
+                } else {
+                    base + span as u16
+                };
+                base
+            };
+            let mut sockets = Vec::with_capacity(count);
+            for k in 0..count as u16 {
+                match UdpSocket::bind(SocketAddr::new(ip, base + 2 * k)).await {
+                    Ok(s) => sockets.push(s),
+                    Err(_) => break,
+                }
+            }
+            if sockets.len() == count {
+                for s in &sockets {
+                    let _ = socket2::SockRef::from(s).set_recv_buffer_size(1 << 20);
+                }
+                return Ok((base, sockets));
+            }
+            // Taken by something else: keep these marked used, try the next.
+        }
+        Err(std::io::Error::other("no free RTP ports"))
+    }
+
+    pub fn release(&self, base: u16, count: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            for k in 0..count as u16 {
+                state.1.remove(&(base + 2 * k));
+            }
+        }
+    }
+}
+
+type Shared = Arc<Mutex<StreamRecorder>>;
+
+/// The recording of one call.
+pub struct Recording {
+    /// One per answered m-line (`None`: rejected, or not recorded).
+    recorders: Vec<Option<Shared>>,
+    receivers: Vec<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
+    /// Indices (in `recorders`) of the left and right channels.
+    channels: (Option<usize>, Option<usize>),
+    file: PathBuf,
+    /// Packets received, for the logs.
+    pub packets: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How often the received audio is appended to the file.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+impl Recording {
+    /// Starts receiving on `sockets` (one per plan, in order; `None` for
+    /// rejected m-lines) and writing `file`.
+    pub fn start(
+        plans: &[StreamPlan],
+        sockets: Vec<Option<UdpSocket>>,
+        file: PathBuf,
+    ) -> std::io::Result<Recording> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&file, media::wav_header(2, media::SAMPLE_RATE, 0))?;
+        let started = Instant::now();
+        let packets = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut recorders = Vec::new();
+        let mut receivers = Vec::new();
+        let mut audio = Vec::new();
+        for (index, (plan, socket)) in plans.iter().zip(sockets).enumerate() {
+            let Some(socket) = socket else {
+                recorders.push(None);
+                continue;
+            };
+            let recorder = Arc::new(Mutex::new(StreamRecorder::new(RecorderConfig::for_stream(plan))));
+            if plan.kind.eq_ignore_ascii_case("audio") {
+                audio.push(index);
+            }
+            receivers.push(tokio::spawn(receive(
+                socket,
+                recorder.clone(),
+                started,
+                packets.clone(),
+            )));
+            recorders.push(Some(recorder));
+        }
+        let channels = (audio.first().copied(), audio.get(1).copied());
+        let mut recording = Recording {
+            recorders,
+            receivers,
+            flusher: None,
+            channels,
+            file,
+            packets,
+        };
+        let (left, right) = recording.channel_recorders();
+        let file = recording.file.clone();
+        recording.flusher = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (left, right, file) = (left.clone(), right.clone(), file.clone());
+                let _ = tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await;
+            }
+        }));
+        Ok(recording)
+    }
+
+    fn channel_recorders(&self) -> (Option<Shared>, Option<Shared>) {
+        let get = |i: Option<usize>| i.and_then(|i| self.recorders.get(i).cloned().flatten());
+        (get(self.channels.0), get(self.channels.1))
+    }
+
+    /// Stops receiving, writes the rest and finalises the file; returns its
+    /// path (the caller stores it and removes it).
+    pub async fn finish(mut self) -> std::io::Result<PathBuf> {
+        for task in self.receivers.drain(..) {
+            task.abort();
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.abort();
+        }
+        let (left, right) = self.channel_recorders();
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            flush(&left, &right, &file, true)?;
+            finalize(&file)?;
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        for task in &self.receivers {
+            task.abort();
+        }
+        if let Some(flusher) = &self.flusher {
+            flusher.abort();
+        }
+    }
+}
+
+async fn receive(
+    socket: UdpSocket,
+    recorder: Shared,
+    started: Instant,
+    packets: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        packets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let arrival = started.elapsed();
+        if let Ok(mut r) = recorder.lock() {
+            let _ = r.push_datagram(&buf[..n], Some(arrival));
+        }
+    }
+}
+
+/// Appends what both channels have ready (everything, at the end), aligned.
+fn flush(left: &Option<Shared>, right: &Option<Shared>, file: &Path, all: bool) -> std::io::Result<()> {
+    let end = |r: &Option<Shared>| {
+        r.as_ref()
+            .and_then(|r| r.lock().ok().map(|r| r.end()))
+            .unwrap_or(0)
+    };
+    let newest = end(left).max(end(right));
+    let jitter = u64::from(media::SAMPLE_RATE); // one second, as the recorders allow
+    let position = if all {
+        newest
+    } else {
+        newest.saturating_sub(jitter)
+    };
+    let take = |r: &Option<Shared>| {
+        r.as_ref()
+            .and_then(|r| r.lock().ok().map(|mut r| r.take_until(position)))
+            .unwrap_or_default()
+    };
+    let (l, r) = (take(left), take(right));
+    if l.is_empty() && r.is_empty() {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new().append(true).open(file)?;
+    f.write_all(&media::interleave(&l, &r))?;
+    f.sync_data()
+}
+
+/// Writes the sizes into the header of a file written incrementally.
+pub fn finalize(file: &Path) -> std::io::Result<()> {
+    let len = std::fs::metadata(file)?.len();
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    let mut header = [0u8; 44];
+    std::io::Read::read_exact(&mut f, &mut header)?;
+    media::finalize_wav_header(&mut header, len).map_err(std::io::Error::other)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&header)?;
+    f.sync_data()
+}
