@@ -780,7 +780,7 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
         o => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let digits: String = o[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 && digits.len() != 2 {
+            if (digits.len() != 4 && digits.len() != 2) || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             let oh = num(&digits[..2])?;
