@@ -918,6 +918,8 @@ mod tests {
             "0102030405"
         );
         assert!(FlattenOptions::new(Some("XX")).is_err());
+        let nl = FlattenOptions::new(Some("NL")).unwrap();
+        assert_eq!(normalise_number("31624895902", &nl), "+31624895902");
         assert_eq!(
             avaya_ucid("00FA080001000758A20EFA;encoding=hex").as_deref(),
             Some("00001000071487015674")
