@@ -467,9 +467,16 @@ fn fuzz_seed_corpora_match_the_fixtures() {
     for (name, text) in fixtures() {
         let crlf = as_message(&text, true);
         seeds.push((format!("sip/seed-{name}"), crlf.clone().into_bytes()));
-        seeds.push((format!("sip/seed-{name}-lf"), as_message(&text, false).into_bytes()));
+        seeds.push((
+            format!("sip/seed-{name}-lf"),
+            as_message(&text, false).into_bytes(),
+        ));
         let p = process(crlf.as_bytes());
-        if let Some(ct) = p.message.header("Content-Type").filter(|c| c.to_ascii_lowercase().starts_with("multipart/")) {
+        if let Some(ct) = p
+            .message
+            .header("Content-Type")
+            .filter(|c| c.to_ascii_lowercase().starts_with("multipart/"))
+        {
             let mut seed = format!("{ct}\n").into_bytes();
             seed.extend_from_slice(p.message.body());
             seeds.push((format!("multipart/seed-{name}"), seed));
@@ -502,7 +509,11 @@ fn fuzz_seed_corpora_match_the_fixtures() {
             std::fs::write(&path, &bytes).expect("write seed");
         } else {
             let existing = std::fs::read(&path).unwrap_or_default();
-            assert!(existing == bytes, "{} is stale (UPDATE_SNAPSHOTS=1 rewrites it)", path.display());
+            assert!(
+                existing == bytes,
+                "{} is stale (UPDATE_SNAPSHOTS=1 rewrites it)",
+                path.display()
+            );
         }
     }
 }
