@@ -780,7 +780,7 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
         o => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let digits: String = o[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 && digits.len() != 2 {
+            if (digits.len() != 4 && digits.len() != 2) || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             let oh = num(&digits[..2])?;
@@ -918,6 +918,8 @@ mod tests {
             "0102030405"
         );
         assert!(FlattenOptions::new(Some("XX")).is_err());
+        let nl = FlattenOptions::new(Some("NL")).unwrap();
+        assert_eq!(normalise_number("31624895902", &nl), "+31624895902");
         assert_eq!(
             avaya_ucid("00FA080001000758A20EFA;encoding=hex").as_deref(),
             Some("00001000071487015674")

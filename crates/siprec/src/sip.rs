@@ -332,7 +332,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
     let bad = || SipError::BadStartLine(truncate(line, 120));
     let mut parts = line.split_whitespace();
     let first = parts.next().ok_or_else(bad)?;
-    if first.len() > 4 && first[..4].eq_ignore_ascii_case("SIP/") {
+    if first.len() > 4 && first.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
         let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         if !(100..=699).contains(&status) {
             return Err(bad());

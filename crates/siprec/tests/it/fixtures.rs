@@ -453,3 +453,67 @@ pub fn merged(names: &[&str]) -> Metadata {
     }
     merged.expect("at least one fixture")
 }
+
+/// The fuzz targets' seed corpora come from the fixtures, through the same
+/// preparation as the tests: whole messages for `sip`, content type plus
+/// body for `multipart`, the SDP and metadata parts for `sdp` and
+/// `metadata`, and a short packet stream for `rtp`. Rewritten with
+/// `UPDATE_SNAPSHOTS=1`, checked otherwise.
+#[test]
+fn fuzz_seed_corpora_match_the_fixtures() {
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, text) in fixtures() {
+        let crlf = as_message(&text, true);
+        seeds.push((format!("sip/seed-{name}"), crlf.clone().into_bytes()));
+        seeds.push((
+            format!("sip/seed-{name}-lf"),
+            as_message(&text, false).into_bytes(),
+        ));
+        let p = process(crlf.as_bytes());
+        if let Some(ct) = p
+            .message
+            .header("Content-Type")
+            .filter(|c| c.to_ascii_lowercase().starts_with("multipart/"))
+        {
+            let mut seed = format!("{ct}\n").into_bytes();
+            seed.extend_from_slice(p.message.body());
+            seeds.push((format!("multipart/seed-{name}"), seed));
+        }
+        for part in &p.body.parts {
+            match part.content_type() {
+                Some(ct) if ct.is_sdp() => seeds.push((format!("sdp/seed-{name}"), part.body.clone())),
+                Some(ct) if ct.is_recording_metadata() => {
+                    seeds.push((format!("metadata/seed-{name}"), part.body.clone()))
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut stream = Vec::new();
+    for k in 0..8u32 {
+        let mut packet = vec![0x80, if k % 4 == 3 { 101 } else { 0 }];
+        packet.extend_from_slice(&(k as u16).to_be_bytes());
+        packet.extend_from_slice(&(160 * k).to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0, if k < 5 { 1 } else { 2 }]);
+        packet.extend(std::iter::repeat_n(0x80u8, 40));
+        stream.push(packet.len() as u8);
+        stream.extend(packet);
+    }
+    seeds.push(("rtp/seed-stream".to_string(), stream));
+    for (path, bytes) in seeds {
+        let path = corpus.join(path);
+        if update {
+            std::fs::create_dir_all(path.parent().expect("corpus dir")).expect("create corpus dir");
+            std::fs::write(&path, &bytes).expect("write seed");
+        } else {
+            let existing = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                existing == bytes,
+                "{} is stale (UPDATE_SNAPSHOTS=1 rewrites it)",
+                path.display()
+            );
+        }
+    }
+}
