@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use dialog::recover_recordings;
 use transport::Transport;
 
-/// SIP settings (`[sip_options]` in the config file).
+/// SIPREC settings (`[siprec]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SipSettings {
