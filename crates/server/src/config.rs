@@ -30,6 +30,9 @@ pub struct Config {
     pub blobs: Option<String>,
     /// How often every node reconciles its in-memory versions with the store.
     pub refresh_interval_ms: u64,
+    /// How long a node holds an upload it ingests without renewing its
+    /// lease; past it, another node (or this one, restarted) finishes it.
+    pub job_lease_ms: u64,
     /// Limits on CSV uploads.
     pub limits: Limits,
     /// S3 settings for `blobs = "s3://bucket"` (unset ones come from `AWS_*`).
@@ -54,6 +57,7 @@ impl Default for Config {
             database: None,
             blobs: None,
             refresh_interval_ms: 1000,
+            job_lease_ms: callmeta_app::usecases::DEFAULT_JOB_LEASE_MS,
             limits: Limits::default(),
             s3: S3Settings::default(),
             transfer: FileDropSettings::default(),
@@ -159,6 +163,9 @@ database = {database}
 blobs = {blobs}
 # How often (ms) the active versions are reconciled with the store.  env: CALLMETA_REFRESH_INTERVAL_MS
 refresh_interval_ms = {refresh}
+# Lease (ms) on an upload being ingested; a node that dies holding one
+# has it finished by another node once it runs out.                 env: CALLMETA_JOB_LEASE_MS
+job_lease_ms = {lease}
 # Log filter.                                                         env: CALLMETA_LOG
 log = {log:?}
 
@@ -248,6 +255,7 @@ answer_delay_ms = {ad}
             database = opt(&self.database),
             blobs = opt(&self.blobs),
             refresh = self.refresh_interval_ms,
+            lease = self.job_lease_ms,
             log = self.log,
             mfb = self.limits.max_file_bytes,
             mc = self.limits.max_columns,

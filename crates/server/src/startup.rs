@@ -16,7 +16,7 @@ use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
 use callmeta_app::store::postgres::PgStore;
 use callmeta_app::store::sqlite::SqliteStore;
-use callmeta_app::usecases::{Services, active_tables};
+use callmeta_app::usecases::{Services, active_tables, tables};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
 use callmeta_filedrop::keys;
@@ -60,7 +60,7 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path or s3://bucket"),
         },
     };
-    let services = Services::new(store, blobs, config.limits.clone());
+    let services = Services::with_job_lease(store, blobs, config.limits.clone(), config.job_lease_ms);
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -211,6 +211,21 @@ impl App {
                 }
             }
         });
+        // Uploads left half-done by a node that stopped (this one included).
+        let jobs = {
+            let services = self.services.clone();
+            let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = tables::finish_stale_uploads(&services).await {
+                        tracing::warn!(error = %e, "finishing interrupted uploads failed; retrying");
+                    }
+                }
+            })
+        };
         let ftp = tokio::spawn(self.ftp.run());
         let sftp = tokio::spawn(self.sftp.run());
         let sip = tokio::spawn(self.sip.run());
@@ -233,6 +248,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();
+        jobs.abort();
         ftp.abort();
         sftp.abort();
         sip.abort();

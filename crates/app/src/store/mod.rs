@@ -93,6 +93,27 @@ pub struct TableState {
     pub active_version: Option<String>,
 }
 
+/// An upload being ingested: its original is in blob storage, its version
+/// not yet recorded. Leased to one node at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestJob {
+    /// The id its version will have.
+    pub id: String,
+    pub tenant: TenantId,
+    pub table: TableName,
+    pub created_ms: i64,
+    pub channel: String,
+    pub filename: Option<String>,
+    pub blob_key: String,
+    /// The table options it is ingested with.
+    pub options: TableOptions,
+    /// The node holding the lease.
+    pub owner: String,
+    pub lease_until_ms: i64,
+    /// How many times a node has claimed it after another's lease ran out.
+    pub attempts: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallSource {
@@ -165,7 +186,8 @@ pub trait Store: Send + Sync + 'static {
     async fn table_states(&self) -> Result<Vec<TableState>, StoreError>;
 
     /// Writes a version; when `activate`, makes it the table's active version
-    /// and its options the table's options, in the same transaction.
+    /// and its options the table's options, in the same transaction, which
+    /// also deletes the ingest job of the same id, if any.
     async fn insert_version(
         &self,
         tenant: &TenantId,
@@ -219,6 +241,23 @@ pub trait Store: Send + Sync + 'static {
     async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError>;
     /// The tenant whose recording clients send from `address`.
     async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError>;
+
+    /// Records an upload whose original is in blob storage, leased to its node.
+    async fn insert_ingest_job(&self, job: &IngestJob) -> Result<(), StoreError>;
+    /// Extends the lease of a job `owner` holds; `NotFound` if it is no
+    /// longer there or no longer `owner`'s.
+    async fn renew_ingest_job(&self, id: &str, owner: &str, lease_until_ms: i64) -> Result<(), StoreError>;
+    /// Claims the oldest job whose lease ran out before `now_ms` (its node
+    /// died): leased to `owner`, its attempts counted. Exactly one caller
+    /// gets a given job, whichever node asks.
+    async fn claim_stale_ingest_job(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<IngestJob>, StoreError>;
+    /// Forgets a job that cannot be finished (its original is gone).
+    async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -170,6 +170,66 @@ impl Store for PgStore {
         })
     }
 
+    async fn insert_ingest_job(&self, job: &IngestJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ingest_jobs (id, tenant_id, table_name, created_ms, channel, filename, blob_key, options, owner, lease_until, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant.0)
+        .bind(job.table.as_str())
+        .bind(job.created_ms)
+        .bind(&job.channel)
+        .bind(&job.filename)
+        .bind(&job.blob_key)
+        .bind(to_json(&job.options))
+        .bind(&job.owner)
+        .bind(job.lease_until_ms)
+        .bind(job.attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_ingest_job(&self, id: &str, owner: &str, lease_until_ms: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE ingest_jobs SET lease_until = $1 WHERE id = $2 AND owner = $3")
+            .bind(lease_until_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn claim_stale_ingest_job(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<IngestJob>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE ingest_jobs SET owner = $1, lease_until = $2, attempts = attempts + 1 WHERE id = (SELECT id FROM ingest_jobs WHERE lease_until < $3 ORDER BY created_ms LIMIT 1 FOR UPDATE SKIP LOCKED) AND lease_until < $4 RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ingest_job_from_row).transpose()
+    }
+
+    async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ingest_jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -349,6 +409,10 @@ impl Store for PgStore {
         .bind(to_json(&version.report))
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM ingest_jobs WHERE id = $1")
+            .bind(&version.id)
+            .execute(&mut *tx)
+            .await?;
         if activate {
             let updated = sqlx::query(
                 "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \

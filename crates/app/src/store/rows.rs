@@ -83,6 +83,24 @@ pub(crate) fn version_from_row(row: &impl StoreRow) -> Result<VersionRecord, Sto
     })
 }
 
+pub(crate) fn ingest_job_from_row(row: &impl StoreRow) -> Result<IngestJob, StoreError> {
+    let table = row.text("table_name")?;
+    let options = row.text("options")?;
+    Ok(IngestJob {
+        id: row.text("id")?,
+        tenant: TenantId(row.text("tenant_id")?),
+        table: TableName::parse(&table).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_ms: row.int("created_ms")?,
+        channel: row.text("channel")?,
+        filename: row.opt_text("filename")?,
+        blob_key: row.text("blob_key")?,
+        options: from_json("ingest job options", &options)?,
+        owner: row.text("owner")?,
+        lease_until_ms: row.int("lease_until")?,
+        attempts: row.int("attempts")?,
+    })
+}
+
 pub(crate) fn call_from_row(row: &impl StoreRow) -> Result<CallRecord, StoreError> {
     let source = row.text("source")?;
     let metadata = row.text("metadata")?;

@@ -244,6 +244,66 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn insert_ingest_job(&self, job: &IngestJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ingest_jobs (id, tenant_id, table_name, created_ms, channel, filename, blob_key, options, owner, lease_until, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant.0)
+        .bind(job.table.as_str())
+        .bind(job.created_ms)
+        .bind(&job.channel)
+        .bind(&job.filename)
+        .bind(&job.blob_key)
+        .bind(to_json(&job.options))
+        .bind(&job.owner)
+        .bind(job.lease_until_ms)
+        .bind(job.attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_ingest_job(&self, id: &str, owner: &str, lease_until_ms: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE ingest_jobs SET lease_until = ? WHERE id = ? AND owner = ?")
+            .bind(lease_until_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn claim_stale_ingest_job(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<IngestJob>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE ingest_jobs SET owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = (SELECT id FROM ingest_jobs WHERE lease_until < ? ORDER BY created_ms LIMIT 1) AND lease_until < ? RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ingest_job_from_row).transpose()
+    }
+
+    async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ingest_jobs WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -418,6 +478,10 @@ impl Store for SqliteStore {
         .bind(to_json(&version.report))
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM ingest_jobs WHERE id = ?")
+            .bind(&version.id)
+            .execute(&mut *tx)
+            .await?;
         if activate {
             let updated = sqlx::query(
                 "UPDATE ref_tables SET active_version = ?, options = ?, updated_ms = ? \

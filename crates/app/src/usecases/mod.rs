@@ -30,15 +30,34 @@ pub struct Services {
     pub blobs: Arc<dyn BlobStore>,
     pub tables: ActiveTables,
     pub limits: Limits,
+    /// This process's name in leases (random, per start).
+    pub node: String,
+    /// How long a node holds an upload it ingests without renewing the
+    /// lease; past it, another node takes the upload over.
+    pub job_lease_ms: u64,
 }
+
+/// The default lease of an upload being ingested.
+pub const DEFAULT_JOB_LEASE_MS: u64 = 30_000;
 
 impl Services {
     pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
+        Self::with_job_lease(store, blobs, limits, DEFAULT_JOB_LEASE_MS)
+    }
+
+    pub fn with_job_lease(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        job_lease_ms: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             blobs,
             tables: ActiveTables::default(),
             limits,
+            node: new_id(),
+            job_lease_ms: job_lease_ms.max(100),
         })
     }
 }

@@ -9,6 +9,14 @@
 //! and, if it was accepted, activates it; only after that commit is the new
 //! index swapped into memory. A failure at any step leaves the previous
 //! version active.
+//!
+//! Once the original is stored, an ingest job (the version's id, leased to
+//! this node and renewed while it works) records that the upload is under
+//! way; the version's transaction deletes it. If the node dies in between,
+//! the lease runs out and another node (or this one, restarted) claims the
+//! job in [`finish_stale_uploads`] and records the version from the stored
+//! original, so an upload whose original was stored is never lost and never
+//! half-recorded.
 
 use std::sync::Arc;
 
@@ -19,7 +27,7 @@ use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
 use super::{AppError, Services, active_tables, new_id, now_ms};
-use crate::store::{StoreError, TableRecord, TenantId, VersionRecord};
+use crate::store::{IngestJob, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,18 +235,37 @@ async fn ingest_and_record(
                 let bytes = bytes.clone();
                 Err(tokio::task::spawn_blocking(move || csv::sha256_hex(&bytes)))
             });
-            let (stored, digest) = tokio::join!(services.blobs.put(&blob_key, bytes), async {
-                match digest {
-                    Ok(known) => Ok(known),
-                    Err(task) => task.await.map_err(anyhow::Error::new),
+            let (stored, digest) = tokio::join!(
+                async {
+                    services.blobs.put(&blob_key, bytes).await?;
+                    let job = IngestJob {
+                        id: id.clone(),
+                        tenant: tenant.clone(),
+                        table: name.clone(),
+                        created_ms: now_ms(),
+                        channel: channel.as_str().to_string(),
+                        filename: filename.clone(),
+                        blob_key: blob_key.clone(),
+                        options: options.clone(),
+                        owner: services.node.clone(),
+                        lease_until_ms: now_ms() + services.job_lease_ms as i64,
+                        attempts: 0,
+                    };
+                    services.store.insert_ingest_job(&job).await?;
+                    Ok::<_, AppError>(Lease::hold(services, &job.id))
+                },
+                async {
+                    match digest {
+                        Ok(known) => Ok(known),
+                        Err(task) => task.await.map_err(anyhow::Error::new),
+                    }
                 }
-            });
-            stored?;
-            Ok::<_, AppError>(digest?)
+            );
+            Ok::<_, AppError>((stored?, digest?))
         }
     };
     let (stored, ingested) = tokio::join!(store_and_hash, ingest(services, options, bytes, progress));
-    let digest = stored?;
+    let (_lease, digest) = stored?;
     let (index, mut report) = ingested?;
     report.sha256 = digest;
     let accepted = index.is_some();
@@ -270,6 +297,123 @@ async fn ingest_and_record(
         activated: accepted,
         unchanged: false,
     })
+}
+
+/// Renews an ingest job's lease until dropped.
+struct Lease(tokio::task::JoinHandle<()>);
+
+impl Lease {
+    fn hold(services: &Services, id: &str) -> Lease {
+        let (store, node, id) = (services.store.clone(), services.node.clone(), id.to_string());
+        let lease_ms = services.job_lease_ms;
+        Lease(tokio::spawn(async move {
+            let every = std::time::Duration::from_millis(lease_ms / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                let until = now_ms() + lease_ms as i64;
+                if let Err(e) = store.renew_ingest_job(&id, &node, until).await {
+                    tracing::warn!(job = %id, error = %e, "renewing an upload's lease failed");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Finishes the uploads whose node died while ingesting them: each is
+/// claimed by exactly one node, ingested from its stored original and
+/// recorded as a version; it becomes active unless a newer version of its
+/// table was activated meanwhile. Returns how many were finished.
+pub async fn finish_stale_uploads(services: &Services) -> Result<usize, AppError> {
+    let mut finished = 0;
+    loop {
+        let now = now_ms();
+        let lease_until = now + services.job_lease_ms as i64;
+        let Some(job) = services
+            .store
+            .claim_stale_ingest_job(&services.node, now, lease_until)
+            .await?
+        else {
+            return Ok(finished);
+        };
+        let _lease = Lease::hold(services, &job.id);
+        let bytes = match services.blobs.get(&job.blob_key).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "an interrupted upload's original is unreadable; dropped");
+                services.store.delete_ingest_job(&job.id).await?;
+                continue;
+            }
+        };
+        match finish_upload(services, &job, bytes).await {
+            Ok(version) => {
+                finished += 1;
+                tracing::info!(tenant = %job.tenant, table = %job.table, version = %version.id,
+                    accepted = version.accepted, attempts = job.attempts,
+                    "finished an upload left by a node that stopped");
+            }
+            Err(e) if job.attempts >= 5 => {
+                tracing::warn!(job = %job.id, error = %e, "an interrupted upload failed 5 times; dropped");
+                services.store.delete_ingest_job(&job.id).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn finish_upload(
+    services: &Services,
+    job: &IngestJob,
+    bytes: Bytes,
+) -> Result<VersionRecord, AppError> {
+    let hashed = bytes.clone();
+    let sha = tokio::task::spawn_blocking(move || csv::sha256_hex(&hashed))
+        .await
+        .map_err(anyhow::Error::new)?;
+    let (index, mut report) = ingest(services, &job.options, bytes, None).await?;
+    report.sha256 = sha;
+    let table = services.store.table(&job.tenant, &job.table).await?;
+    let superseded = match &table.active_version {
+        Some(active) => services.store.version(&job.tenant, active).await?.created_ms > job.created_ms,
+        None => false,
+    };
+    let accepted = index.is_some();
+    let version = VersionRecord {
+        id: job.id.clone(),
+        table: job.table.clone(),
+        created_ms: job.created_ms,
+        channel: job.channel.clone(),
+        filename: job.filename.clone(),
+        sha256: report.sha256.clone(),
+        bytes: report.bytes,
+        blob_key: job.blob_key.clone(),
+        accepted,
+        rows: report.rows_accepted,
+        options: job.options.clone(),
+        report,
+    };
+    let activate = accepted && !superseded;
+    services
+        .store
+        .insert_version(&job.tenant, &version, activate)
+        .await?;
+    if let (true, Some(index)) = (activate, index) {
+        active_tables::install(
+            services,
+            &job.tenant,
+            &job.table,
+            &job.options,
+            Some(&job.id),
+            Some(index),
+        )
+        .await?;
+    }
+    Ok(version)
 }
 
 async fn ingest(

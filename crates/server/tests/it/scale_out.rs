@@ -1,9 +1,11 @@
 //! Several nodes on one PostgreSQL database and one blob store: a version
-//! activated through one node enriches the calls of the other within a second.
+//! activated through one node enriches the calls of the other within a second;
+//! an FTP upload to one and a SIPREC call to the other end enriched; an upload
+//! cut short by a node's death is finished by the other.
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -75,7 +77,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
+async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes_it() {
     let Some(db) = PgDatabase::create().await else {
         eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
         return;
@@ -86,6 +88,7 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
     let mut config = test_config(&shared.path().join("b"));
     config.database = Some(db.url.clone());
     config.blobs = Some(blobs.clone());
+    config.job_lease_ms = 1_500;
     let b = TestApp::spawn_with(config).await;
     let t = b.create_tenant("killed");
     b.create_table(&t, "crm", json!({"key": "agent_id"})).await;
@@ -108,6 +111,7 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
         ])
         .args(["--database", &db.url, "--blobs", &blobs, "--data-dir"])
         .arg(shared.path().join("a"))
+        .env("CALLMETA_JOB_LEASE_MS", "1500")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -148,6 +152,9 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Its ingest job is recorded right after the original; the CSV takes
+    // longer to parse than this.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     a.kill().unwrap();
     a.wait().unwrap();
     assert!(
@@ -163,5 +170,116 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version() {
         .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
         .await;
     assert_eq!(call["metadata"]["team_name"], "diamond");
+
+    // Once A's lease on the upload runs out, B finishes it from the stored
+    // original: one new version, complete, active.
+    let killed = Instant::now();
+    let table = loop {
+        let (_, table) = b.get(&t, "/api/v1/tables/crm").await;
+        if table["versions"].as_array().unwrap().len() > 1 {
+            break table;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "node B never finished the upload: {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("node B finished the upload {:?} after the kill", killed.elapsed());
+    assert_eq!(table["versions"].as_array().unwrap().len(), 2, "{table}");
+    assert_eq!(table["active_version"]["rows"], 400_000, "{table}");
+    assert_ne!(table["active_version"]["id"], first_id);
+    let (_, call) = b
+        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "agent15"}}))
+        .await;
+    assert_eq!(call["metadata"]["team_name"], "team1", "{call}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
+    let Some(db) = PgDatabase::create().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the two-node test is not run");
+        return;
+    };
+    if !crate::siprec::have_sipp() {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", shared.path().join("blobs").display());
+    let node = |name: &str| {
+        let mut config = test_config(&shared.path().join(name));
+        config.database = Some(db.url.clone());
+        config.blobs = Some(blobs.clone());
+        config.refresh_interval_ms = 30_000;
+        config
+    };
+    let a = TestApp::spawn_with(node("a")).await;
+    let b = TestApp::spawn_with(node("b")).await;
+    let t = a.create_tenant("acme");
+    a.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (status, body) = b
+        .put_json(
+            &t,
+            "/api/v1/siprec",
+            json!({"mapping": {"x_agent_id": "agent_id"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The CRM export over FTP to node A: active when curl returns.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("crm.csv");
+    std::fs::write(&csv, SPEC_TABLE).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-T"])
+        .arg(&csv)
+        .arg(format!("ftp://{}:{}@{}/", t.slug, t.password, a.ftp))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A SIPREC call to node B, sent by sipp with audio.
+    let tone = crate::siprec::tone_file(dir.path());
+    let media_port = crate::siprec::free_udp_port() & !1;
+    let xml = dir.path().join("siprec.xml");
+    std::fs::write(&xml, crate::siprec::scenario(&tone, media_port)).unwrap();
+    let sip_port = crate::siprec::free_udp_port().to_string();
+    let out = tokio::process::Command::new("sipp")
+        .args(["-sf", &xml.to_string_lossy(), "-s", "acme", "-m", "1", "-t", "u1"])
+        .args(["-i", "127.0.0.1", "-p", &sip_port])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-timeout", "30s", "-nostdin"])
+        .arg(b.sip.to_string())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Either node serves it, enriched from the version A activated.
+    let (_, on_a) = a.get(&t, "/api/v1/calls?metadata.team_name=diamond").await;
+    assert_eq!(on_a["count"], 1, "{on_a}");
+    let call = &on_a["data"][0];
+    assert_eq!(call["source"], "siprec");
+    assert_eq!(call["metadata"]["agent_id"], "cindy", "{call}");
+    assert_eq!(call["enrichment"][0]["status"], "matched", "{call}");
+    let id = call["unique_id"].as_str().unwrap();
+    let mut audio = Value::Null;
+    for _ in 0..50 {
+        let (_, c) = a.get(&t, &format!("/api/v1/calls/{id}")).await;
+        audio = c["audio_state"].clone();
+        if audio == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(audio, "available", "B's recording is served by A");
+    a.stop().await;
     b.stop().await;
 }

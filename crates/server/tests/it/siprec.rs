@@ -9,7 +9,7 @@ use tokio::net::UdpSocket;
 
 use crate::helpers::{SPEC_TABLE, Tenant, TestApp};
 
-fn have_sipp() -> bool {
+pub(crate) fn have_sipp() -> bool {
     let found = std::process::Command::new("sipp").arg("-v").output().is_ok();
     if !found {
         assert!(
@@ -21,7 +21,7 @@ fn have_sipp() -> bool {
     found
 }
 
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap().port()
 }
@@ -48,7 +48,7 @@ fn ulaw(sample: i16) -> u8 {
 }
 
 /// Two seconds of a 440 Hz tone, µ-law, for sipp's `rtp_stream`.
-fn tone_file(dir: &std::path::Path) -> String {
+pub(crate) fn tone_file(dir: &std::path::Path) -> String {
     let bytes: Vec<u8> = (0..16_000)
         .map(|i| {
             let t = i as f64 / 8000.0;
@@ -60,7 +60,7 @@ fn tone_file(dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn scenario(tone: &str, media_port: u16) -> String {
+pub(crate) fn scenario(tone: &str, media_port: u16) -> String {
     let second = media_port + 2;
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -1,5 +1,5 @@
 //! One story through the `Store` trait that every backend must pass: tenants,
-//! tables, versions, activation, calls, filters and tenancy.
+//! tables, versions, activation, calls, filters, tenancy and ingest jobs.
 
 use callmeta_app::store::sqlite::SqliteStore;
 use callmeta_app::store::*;
@@ -280,6 +280,87 @@ pub async fn story(store: &dyn Store) {
         store.siprec_settings(&b.id).await.unwrap(),
         None,
         "nothing half-written"
+    );
+
+    // Ingest jobs: leased, claimed once stale by exactly one node, gone
+    // with the version that records them.
+    let job = |id: &str, lease_until_ms: i64| IngestJob {
+        id: id.into(),
+        tenant: a.id.clone(),
+        table: crm.clone(),
+        created_ms: 100,
+        channel: "ftp".into(),
+        filename: Some("crm.csv".into()),
+        blob_key: format!("b/{id}"),
+        options: options("agent_id"),
+        owner: "node-1".into(),
+        lease_until_ms,
+        attempts: 0,
+    };
+    store.insert_ingest_job(&job("j1", 1_000)).await.unwrap();
+    store.insert_ingest_job(&job("j2", 5_000)).await.unwrap();
+    assert_eq!(
+        store.claim_stale_ingest_job("node-2", 900, 2_000).await.unwrap(),
+        None,
+        "a live lease is not taken"
+    );
+    store.renew_ingest_job("j1", "node-1", 1_500).await.unwrap();
+    assert_eq!(
+        store
+            .claim_stale_ingest_job("node-2", 1_200, 2_000)
+            .await
+            .unwrap(),
+        None,
+        "a renewed lease is not taken"
+    );
+    let claimed = store
+        .claim_stale_ingest_job("node-2", 1_600, 3_000)
+        .await
+        .unwrap()
+        .expect("the stale job is claimed");
+    assert_eq!(
+        claimed,
+        IngestJob {
+            owner: "node-2".into(),
+            lease_until_ms: 3_000,
+            attempts: 1,
+            ..job("j1", 0)
+        }
+    );
+    assert_eq!(
+        store
+            .claim_stale_ingest_job("node-3", 1_600, 3_000)
+            .await
+            .unwrap(),
+        None,
+        "claimed by one node only"
+    );
+    assert!(
+        matches!(
+            store.renew_ingest_job("j1", "node-1", 9_000).await,
+            Err(StoreError::NotFound)
+        ),
+        "the dead node's lease is gone"
+    );
+    let mut finished = version("j1", &crm, true, 100);
+    finished.sha256 = "sha-j1".into();
+    store.insert_version(&a.id, &finished, false).await.unwrap();
+    assert_eq!(
+        store
+            .claim_stale_ingest_job("node-3", 10_000, 11_000)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some("j2".to_string()),
+        "the recorded one is gone, the other remains"
+    );
+    store.delete_ingest_job("j2").await.unwrap();
+    assert_eq!(
+        store
+            .claim_stale_ingest_job("node-3", 99_000, 99_999)
+            .await
+            .unwrap(),
+        None
     );
 }
 
