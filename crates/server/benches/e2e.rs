@@ -211,6 +211,9 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
         let config = Config {
             data_dir: dir.path().join(format!("node{n}")),
             http: "127.0.0.1:0".into(),
+            ftp: "127.0.0.1:0".into(),
+            sftp: "127.0.0.1:0".into(),
+            sip: "127.0.0.1:0".into(),
             database: database.clone(),
             blobs: Some(format!("file://{}", dir.path().join("blobs").display())),
             ..Config::default()
@@ -366,6 +369,7 @@ async fn ftp_upload_to_active(path: &str) {
         http: "127.0.0.1:0".into(),
         ftp: "127.0.0.1:0".into(),
         sftp: "127.0.0.1:0".into(),
+        sip: "127.0.0.1:0".into(),
         ..Config::default()
     };
     let app = App::build(config).await.unwrap();
