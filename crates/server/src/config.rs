@@ -6,6 +6,7 @@ use callmeta_app::blobs::s3::S3Settings;
 use callmeta_core::csv::Limits;
 use callmeta_filedrop::FileDropSettings;
 use callmeta_sip::SipSettings;
+use callmeta_web::WebSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ pub struct Config {
     pub transfer: FileDropSettings,
     /// SIPREC settings (RTP ports, media address, phone region).
     pub siprec: SipSettings,
+    /// Web app settings (session lifetime, cookie).
+    pub web: WebSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -62,6 +65,7 @@ impl Default for Config {
             s3: S3Settings::default(),
             transfer: FileDropSettings::default(),
             siprec: SipSettings::default(),
+            web: WebSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -214,7 +218,15 @@ media_address = {ma}
 default_region = {dr}
 # Wait before answering an INVITE, in ms (0: answer at once).       env: CALLMETA_SIPREC__ANSWER_DELAY_MS
 answer_delay_ms = {ad}
+
+[web]
+# How long a web app login lasts, in seconds.                        env: CALLMETA_WEB__SESSION_SECS
+session_secs = {ws}
+# Mark the session cookie Secure (served over HTTPS).                env: CALLMETA_WEB__SECURE_COOKIE
+secure_cookie = {wsc}
 "#,
+            ws = self.web.session_secs,
+            wsc = self.web.secure_cookie,
             rtp = self.siprec.rtp_ports,
             ma = opt(&self.siprec.media_address),
             dr = opt(&self.siprec.default_region),

@@ -243,7 +243,10 @@ impl App {
             });
         }
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
-        let router = callmeta_http::router(self.services.clone());
+        let router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
+            self.services.clone(),
+            self.config.web.clone(),
+        ));
         let result = axum::serve(self.http, router)
             .with_graceful_shutdown(shutdown)
             .await;

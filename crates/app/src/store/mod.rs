@@ -71,7 +71,7 @@ pub struct VersionRecord {
     pub id: String,
     pub table: TableName,
     pub created_ms: i64,
-    /// How it arrived: `http`, `cli`, `ftp`, `sftp`, `settings`.
+    /// How it arrived: `http`, `cli`, `ftp`, `sftp`, `web`, `settings`.
     pub channel: String,
     pub filename: Option<String>,
     pub sha256: String,
@@ -112,6 +112,26 @@ pub struct IngestJob {
     pub lease_until_ms: i64,
     /// How many times a node has claimed it after another's lease ran out.
     pub attempts: i64,
+}
+
+/// A web app login, as stored (the token itself is only in the cookie).
+#[derive(Clone, PartialEq)]
+pub struct WebSessionRecord {
+    pub token_hash: String,
+    pub tenant: TenantId,
+    pub tenant_slug: String,
+    pub csrf: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for WebSessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSessionRecord")
+            .field("tenant", &self.tenant)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +278,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<IngestJob>, StoreError>;
     /// Forgets a job that cannot be finished (its original is gone).
     async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Calls enriched from one version of a table: (results, matched).
+    async fn version_match_counts(
+        &self,
+        tenant: &TenantId,
+        table: &TableName,
+        version: &str,
+    ) -> Result<(u64, u64), StoreError>;
+
+    async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError>;
+    /// The session with this token hash, if it has not expired by `now_ms`.
+    /// Inserting a session purges the expired ones.
+    async fn web_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<WebSessionRecord>, StoreError>;
+    async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 

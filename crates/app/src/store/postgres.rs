@@ -230,6 +230,63 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn version_match_counts(
+        &self,
+        tenant: &TenantId,
+        table: &TableName,
+        version: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS results, COUNT(*) FILTER (WHERE e->>'status' = 'matched') AS matched FROM calls c, jsonb_array_elements(c.enrichment::jsonb) e WHERE c.tenant_id = $1 AND e->>'table' = $2 AND e->>'version' = $3",
+        )
+        .bind(&tenant.0)
+        .bind(table.as_str())
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.int("results")? as u64, row.int("matched")? as u64))
+    }
+
+    async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
+            .bind(session.created_ms)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.tenant.0)
+        .bind(&session.tenant_slug)
+        .bind(&session.csrf)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn web_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<WebSessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = $1 AND expires_ms > $2")
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(web_session_from_row).transpose()
+    }
+
+    async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

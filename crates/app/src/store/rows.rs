@@ -101,6 +101,17 @@ pub(crate) fn ingest_job_from_row(row: &impl StoreRow) -> Result<IngestJob, Stor
     })
 }
 
+pub(crate) fn web_session_from_row(row: &impl StoreRow) -> Result<WebSessionRecord, StoreError> {
+    Ok(WebSessionRecord {
+        token_hash: row.text("token_hash")?,
+        tenant: TenantId(row.text("tenant_id")?),
+        tenant_slug: row.text("tenant_slug")?,
+        csrf: row.text("csrf")?,
+        created_ms: row.int("created_ms")?,
+        expires_ms: row.int("expires_ms")?,
+    })
+}
+
 pub(crate) fn call_from_row(row: &impl StoreRow) -> Result<CallRecord, StoreError> {
     let source = row.text("source")?;
     let metadata = row.text("metadata")?;

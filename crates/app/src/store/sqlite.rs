@@ -66,7 +66,7 @@ async fn write_group(
     pool: &SqlitePool,
     group: &[PendingCall],
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(group.len());
     for PendingCall { tenant, call, .. } in group {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
@@ -182,7 +182,7 @@ impl Store for SqliteStore {
         sources: &[String],
         updated_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO siprec_settings (tenant_id, settings, updated_ms) VALUES (?, ?, ?) \
              ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_ms = excluded.updated_ms",
@@ -304,13 +304,70 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn version_match_counts(
+        &self,
+        tenant: &TenantId,
+        table: &TableName,
+        version: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS results, COALESCE(SUM(json_extract(e.value, '$.status') = 'matched'), 0) AS matched FROM calls c, json_each(c.enrichment) e WHERE c.tenant_id = ? AND json_extract(e.value, '$.table') = ? AND json_extract(e.value, '$.version') = ?",
+        )
+        .bind(&tenant.0)
+        .bind(table.as_str())
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.int("results")? as u64, row.int("matched")? as u64))
+    }
+
+    async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= ?")
+            .bind(session.created_ms)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.tenant.0)
+        .bind(&session.tenant_slug)
+        .bind(&session.csrf)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn web_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<WebSessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = ? AND expires_ms > ?")
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(web_session_from_row).transpose()
+    }
+
+    async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted =
             sqlx::query("INSERT INTO tenants (id, slug, password_hash, created_ms) VALUES (?, ?, ?, ?)")
                 .bind(&tenant.id.0)
@@ -366,7 +423,7 @@ impl Store for SqliteStore {
         options: &TableOptions,
         now_ms: i64,
     ) -> Result<TableRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query("SELECT active_version FROM ref_tables WHERE tenant_id = ? AND name = ?")
             .bind(&tenant.0)
             .bind(name.as_str())
@@ -458,7 +515,7 @@ impl Store for SqliteStore {
         version: &VersionRecord,
         activate: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO versions (id, tenant_id, table_name, created_ms, channel, filename, sha256, bytes, \
              blob_key, accepted, rows, options, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -8,6 +8,7 @@
 //! - [`calls`]: create, read and list calls.
 //! - [`backfill`]: re-enrich past calls from the active versions, on request.
 //! - [`siprec`]: a tenant's SIPREC key mapping and recording-client addresses.
+//! - [`web_sessions`]: web app logins, their CSRF tokens and expiry.
 
 pub mod active_tables;
 pub mod backfill;
@@ -15,6 +16,7 @@ pub mod calls;
 pub mod siprec;
 pub mod tables;
 pub mod tenants;
+pub mod web_sessions;
 
 use std::sync::Arc;
 

@@ -36,6 +36,7 @@ pub enum Channel {
     Cli,
     Ftp,
     Sftp,
+    Web,
     Settings,
 }
 
@@ -46,6 +47,7 @@ impl Channel {
             Channel::Cli => "cli",
             Channel::Ftp => "ftp",
             Channel::Sftp => "sftp",
+            Channel::Web => "web",
             Channel::Settings => "settings",
         }
     }
@@ -138,6 +140,16 @@ pub async fn table_details(
         .map_err(|e| not_found(e, name))?;
     let versions = services.store.versions(tenant, name).await?;
     Ok(TableDetails { table, versions })
+}
+
+/// Calls enriched from a version of a table: (results, matched).
+pub async fn match_counts(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    version: &str,
+) -> Result<(u64, u64), AppError> {
+    Ok(services.store.version_match_counts(tenant, name, version).await?)
 }
 
 pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {

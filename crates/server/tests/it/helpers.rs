@@ -71,6 +71,13 @@ impl TestApp {
 
     /// Starts the app on an existing configuration (the caller owns the data dir).
     pub async fn spawn_with(config: Config) -> TestApp {
+        // CALLMETA_TEST_LOG=debug (an EnvFilter) shows the servers' logs.
+        if let Ok(filter) = std::env::var("CALLMETA_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let data_dir = config.data_dir.clone();
         let database = config.database.clone();
         let app = App::build(config).await.expect("app builds");

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per feature. Each test starts
 //! the real application on port 0 with a temporary data directory and drives
-//! it as users do (an HTTP client, the `callmeta` CLI).
+//! it as users do (an HTTP client, the `callmeta` CLI, FTP and SFTP clients,
+//! sipp, a headless Chromium).
 
 mod helpers;
 
@@ -15,3 +16,4 @@ mod siprec;
 mod spec_example;
 mod store_story;
 mod uploads;
+mod web;

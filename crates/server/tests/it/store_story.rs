@@ -362,6 +362,38 @@ pub async fn story(store: &dyn Store) {
             .unwrap(),
         None
     );
+
+    // Web sessions: found by token hash until they expire, gone at logout.
+    let web = WebSessionRecord {
+        token_hash: "th-1".into(),
+        tenant: a.id.clone(),
+        tenant_slug: "acme".into(),
+        csrf: "csrf-1".into(),
+        created_ms: 1_000,
+        expires_ms: 2_000,
+    };
+    store.insert_web_session(&web).await.unwrap();
+    assert_eq!(store.web_session("th-1", 1_500).await.unwrap(), Some(web.clone()));
+    assert_eq!(store.web_session("th-1", 2_000).await.unwrap(), None, "expired");
+    assert_eq!(store.web_session("th-2", 1_500).await.unwrap(), None);
+    store.delete_web_session("th-1").await.unwrap();
+    assert_eq!(
+        store.web_session("th-1", 1_500).await.unwrap(),
+        None,
+        "logged out"
+    );
+
+    // The match rate of a version: every call of the story matched crm v1.
+    let (results, matched) = store.version_match_counts(&a.id, &crm, "v1").await.unwrap();
+    assert!(results >= 3 && matched == results, "{results} {matched}");
+    assert_eq!(
+        store.version_match_counts(&a.id, &crm, "v2").await.unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        store.version_match_counts(&b.id, &crm, "v1").await.unwrap(),
+        (0, 0)
+    );
 }
 
 #[tokio::test]

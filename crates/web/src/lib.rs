@@ -1,0 +1,100 @@
+//! The web app: server-rendered pages for a tenant's supervisors and
+//! integrator, on the same listener as the API.
+//!
+//! - `/`: log in (tenant slug and password); `/logout`.
+//! - `/calls`: the calls, newest first, filtered by any metadata key (own or
+//!   added) and a time range, as a shareable URL (`?metadata.team_name=diamond`).
+//! - `/calls/{unique_id}`: own and added metadata side by side, where each
+//!   added key came from, each table's result and why it did not match, the
+//!   recording.
+//! - `/tables`: each table's settings, active version, match rate, history
+//!   with reports, the upload form and the settings form.
+//!
+//! Every page calls the use cases with the session's tenant, never another;
+//! every value is escaped by the templates (askama, HTML auto-escaping); every
+//! POST carries the session's CSRF token; CSS and JS are compiled into the
+//! binary (no CDN).
+
+mod pages;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use callmeta_app::usecases::Services;
+
+/// Web app settings (`[web]` in the config file).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// How long a login lasts, in seconds.
+    pub session_secs: u64,
+    /// Mark the session cookie `Secure` (set when served over HTTPS, e.g.
+    /// behind a TLS-terminating proxy).
+    pub secure_cookie: bool,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            session_secs: 12 * 3600,
+            secure_cookie: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WebState {
+    pub services: Arc<Services>,
+    pub settings: Arc<WebSettings>,
+}
+
+/// Uploads through the form: the use case enforces the real limit.
+const MAX_FORM_UPLOAD: usize = 1 << 31;
+
+pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
+    let state = WebState {
+        services,
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/", get(pages::login_page))
+        .route("/login", post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/calls", get(pages::calls))
+        .route("/calls/{unique_id}", get(pages::call))
+        .route("/calls/{unique_id}/audio", get(pages::call_audio))
+        .route("/tables", get(pages::tables).post(pages::create_table))
+        .route(
+            "/tables/{name}/upload",
+            post(pages::upload).layer(DefaultBodyLimit::max(MAX_FORM_UPLOAD)),
+        )
+        .route("/tables/{name}/settings", post(pages::table_settings))
+        .route("/assets/app.css", get(css))
+        .route("/assets/app.js", get(js))
+        .with_state(state)
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/app.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/app.js"),
+    )
+}

@@ -1,0 +1,79 @@
+//! The session cookie, the logged-in extractor and the CSRF check.
+
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use callmeta_app::usecases::web_sessions::{self, WebSession};
+
+use crate::WebState;
+
+pub const COOKIE: &str = "callmeta_session";
+
+/// The token in the request's session cookie, if any.
+pub fn token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+pub fn set_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// A logged-in request; without a valid session the page answers with a
+/// redirect to the login form, which comes back here afterwards.
+pub struct LoggedIn(pub WebSession);
+
+impl FromRequestParts<WebState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Self::Rejection> {
+        let back = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|u| u.0.to_string())
+            .unwrap_or_else(|| parts.uri.to_string());
+        let to_login = || {
+            let next = if back.starts_with('/') && !back.starts_with("//") {
+                back.clone()
+            } else {
+                "/calls".to_string()
+            };
+            Redirect::to(&format!("/?next={}", encode(&next))).into_response()
+        };
+        let Some(token) = token(&parts.headers) else {
+            return Err(to_login());
+        };
+        match web_sessions::current(&state.services, &token).await {
+            Ok(session) => Ok(LoggedIn(session)),
+            Err(callmeta_app::usecases::AppError::Unauthorized) => Err(to_login()),
+            Err(e) => Err(crate::pages::error_page(e)),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
