@@ -125,6 +125,17 @@ async fn pages_need_a_login_and_a_wrong_password_is_refused() {
     assert_eq!(status, 303);
 
     let (cookie, _) = session(&app, &t).await;
+    let r = client()
+        .get(app.url("/calls"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let (status, html, _) = page(&app, &cookie, "/calls").await;
     assert_eq!(status, 200);
     assert!(html.contains("diamond"), "the enriched call is listed");
