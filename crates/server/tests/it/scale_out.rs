@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -245,17 +245,7 @@ async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
     let media_port = crate::siprec::free_udp_port() & !1;
     let xml = dir.path().join("siprec.xml");
     std::fs::write(&xml, crate::siprec::scenario(&tone, media_port)).unwrap();
-    let sip_port = crate::siprec::free_udp_port().to_string();
-    let out = tokio::process::Command::new("sipp")
-        .args(["-sf", &xml.to_string_lossy(), "-s", "acme", "-m", "1", "-t", "u1"])
-        .args(["-i", "127.0.0.1", "-p", &sip_port])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-timeout", "30s", "-nostdin"])
-        .arg(b.sip.to_string())
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let out = crate::siprec::sipp(&xml, b.sip, "u1", dir.path(), media_port).await;
     assert!(
         out.status.success(),
         "sipp: {}",
@@ -270,16 +260,11 @@ async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
     assert_eq!(call["metadata"]["agent_id"], "cindy", "{call}");
     assert_eq!(call["enrichment"][0]["status"], "matched", "{call}");
     let id = call["unique_id"].as_str().unwrap();
-    let mut audio = Value::Null;
-    for _ in 0..50 {
-        let (_, c) = a.get(&t, &format!("/api/v1/calls/{id}")).await;
-        audio = c["audio_state"].clone();
-        if audio == "available" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(audio, "available", "B's recording is served by A");
+    assert_eq!(
+        crate::siprec::audio_state(&a, &t, id).await,
+        "available",
+        "B's recording is served by A"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -26,6 +26,44 @@ pub(crate) fn free_udp_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
+/// Runs one sipp call of `scenario` against `sip` over `transport` (`u1`,
+/// `t1`), from `cwd` (where `rtp_stream` finds its audio), its RTP sent
+/// from `media_port`.
+pub(crate) async fn sipp(
+    scenario: &std::path::Path,
+    sip: std::net::SocketAddr,
+    transport: &str,
+    cwd: &std::path::Path,
+    media_port: u16,
+) -> std::process::Output {
+    tokio::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-s", "acme", "-m", "1", "-t", transport])
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-timeout", "30s", "-nostdin", "-trace_err"])
+        .arg(sip.to_string())
+        .current_dir(cwd)
+        .output()
+        .await
+        .expect("sipp runs")
+}
+
+/// Waits for a call's recording to be attached (at the BYE); its `audio_state`.
+pub(crate) async fn audio_state(app: &TestApp, t: &Tenant, id: &str) -> Value {
+    let mut state = Value::Null;
+    for _ in 0..50 {
+        let (_, c) = app.get(t, &format!("/api/v1/calls/{id}")).await;
+        state = c["audio_state"].clone();
+        if state == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    state
+}
+
 /// G.711 µ-law encoding of one linear sample.
 fn ulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
@@ -203,25 +241,7 @@ async fn record_one_call(transport: &str) {
     let media_port = free_udp_port() & !1;
     let xml = dir.path().join("siprec.xml");
     std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
-    let out = tokio::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &xml.to_string_lossy(),
-            "-s",
-            "acme",
-            "-m",
-            "1",
-            "-t",
-            transport,
-        ])
-        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-timeout", "30s", "-nostdin", "-trace_err"])
-        .arg(app.sip.to_string())
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let out = sipp(&xml, app.sip, transport, dir.path(), media_port).await;
     let errors = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
@@ -260,16 +280,7 @@ async fn record_one_call(transport: &str) {
     // The recording: stereo, 8 kHz, about the two seconds played, the tone on
     // the first stream's channel and silence on the second's.
     let id = call["unique_id"].as_str().unwrap();
-    let mut audio_state = Value::Null;
-    for _ in 0..50 {
-        let (_, c) = app.get(&acme, &format!("/api/v1/calls/{id}")).await;
-        audio_state = c["audio_state"].clone();
-        if audio_state == "available" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(audio_state, "available");
+    assert_eq!(audio_state(&app, &acme, id).await, "available");
     let wav = app
         .http
         .get(app.url(&format!("/api/v1/calls/{id}/audio")))
@@ -460,25 +471,7 @@ async fn sipp_sends_each_vendor_family() {
     for path in &scenarios {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let media_port = free_udp_port() & !1;
-        let out = tokio::process::Command::new("sipp")
-            .args([
-                "-sf",
-                &path.to_string_lossy(),
-                "-s",
-                "acme",
-                "-m",
-                "1",
-                "-t",
-                "u1",
-            ])
-            .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-            .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-            .args(["-timeout", "30s", "-nostdin", "-trace_err"])
-            .arg(app.sip.to_string())
-            .current_dir(dir.path())
-            .output()
-            .await
-            .unwrap();
+        let out = sipp(path, app.sip, "u1", dir.path(), media_port).await;
         assert!(
             out.status.success(),
             "{name}: sipp failed: {}\n{}",
@@ -513,16 +506,7 @@ async fn sipp_sends_each_vendor_family() {
             matched += 1;
         }
         let id = call["unique_id"].as_str().unwrap().to_string();
-        let mut state = Value::Null;
-        for _ in 0..50 {
-            let (_, c) = app.get(&acme, &format!("/api/v1/calls/{id}")).await;
-            state = c["audio_state"].clone();
-            if state == "available" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(state, "available", "{name}");
+        assert_eq!(audio_state(&app, &acme, &id).await, "available", "{name}");
         if name == "avaya-sbce-2" {
             // The UPDATE changed the participants: its snapshot is the call's now.
             let (_, c) = app.get(&acme, &format!("/api/v1/calls/{id}")).await;
@@ -547,25 +531,7 @@ async fn run_lifecycle_scenario(app: &TestApp, name: &str, transport: &str) -> s
     let scenario = root.join(format!("tests/sipp/lifecycle/{name}.xml"));
     let dir = tempfile::tempdir().unwrap();
     let media_port = free_udp_port() & !1;
-    tokio::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &scenario.to_string_lossy(),
-            "-s",
-            "acme",
-            "-m",
-            "1",
-            "-t",
-            transport,
-        ])
-        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-timeout", "30s", "-nostdin"])
-        .arg(app.sip.to_string())
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap()
+    sipp(&scenario, app.sip, transport, dir.path(), media_port).await
 }
 
 /// An INVITE cancelled while the recorder is still ringing: 200 to the
@@ -579,18 +545,7 @@ async fn sipp_cancels_before_the_answer() {
     let mut config = crate::helpers::test_config(dir.path());
     config.siprec.answer_delay_ms = 3_000;
     let app = TestApp::spawn_with(config).await;
-    let acme = app.create_tenant("acme");
-    for transport in ["u1", "t1"] {
-        let out = run_lifecycle_scenario(&app, "cancel", transport).await;
-        assert!(
-            out.status.success(),
-            "{transport}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let (_, list) = app.get(&acme, "/api/v1/calls").await;
-    assert_eq!(list["count"], 0, "a cancelled INVITE leaves no call: {list}");
+    refused_over_udp_and_tcp_without_a_call(&app, "cancel").await;
 }
 
 /// A body cut off mid-element: 400, no call, and the recorder still
@@ -601,16 +556,22 @@ async fn sipp_malformed_body_is_refused() {
         return;
     }
     let app = TestApp::spawn().await;
+    refused_over_udp_and_tcp_without_a_call(&app, "malformed").await;
+}
+
+/// Plays a lifecycle scenario (it checks the answers itself) over UDP and
+/// TCP, then checks that no call was kept.
+async fn refused_over_udp_and_tcp_without_a_call(app: &TestApp, name: &str) {
     let acme = app.create_tenant("acme");
     for transport in ["u1", "t1"] {
-        let out = run_lifecycle_scenario(&app, "malformed", transport).await;
+        let out = run_lifecycle_scenario(app, name, transport).await;
         assert!(
             out.status.success(),
-            "{transport}: {}\n{}",
+            "{name} over {transport}: {}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let (_, list) = app.get(&acme, "/api/v1/calls").await;
-    assert_eq!(list["count"], 0, "a refused INVITE leaves no call: {list}");
+    assert_eq!(list["count"], 0, "{name}: no call is kept: {list}");
 }
