@@ -50,6 +50,17 @@ pub struct Dropbox {
     tree: DropTree,
     /// Files open for writing right now (host paths).
     writing: Mutex<HashSet<PathBuf>>,
+    /// Completed uploads being processed right now.
+    processing: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a completed upload out of `processing` however its processing ends.
+struct Processing<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Processing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Dropbox {
@@ -66,7 +77,15 @@ impl Dropbox {
             services,
             tree,
             writing: Mutex::new(HashSet::new()),
+            processing: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Uploads under way: files being written plus completed ones being
+    /// processed (a shutdown waits for none to be left).
+    pub fn in_flight(&self) -> usize {
+        let writing = self.writing.lock().map(|set| set.len()).unwrap_or(0);
+        writing + self.processing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn services(&self) -> &Arc<Services> {
@@ -119,6 +138,12 @@ impl Dropbox {
     /// A transfer finished: process the file at `path` (the client's path in
     /// the tenant's namespace) and write its report.
     pub async fn completed(&self, slug: &str, path: &str, channel: Channel) -> Processed {
+        self.processing.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _done = Processing(&self.processing);
+        self.process(slug, path, channel).await
+    }
+
+    async fn process(&self, slug: &str, path: &str, channel: Channel) -> Processed {
         let parsed = match DropPath::parse(path) {
             Ok(p) => p,
             Err(e) => return Processed::Ignored(leak_reason(e)),

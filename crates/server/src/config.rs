@@ -34,6 +34,8 @@ pub struct Config {
     /// How long a node holds an upload it ingests without renewing its
     /// lease; past it, another node (or this one, restarted) finishes it.
     pub job_lease_ms: u64,
+    /// At shutdown, how long uploads and calls under way may take to finish.
+    pub shutdown_grace_secs: u64,
     /// Limits on CSV uploads.
     pub limits: Limits,
     /// S3 settings for `blobs = "s3://bucket"` (unset ones come from `AWS_*`).
@@ -61,6 +63,7 @@ impl Default for Config {
             blobs: None,
             refresh_interval_ms: 1000,
             job_lease_ms: callmeta_app::usecases::DEFAULT_JOB_LEASE_MS,
+            shutdown_grace_secs: 30,
             limits: Limits::default(),
             s3: S3Settings::default(),
             transfer: FileDropSettings::default(),
@@ -170,6 +173,9 @@ refresh_interval_ms = {refresh}
 # Lease (ms) on an upload being ingested; a node that dies holding one
 # has it finished by another node once it runs out.                 env: CALLMETA_JOB_LEASE_MS
 job_lease_ms = {lease}
+# At shutdown, seconds that uploads and calls under way may take to
+# finish (calls still going then end with the audio so far).       env: CALLMETA_SHUTDOWN_GRACE_SECS
+shutdown_grace_secs = {grace}
 # Log filter.                                                         env: CALLMETA_LOG
 log = {log:?}
 
@@ -268,6 +274,7 @@ secure_cookie = {wsc}
             blobs = opt(&self.blobs),
             refresh = self.refresh_interval_ms,
             lease = self.job_lease_ms,
+            grace = self.shutdown_grace_secs,
             log = self.log,
             mfb = self.limits.max_file_bytes,
             mc = self.limits.max_columns,

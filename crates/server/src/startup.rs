@@ -78,6 +78,7 @@ pub struct App {
     sftp_addr: SocketAddr,
     sip: SipServer,
     sip_addr: SocketAddr,
+    dropbox: Arc<Dropbox>,
     config: Config,
 }
 
@@ -85,7 +86,7 @@ pub struct App {
 async fn bind_file_drop(
     config: &Config,
     services: &Arc<Services>,
-) -> anyhow::Result<(FtpServer, SftpServer)> {
+) -> anyhow::Result<(FtpServer, SftpServer, Arc<Dropbox>)> {
     let tree = DropTree::new(config.data_dir.join("drop"));
     std::fs::create_dir_all(tree.root())
         .with_context(|| format!("creating the drop directory {}", tree.root().display()))?;
@@ -126,10 +127,10 @@ async fn bind_file_drop(
     )
     .await
     .with_context(|| format!("binding the FTP listener on {}", config.ftp))?;
-    let sftp = SftpServer::bind(&config.sftp, dropbox, throttle, &settings, host_key)
+    let sftp = SftpServer::bind(&config.sftp, dropbox.clone(), throttle, &settings, host_key)
         .await
         .with_context(|| format!("binding the SFTP listener on {}", config.sftp))?;
-    Ok((ftp, sftp))
+    Ok((ftp, sftp, dropbox))
 }
 
 impl App {
@@ -140,7 +141,7 @@ impl App {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http))?;
         let http_addr = http.local_addr()?;
-        let (ftp, sftp) = bind_file_drop(&config, &services).await?;
+        let (ftp, sftp, dropbox) = bind_file_drop(&config, &services).await?;
         let ftp_addr = ftp.local_addr()?;
         let sftp_addr = sftp.local_addr()?;
         let sip = SipServer::bind(
@@ -163,6 +164,7 @@ impl App {
             sftp_addr,
             sip,
             sip_addr,
+            dropbox,
             config,
         })
     }
@@ -183,9 +185,20 @@ impl App {
         self.sip_addr
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets
-    /// requests in flight finish.
+    /// Serves until `shutdown` completes, then drains: no new connections or
+    /// calls are taken, HTTP requests, uploads and calls under way finish
+    /// (uploads and calls within `shutdown_grace_secs`; calls still going
+    /// then are ended with the audio received so far).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let services = self.services.clone();
         let interval = Duration::from_millis(self.config.refresh_interval_ms.max(50));
         let refresher = tokio::spawn(async move {
@@ -228,7 +241,7 @@ impl App {
         };
         let ftp = tokio::spawn(self.ftp.run());
         let sftp = tokio::spawn(self.sftp.run());
-        let sip = tokio::spawn(self.sip.run());
+        let sip = tokio::spawn(self.sip.run_until(stopped(stop.clone()), grace));
         {
             let services = self.services.clone();
             let recordings = self.config.data_dir.join("recordings");
@@ -247,14 +260,34 @@ impl App {
             self.services.clone(),
             self.config.web.clone(),
         ));
-        let result = axum::serve(self.http, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let drain_transfers = {
+            let dropbox = self.dropbox.clone();
+            let stop = stopped(stop.clone());
+            async move {
+                stop.await;
+                // No new FTP/SFTP connections; sessions under way go on.
+                ftp.abort();
+                sftp.abort();
+                let deadline = tokio::time::Instant::now() + grace;
+                while dropbox.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if dropbox.in_flight() > 0 {
+                    tracing::warn!(
+                        uploads = dropbox.in_flight(),
+                        "shutting down with uploads still under way"
+                    );
+                }
+            }
+        };
+        let (result, _, _) = tokio::join!(
+            axum::serve(self.http, router).with_graceful_shutdown(stopped(stop)),
+            drain_transfers,
+            sip
+        );
         refresher.abort();
         jobs.abort();
-        ftp.abort();
-        sftp.abort();
-        sip.abort();
+        tracing::info!("callmeta stopped");
         result.context("serving HTTP")
     }
 }

@@ -31,6 +31,8 @@ pub struct Dialogs {
     context: Arc<Context>,
     ports: PortPool,
     dialogs: std::sync::Mutex<HashMap<String, Arc<Dialog>>>,
+    /// Shutting down: calls under way go on, new ones are refused (503).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// One recorded call, keyed by the SIP Call-ID.
@@ -67,7 +69,46 @@ impl Dialogs {
             context,
             ports: PortPool::new(range),
             dialogs: std::sync::Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, new INVITEs are answered `503` with `Retry-After`.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Calls under way (refused and finished dialogs are kept a while for
+    /// retransmissions; they do not count).
+    pub async fn active(&self) -> usize {
+        let dialogs: Vec<Arc<Dialog>> = self
+            .dialogs
+            .lock()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default();
+        let mut active = 0;
+        for dialog in dialogs {
+            if !dialog.state.lock().await.finished {
+                active += 1;
+            }
+        }
+        active
+    }
+
+    /// Ends every call still under way as if its BYE had come: its
+    /// recording so far is attached to it (at shutdown, after the grace).
+    pub async fn finish_all(&self) {
+        let ids: Vec<String> = self
+            .dialogs
+            .lock()
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        for call_id in ids {
+            if let Some(dialog) = self.get(&call_id) {
+                let state = dialog.state.lock().await;
+                self.finish(&call_id, state).await;
+            }
+        }
     }
 
     fn services(&self) -> &Arc<Services> {
@@ -169,6 +210,18 @@ impl Dialogs {
             return self
                 .respond_error(&message, &reply, 482, "a second INVITE for this Call-ID")
                 .await;
+        }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(peer = %reply.peer(), "SIP INVITE refused: shutting down");
+            let response = message
+                .response(503)
+                .header("Retry-After", "5")
+                .header(
+                    "Warning",
+                    "399 callmeta \"shutting down; calls in progress finish\"",
+                )
+                .build();
+            return reply.send(&response).await;
         }
         let dialog = Arc::new(Dialog {
             state: Mutex::new(State {
@@ -449,10 +502,15 @@ impl Dialogs {
             return self.respond_error(&message, &reply, 481, "no such call").await;
         };
         dialog.acked.notify_one();
-        let mut state = dialog.state.lock().await;
+        let state = dialog.state.lock().await;
         reply
             .send(&message.response(200).to_tag(&state.to_tag).build())
             .await;
+        self.finish(call_id, state).await;
+    }
+
+    /// Completes a call: its recording stored with it, its ports released.
+    async fn finish(&self, call_id: &str, mut state: tokio::sync::MutexGuard<'_, State>) {
         if state.finished {
             return;
         }

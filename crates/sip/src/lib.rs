@@ -128,4 +128,24 @@ impl SipServer {
         let dialogs = dialog::Dialogs::new(self.context.clone());
         self.transport.run(dialogs).await;
     }
+
+    /// Serves until `drain` completes; then refuses new calls (`503`), lets
+    /// the calls under way end with their BYE for up to `grace`, and ends
+    /// the rest with the audio received so far attached.
+    pub async fn run_until(self, drain: impl std::future::Future<Output = ()>, grace: std::time::Duration) {
+        let dialogs = dialog::Dialogs::new(self.context.clone());
+        let serving = tokio::spawn(self.transport.run(dialogs.clone()));
+        drain.await;
+        dialogs.drain();
+        let deadline = tokio::time::Instant::now() + grace;
+        while dialogs.active().await > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left = dialogs.active().await;
+        if left > 0 {
+            tracing::info!(calls = left, "shutting down: ending the calls still under way");
+            dialogs.finish_all().await;
+        }
+        serving.abort();
+    }
 }

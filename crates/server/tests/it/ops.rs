@@ -43,3 +43,106 @@ fn migrate_brings_a_new_database_up_to_date() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
+
+/// A shutdown drains: a call under way goes on to its BYE and keeps its
+/// audio, a new INVITE is answered 503, an FTP upload under way completes
+/// and becomes the active version; then the server stops.
+#[tokio::test]
+async fn a_shutdown_lets_calls_and_uploads_under_way_finish() {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    if !crate::siprec::have_sipp() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config(data.path());
+    let app = TestApp::spawn_with(config.clone()).await;
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (status, _) = app
+        .put_json(
+            &t,
+            "/api/v1/siprec",
+            json!({"mapping": {"x_agent_id": "agent_id"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (sip, ftp) = (app.sip, app.ftp);
+
+    // A call of about 2.6 s, and a 1 MB export sent at 300 kB/s.
+    let dir = tempfile::tempdir().unwrap();
+    let tone = crate::siprec::tone_file(dir.path());
+    let media_port = crate::siprec::free_udp_port() & !1;
+    let xml = dir.path().join("call.xml");
+    std::fs::write(&xml, crate::siprec::scenario(&tone, media_port)).unwrap();
+    let call = {
+        let (xml, cwd) = (xml.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move { crate::siprec::sipp(&xml, sip, "u1", &cwd, media_port).await })
+    };
+    let mut csv = String::from("agent_id,team_name\n");
+    for i in 0..40_000 {
+        csv.push_str(&format!("agent{i},team{}\n", i % 9));
+    }
+    csv.push_str("cindy,diamond\n");
+    let file = dir.path().join("crm.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let upload = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--limit-rate", "300K", "-T"])
+        .arg(&file)
+        .arg(format!("ftp://{}:{}@{}/", t.slug, t.password, ftp))
+        .output();
+    let upload = tokio::spawn(upload);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Stop while both are under way.
+    let stopping = Instant::now();
+    let stopped = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = format!(
+        "INVITE sip:acme@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-late\r\nFrom: <sip:sbc@{local}>;tag=1\r\nTo: <sip:acme@{sip}>\r\nCall-ID: late-call\r\nCSeq: 1 INVITE\r\nContact: <sip:sbc@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        local = socket.local_addr().unwrap()
+    );
+    socket.send_to(invite.as_bytes(), sip).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut answer = String::new();
+    for _ in 0..5 {
+        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+            .await
+            .expect("the recorder answers while draining")
+            .unwrap();
+        answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !answer.starts_with("SIP/2.0 100") {
+            break;
+        }
+    }
+    assert!(
+        answer.starts_with("SIP/2.0 503"),
+        "a new call while draining: {answer}"
+    );
+
+    let call = call.await.unwrap();
+    assert!(
+        call.status.success(),
+        "the call under way ends normally: {}",
+        String::from_utf8_lossy(&call.stdout)
+    );
+    let upload = upload.await.unwrap().unwrap();
+    assert!(
+        upload.status.success(),
+        "the upload under way completes: {}",
+        String::from_utf8_lossy(&upload.stderr)
+    );
+    stopped.await.unwrap();
+    eprintln!("stopped {:?} after the shutdown began", stopping.elapsed());
+
+    // Everything is there after a restart.
+    let app = TestApp::spawn_with(config).await;
+    let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
+    assert_eq!(table["active_version"]["rows"], 40_001, "{table}");
+    let (_, calls) = app.get(&t, "/api/v1/calls?metadata.agent_id=cindy").await;
+    assert_eq!(calls["count"], 1, "{calls}");
+    assert_eq!(calls["data"][0]["audio_state"], "available", "{calls}");
+}

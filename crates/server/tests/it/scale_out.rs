@@ -190,10 +190,21 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes
     assert_eq!(table["versions"].as_array().unwrap().len(), 2, "{table}");
     assert_eq!(table["active_version"]["rows"], 400_000, "{table}");
     assert_ne!(table["active_version"]["id"], first_id);
-    let (_, call) = b
-        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "agent15"}}))
-        .await;
-    assert_eq!(call["metadata"]["team_name"], "team1", "{call}");
+    // The store points at it first, then B's memory: calls follow at once.
+    let activated = Instant::now();
+    loop {
+        let (_, call) = b
+            .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "agent15"}}))
+            .await;
+        if call["metadata"]["team_name"] == "team1" {
+            break;
+        }
+        assert!(
+            activated.elapsed() < Duration::from_secs(1),
+            "calls are not enriched from the finished upload: {call}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.stop().await;
 }
 

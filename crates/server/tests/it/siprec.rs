@@ -21,9 +21,19 @@ pub(crate) fn have_sipp() -> bool {
     found
 }
 
+/// Four consecutive free UDP ports (the first even), for sipp's SIP and
+/// media sockets. Taken in turn from 20000-29999, below the kernel's
+/// ephemeral range and the recorder's RTP range, so that tests running in
+/// parallel never pick the same ones.
 pub(crate) fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+    loop {
+        let base = NEXT.fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+        assert!(base < 29_990, "out of test ports");
+        if (0..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
 }
 
 /// Runs one sipp call of `scenario` against `sip` over `transport` (`u1`,
