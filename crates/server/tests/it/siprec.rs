@@ -55,6 +55,7 @@ pub(crate) async fn sipp(
         .args(["-timeout", "30s", "-nostdin", "-trace_err"])
         .arg(sip.to_string())
         .current_dir(cwd)
+        .kill_on_drop(true)
         .output()
         .await
         .expect("sipp runs")
@@ -584,4 +585,108 @@ async fn refused_over_udp_and_tcp_without_a_call(app: &TestApp, name: &str) {
     }
     let (_, list) = app.get(&acme, "/api/v1/calls").await;
     assert_eq!(list["count"], 0, "{name}: no call is kept: {list}");
+}
+
+/// The server is killed (SIGKILL) in the middle of a recorded call: after a
+/// restart the call has the audio received up to about a second before.
+#[tokio::test]
+async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
+    if !have_sipp() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_callmeta");
+    let created = std::process::Command::new(bin)
+        .args([
+            "tenant",
+            "create",
+            "acme",
+            "--password",
+            "acme-secret-pw",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = serde_json::from_slice::<Value>(&created.stdout).unwrap()["api_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut server = std::process::Command::new(bin)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--ftp",
+            "127.0.0.1:0",
+            "--sftp",
+            "127.0.0.1:0",
+        ])
+        .args(["--sip", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let sip: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sip:"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
+
+    // A call whose tone lasts 2 s; the server dies 2.5 s in, before the BYE.
+    let dir = tempfile::tempdir().unwrap();
+    let tone = tone_file(dir.path());
+    let media_port = free_udp_port();
+    let xml = dir.path().join("call.xml");
+    std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
+    let call = {
+        let (xml, cwd) = (xml.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move { sipp(&xml, sip, "u1", &cwd, media_port).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    call.abort(); // sipp would wait for its BYE to be answered
+
+    // Restarted on the same data: the call is there with its audio so far.
+    let app = TestApp::spawn_with(crate::helpers::test_config(data.path())).await;
+    let acme = Tenant {
+        slug: "acme".into(),
+        token,
+        password: "acme-secret-pw".into(),
+    };
+    let (_, list) = app.get(&acme, "/api/v1/calls").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let id = list["data"][0]["unique_id"].as_str().unwrap().to_string();
+    assert_eq!(audio_state(&app, &acme, &id).await, "available");
+    let wav = app
+        .http
+        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
+        .header("Authorization", format!("Token {}", acme.token))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (channels, rate, frames, left, _) = wav_summary(&wav);
+    assert_eq!((channels, rate), (2, 8000));
+    let seconds = frames as f64 / 8000.0;
+    assert!(
+        (0.4..=2.1).contains(&seconds),
+        "{seconds} s kept of the 2 s sent before the crash"
+    );
+    assert!(left / frames.max(1) as u64 > 1000, "the tone is there");
 }
