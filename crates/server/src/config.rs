@@ -226,12 +226,15 @@ default_region = {dr}
 answer_delay_ms = {ad}
 
 [web]
-# How long a web app login lasts, in seconds.                        env: CALLMETA_WEB__SESSION_SECS
+# How long a web app login lasts at most, in seconds.               env: CALLMETA_WEB__SESSION_SECS
 session_secs = {ws}
+# How long a web app login lasts without a request, in seconds.      env: CALLMETA_WEB__IDLE_SECS
+idle_secs = {wi}
 # Mark the session cookie Secure (served over HTTPS).                env: CALLMETA_WEB__SECURE_COOKIE
 secure_cookie = {wsc}
 "#,
             ws = self.web.session_secs,
+            wi = self.web.idle_secs,
             wsc = self.web.secure_cookie,
             rtp = self.siprec.rtp_ports,
             ma = opt(&self.siprec.media_address),

@@ -31,8 +31,10 @@ use callmeta_app::usecases::Services;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct WebSettings {
-    /// How long a login lasts, in seconds.
+    /// How long a login lasts at most, in seconds, however busy.
     pub session_secs: u64,
+    /// How long a login lasts without a request, in seconds.
+    pub idle_secs: u64,
     /// Mark the session cookie `Secure` (set when served over HTTPS, e.g.
     /// behind a TLS-terminating proxy).
     pub secure_cookie: bool,
@@ -42,6 +44,7 @@ impl Default for WebSettings {
     fn default() -> Self {
         Self {
             session_secs: 12 * 3600,
+            idle_secs: 2 * 3600,
             secure_cookie: false,
         }
     }
@@ -76,6 +79,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/tables/{name}/settings", post(pages::table_settings))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        .route("/assets/htmx.min.js", get(htmx))
         .with_state(state)
 }
 
@@ -96,5 +100,17 @@ async fn js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../assets/app.js"),
+    )
+}
+
+/// htmx 2.0.11 (`assets/htmx.min.js`, BSD Zero Clause licence in
+/// `assets/htmx.LICENSE`), as published.
+async fn htmx() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../assets/htmx.min.js"),
     )
 }

@@ -147,8 +147,12 @@ pub struct LoginForm {
 
 pub async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Response {
     let next = safe_next(form.next.as_deref());
-    let lifetime_ms = (state.settings.session_secs as i64).saturating_mul(1000);
-    match web_sessions::login(&state.services, &form.tenant, &form.password, lifetime_ms).await {
+    let ms = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
+    let lifetime = web_sessions::Lifetime {
+        absolute_ms: ms(state.settings.session_secs),
+        idle_ms: ms(state.settings.idle_secs),
+    };
+    match web_sessions::login(&state.services, &form.tenant, &form.password, lifetime).await {
         Ok((token, _)) => {
             let cookie =
                 session::set_cookie(&token, state.settings.session_secs, state.settings.secure_cookie);
@@ -266,6 +270,10 @@ struct CallsPage {
     next_href: Option<String>,
     has_tables: bool,
     any_calls_at_all: bool,
+    /// This list's own address, for a refresh in place.
+    self_href: String,
+    /// The first page refreshes itself (htmx), to show calls as they come.
+    live: bool,
 }
 
 /// `2026-01-30T12:34` (a `datetime-local` value, read as UTC) or RFC 3339.
@@ -410,6 +418,12 @@ pub async fn calls(
         next_href: (last < total).then(|| link(page + 1)),
         has_tables: !tables.is_empty(),
         any_calls_at_all,
+        self_href: if page > 1 {
+            link(page)
+        } else {
+            query_string(&canonical)
+        },
+        live: page == 1,
     })
 }
 

@@ -53,7 +53,14 @@ impl FromRequestParts<WebState> for LoggedIn {
             } else {
                 "/calls".to_string()
             };
-            Redirect::to(&format!("/?next={}", encode(&next))).into_response()
+            let login = format!("/?next={}", encode(&next));
+            // A request of htmx (a list refreshing itself) would follow a
+            // redirect and swap the login form into the page: tell htmx to
+            // load the login page instead.
+            if parts.headers.contains_key("hx-request") {
+                return (axum::http::StatusCode::UNAUTHORIZED, [("hx-redirect", login)]).into_response();
+            }
+            Redirect::to(&login).into_response()
         };
         let Some(token) = token(&parts.headers) else {
             return Err(to_login());

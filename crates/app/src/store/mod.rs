@@ -122,7 +122,12 @@ pub struct WebSessionRecord {
     pub tenant_slug: String,
     pub csrf: String,
     pub created_ms: i64,
+    /// The absolute end of the session.
     pub expires_ms: i64,
+    /// When it was last used (updated at most every minute or so).
+    pub last_seen_ms: i64,
+    /// How long it may go unused before it ends.
+    pub idle_ms: i64,
 }
 
 impl std::fmt::Debug for WebSessionRecord {
@@ -130,6 +135,8 @@ impl std::fmt::Debug for WebSessionRecord {
         f.debug_struct("WebSessionRecord")
             .field("tenant", &self.tenant)
             .field("expires_ms", &self.expires_ms)
+            .field("last_seen_ms", &self.last_seen_ms)
+            .field("idle_ms", &self.idle_ms)
             .finish_non_exhaustive()
     }
 }
@@ -288,13 +295,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(u64, u64), StoreError>;
 
     async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError>;
-    /// The session with this token hash, if it has not expired by `now_ms`.
-    /// Inserting a session purges the expired ones.
+    /// The session with this token hash, if it has neither reached its
+    /// absolute end nor rested longer than its idle lifetime by `now_ms`.
+    /// Inserting a session purges the ended ones.
     async fn web_session(
         &self,
         token_hash: &str,
         now_ms: i64,
     ) -> Result<Option<WebSessionRecord>, StoreError>;
+    /// Records that the session was used at `now_ms`.
+    async fn touch_web_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError>;
     async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;

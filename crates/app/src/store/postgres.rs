@@ -248,12 +248,13 @@ impl Store for PgStore {
     }
 
     async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
+        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1 OR last_seen_ms + idle_ms <= $2")
+            .bind(session.created_ms)
             .bind(session.created_ms)
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms, last_seen_ms, idle_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&session.token_hash)
         .bind(&session.tenant.0)
@@ -261,6 +262,8 @@ impl Store for PgStore {
         .bind(&session.csrf)
         .bind(session.created_ms)
         .bind(session.expires_ms)
+        .bind(session.last_seen_ms)
+        .bind(session.idle_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -271,12 +274,24 @@ impl Store for PgStore {
         token_hash: &str,
         now_ms: i64,
     ) -> Result<Option<WebSessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = $1 AND expires_ms > $2")
-            .bind(token_hash)
-            .bind(now_ms)
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = $1 AND expires_ms > $2 AND last_seen_ms + idle_ms > $3",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(now_ms)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(web_session_from_row).transpose()
+    }
+
+    async fn touch_web_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE web_sessions SET last_seen_ms = $1 WHERE token_hash = $2 AND last_seen_ms < $3")
+            .bind(now_ms)
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError> {

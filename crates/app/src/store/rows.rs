@@ -109,6 +109,8 @@ pub(crate) fn web_session_from_row(row: &impl StoreRow) -> Result<WebSessionReco
         csrf: row.text("csrf")?,
         created_ms: row.int("created_ms")?,
         expires_ms: row.int("expires_ms")?,
+        last_seen_ms: row.int("last_seen_ms")?,
+        idle_ms: row.int("idle_ms")?,
     })
 }
 

@@ -322,12 +322,13 @@ impl Store for SqliteStore {
     }
 
     async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= ?")
+        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= ? OR last_seen_ms + idle_ms <= ?")
+            .bind(session.created_ms)
             .bind(session.created_ms)
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms, last_seen_ms, idle_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.token_hash)
         .bind(&session.tenant.0)
@@ -335,6 +336,8 @@ impl Store for SqliteStore {
         .bind(&session.csrf)
         .bind(session.created_ms)
         .bind(session.expires_ms)
+        .bind(session.last_seen_ms)
+        .bind(session.idle_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -345,12 +348,24 @@ impl Store for SqliteStore {
         token_hash: &str,
         now_ms: i64,
     ) -> Result<Option<WebSessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = ? AND expires_ms > ?")
-            .bind(token_hash)
-            .bind(now_ms)
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE token_hash = ? AND expires_ms > ? AND last_seen_ms + idle_ms > ?",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(now_ms)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(web_session_from_row).transpose()
+    }
+
+    async fn touch_web_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE web_sessions SET last_seen_ms = ? WHERE token_hash = ? AND last_seen_ms < ?")
+            .bind(now_ms)
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn delete_web_session(&self, token_hash: &str) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Logins to the web app. A session is a random 256-bit token in an
 //! HttpOnly cookie, stored as its SHA-256 with the tenant it logged in, a
-//! CSRF token every form must carry, and an absolute expiry; the store is the
-//! truth, so any node serves any session.
+//! CSRF token every form must carry, an absolute end and an idle lifetime;
+//! the store is the truth, so any node serves any session.
 
 use rand::RngCore;
 
@@ -24,13 +24,26 @@ fn random_hex() -> String {
     hex::encode(raw)
 }
 
-/// Checks the tenant's password and opens a session of `lifetime_ms`;
-/// returns the cookie's token and the session.
+/// How long sessions last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// From the login on, however busy the session is.
+    pub absolute_ms: i64,
+    /// Without a request.
+    pub idle_ms: i64,
+}
+
+/// The longest a session's last use goes unrecorded: a page view writes to
+/// the store at most this often, so the idle end is this precise.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Checks the tenant's password and opens a session; returns the cookie's
+/// token and the session.
 pub async fn login(
     services: &Services,
     slug: &str,
     password: &str,
-    lifetime_ms: i64,
+    lifetime: Lifetime,
 ) -> Result<(String, WebSession), AppError> {
     let tenant = tenants::authenticate_password(services, slug.trim(), password).await?;
     let token = random_hex();
@@ -41,7 +54,9 @@ pub async fn login(
         tenant_slug: tenant.slug.to_string(),
         csrf: random_hex(),
         created_ms: now,
-        expires_ms: now + lifetime_ms,
+        expires_ms: now.saturating_add(lifetime.absolute_ms),
+        last_seen_ms: now,
+        idle_ms: lifetime.idle_ms.max(1),
     };
     services.store.insert_web_session(&record).await?;
     Ok((token, session(record)))
@@ -56,14 +71,22 @@ fn session(record: WebSessionRecord) -> WebSession {
     }
 }
 
-/// The session of a cookie's token; `Unauthorized` if unknown or expired.
+/// The session of a cookie's token, now used; `Unauthorized` if unknown,
+/// past its absolute end or idle too long.
 pub async fn current(services: &Services, token: &str) -> Result<WebSession, AppError> {
-    services
+    let hash = tenants::hash_token(token);
+    let now = now_ms();
+    let record = services
         .store
-        .web_session(&tenants::hash_token(token), now_ms())
+        .web_session(&hash, now)
         .await?
-        .map(session)
-        .ok_or(AppError::Unauthorized)
+        .ok_or(AppError::Unauthorized)?;
+    // Recording every request would make each page view a write; a quarter
+    // of the idle lifetime (at most a minute) keeps the idle end honest.
+    if now - record.last_seen_ms >= (record.idle_ms / 4).min(TOUCH_EVERY_MS) {
+        services.store.touch_web_session(&hash, now).await?;
+    }
+    Ok(session(record))
 }
 
 pub async fn logout(services: &Services, token: &str) -> Result<(), AppError> {

@@ -363,7 +363,8 @@ pub async fn story(store: &dyn Store) {
         None
     );
 
-    // Web sessions: found by token hash until they expire, gone at logout.
+    // Web sessions: found by token hash until their absolute end or until
+    // they rest longer than their idle lifetime, gone at logout.
     let web = WebSessionRecord {
         token_hash: "th-1".into(),
         tenant: a.id.clone(),
@@ -371,14 +372,58 @@ pub async fn story(store: &dyn Store) {
         csrf: "csrf-1".into(),
         created_ms: 1_000,
         expires_ms: 2_000,
+        last_seen_ms: 1_000,
+        idle_ms: 400,
     };
     store.insert_web_session(&web).await.unwrap();
-    assert_eq!(store.web_session("th-1", 1_500).await.unwrap(), Some(web.clone()));
-    assert_eq!(store.web_session("th-1", 2_000).await.unwrap(), None, "expired");
+    assert_eq!(store.web_session("th-1", 1_300).await.unwrap(), Some(web.clone()));
+    assert_eq!(
+        store.web_session("th-1", 1_400).await.unwrap(),
+        None,
+        "idle too long"
+    );
+    store.touch_web_session("th-1", 1_300).await.unwrap();
+    store.touch_web_session("th-1", 1_200).await.unwrap();
+    let used = WebSessionRecord {
+        last_seen_ms: 1_300,
+        ..web.clone()
+    };
+    assert_eq!(
+        store.web_session("th-1", 1_650).await.unwrap(),
+        Some(used.clone()),
+        "used at 1300 (a late, older touch does not move it back)"
+    );
+    store.touch_web_session("th-1", 1_900).await.unwrap();
+    assert_eq!(
+        store.web_session("th-1", 1_950).await.unwrap(),
+        Some(WebSessionRecord {
+            last_seen_ms: 1_900,
+            ..web.clone()
+        })
+    );
+    assert_eq!(
+        store.web_session("th-1", 2_000).await.unwrap(),
+        None,
+        "at its absolute end"
+    );
     assert_eq!(store.web_session("th-2", 1_500).await.unwrap(), None);
+    // A new login purges the ended ones.
+    let other = WebSessionRecord {
+        token_hash: "th-3".into(),
+        created_ms: 5_000,
+        expires_ms: 9_000,
+        last_seen_ms: 5_000,
+        ..web.clone()
+    };
+    store.insert_web_session(&other).await.unwrap();
+    store.touch_web_session("th-1", 1_950).await.unwrap();
+    assert_eq!(store.web_session("th-1", 1_960).await.unwrap(), None, "purged");
+    assert_eq!(store.web_session("th-3", 5_100).await.unwrap(), Some(other));
+    store.insert_web_session(&web).await.unwrap();
+    assert!(store.web_session("th-1", 1_300).await.unwrap().is_some());
     store.delete_web_session("th-1").await.unwrap();
     assert_eq!(
-        store.web_session("th-1", 1_500).await.unwrap(),
+        store.web_session("th-1", 1_300).await.unwrap(),
         None,
         "logged out"
     );

@@ -230,6 +230,46 @@ async fn a_session_expires() {
 }
 
 #[tokio::test]
+async fn a_session_in_use_lasts_and_an_unused_one_ends_after_its_idle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.web.idle_secs = 1;
+    let app = TestApp::spawn_with(config).await;
+    let t = app.create_tenant("acme");
+    let r = login(&app, &t.slug, &t.password).await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Used every 0.6 s for 2.4 s: longer than the idle time, still valid.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(page(&app, &cookie, "/calls").await.0, 200, "in use");
+    }
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let (status, _, location) = page(&app, &cookie, "/calls").await;
+    assert_eq!(status, 303, "ended after resting longer than its idle time");
+    assert_eq!(location.as_deref(), Some("/?next=%2Fcalls"));
+    // The list refreshing itself (an htmx request) is told to load the
+    // login page rather than being handed the login form to swap in.
+    let r = client()
+        .get(app.url("/calls?metadata.team_name=diamond"))
+        .header("cookie", &cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["hx-redirect"],
+        "/?next=%2Fcalls%3Fmetadata.team_name%3Ddiamond"
+    );
+}
+
+#[tokio::test]
 async fn no_page_shows_another_tenants_data_and_values_are_escaped() {
     let app = TestApp::spawn().await;
     let (acme, id) = seed(&app, "acme").await;
@@ -372,6 +412,18 @@ async fn click_and_load(c: &fantoccini::Client, css: &str) {
     panic!("clicking {css} loaded no new page");
 }
 
+/// Polls `done` until it holds, for up to 10 s.
+async fn wait_for(c: &fantoccini::Client, what: &str, done: impl AsyncFn() -> bool) {
+    for _ in 0..100 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = c.source().await.unwrap_or_default();
+    panic!("{what}: not seen within 10 s; page: {body}");
+}
+
 fn screenshots_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -490,6 +542,43 @@ async fn a_supervisor_works_through_the_pages_in_chromium() {
     assert_eq!(rows.len(), 2, "cindy's and alice's calls are in team diamond");
     let body = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
     assert!(!body.contains("zoe") && !body.contains("eve"), "{body}");
+
+    // A call arriving while the list is open: Refresh fetches the list in
+    // place (htmx), with the filter kept and no page load.
+    c.execute("window.stillHere = true;", vec![]).await.unwrap();
+    let (status, _) = app
+        .post_json(
+            &t,
+            "/api/v1/calls",
+            serde_json::json!({"metadata": {"agent_id": "alice", "note": "just in"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    c.find(Locator::Id("refresh"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "the new call in the list", async || {
+        c.find_all(Locator::Css("table.list tbody tr"))
+            .await
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    assert_eq!(
+        c.execute("return window.stillHere === true;", vec![])
+            .await
+            .unwrap(),
+        serde_json::json!(true),
+        "refreshed in place"
+    );
+    assert_eq!(
+        c.current_url().await.unwrap().query(),
+        Some("metadata.team_name=diamond")
+    );
 
     // The call page: own and added metadata, where each came from.
     click_and_load(c, &format!("a[href='/calls/{id}']")).await;
