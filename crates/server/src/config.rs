@@ -142,6 +142,13 @@ impl Config {
         self.data_dir.join("callmeta.db")
     }
 
+    /// Whether the store is a PostgreSQL database (shared by several nodes).
+    pub fn is_postgres(&self) -> bool {
+        self.database
+            .as_deref()
+            .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    }
+
     /// A commented example configuration holding the effective values.
     pub fn to_commented_toml(&self) -> String {
         let opt = |v: &Option<String>| match v {
@@ -224,6 +231,10 @@ media_address = {ma}
 default_region = {dr}
 # Wait before answering an INVITE, in ms (0: answer at once).       env: CALLMETA_SIPREC__ANSWER_DELAY_MS
 answer_delay_ms = {ad}
+# Store the audio received so far in blob storage every this many
+# seconds, for another node to finish a call if this one stops
+# (0: never; unset: 5 with PostgreSQL, 0 with SQLite).              env: CALLMETA_SIPREC__AUDIO_PART_SECS
+{aps}
 
 [web]
 # How long a web app login lasts at most, in seconds.               env: CALLMETA_WEB__SESSION_SECS
@@ -234,6 +245,10 @@ idle_secs = {wi}
 secure_cookie = {wsc}
 "#,
             ws = self.web.session_secs,
+            aps = match self.siprec.audio_part_secs {
+                Some(secs) => format!("audio_part_secs = {secs}"),
+                None => "# audio_part_secs = 5".to_string(),
+            },
             wi = self.web.idle_secs,
             wsc = self.web.secure_cookie,
             rtp = self.siprec.rtp_ports,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,26 @@ use callmeta_sip::SipServer;
 
 /// Opens the configured store and blob storage and loads the active versions.
 pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
+    open_services_as(config, None).await
+}
+
+/// This server's name in job leases, kept in `<data dir>/node` so that a
+/// restarted server takes its own unfinished work back at once.
+fn node_name(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let name = callmeta_app::usecases::new_id();
+    std::fs::write(&path, format!("{name}\n")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(name)
+}
+
+/// [`open_services`] with a name in job leases (`None`: a random one).
+pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::Result<Arc<Services>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = match config.database.as_deref().filter(|s| !s.is_empty()) {
@@ -60,7 +81,7 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path or s3://bucket"),
         },
     };
-    let services = Services::with_job_lease(store, blobs, config.limits.clone(), config.job_lease_ms);
+    let services = Services::for_node(store, blobs, config.limits.clone(), config.job_lease_ms, node);
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -135,8 +156,14 @@ async fn bind_file_drop(
 
 impl App {
     /// Opens everything and binds the listeners (port 0 picks a free port).
-    pub async fn build(config: Config) -> anyhow::Result<App> {
-        let services = open_services(&config).await?;
+    pub async fn build(mut config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        let services = open_services_as(&config, Some(node_name(&config.data_dir)?)).await?;
+        // Audio parts serve another node: with SQLite there is none.
+        if config.siprec.audio_part_secs.is_none() {
+            config.siprec.audio_part_secs = Some(if config.is_postgres() { 5 } else { 0 });
+        }
         let http = TcpListener::bind(&config.http)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http))?;
@@ -224,11 +251,24 @@ impl App {
                 }
             }
         });
-        // Uploads left half-done by a node that stopped (this one included).
+        let ftp = tokio::spawn(self.ftp.run());
+        let sftp = tokio::spawn(self.sftp.run());
+        let sip = tokio::spawn(self.sip.run_until(stopped(stop.clone()), grace));
+        // Work left half-done by a node that stopped (this one included):
+        // first this node's own recordings, from its local files, then, on a
+        // timer, every job whose lease ran out.
         let jobs = {
             let services = self.services.clone();
+            let recordings = self.config.data_dir.join("recordings");
             let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
             tokio::spawn(async move {
+                let n = callmeta_sip::recover_recordings(services.clone(), &recordings).await;
+                if n > 0 {
+                    tracing::info!(
+                        recordings = n,
+                        "recordings of interrupted calls attached to their calls"
+                    );
+                }
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -236,25 +276,12 @@ impl App {
                     if let Err(e) = tables::finish_stale_uploads(&services).await {
                         tracing::warn!(error = %e, "finishing interrupted uploads failed; retrying");
                     }
+                    if let Err(e) = callmeta_sip::finish_stale_recordings(&services).await {
+                        tracing::warn!(error = %e, "finishing interrupted recordings failed; retrying");
+                    }
                 }
             })
         };
-        let ftp = tokio::spawn(self.ftp.run());
-        let sftp = tokio::spawn(self.sftp.run());
-        let sip = tokio::spawn(self.sip.run_until(stopped(stop.clone()), grace));
-        {
-            let services = self.services.clone();
-            let recordings = self.config.data_dir.join("recordings");
-            tokio::spawn(async move {
-                let n = callmeta_sip::recover_recordings(services, &recordings).await;
-                if n > 0 {
-                    tracing::info!(
-                        recordings = n,
-                        "recordings of interrupted calls attached to their calls"
-                    );
-                }
-            });
-        }
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),

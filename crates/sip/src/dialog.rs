@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use callmeta_app::store::{CallSource, TenantId};
 use callmeta_app::usecases::calls::{self, NewAudio, NewCall};
+use callmeta_app::usecases::recordings::{self, InProgress};
 use callmeta_app::usecases::{AppError, Services, siprec};
 use callmeta_siprec::flatten::{FlattenOptions, flatten};
 use callmeta_siprec::metadata::Metadata as RecordingMetadata;
@@ -17,7 +18,7 @@ use callmeta_siprec::sip::{Header, Message, Method};
 use tokio::sync::{Mutex, Notify};
 
 use crate::Context;
-use crate::rtp::{PortPool, Recording};
+use crate::rtp::{Parts, PortPool, Recording};
 use crate::transport::Reply;
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
@@ -58,6 +59,8 @@ struct State {
     offer_plans: Vec<sdp::StreamPlan>,
     ports: Option<(u16, usize)>,
     recording: Option<Recording>,
+    /// The recording's job (and its parts in blob storage).
+    in_progress: Option<Arc<InProgress>>,
     session_version: u64,
     finished: bool,
 }
@@ -236,6 +239,7 @@ impl Dialogs {
                 offer_plans: Vec::new(),
                 ports: None,
                 recording: None,
+                in_progress: None,
                 session_version: 1,
                 finished: false,
             }),
@@ -374,12 +378,29 @@ impl Dialogs {
             .zip(sockets)
             .map(|(plan, socket)| plan.accepted().then_some(socket))
             .collect();
+        let in_progress = Arc::new(
+            recordings::begin(services, &tenant, &call.unique_id)
+                .await
+                .map_err(|e| {
+                    (
+                        500,
+                        format!("the recording could not be recorded as under way: {e}"),
+                    )
+                })?,
+        );
+        let part_secs = self.context.settings.audio_part_secs.unwrap_or(0);
+        let parts = (part_secs > 0).then(|| Parts {
+            services: services.clone(),
+            recording: in_progress.clone(),
+            every: u32::try_from(part_secs).unwrap_or(u32::MAX),
+        });
         let recording =
-            Recording::start(&plans, sockets, file).map_err(|e| (500, format!("recording: {e}")))?;
+            Recording::start(&plans, sockets, file, parts).map_err(|e| (500, format!("recording: {e}")))?;
         tracing::info!(call_id, unique_id = %call.unique_id, streams = accepted, "recording started");
         state.unique_id = Some(call.unique_id);
         state.offer_plans = plans;
         state.recording = Some(recording);
+        state.in_progress = Some(in_progress);
         state.answered = true;
         let contact = format!(
             "<sip:callmeta@{};transport={}>",
@@ -516,15 +537,16 @@ impl Dialogs {
         }
         state.finished = true;
         let recording = state.recording.take();
-        let (tenant, unique_id) = (state.tenant.clone(), state.unique_id.clone());
+        let in_progress = state.in_progress.take();
         self.release(&mut state);
         drop(state);
         self.remove(call_id);
-        if let (Some(recording), Some(tenant), Some(unique_id)) = (recording, tenant, unique_id) {
+        if let (Some(recording), Some(in_progress)) = (recording, in_progress) {
             let packets = recording.packets.load(std::sync::atomic::Ordering::Relaxed);
+            let unique_id = &in_progress.unique_id;
             match recording.finish().await {
                 Ok(file) => {
-                    store_recording(self.services(), &tenant, &unique_id, &file).await;
+                    store_recording(self.services(), &in_progress, &file).await;
                     tracing::info!(call_id, %unique_id, packets, "recording completed");
                 }
                 Err(e) => tracing::warn!(call_id, error = %e, "finishing a recording failed"),
@@ -550,36 +572,43 @@ impl Dialogs {
     }
 }
 
-/// Stores a finished recording with its call and removes the file.
-async fn store_recording(services: &Services, tenant: &TenantId, unique_id: &str, file: &Path) {
-    let bytes = match tokio::fs::read(file).await {
-        Ok(b) => bytes::Bytes::from(b),
+async fn read_audio(file: &Path) -> Option<NewAudio> {
+    match tokio::fs::read(file).await {
+        Ok(b) => Some(NewAudio {
+            bytes: bytes::Bytes::from(b),
+            extension: "wav".into(),
+        }),
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e, "reading a recording failed");
-            return;
+            None
         }
-    };
-    let audio = NewAudio {
-        bytes,
-        extension: "wav".into(),
-    };
-    match calls::attach_audio(services, tenant, unique_id, audio).await {
-        Ok(_) => {
-            let _ = tokio::fs::remove_file(file).await;
-        }
-        Err(e) => tracing::warn!(unique_id, error = %e, "storing a recording failed; the file is kept"),
     }
 }
 
-/// Attaches the recordings a previous run left unfinished (a crash or a
-/// kill mid-call) to their calls: the audio received until then.
+/// Stores a finished recording with its call and removes the file.
+async fn store_recording(services: &Services, in_progress: &InProgress, file: &Path) {
+    let Some(audio) = read_audio(file).await else {
+        return;
+    };
+    match recordings::complete(services, in_progress, audio).await {
+        Ok(_) => {
+            let _ = tokio::fs::remove_file(file).await;
+        }
+        Err(e) => tracing::warn!(unique_id = %in_progress.unique_id, error = %e,
+            "storing a recording failed; the file is kept"),
+    }
+}
+
+/// Attaches the recordings a previous run of this node left unfinished (a
+/// crash or a kill mid-call) to their calls: the audio received until then,
+/// from the local files. A recording another node finished meanwhile (from
+/// its stored parts) is left as it is.
 pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> usize {
     let mut recovered = 0;
     let Ok(mut tenants) = tokio::fs::read_dir(recordings).await else {
         return 0;
     };
     while let Ok(Some(tenant_dir)) = tenants.next_entry().await {
-        let tenant = TenantId(tenant_dir.file_name().to_string_lossy().into_owned());
         let Ok(mut files) = tokio::fs::read_dir(tenant_dir.path()).await else {
             continue;
         };
@@ -593,19 +622,69 @@ pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> u
             else {
                 continue;
             };
+            let unfinished = match recordings::take(&services, &unique_id).await {
+                Ok(Some(unfinished)) => unfinished,
+                Ok(None) => {
+                    tracing::info!(%unique_id, "an interrupted recording was finished by another node");
+                    let _ = tokio::fs::remove_file(&path).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%unique_id, error = %e, "an interrupted recording could not be claimed; kept");
+                    continue;
+                }
+            };
             let finalized = {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || crate::rtp::finalize(&path)).await
             };
-            if !matches!(finalized, Ok(Ok(()))) {
-                continue;
+            let audio = match finalized {
+                Ok(Ok(())) => read_audio(&path).await,
+                _ => None,
+            };
+            match recordings::finish(&services, unfinished, audio).await {
+                Ok(()) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    tracing::info!(%unique_id, "recording of an interrupted call recovered");
+                    recovered += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%unique_id, error = %e, "recovering a recording failed; the file is kept")
+                }
             }
-            store_recording(&services, &tenant, &unique_id, &path).await;
-            tracing::info!(%unique_id, "recording of an interrupted call recovered");
-            recovered += 1;
         }
     }
     recovered
+}
+
+/// Finishes the recordings of calls whose node stopped mid-call, from the
+/// parts it stored: each is claimed by exactly one node. Returns how many.
+pub async fn finish_stale_recordings(services: &Services) -> Result<usize, AppError> {
+    let mut finished = 0;
+    while let Some(mut unfinished) = recordings::claim_stale(services).await? {
+        let unique_id = unfinished.unique_id.clone();
+        let audio = if unfinished.has_audio {
+            None
+        } else {
+            let parts = recordings::parts(services, &mut unfinished).await?;
+            if parts.is_empty() {
+                tracing::warn!(%unique_id, "a call's node stopped before any of its audio was stored; it has none");
+                None
+            } else {
+                Some(NewAudio {
+                    bytes: bytes::Bytes::from(crate::rtp::wav_of_parts(&parts)),
+                    extension: "wav".into(),
+                })
+            }
+        };
+        let attached = audio.is_some();
+        recordings::finish(services, unfinished, audio).await?;
+        if attached {
+            tracing::info!(%unique_id, "finished the recording of a call whose node stopped");
+        }
+        finished += 1;
+    }
+    Ok(finished)
 }
 
 fn parse_range(text: &str) -> std::ops::RangeInclusive<u16> {

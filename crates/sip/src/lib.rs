@@ -31,7 +31,7 @@ use std::sync::Arc;
 use callmeta_app::usecases::Services;
 use serde::{Deserialize, Serialize};
 
-pub use dialog::recover_recordings;
+pub use dialog::{finish_stale_recordings, recover_recordings};
 use transport::Transport;
 
 /// SIPREC settings (`[siprec]` in the config file).
@@ -48,6 +48,11 @@ pub struct SipSettings {
     /// Wait this long before answering an INVITE (a ringing phase; lets an
     /// early CANCEL take effect). Default 0: answer at once.
     pub answer_delay_ms: u64,
+    /// Every this many seconds, the audio received since is also stored in
+    /// blob storage, from where another node finishes the recording if this
+    /// one stops mid-call. 0: never (one node: the local file already
+    /// survives a restart). Unset: 5 with PostgreSQL, 0 with SQLite.
+    pub audio_part_secs: Option<u64>,
 }
 
 impl Default for SipSettings {
@@ -57,6 +62,7 @@ impl Default for SipSettings {
             media_address: None,
             default_region: None,
             answer_delay_ms: 0,
+            audio_part_secs: None,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use callmeta_app::usecases::Services;
+use callmeta_app::usecases::recordings::{self, InProgress};
 use callmeta_siprec::media::{self, RecorderConfig, StreamRecorder};
 use callmeta_siprec::sdp::StreamPlan;
 use tokio::net::UdpSocket;
@@ -113,13 +115,23 @@ pub struct Recording {
 /// How often the received audio is appended to the file.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// Where and how often a recording also stores its audio in parts, for
+/// another node to finish it.
+pub struct Parts {
+    pub services: Arc<Services>,
+    pub recording: Arc<InProgress>,
+    /// Every this many flushes (seconds).
+    pub every: u32,
+}
+
 impl Recording {
     /// Starts receiving on `sockets` (one per plan, in order; `None` for
-    /// rejected m-lines) and writing `file`.
+    /// rejected m-lines) and writing `file` (and `parts`, if given).
     pub fn start(
         plans: &[StreamPlan],
         sockets: Vec<Option<UdpSocket>>,
         file: PathBuf,
+        parts: Option<Parts>,
     ) -> std::io::Result<Recording> {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
@@ -161,10 +173,32 @@ impl Recording {
         recording.flusher = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Audio written to the file but not yet stored as a part.
+            let mut pending: Vec<u8> = Vec::new();
+            let mut ticks = 0u32;
             loop {
                 tick.tick().await;
                 let (left, right, file) = (left.clone(), right.clone(), file.clone());
-                let _ = tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await;
+                if let Ok(Ok(written)) =
+                    tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await
+                    && parts.is_some()
+                {
+                    pending.extend_from_slice(&written);
+                }
+                ticks += 1;
+                if let Some(parts) = &parts
+                    && ticks.is_multiple_of(parts.every.max(1))
+                    && !pending.is_empty()
+                {
+                    let audio = bytes::Bytes::from(std::mem::take(&mut pending));
+                    if let Err(e) =
+                        recordings::save_part(&parts.services, &parts.recording, audio.clone()).await
+                    {
+                        // Kept, and tried again with the next part.
+                        tracing::warn!(unique_id = %parts.recording.unique_id, error = %e, "storing a recording part failed");
+                        pending = audio.to_vec();
+                    }
+                }
             }
         }));
         Ok(recording)
@@ -226,8 +260,9 @@ async fn receive(
     }
 }
 
-/// Appends what both channels have ready (everything, at the end), aligned.
-fn flush(left: &Option<Shared>, right: &Option<Shared>, file: &Path, all: bool) -> std::io::Result<()> {
+/// Appends what both channels have ready (everything, at the end), aligned;
+/// returns the bytes appended.
+fn flush(left: &Option<Shared>, right: &Option<Shared>, file: &Path, all: bool) -> std::io::Result<Vec<u8>> {
     let end = |r: &Option<Shared>| {
         r.as_ref()
             .and_then(|r| r.lock().ok().map(|r| r.end()))
@@ -247,11 +282,29 @@ fn flush(left: &Option<Shared>, right: &Option<Shared>, file: &Path, all: bool) 
     };
     let (l, r) = (take(left), take(right));
     if l.is_empty() && r.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let audio = media::interleave(&l, &r);
     let mut f = std::fs::OpenOptions::new().append(true).open(file)?;
-    f.write_all(&media::interleave(&l, &r))?;
-    f.sync_data()
+    f.write_all(&audio)?;
+    f.sync_data()?;
+    Ok(audio)
+}
+
+/// A playable WAV of parts stored by a recording (audio as [`flush`]
+/// writes it).
+pub fn wav_of_parts(parts: &[bytes::Bytes]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut wav = Vec::with_capacity(44 + len);
+    wav.extend_from_slice(&media::wav_header(
+        2,
+        media::SAMPLE_RATE,
+        u32::try_from(len).unwrap_or(u32::MAX),
+    ));
+    for part in parts {
+        wav.extend_from_slice(part);
+    }
+    wav
 }
 
 /// Writes the sizes into the header of a file written incrementally.

@@ -29,6 +29,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// reader sees the whole object or none.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Removes the object; removing one that is not there is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
     /// Checks that the storage can be written and read back (health endpoint).
     async fn ping(&self) -> Result<(), BlobError> {
         let key = "health/ping";
@@ -93,6 +95,15 @@ impl BlobStore for LocalBlobs {
             Ok(data) => Ok(Bytes::from(data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(key.to_string())),
             Err(e) => Err(io(format!("reading blob {}", path.display()))(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("removing blob {}", path.display()))(e)),
         }
     }
 }

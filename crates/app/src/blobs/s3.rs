@@ -101,4 +101,11 @@ impl BlobStore for S3Blobs {
             Err(e) => Err(s3_error(format!("reading blob {key}"))(e)),
         }
     }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(format!("removing blob {key}"))(e)),
+        }
+    }
 }

@@ -93,20 +93,48 @@ pub struct TableState {
     pub active_version: Option<String>,
 }
 
-/// An upload being ingested: its original is in blob storage, its version
-/// not yet recorded. Leased to one node at a time.
+/// The kinds of background work, each finished by its own use case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// An upload whose original is in blob storage, its version not yet
+    /// recorded (`tables`).
+    Ingest,
+    /// A SIPREC call being recorded (`recordings`).
+    Recording,
+    /// A back-fill under way (`backfill`).
+    Backfill,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 3] = [JobKind::Ingest, JobKind::Recording, JobKind::Backfill];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Ingest => "ingest",
+            JobKind::Recording => "recording",
+            JobKind::Backfill => "backfill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Background work leased to one node at a time. Whoever holds the lease
+/// renews it while working; a job whose lease ran out was left by a node that
+/// stopped, and any node may claim it and finish the work.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IngestJob {
-    /// The id its version will have.
+pub struct Job {
+    /// The id of what the work produces or completes (a version, a call, a
+    /// back-fill).
     pub id: String,
+    pub kind: JobKind,
     pub tenant: TenantId,
-    pub table: TableName,
     pub created_ms: i64,
-    pub channel: String,
-    pub filename: Option<String>,
-    pub blob_key: String,
-    /// The table options it is ingested with.
-    pub options: TableOptions,
+    /// What the kind's use case needs to finish the work (its progress, for
+    /// work done in steps).
+    pub payload: serde_json::Value,
     /// The node holding the lease.
     pub owner: String,
     pub lease_until_ms: i64,
@@ -214,7 +242,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a version; when `activate`, makes it the table's active version
     /// and its options the table's options, in the same transaction, which
-    /// also deletes the ingest job of the same id, if any.
+    /// also deletes the job of the same id (its ingest job), if any.
     async fn insert_version(
         &self,
         tenant: &TenantId,
@@ -269,22 +297,35 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant whose recording clients send from `address`.
     async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError>;
 
-    /// Records an upload whose original is in blob storage, leased to its node.
-    async fn insert_ingest_job(&self, job: &IngestJob) -> Result<(), StoreError>;
-    /// Extends the lease of a job `owner` holds; `NotFound` if it is no
-    /// longer there or no longer `owner`'s.
-    async fn renew_ingest_job(&self, id: &str, owner: &str, lease_until_ms: i64) -> Result<(), StoreError>;
-    /// Claims the oldest job whose lease ran out before `now_ms` (its node
-    /// died): leased to `owner`, its attempts counted. Exactly one caller
-    /// gets a given job, whichever node asks.
-    async fn claim_stale_ingest_job(
+    /// Records background work, leased to its node.
+    async fn insert_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Extends the leases of those of `ids` that `owner` still holds;
+    /// returns how many.
+    async fn renew_jobs(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64, StoreError>;
+    /// Claims the oldest job of `kind` whose lease ran out before `now_ms`
+    /// (its node stopped): leased to `owner`, its attempts counted. Exactly
+    /// one caller gets a given job, whichever node asks.
+    async fn claim_stale_job(
         &self,
+        kind: JobKind,
         owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
-    ) -> Result<Option<IngestJob>, StoreError>;
-    /// Forgets a job that cannot be finished (its original is gone).
-    async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError>;
+    ) -> Result<Option<Job>, StoreError>;
+    /// Claims one job if `owner` already holds it (a node restarting with
+    /// the same name) or its lease ran out before `now_ms`; `None` if it is
+    /// gone or another node holds it.
+    async fn take_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<Job>, StoreError>;
+    /// Replaces the payload of a job `owner` holds (progress of work done in
+    /// steps); `NotFound` if it is gone or no longer `owner`'s.
+    async fn update_job(&self, id: &str, owner: &str, payload: &serde_json::Value) -> Result<(), StoreError>;
+    async fn delete_job(&self, id: &str) -> Result<(), StoreError>;
 
     /// Calls enriched from one version of a table: (results, matched).
     async fn version_match_counts(

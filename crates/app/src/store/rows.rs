@@ -83,18 +83,15 @@ pub(crate) fn version_from_row(row: &impl StoreRow) -> Result<VersionRecord, Sto
     })
 }
 
-pub(crate) fn ingest_job_from_row(row: &impl StoreRow) -> Result<IngestJob, StoreError> {
-    let table = row.text("table_name")?;
-    let options = row.text("options")?;
-    Ok(IngestJob {
+pub(crate) fn job_from_row(row: &impl StoreRow) -> Result<Job, StoreError> {
+    let kind = row.text("kind")?;
+    let payload = row.text("payload")?;
+    Ok(Job {
         id: row.text("id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind:?}")))?,
         tenant: TenantId(row.text("tenant_id")?),
-        table: TableName::parse(&table).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         created_ms: row.int("created_ms")?,
-        channel: row.text("channel")?,
-        filename: row.opt_text("filename")?,
-        blob_key: row.text("blob_key")?,
-        options: from_json("ingest job options", &options)?,
+        payload: from_json("job payload", &payload)?,
         owner: row.text("owner")?,
         lease_until_ms: row.int("lease_until")?,
         attempts: row.int("attempts")?,

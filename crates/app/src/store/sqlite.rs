@@ -244,29 +244,75 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_ingest_job(&self, job: &IngestJob) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ingest_jobs (id, tenant_id, table_name, created_ms, channel, filename, blob_key, options, owner, lease_until, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant.0)
-        .bind(job.table.as_str())
-        .bind(job.created_ms)
-        .bind(&job.channel)
-        .bind(&job.filename)
-        .bind(&job.blob_key)
-        .bind(to_json(&job.options))
-        .bind(&job.owner)
-        .bind(job.lease_until_ms)
-        .bind(job.attempts)
-        .execute(&self.pool)
-        .await?;
+    async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&job.id)
+            .bind(job.kind.as_str())
+            .bind(&job.tenant.0)
+            .bind(job.created_ms)
+            .bind(to_json(&job.payload))
+            .bind(&job.owner)
+            .bind(job.lease_until_ms)
+            .bind(job.attempts)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn renew_ingest_job(&self, id: &str, owner: &str, lease_until_ms: i64) -> Result<(), StoreError> {
-        let updated = sqlx::query("UPDATE ingest_jobs SET lease_until = ? WHERE id = ? AND owner = ?")
+    async fn renew_jobs(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let updated = sqlx::query(
+            "UPDATE jobs SET lease_until = ? WHERE owner = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_until_ms)
+        .bind(owner)
+        .bind(to_json(&ids))
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected())
+    }
+
+    async fn claim_stale_job(
+        &self,
+        kind: JobKind,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("UPDATE jobs SET owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE kind = ? AND lease_until < ? ORDER BY created_ms LIMIT 1) AND lease_until < ? RETURNING *")
+            .bind(owner)
             .bind(lease_until_ms)
+            .bind(kind.as_str())
+            .bind(now_ms)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn take_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND (owner = ? OR lease_until < ?) RETURNING *")
+            .bind(owner)
+            .bind(lease_until_ms)
+            .bind(id)
+            .bind(owner)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn update_job(&self, id: &str, owner: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE jobs SET payload = ? WHERE id = ? AND owner = ?")
+            .bind(to_json(payload))
             .bind(id)
             .bind(owner)
             .execute(&self.pool)
@@ -278,26 +324,8 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn claim_stale_ingest_job(
-        &self,
-        owner: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-    ) -> Result<Option<IngestJob>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE ingest_jobs SET owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = (SELECT id FROM ingest_jobs WHERE lease_until < ? ORDER BY created_ms LIMIT 1) AND lease_until < ? RETURNING *",
-        )
-        .bind(owner)
-        .bind(lease_until_ms)
-        .bind(now_ms)
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(ingest_job_from_row).transpose()
-    }
-
-    async fn delete_ingest_job(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM ingest_jobs WHERE id = ?")
+    async fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -550,7 +578,7 @@ impl Store for SqliteStore {
         .bind(to_json(&version.report))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM ingest_jobs WHERE id = ?")
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(&version.id)
             .execute(&mut *tx)
             .await?;

@@ -8,11 +8,17 @@
 //! - [`calls`]: create, read and list calls.
 //! - [`backfill`]: re-enrich past calls from the active versions, on request.
 //! - [`siprec`]: a tenant's SIPREC key mapping and recording-client addresses.
+//! - [`recordings`]: SIPREC recordings in progress, finished by another node
+//!   if theirs stops.
+//! - [`jobs`]: background work leased to one node, finished by another if
+//!   that node stops.
 //! - [`web_sessions`]: web app logins, their CSRF tokens and expiry.
 
 pub mod active_tables;
 pub mod backfill;
 pub mod calls;
+pub mod jobs;
+pub mod recordings;
 pub mod siprec;
 pub mod tables;
 pub mod tenants;
@@ -32,11 +38,15 @@ pub struct Services {
     pub blobs: Arc<dyn BlobStore>,
     pub tables: ActiveTables,
     pub limits: Limits,
-    /// This process's name in leases (random, per start).
+    /// This process's name in job leases: kept across restarts by a server
+    /// (in its data dir), random for a one-off command.
     pub node: String,
-    /// How long a node holds an upload it ingests without renewing the
-    /// lease; past it, another node takes the upload over.
+    /// How long a node holds a job (an upload it ingests, a call it records,
+    /// a back-fill) without renewing the lease; past it, another node takes
+    /// the job over.
     pub job_lease_ms: u64,
+    /// The jobs this node works on.
+    pub leases: Arc<jobs::Leases>,
 }
 
 /// The default lease of an upload being ingested.
@@ -44,22 +54,25 @@ pub const DEFAULT_JOB_LEASE_MS: u64 = 30_000;
 
 impl Services {
     pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
-        Self::with_job_lease(store, blobs, limits, DEFAULT_JOB_LEASE_MS)
+        Self::for_node(store, blobs, limits, DEFAULT_JOB_LEASE_MS, None)
     }
 
-    pub fn with_job_lease(
+    /// `node`: this process's name in job leases (`None`: a random one).
+    pub fn for_node(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
         limits: Limits,
         job_lease_ms: u64,
+        node: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             blobs,
             tables: ActiveTables::default(),
             limits,
-            node: new_id(),
+            node: node.filter(|n| !n.is_empty()).unwrap_or_else(new_id),
             job_lease_ms: job_lease_ms.max(100),
+            leases: Arc::default(),
         })
     }
 }

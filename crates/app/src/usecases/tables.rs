@@ -10,9 +10,9 @@
 //! index swapped into memory. A failure at any step leaves the previous
 //! version active.
 //!
-//! Once the original is stored, an ingest job (the version's id, leased to
-//! this node and renewed while it works) records that the upload is under
-//! way; the version's transaction deletes it. If the node dies in between,
+//! Once the original is stored, an ingest job ([`super::jobs`]: the version's
+//! id, leased to this node and renewed while it works) records that the
+//! upload is under way; the version's transaction deletes it. If the node dies in between,
 //! the lease runs out and another node (or this one, restarted) claims the
 //! job in [`finish_stale_uploads`] and records the version from the stored
 //! original, so an upload whose original was stored is never lost and never
@@ -26,8 +26,9 @@ use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
+use super::jobs;
 use super::{AppError, Services, active_tables, new_id, now_ms};
-use crate::store::{IngestJob, StoreError, TableRecord, TenantId, VersionRecord};
+use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,21 +251,14 @@ async fn ingest_and_record(
             let (stored, digest) = tokio::join!(
                 async {
                     services.blobs.put(&blob_key, bytes).await?;
-                    let job = IngestJob {
-                        id: id.clone(),
-                        tenant: tenant.clone(),
-                        table: name.clone(),
-                        created_ms: now_ms(),
+                    let payload = IngestPayload {
+                        table: name.to_string(),
                         channel: channel.as_str().to_string(),
                         filename: filename.clone(),
                         blob_key: blob_key.clone(),
                         options: options.clone(),
-                        owner: services.node.clone(),
-                        lease_until_ms: now_ms() + services.job_lease_ms as i64,
-                        attempts: 0,
                     };
-                    services.store.insert_ingest_job(&job).await?;
-                    Ok::<_, AppError>(Lease::hold(services, &job.id))
+                    jobs::start(services, JobKind::Ingest, &id, tenant, payload.to_json()).await
                 },
                 async {
                     match digest {
@@ -311,29 +305,19 @@ async fn ingest_and_record(
     })
 }
 
-/// Renews an ingest job's lease until dropped.
-struct Lease(tokio::task::JoinHandle<()>);
-
-impl Lease {
-    fn hold(services: &Services, id: &str) -> Lease {
-        let (store, node, id) = (services.store.clone(), services.node.clone(), id.to_string());
-        let lease_ms = services.job_lease_ms;
-        Lease(tokio::spawn(async move {
-            let every = std::time::Duration::from_millis(lease_ms / 3);
-            loop {
-                tokio::time::sleep(every).await;
-                let until = now_ms() + lease_ms as i64;
-                if let Err(e) = store.renew_ingest_job(&id, &node, until).await {
-                    tracing::warn!(job = %id, error = %e, "renewing an upload's lease failed");
-                }
-            }
-        }))
-    }
+/// What an ingest job needs to record its version from the stored original.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct IngestPayload {
+    table: String,
+    channel: String,
+    filename: Option<String>,
+    blob_key: String,
+    options: TableOptions,
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.0.abort();
+impl IngestPayload {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -343,53 +327,56 @@ impl Drop for Lease {
 /// table was activated meanwhile. Returns how many were finished.
 pub async fn finish_stale_uploads(services: &Services) -> Result<usize, AppError> {
     let mut finished = 0;
-    loop {
-        let now = now_ms();
-        let lease_until = now + services.job_lease_ms as i64;
-        let Some(job) = services
-            .store
-            .claim_stale_ingest_job(&services.node, now, lease_until)
-            .await?
-        else {
-            return Ok(finished);
-        };
-        let _lease = Lease::hold(services, &job.id);
-        let bytes = match services.blobs.get(&job.blob_key).await {
-            Ok(bytes) => bytes,
+    while let Some((job, held)) = jobs::claim_stale(services, JobKind::Ingest).await? {
+        let payload: IngestPayload = match serde_json::from_value(job.payload.clone()) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "an interrupted upload's original is unreadable; dropped");
-                services.store.delete_ingest_job(&job.id).await?;
+                tracing::warn!(job = %job.id, error = %e, "an interrupted upload's job is unreadable; dropped");
+                jobs::done(services, held).await?;
                 continue;
             }
         };
-        match finish_upload(services, &job, bytes).await {
+        let bytes = match services.blobs.get(&payload.blob_key).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "an interrupted upload's original is unreadable; dropped");
+                jobs::done(services, held).await?;
+                continue;
+            }
+        };
+        match finish_upload(services, &job, &payload, bytes).await {
             Ok(version) => {
                 finished += 1;
-                tracing::info!(tenant = %job.tenant, table = %job.table, version = %version.id,
+                drop(held);
+                tracing::info!(tenant = %job.tenant, table = %payload.table, version = %version.id,
                     accepted = version.accepted, attempts = job.attempts,
                     "finished an upload left by a node that stopped");
             }
             Err(e) if job.attempts >= 5 => {
                 tracing::warn!(job = %job.id, error = %e, "an interrupted upload failed 5 times; dropped");
-                services.store.delete_ingest_job(&job.id).await?;
+                jobs::done(services, held).await?;
             }
             Err(e) => return Err(e),
         }
     }
+    Ok(finished)
 }
 
 async fn finish_upload(
     services: &Services,
-    job: &IngestJob,
+    job: &Job,
+    payload: &IngestPayload,
     bytes: Bytes,
 ) -> Result<VersionRecord, AppError> {
+    let table_name =
+        TableName::parse(&payload.table).map_err(|e| AppError::invalid("table", e.to_string()))?;
     let hashed = bytes.clone();
     let sha = tokio::task::spawn_blocking(move || csv::sha256_hex(&hashed))
         .await
         .map_err(anyhow::Error::new)?;
-    let (index, mut report) = ingest(services, &job.options, bytes, None).await?;
+    let (index, mut report) = ingest(services, &payload.options, bytes, None).await?;
     report.sha256 = sha;
-    let table = services.store.table(&job.tenant, &job.table).await?;
+    let table = services.store.table(&job.tenant, &table_name).await?;
     let superseded = match &table.active_version {
         Some(active) => services.store.version(&job.tenant, active).await?.created_ms > job.created_ms,
         None => false,
@@ -397,16 +384,16 @@ async fn finish_upload(
     let accepted = index.is_some();
     let version = VersionRecord {
         id: job.id.clone(),
-        table: job.table.clone(),
+        table: table_name.clone(),
         created_ms: job.created_ms,
-        channel: job.channel.clone(),
-        filename: job.filename.clone(),
+        channel: payload.channel.clone(),
+        filename: payload.filename.clone(),
         sha256: report.sha256.clone(),
         bytes: report.bytes,
-        blob_key: job.blob_key.clone(),
+        blob_key: payload.blob_key.clone(),
         accepted,
         rows: report.rows_accepted,
-        options: job.options.clone(),
+        options: payload.options.clone(),
         report,
     };
     let activate = accepted && !superseded;
@@ -418,8 +405,8 @@ async fn finish_upload(
         active_tables::install(
             services,
             &job.tenant,
-            &job.table,
-            &job.options,
+            &table_name,
+            &payload.options,
             Some(&job.id),
             Some(index),
         )

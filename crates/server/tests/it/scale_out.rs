@@ -1,7 +1,7 @@
 //! Several nodes on one PostgreSQL database and one blob store: a version
 //! activated through one node enriches the calls of the other within a second;
 //! an FTP upload to one and a SIPREC call to the other end enriched; an upload
-//! cut short by a node's death is finished by the other.
+//! or a recording cut short by a node's death is finished by the other.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,45 @@ async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
 }
 
 /// Every file under `dir`, recursively.
+/// A real `callmeta serve` process on `database` and `blobs` with a job
+/// lease of 1.5 s: its HTTP URL and SIP address.
+fn spawn_node(
+    database: &str,
+    blobs: &str,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, std::net::SocketAddr) {
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args(["serve", "--http", "127.0.0.1:0", "--ftp", "127.0.0.1:0"])
+        .args(["--sftp", "127.0.0.1:0", "--sip", "127.0.0.1:0"])
+        .args(["--database", database, "--blobs", blobs, "--data-dir"])
+        .arg(data_dir)
+        .env("CALLMETA_JOB_LEASE_MS", "1500")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(node.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(url.starts_with("http://"), "{line}");
+    let sip = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sip:"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
+    (node, url, sip)
+}
+
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -97,34 +136,7 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes
     let before = files_under(&blob_dir).len();
 
     // Node A is a real `callmeta serve` process on the same database and blobs.
-    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--ftp",
-            "127.0.0.1:0",
-            "--sftp",
-            "127.0.0.1:0",
-            "--sip",
-            "127.0.0.1:0",
-        ])
-        .args(["--database", &db.url, "--blobs", &blobs, "--data-dir"])
-        .arg(shared.path().join("a"))
-        .env("CALLMETA_JOB_LEASE_MS", "1500")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(a.stdout.take().unwrap()), &mut line).unwrap();
-    let a_url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(a_url.starts_with("http://"), "{line}");
-
+    let (mut a, a_url, _) = spawn_node(&db.url, &blobs, &shared.path().join("a"), &[]);
     let mut big = String::from("agent_id,team_name,notes\n");
     for i in 0..400_000 {
         big.push_str(&format!(
@@ -278,5 +290,110 @@ async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
         "B's recording is served by A"
     );
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
+    let Some(db) = PgDatabase::create().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
+        return;
+    };
+    if !crate::siprec::have_sipp() {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", shared.path().join("blobs").display());
+    let mut config = test_config(&shared.path().join("b"));
+    config.database = Some(db.url.clone());
+    config.blobs = Some(blobs.clone());
+    config.job_lease_ms = 1_500;
+    let b = TestApp::spawn_with(config).await;
+    let t = b.create_tenant("acme");
+
+    // Node A, a real process, stores the audio in blob storage every second.
+    let a_dir = shared.path().join("a");
+    let part_secs = [("CALLMETA_SIPREC__AUDIO_PART_SECS", "1")];
+    let (mut a, _, a_sip) = spawn_node(&db.url, &blobs, &a_dir, &part_secs);
+
+    // A call to A whose tone lasts 2 s; A dies 2.5 s in, before the BYE.
+    let dir = tempfile::tempdir().unwrap();
+    let tone = crate::siprec::tone_file(dir.path());
+    let media_port = crate::siprec::free_udp_port();
+    let xml = dir.path().join("call.xml");
+    std::fs::write(&xml, crate::siprec::scenario(&tone, media_port)).unwrap();
+    let call = {
+        let (xml, cwd) = (xml.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move { crate::siprec::sipp(&xml, a_sip, "u1", &cwd, media_port).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = Instant::now();
+    call.abort(); // sipp would wait for its BYE to be answered
+
+    // B finishes the recording from the parts A stored, once A's lease ran
+    // out: the audio up to a second or two before the kill.
+    let (_, list) = b.get(&t, "/api/v1/calls").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let id = list["data"][0]["unique_id"].as_str().unwrap().to_string();
+    loop {
+        let (_, call) = b.get(&t, &format!("/api/v1/calls/{id}")).await;
+        if call["audio_state"] == "available" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "node B never finished the recording: {call}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "node B finished the recording {:?} after the kill",
+        killed.elapsed()
+    );
+    let audio = || async {
+        b.http
+            .get(b.url(&format!("/api/v1/calls/{id}/audio")))
+            .header("Authorization", format!("Token {}", t.token))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    };
+    let wav = audio().await;
+    let (channels, rate, frames, left, _) = crate::siprec::wav_summary(&wav);
+    assert_eq!((channels, rate), (2, 8000));
+    let seconds = frames as f64 / 8000.0;
+    assert!(
+        (0.4..=2.1).contains(&seconds),
+        "{seconds} s kept of the 2 s sent before the kill"
+    );
+    assert!(left / frames.max(1) as u64 > 1000, "the tone is there");
+    assert!(
+        files_under(&shared.path().join("blobs"))
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("/recordings/")),
+        "the parts are removed once the recording is attached"
+    );
+
+    // A, restarted on its data, finds its local file of the call already
+    // finished elsewhere: it removes it and leaves the call as it is.
+    let local: Vec<_> = files_under(&a_dir.join("recordings"));
+    assert_eq!(local.len(), 1, "A's local file of the call: {local:?}");
+    let (mut a, _, _) = spawn_node(&db.url, &blobs, &a_dir, &part_secs);
+    let restarted = Instant::now();
+    while !files_under(&a_dir.join("recordings")).is_empty() {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "A kept its local file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(audio().await, wav, "the call's audio is unchanged");
     b.stop().await;
 }

@@ -227,7 +227,7 @@ async fn spec_tenant(app: &TestApp) -> Tenant {
 }
 
 /// Reads a WAV: (channels, sample rate, samples per channel, left energy, right energy).
-fn wav_summary(wav: &[u8]) -> (u16, u32, usize, u64, u64) {
+pub(crate) fn wav_summary(wav: &[u8]) -> (u16, u32, usize, u64, u64) {
     assert_eq!(&wav[0..4], b"RIFF");
     let channels = u16::from_le_bytes([wav[22], wav[23]]);
     let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]);

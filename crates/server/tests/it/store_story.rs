@@ -282,84 +282,133 @@ pub async fn story(store: &dyn Store) {
         "nothing half-written"
     );
 
-    // Ingest jobs: leased, claimed once stale by exactly one node, gone
-    // with the version that records them.
-    let job = |id: &str, lease_until_ms: i64| IngestJob {
+    // Jobs: leased, renewed in bulk by their node, claimed once stale by
+    // exactly one node and only of the kind asked for, taken back by their
+    // node after a restart, gone with the version that records them.
+    let job = |id: &str, kind: JobKind, lease_until_ms: i64| Job {
         id: id.into(),
+        kind,
         tenant: a.id.clone(),
-        table: crm.clone(),
         created_ms: 100,
-        channel: "ftp".into(),
-        filename: Some("crm.csv".into()),
-        blob_key: format!("b/{id}"),
-        options: options("agent_id"),
+        payload: serde_json::json!({"table": "crm", "blob_key": format!("b/{id}")}),
         owner: "node-1".into(),
         lease_until_ms,
         attempts: 0,
     };
-    store.insert_ingest_job(&job("j1", 1_000)).await.unwrap();
-    store.insert_ingest_job(&job("j2", 5_000)).await.unwrap();
+    let claim = |kind, owner: &'static str, now, until| store.claim_stale_job(kind, owner, now, until);
+    store
+        .insert_job(&job("j1", JobKind::Ingest, 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_job(&job("j2", JobKind::Ingest, 5_000))
+        .await
+        .unwrap();
+    store
+        .insert_job(&job("r1", JobKind::Recording, 1_000))
+        .await
+        .unwrap();
     assert_eq!(
-        store.claim_stale_ingest_job("node-2", 900, 2_000).await.unwrap(),
+        claim(JobKind::Ingest, "node-2", 900, 2_000).await.unwrap(),
         None,
         "a live lease is not taken"
     );
-    store.renew_ingest_job("j1", "node-1", 1_500).await.unwrap();
+    let ids = ["j1".to_string(), "r1".to_string(), "nope".to_string()];
+    assert_eq!(store.renew_jobs("node-1", &ids, 1_500).await.unwrap(), 2);
     assert_eq!(
-        store
-            .claim_stale_ingest_job("node-2", 1_200, 2_000)
-            .await
-            .unwrap(),
+        store.renew_jobs("node-9", &ids, 1_500).await.unwrap(),
+        0,
+        "not node-9's"
+    );
+    assert_eq!(store.renew_jobs("node-1", &[], 1_500).await.unwrap(), 0);
+    assert_eq!(
+        claim(JobKind::Ingest, "node-2", 1_200, 2_000).await.unwrap(),
         None,
         "a renewed lease is not taken"
     );
-    let claimed = store
-        .claim_stale_ingest_job("node-2", 1_600, 3_000)
+    let claimed = claim(JobKind::Ingest, "node-2", 1_600, 3_000)
         .await
         .unwrap()
         .expect("the stale job is claimed");
     assert_eq!(
         claimed,
-        IngestJob {
+        Job {
             owner: "node-2".into(),
             lease_until_ms: 3_000,
             attempts: 1,
-            ..job("j1", 0)
+            ..job("j1", JobKind::Ingest, 0)
         }
     );
     assert_eq!(
-        store
-            .claim_stale_ingest_job("node-3", 1_600, 3_000)
-            .await
-            .unwrap(),
+        claim(JobKind::Ingest, "node-3", 1_600, 3_000).await.unwrap(),
         None,
         "claimed by one node only"
     );
+    assert_eq!(
+        store.renew_jobs("node-1", &ids, 9_000).await.unwrap(),
+        1,
+        "the stopped node's lease on j1 is gone"
+    );
+    store
+        .update_job("j1", "node-2", &serde_json::json!({"step": 2}))
+        .await
+        .unwrap();
     assert!(
         matches!(
-            store.renew_ingest_job("j1", "node-1", 9_000).await,
+            store.update_job("j1", "node-1", &serde_json::json!({})).await,
             Err(StoreError::NotFound)
         ),
-        "the dead node's lease is gone"
+        "only the holder records progress"
+    );
+    // Taken back by its own node whatever the lease; by another only once
+    // stale; not at all once gone.
+    assert_eq!(
+        store.take_job("r1", "node-3", 2_000, 20_000).await.unwrap(),
+        None,
+        "node-1 still holds it"
+    );
+    let taken = store
+        .take_job("r1", "node-1", 2_000, 20_000)
+        .await
+        .unwrap()
+        .expect("its own node takes it back");
+    assert_eq!(
+        (taken.kind, taken.lease_until_ms, taken.attempts),
+        (JobKind::Recording, 20_000, 0)
+    );
+    assert_eq!(
+        store
+            .take_job("r1", "node-3", 20_001, 30_000)
+            .await
+            .unwrap()
+            .map(|j| j.owner),
+        Some("node-3".to_string()),
+        "stale: anyone takes it"
+    );
+    store.delete_job("r1").await.unwrap();
+    assert_eq!(
+        store.take_job("r1", "node-3", 50_000, 60_000).await.unwrap(),
+        None
     );
     let mut finished = version("j1", &crm, true, 100);
     finished.sha256 = "sha-j1".into();
     store.insert_version(&a.id, &finished, false).await.unwrap();
     assert_eq!(
-        store
-            .claim_stale_ingest_job("node-3", 10_000, 11_000)
+        claim(JobKind::Ingest, "node-3", 10_000, 11_000)
             .await
             .unwrap()
-            .map(|j| j.id),
-        Some("j2".to_string()),
+            .map(|j| (j.id, j.payload)),
+        Some(("j2".to_string(), job("j2", JobKind::Ingest, 0).payload)),
         "the recorded one is gone, the other remains"
     );
-    store.delete_ingest_job("j2").await.unwrap();
     assert_eq!(
-        store
-            .claim_stale_ingest_job("node-3", 99_000, 99_999)
-            .await
-            .unwrap(),
+        claim(JobKind::Backfill, "node-3", 99_000, 99_999).await.unwrap(),
+        None,
+        "no job of that kind"
+    );
+    store.delete_job("j2").await.unwrap();
+    assert_eq!(
+        claim(JobKind::Ingest, "node-3", 99_000, 99_999).await.unwrap(),
         None
     );
 
