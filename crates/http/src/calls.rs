@@ -14,6 +14,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, Auth};
 use crate::AppState;
 use callmeta_app::store::{CallQuery, CallRecord, CallSource};
+use callmeta_app::usecases::backfill::{self as backfills, Backfill};
 use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse_timestamp};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -324,6 +325,12 @@ fn yes() -> bool {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BackfillView {
+    /// Its id, for `GET /api/v1/backfills/{id}`.
+    pub id: String,
+    /// `running` (another node goes on with it if its node stops) or `finished`.
+    pub state: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
     pub dry_run: bool,
     pub examined: u64,
     pub changed: u64,
@@ -335,8 +342,37 @@ pub struct BackfillView {
     pub after: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+impl From<Backfill> for BackfillView {
+    fn from(b: Backfill) -> Self {
+        Self {
+            id: b.id,
+            state: if b.finished_ms.is_some() {
+                "finished"
+            } else {
+                "running"
+            }
+            .into(),
+            created_at: format_timestamp(b.created_ms),
+            finished_at: b.finished_ms.map(format_timestamp),
+            dry_run: b.report.dry_run,
+            examined: b.report.examined,
+            changed: b.report.changed,
+            before: b.report.before,
+            after: b.report.after,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackfillList {
+    pub data: Vec<BackfillView>,
+}
+
 /// Re-enriches past calls from the versions active now. A dry run (the
-/// default) reports what would change; `"dry_run": false` changes it.
+/// default) reports what would change; `"dry_run": false` changes it. The
+/// answer comes when it has finished; it is recorded as it goes, and if the
+/// node serving the request stops, another node finishes it
+/// (`GET /api/v1/backfills` shows it).
 #[utoipa::path(post, path = "/api/v1/backfill", tag = "calls", request_body = BackfillRequest,
     responses((status = 200, body = BackfillView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("token" = [])))]
@@ -356,13 +392,35 @@ pub async fn backfill(
         params.push((format!("metadata.{k}"), v));
     }
     let query = parse_call_query(&params)?;
-    let report =
-        callmeta_app::usecases::backfill::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
-    Ok(Json(BackfillView {
-        dry_run: report.dry_run,
-        examined: report.examined,
-        changed: report.changed,
-        before: report.before,
-        after: report.after,
+    let done = backfills::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
+    Ok(Json(done.into()))
+}
+
+/// The latest back-fills (50), newest first, running or finished.
+#[utoipa::path(get, path = "/api/v1/backfills", tag = "calls",
+    responses((status = 200, body = BackfillList), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn list_backfills(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+) -> Result<Json<BackfillList>, ApiError> {
+    let data = backfills::list(&state.services, &tenant.id, 50).await?;
+    Ok(Json(BackfillList {
+        data: data.into_iter().map(BackfillView::from).collect(),
     }))
+}
+
+/// One back-fill: its report so far, or final.
+#[utoipa::path(get, path = "/api/v1/backfills/{id}", tag = "calls",
+    params(("id" = String, Path, description = "The back-fill's id")),
+    responses((status = 200, body = BackfillView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn get_backfill(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<BackfillView>, ApiError> {
+    Ok(Json(
+        backfills::get(&state.services, &tenant.id, &id).await?.into(),
+    ))
 }

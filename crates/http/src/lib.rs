@@ -75,6 +75,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/calls/{unique_id}", get(calls::get_call))
         .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
         .route("/backfill", post(calls::backfill))
+        .route("/backfills", get(calls::list_backfills))
+        .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(api_not_found)

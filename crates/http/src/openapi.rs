@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         super::calls::get_call,
         super::calls::get_call_audio,
         super::calls::backfill,
+        super::calls::list_backfills,
+        super::calls::get_backfill,
         super::siprec::get_settings,
         super::siprec::put_settings,
     ),

@@ -17,7 +17,7 @@ use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
 use callmeta_app::store::postgres::PgStore;
 use callmeta_app::store::sqlite::SqliteStore;
-use callmeta_app::usecases::{Services, active_tables, tables};
+use callmeta_app::usecases::{Services, active_tables, backfill, tables};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
 use callmeta_filedrop::keys;
@@ -282,6 +282,21 @@ impl App {
                 }
             })
         };
+        // Back-fills run long: they go on in a loop of their own.
+        let backfills = {
+            let services = self.services.clone();
+            let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = backfill::resume_stale(&services).await {
+                        tracing::warn!(error = %e, "resuming interrupted back-fills failed; retrying");
+                    }
+                }
+            })
+        };
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),
@@ -314,6 +329,7 @@ impl App {
         );
         refresher.abort();
         jobs.abort();
+        backfills.abort();
         tracing::info!("callmeta stopped");
         result.context("serving HTTP")
     }

@@ -348,6 +348,7 @@ pub async fn calls(
             .iter()
             .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k.to_string(), v.clone())))
             .collect(),
+        ..CallQuery::default()
     };
     let (total, records) = match calls::list_calls(&state.services, &s.tenant, &query).await {
         Ok(r) => r,

@@ -218,6 +218,24 @@ pub struct CallQuery {
     pub to_ms: Option<i64>,
     /// `metadata.KEY=VALUE` filters on own and added keys, all must hold.
     pub metadata: Vec<(String, String)>,
+    /// Only calls after this one in list order (`timestamp_ms`, `unique_id`):
+    /// a walk by pages that updates what it reads does not skip or repeat.
+    pub after: Option<(i64, String)>,
+}
+
+/// A back-fill, as stored: what it was asked, and its report so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub dry_run: bool,
+    /// The calls it covers (the back-fill use case's filter, as JSON).
+    pub filter: serde_json::Value,
+    /// Its report, so far or final (the use case's report, as JSON).
+    pub report: serde_json::Value,
 }
 
 #[async_trait]
@@ -296,6 +314,13 @@ pub trait Store: Send + Sync + 'static {
     async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError>;
     /// The tenant whose recording clients send from `address`.
     async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError>;
+
+    async fn insert_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError>;
+    /// Replaces a back-fill's report, `updated_ms` and `finished_ms`.
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError>;
+    async fn backfill(&self, tenant: &TenantId, id: &str) -> Result<BackfillRecord, StoreError>;
+    /// The tenant's latest back-fills, newest first.
+    async fn backfills(&self, tenant: &TenantId, limit: u32) -> Result<Vec<BackfillRecord>, StoreError>;
 
     /// Records background work, leased to its node.
     async fn insert_job(&self, job: &Job) -> Result<(), StoreError>;

@@ -170,6 +170,58 @@ impl Store for PgStore {
         })
     }
 
+    async fn insert_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO backfills (id, tenant_id, created_ms, updated_ms, finished_ms, dry_run, filter, report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&backfill.id)
+            .bind(&backfill.tenant.0)
+            .bind(backfill.created_ms)
+            .bind(backfill.updated_ms)
+            .bind(backfill.finished_ms)
+            .bind(i64::from(backfill.dry_run))
+            .bind(to_json(&backfill.filter))
+            .bind(to_json(&backfill.report))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE backfills SET updated_ms = $1, finished_ms = $2, report = $3 WHERE tenant_id = $4 AND id = $5")
+            .bind(backfill.updated_ms)
+            .bind(backfill.finished_ms)
+            .bind(to_json(&backfill.report))
+            .bind(&backfill.tenant.0)
+            .bind(&backfill.id)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn backfill(&self, tenant: &TenantId, id: &str) -> Result<BackfillRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM backfills WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        backfill_from_row(&row)
+    }
+
+    async fn backfills(&self, tenant: &TenantId, limit: u32) -> Result<Vec<BackfillRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM backfills WHERE tenant_id = $1 ORDER BY created_ms DESC, id DESC LIMIT $2",
+        )
+        .bind(&tenant.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(backfill_from_row).collect()
+    }
+
     async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(&job.id)
@@ -652,6 +704,15 @@ impl Store for PgStore {
             n += 1;
             filter.push_str(&format!(" AND merged @> ${n}::jsonb"));
         }
+        if query.after.is_some() {
+            filter.push_str(&format!(
+                " AND (timestamp_ms < ${} OR (timestamp_ms = ${} AND id < ${}))",
+                n + 1,
+                n + 1,
+                n + 2
+            ));
+            n += 2;
+        }
         macro_rules! bind_filter {
             ($q:expr) => {{
                 let mut q = $q.bind(&tenant.0);
@@ -663,6 +724,9 @@ impl Store for PgStore {
                 }
                 if let Some(contains) = &contains {
                     q = q.bind(contains);
+                }
+                if let Some((ts, id)) = &query.after {
+                    q = q.bind(ts).bind(id);
                 }
                 q
             }};

@@ -7,11 +7,12 @@ use sqlx::Row;
 
 use super::*;
 
-/// The three column shapes the schemas use.
+/// The four column shapes the schemas use.
 pub(crate) trait StoreRow: Row {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
 }
 
 impl StoreRow for sqlx::sqlite::SqliteRow {
@@ -24,6 +25,9 @@ impl StoreRow for sqlx::sqlite::SqliteRow {
     fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
         self.try_get(column)
     }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
 }
 
 impl StoreRow for sqlx::postgres::PgRow {
@@ -34,6 +38,9 @@ impl StoreRow for sqlx::postgres::PgRow {
         self.try_get(column)
     }
     fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(column)
     }
 }
@@ -80,6 +87,21 @@ pub(crate) fn version_from_row(row: &impl StoreRow) -> Result<VersionRecord, Sto
         rows: rows as u64,
         options: from_json("version options", &options)?,
         report: from_json("version report", &report)?,
+    })
+}
+
+pub(crate) fn backfill_from_row(row: &impl StoreRow) -> Result<BackfillRecord, StoreError> {
+    let filter = row.text("filter")?;
+    let report = row.text("report")?;
+    Ok(BackfillRecord {
+        id: row.text("id")?,
+        tenant: TenantId(row.text("tenant_id")?),
+        created_ms: row.int("created_ms")?,
+        updated_ms: row.int("updated_ms")?,
+        finished_ms: row.opt_int("finished_ms")?,
+        dry_run: row.int("dry_run")? != 0,
+        filter: from_json("back-fill filter", &filter)?,
+        report: from_json("back-fill report", &report)?,
     })
 }
 

@@ -244,6 +244,60 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn insert_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO backfills (id, tenant_id, created_ms, updated_ms, finished_ms, dry_run, filter, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&backfill.id)
+            .bind(&backfill.tenant.0)
+            .bind(backfill.created_ms)
+            .bind(backfill.updated_ms)
+            .bind(backfill.finished_ms)
+            .bind(i64::from(backfill.dry_run))
+            .bind(to_json(&backfill.filter))
+            .bind(to_json(&backfill.report))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE backfills SET updated_ms = ?, finished_ms = ?, report = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(backfill.updated_ms)
+        .bind(backfill.finished_ms)
+        .bind(to_json(&backfill.report))
+        .bind(&backfill.tenant.0)
+        .bind(&backfill.id)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn backfill(&self, tenant: &TenantId, id: &str) -> Result<BackfillRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM backfills WHERE tenant_id = ? AND id = ?")
+            .bind(&tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        backfill_from_row(&row)
+    }
+
+    async fn backfills(&self, tenant: &TenantId, limit: u32) -> Result<Vec<BackfillRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM backfills WHERE tenant_id = ? ORDER BY created_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(&tenant.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(backfill_from_row).collect()
+    }
+
     async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(&job.id)
@@ -682,6 +736,9 @@ impl Store for SqliteStore {
                 " AND EXISTS (SELECT 1 FROM json_each(calls.merged) j WHERE j.key = ? AND j.value = ?)",
             );
         }
+        if query.after.is_some() {
+            filter.push_str(" AND (timestamp_ms < ? OR (timestamp_ms = ? AND id < ?))");
+        }
         macro_rules! bind_filter {
             ($q:expr) => {{
                 let mut q = $q.bind(&tenant.0);
@@ -693,6 +750,9 @@ impl Store for SqliteStore {
                 }
                 for (k, v) in &query.metadata {
                     q = q.bind(k).bind(v);
+                }
+                if let Some((ts, id)) = &query.after {
+                    q = q.bind(ts).bind(ts).bind(id);
                 }
                 q
             }};

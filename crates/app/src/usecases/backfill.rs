@@ -1,16 +1,25 @@
 //! Back-fill: the explicit, reported re-enrichment of past calls from the
 //! versions active now. A new upload never rewrites past calls by itself;
 //! this does, when asked, and a dry run says what it would change first.
+//!
+//! A back-fill is recorded (the `backfills` table: what was asked, its
+//! report) and runs as a job ([`super::jobs`]) leased to the node that took
+//! the request. It walks the matching calls newest first, a page at a time;
+//! after each page the job's progress (the last call done and the report so
+//! far) is saved. If the node stops, another claims the job and goes on from
+//! the last saved page ([`resume_stale`]); calls of an interrupted page that
+//! were already changed count again, as unchanged.
 
 use std::collections::BTreeMap;
 
 use callmeta_core::enrich::EnrichmentResult;
 
 use super::calls::enrich_now;
-use super::{AppError, Services, now_ms};
-use crate::store::{CallQuery, TenantId};
+use super::jobs::{self, Held};
+use super::{AppError, Services, new_id, now_ms};
+use crate::store::{BackfillRecord, CallQuery, JobKind, StoreError, TenantId};
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackfillReport {
     pub dry_run: bool,
     /// Calls looked at (those matching the filters).
@@ -20,6 +29,44 @@ pub struct BackfillReport {
     /// Per table, how many examined calls had each status before and after.
     pub before: BTreeMap<String, BTreeMap<String, u64>>,
     pub after: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The calls a back-fill covers (a call list's filters, without paging).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BackfillFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl BackfillFilter {
+    pub fn of(query: &CallQuery) -> Self {
+        Self {
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+            metadata: query.metadata.clone(),
+        }
+    }
+}
+
+/// A back-fill and where it stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Backfill {
+    pub id: String,
+    pub created_ms: i64,
+    /// When it finished; `None` while it runs.
+    pub finished_ms: Option<i64>,
+    pub filter: BackfillFilter,
+    /// So far, or final.
+    pub report: BackfillReport,
+}
+
+/// The progress a back-fill's job holds.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    /// The last call done, in list order.
+    after: Option<(i64, String)>,
+    report: BackfillReport,
 }
 
 const PAGE: u32 = 500;
@@ -45,54 +92,181 @@ fn count(into: &mut BTreeMap<String, BTreeMap<String, u64>>, results: &[Enrichme
     }
 }
 
+fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+fn from_record(record: BackfillRecord) -> Result<Backfill, AppError> {
+    let corrupt =
+        |e: serde_json::Error| AppError::Unexpected(anyhow::anyhow!("back-fill {}: {e}", record.id));
+    Ok(Backfill {
+        filter: serde_json::from_value(record.filter.clone()).map_err(corrupt)?,
+        report: serde_json::from_value(record.report.clone()).map_err(corrupt)?,
+        id: record.id,
+        created_ms: record.created_ms,
+        finished_ms: record.finished_ms,
+    })
+}
+
 /// Re-enriches the tenant's calls matching `filter` (its limit and offset are
-/// ignored) from the current snapshot of active versions.
+/// ignored) from the current snapshot of active versions; returns when done.
 pub async fn backfill(
     services: &Services,
     tenant: &TenantId,
     filter: &CallQuery,
     dry_run: bool,
-) -> Result<BackfillReport, AppError> {
-    let mut report = BackfillReport {
+) -> Result<Backfill, AppError> {
+    let now = now_ms();
+    let report = BackfillReport {
         dry_run,
         ..Default::default()
     };
+    let record = BackfillRecord {
+        id: new_id(),
+        tenant: tenant.clone(),
+        created_ms: now,
+        updated_ms: now,
+        finished_ms: None,
+        dry_run,
+        filter: to_json(&BackfillFilter::of(filter)),
+        report: to_json(&report),
+    };
+    services.store.insert_backfill(&record).await?;
+    let progress = Progress { after: None, report };
+    let held = jobs::start(
+        services,
+        JobKind::Backfill,
+        &record.id,
+        tenant,
+        to_json(&progress),
+    )
+    .await?;
+    run(services, from_record(record)?, tenant, progress, held).await
+}
+
+/// A back-fill of the tenant's.
+pub async fn get(services: &Services, tenant: &TenantId, id: &str) -> Result<Backfill, AppError> {
+    match services.store.backfill(tenant, id).await {
+        Ok(record) => from_record(record),
+        Err(StoreError::NotFound) => Err(AppError::NotFound(format!("back-fill {id}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tenant's latest back-fills, newest first.
+pub async fn list(services: &Services, tenant: &TenantId, limit: u32) -> Result<Vec<Backfill>, AppError> {
+    services
+        .store
+        .backfills(tenant, limit)
+        .await?
+        .into_iter()
+        .map(from_record)
+        .collect()
+}
+
+/// Goes on with the back-fills whose node stopped, from their last saved
+/// page; each is claimed by exactly one node. Returns how many finished.
+pub async fn resume_stale(services: &Services) -> Result<usize, AppError> {
+    let mut finished = 0;
+    while let Some((job, held)) = jobs::claim_stale(services, JobKind::Backfill).await? {
+        let record = match services.store.backfill(&job.tenant, &job.id).await {
+            Ok(record) => record,
+            Err(StoreError::NotFound) => {
+                tracing::warn!(job = %job.id, "a back-fill's job has no back-fill; dropped");
+                jobs::done(services, held).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let progress: Progress = serde_json::from_value(job.payload.clone()).unwrap_or_else(|e| {
+            tracing::warn!(job = %job.id, error = %e, "a back-fill's progress is unreadable; it starts over");
+            Progress {
+                after: None,
+                report: BackfillReport {
+                    dry_run: record.dry_run,
+                    ..Default::default()
+                },
+            }
+        });
+        let backfill = from_record(record)?;
+        tracing::info!(tenant = %job.tenant, backfill = %job.id, examined = progress.report.examined,
+            attempts = job.attempts, "resuming a back-fill left by a node that stopped");
+        run(services, backfill, &job.tenant, progress, held).await?;
+        finished += 1;
+    }
+    Ok(finished)
+}
+
+/// Walks the calls after `progress`, saving it after each page.
+async fn run(
+    services: &Services,
+    mut backfill: Backfill,
+    tenant: &TenantId,
+    mut progress: Progress,
+    held: Held,
+) -> Result<Backfill, AppError> {
+    let dry_run = progress.report.dry_run;
     let mut query = CallQuery {
         limit: PAGE,
         offset: 0,
-        ..filter.clone()
+        from_ms: backfill.filter.from_ms,
+        to_ms: backfill.filter.to_ms,
+        metadata: backfill.filter.metadata.clone(),
+        after: progress.after.clone(),
     };
-    // The ids first: updating a call can move it in or out of a metadata
-    // filter, which would shift the pages under a walk that updates as it goes.
-    let mut ids = Vec::new();
     loop {
         let (_, calls) = services.store.list_calls(tenant, &query).await?;
-        if calls.is_empty() {
+        let Some(last) = calls.last() else {
             break;
-        }
-        query.offset += calls.len() as u64;
-        ids.extend(calls.into_iter().map(|c| c.unique_id));
-    }
-    for id in ids {
-        let mut call = match services.store.call(tenant, &id).await {
-            Ok(call) => call,
-            Err(crate::store::StoreError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
         };
-        report.examined += 1;
-        let fresh = enrich_now(services, tenant, &call.metadata, now_ms());
-        count(&mut report.before, &call.enrichment);
-        count(&mut report.after, &fresh);
-        if same(&call.enrichment, &fresh) {
-            continue;
+        query.after = Some((last.timestamp_ms, last.unique_id.clone()));
+        let report = &mut progress.report;
+        for mut call in calls {
+            report.examined += 1;
+            let fresh = enrich_now(services, tenant, &call.metadata, now_ms());
+            count(&mut report.before, &call.enrichment);
+            count(&mut report.after, &fresh);
+            if same(&call.enrichment, &fresh) {
+                continue;
+            }
+            report.changed += 1;
+            if !dry_run {
+                call.enrichment = fresh;
+                call.updated_ms = now_ms();
+                services.store.update_call(tenant, &call).await?;
+            }
         }
-        report.changed += 1;
-        if !dry_run {
-            call.enrichment = fresh;
-            call.updated_ms = now_ms();
-            services.store.update_call(tenant, &call).await?;
-        }
+        progress.after = query.after.clone();
+        jobs::checkpoint(services, &held, &to_json(&progress)).await?;
+        save(services, tenant, &backfill, &progress.report, None).await?;
     }
-    tracing::info!(tenant = %tenant, dry_run, examined = report.examined, changed = report.changed, "back-fill");
-    Ok(report)
+    let finished = now_ms();
+    save(services, tenant, &backfill, &progress.report, Some(finished)).await?;
+    jobs::done(services, held).await?;
+    backfill.report = progress.report;
+    backfill.finished_ms = Some(finished);
+    tracing::info!(tenant = %tenant, backfill = %backfill.id, dry_run, examined = backfill.report.examined,
+        changed = backfill.report.changed, "back-fill");
+    Ok(backfill)
+}
+
+async fn save(
+    services: &Services,
+    tenant: &TenantId,
+    backfill: &Backfill,
+    report: &BackfillReport,
+    finished_ms: Option<i64>,
+) -> Result<(), AppError> {
+    let record = BackfillRecord {
+        id: backfill.id.clone(),
+        tenant: tenant.clone(),
+        created_ms: backfill.created_ms,
+        updated_ms: now_ms(),
+        finished_ms,
+        dry_run: report.dry_run,
+        filter: to_json(&backfill.filter),
+        report: to_json(report),
+    };
+    services.store.update_backfill(&record).await?;
+    Ok(())
 }

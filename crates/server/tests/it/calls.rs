@@ -1,6 +1,6 @@
 //! Call creation and listing through the API.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -164,5 +164,28 @@ async fn backfill_re_enriches_past_calls_only_when_asked() {
     assert_eq!(again["changed"], 1, "only cindy's call is still behind: {again}");
     let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
     assert_eq!(call["metadata"]["team_name"], "onyx");
+
+    // Each back-fill is recorded with its report, newest first.
+    assert_eq!(again["state"], "finished", "{again}");
+    assert!(again["finished_at"].is_string(), "{again}");
+    let (status, one) = app
+        .get(
+            &t,
+            &format!("/api/v1/backfills/{}", again["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one, again);
+    let (_, all) = app.get(&t, "/api/v1/backfills").await;
+    let ids: Vec<&Value> = all["data"].as_array().unwrap().iter().map(|b| &b["id"]).collect();
+    assert_eq!(ids, [&again["id"], &done["id"], &dry["id"]], "{all}");
+    let other = app.create_tenant("other");
+    let (status, _) = app
+        .get(
+            &other,
+            &format!("/api/v1/backfills/{}", again["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 404, "another tenant's back-fill");
     app.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Several nodes on one PostgreSQL database and one blob store: a version
 //! activated through one node enriches the calls of the other within a second;
 //! an FTP upload to one and a SIPREC call to the other end enriched; an upload
-//! or a recording cut short by a node's death is finished by the other.
+//! a recording or a back-fill cut short by a node's death is finished by the
+//! other.
 
 use std::time::{Duration, Instant};
 
@@ -395,5 +396,113 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     a.kill().unwrap();
     a.wait().unwrap();
     assert_eq!(audio().await, wav, "the call's audio is unchanged");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_backfill_has_it_finished_by_the_other() {
+    let Some(db) = PgDatabase::create().await else {
+        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", shared.path().join("blobs").display());
+    let mut config = test_config(&shared.path().join("b"));
+    config.database = Some(db.url.clone());
+    config.blobs = Some(blobs.clone());
+    config.job_lease_ms = 1_500;
+    let b = TestApp::spawn_with(config).await;
+    let t = b.create_tenant("fill");
+    b.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    b.upload(&t, "crm", SPEC_TABLE).await;
+    // 4,000 calls, 1,000 per agent, enriched from the first version.
+    const CALLS: usize = 4_000;
+    let mut posts = tokio::task::JoinSet::new();
+    for chunk in 0..16 {
+        let (client, url, token) = (b.http.clone(), b.url("/api/v1/calls"), t.token.clone());
+        posts.spawn(async move {
+            for i in (chunk..CALLS).step_by(16) {
+                let agent = ["alice", "bob", "cindy", "dylan"][i % 4];
+                let r = client
+                    .post(&url)
+                    .header("Authorization", format!("Token {token}"))
+                    .json(&json!({"metadata": {"agent_id": agent, "n": i.to_string()}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        });
+    }
+    while let Some(done) = posts.join_next().await {
+        done.unwrap();
+    }
+    b.upload(
+        &t,
+        "crm",
+        "agent_id,team_name\nalice,onyx\nbob,onyx\ncindy,onyx\ndylan,onyx\n",
+    )
+    .await;
+
+    // The back-fill is asked of node A, a real process, which is killed
+    // once it has saved its first pages.
+    let (mut a, a_url, _) = spawn_node(&db.url, &blobs, &shared.path().join("a"), &[]);
+    let request = tokio::spawn({
+        let (client, token) = (b.http.clone(), t.token.clone());
+        async move {
+            client
+                .post(format!("{a_url}/api/v1/backfill"))
+                .header("Authorization", format!("Token {token}"))
+                .json(&json!({"dry_run": false}))
+                .send()
+                .await
+        }
+    });
+    let started = Instant::now();
+    let id = loop {
+        let (_, list) = b.get(&t, "/api/v1/backfills").await;
+        if let Some(fill) = list["data"].as_array().and_then(|d| d.first())
+            && fill["examined"].as_u64().unwrap_or(0) >= 500
+        {
+            assert_eq!(
+                fill["state"], "running",
+                "killed too late to test anything: {fill}"
+            );
+            break fill["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node A never saved a page: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        request.await.unwrap().is_err(),
+        "the client sees the connection drop"
+    );
+
+    // B goes on from A's last saved page once A's lease ran out.
+    let fill = loop {
+        let (_, fill) = b.get(&t, &format!("/api/v1/backfills/{id}")).await;
+        if fill["state"] == "finished" {
+            break fill;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "node B never finished the back-fill: {fill}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "node B finished the back-fill {:?} after the kill: {fill}",
+        killed.elapsed()
+    );
+    assert_eq!(fill["examined"], CALLS, "every call once: {fill}");
+    assert_eq!(fill["after"]["crm"]["matched"], CALLS, "{fill}");
+    let (_, behind) = b.get(&t, "/api/v1/calls?metadata.team_name=onyx&limit=1").await;
+    assert_eq!(behind["count"], CALLS, "every call re-enriched");
     b.stop().await;
 }

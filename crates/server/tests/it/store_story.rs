@@ -227,6 +227,81 @@ pub async fn story(store: &dyn Store) {
     assert_eq!((n, page[0].unique_id.as_str()), (4, "c3"));
     let (n, _) = store.list_calls(&b.id, &q(vec![])).await.unwrap();
     assert_eq!(n, 0);
+    // After a call in list order: the next page of a walk, however the
+    // calls already walked were changed.
+    let after = |ts: i64, id: &str| CallQuery {
+        limit: 10,
+        after: Some((ts, id.to_string())),
+        ..Default::default()
+    };
+    let c3 = store.call(&a.id, "c3").await.unwrap();
+    let (_, rest) = store
+        .list_calls(&a.id, &after(c3.timestamp_ms, "c3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|c| c.unique_id.as_str()).collect::<Vec<_>>(),
+        ["c2", "c1"]
+    );
+    let (_, rest) = store
+        .list_calls(&a.id, &after(c3.timestamp_ms, "c4"))
+        .await
+        .unwrap();
+    assert_eq!(rest[0].unique_id, "c3", "same time, smaller id comes next");
+
+    // Back-fills: recorded, their report replaced as they go, per tenant.
+    let fill = BackfillRecord {
+        id: "bf-1".into(),
+        tenant: a.id.clone(),
+        created_ms: 10,
+        updated_ms: 10,
+        finished_ms: None,
+        dry_run: true,
+        filter: serde_json::json!({"metadata": [["team_name", "diamond"]]}),
+        report: serde_json::json!({"examined": 0}),
+    };
+    store.insert_backfill(&fill).await.unwrap();
+    let done = BackfillRecord {
+        updated_ms: 20,
+        finished_ms: Some(20),
+        report: serde_json::json!({"examined": 4}),
+        ..fill.clone()
+    };
+    store.update_backfill(&done).await.unwrap();
+    store
+        .insert_backfill(&BackfillRecord {
+            id: "bf-2".into(),
+            created_ms: 30,
+            ..fill.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.backfill(&a.id, "bf-1").await.unwrap(), done);
+    assert!(matches!(
+        store.backfill(&b.id, "bf-1").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .backfills(&a.id, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        ["bf-2", "bf-1"]
+    );
+    assert_eq!(store.backfills(&a.id, 1).await.unwrap().len(), 1);
+    assert!(store.backfills(&b.id, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .update_backfill(&BackfillRecord {
+                tenant: b.id.clone(),
+                ..done.clone()
+            })
+            .await,
+        Err(StoreError::NotFound)
+    ));
 
     let mut updated = call("c1", 100, "onyx");
     updated.audio_key = Some("audio/c1.wav".into());

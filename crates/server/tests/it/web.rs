@@ -233,7 +233,7 @@ async fn a_session_expires() {
 async fn a_session_in_use_lasts_and_an_unused_one_ends_after_its_idle_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.web.idle_secs = 1;
+    config.web.idle_secs = 2;
     let app = TestApp::spawn_with(config).await;
     let t = app.create_tenant("acme");
     let r = login(&app, &t.slug, &t.password).await;
@@ -244,12 +244,12 @@ async fn a_session_in_use_lasts_and_an_unused_one_ends_after_its_idle_time() {
         .next()
         .unwrap()
         .to_string();
-    // Used every 0.6 s for 2.4 s: longer than the idle time, still valid.
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+    // Used every 0.5 s for 3.5 s: longer than the idle time, still valid.
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(page(&app, &cookie, "/calls").await.0, 200, "in use");
     }
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
     let (status, _, location) = page(&app, &cookie, "/calls").await;
     assert_eq!(status, 303, "ended after resting longer than its idle time");
     assert_eq!(location.as_deref(), Some("/?next=%2Fcalls"));
