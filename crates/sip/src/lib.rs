@@ -18,7 +18,10 @@
 //! Audio is written to `<data dir>/recordings/<tenant>/<call>.wav` as it
 //! arrives (one second behind, for late packets), so a crash leaves the
 //! audio received so far; [`recover_recordings`] attaches such files at the
-//! next start.
+//! next start. Each recording is also a job (the `recordings` use case):
+//! with `audio_part_secs`, the audio is stored in blob storage in parts as it
+//! comes, and [`finish_stale_recordings`], run on every node, attaches the
+//! parts of a call whose node stopped.
 
 mod dialog;
 mod rtp;
