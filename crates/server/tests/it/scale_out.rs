@@ -61,6 +61,15 @@ async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
 }
 
 /// Every file under `dir`, recursively.
+/// Node B, in this process, with a job lease of 1.5 s.
+async fn spawn_node_b(db: &PgDatabase, blobs: &str, shared: &std::path::Path) -> TestApp {
+    let mut config = test_config(&shared.join("b"));
+    config.database = Some(db.url.clone());
+    config.blobs = Some(blobs.to_string());
+    config.job_lease_ms = 1_500;
+    TestApp::spawn_with(config).await
+}
+
 /// A real `callmeta serve` process on `database` and `blobs` with a job
 /// lease of 1.5 s: its HTTP URL and SIP address.
 fn spawn_node(
@@ -125,11 +134,7 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes
     let shared = tempfile::tempdir().unwrap();
     let blob_dir = shared.path().join("blobs");
     let blobs = format!("file://{}", blob_dir.display());
-    let mut config = test_config(&shared.path().join("b"));
-    config.database = Some(db.url.clone());
-    config.blobs = Some(blobs.clone());
-    config.job_lease_ms = 1_500;
-    let b = TestApp::spawn_with(config).await;
+    let b = spawn_node_b(&db, &blobs, shared.path()).await;
     let t = b.create_tenant("killed");
     b.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     let (_, first) = b.upload(&t, "crm", SPEC_TABLE).await;
@@ -305,11 +310,7 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     }
     let shared = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", shared.path().join("blobs").display());
-    let mut config = test_config(&shared.path().join("b"));
-    config.database = Some(db.url.clone());
-    config.blobs = Some(blobs.clone());
-    config.job_lease_ms = 1_500;
-    let b = TestApp::spawn_with(config).await;
+    let b = spawn_node_b(&db, &blobs, shared.path()).await;
     let t = b.create_tenant("acme");
 
     // Node A, a real process, stores the audio in blob storage every second.
@@ -407,11 +408,7 @@ async fn a_node_killed_mid_backfill_has_it_finished_by_the_other() {
     };
     let shared = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", shared.path().join("blobs").display());
-    let mut config = test_config(&shared.path().join("b"));
-    config.database = Some(db.url.clone());
-    config.blobs = Some(blobs.clone());
-    config.job_lease_ms = 1_500;
-    let b = TestApp::spawn_with(config).await;
+    let b = spawn_node_b(&db, &blobs, shared.path()).await;
     let t = b.create_tenant("fill");
     b.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     b.upload(&t, "crm", SPEC_TABLE).await;

@@ -30,6 +30,13 @@ async fn login(app: &TestApp, slug: &str, password: &str) -> reqwest::Response {
 }
 
 /// Logs in; returns the `Cookie` header value and the page's CSRF token.
+/// Logs in; the session cookie (`name=value`).
+async fn login_cookie(app: &TestApp, t: &Tenant) -> String {
+    let r = login(app, &t.slug, &t.password).await;
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
 async fn session(app: &TestApp, t: &Tenant) -> (String, String) {
     let r = login(app, &t.slug, &t.password).await;
     assert_eq!(r.status(), 303, "a login redirects");
@@ -212,14 +219,7 @@ async fn a_session_expires() {
     config.web.session_secs = 1;
     let app = TestApp::spawn_with(config).await;
     let t = app.create_tenant("acme");
-    let r = login(&app, &t.slug, &t.password).await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = login_cookie(&app, &t).await;
     assert_eq!(page(&app, &cookie, "/calls").await.0, 200);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(
@@ -236,14 +236,7 @@ async fn a_session_in_use_lasts_and_an_unused_one_ends_after_its_idle_time() {
     config.web.idle_secs = 2;
     let app = TestApp::spawn_with(config).await;
     let t = app.create_tenant("acme");
-    let r = login(&app, &t.slug, &t.password).await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = login_cookie(&app, &t).await;
     // Used every 0.5 s for 3.5 s: longer than the idle time, still valid.
     for _ in 0..7 {
         tokio::time::sleep(Duration::from_millis(500)).await;
