@@ -11,6 +11,11 @@ fills gaps with zeros) inside the tone. Prints, per level: calls completed,
 calls with audio, lost packets, the server's CPU use and its peak RSS.
 
 usage: bench/siprec_load.py [LEVELS] [DURATION]   e.g. 50,100,200,300 10
+
+With BENCH_POSTGRES=postgres://postgres@127.0.0.1:5432 each level runs on a
+new PostgreSQL database of that server instead of SQLite; the recorder then
+also stores each call's audio in blob storage every 5 s (audio parts, for
+another node to finish a call), which this measures too.
 """
 import json
 import math
@@ -120,6 +125,11 @@ def run_level(level, duration):
         data = os.path.join(work, "data")
         http, sip = free_port(), free_port(socket.SOCK_DGRAM)
         common = ["--data-dir", data]
+        pg = os.environ.get("BENCH_POSTGRES", "").rstrip("/")
+        if pg:
+            db = f"callmeta_siprec_bench_{os.getpid()}_{level}"
+            subprocess.run(["psql", f"{pg}/postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
+            common += ["--database", f"{pg}/{db}"]
         out = subprocess.run([BIN, "tenant", "create", "acme", "--password", "acme-load-pw"] + common,
                              check=True, capture_output=True, text=True).stdout
         token = json.loads(out)["api_token"]
@@ -181,6 +191,8 @@ def run_level(level, duration):
         finally:
             server.terminate()
             server.wait()
+            if pg:
+                subprocess.run(["psql", f"{pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db}"])
 
 
 if __name__ == "__main__":
