@@ -221,6 +221,9 @@ pub struct CallQuery {
     /// Only calls after this one in list order (`timestamp_ms`, `unique_id`):
     /// a walk by pages that updates what it reads does not skip or repeat.
     pub after: Option<(i64, String)>,
+    /// Skip counting the matching calls (the count returned is 0): a walk
+    /// by pages needs only the pages.
+    pub uncounted: bool,
 }
 
 /// A back-fill, as stored: what it was asked, and its report so far.
@@ -279,7 +282,8 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         external_id: &str,
     ) -> Result<CallRecord, StoreError>;
-    /// Newest first; the count is of all calls matching the filters.
+    /// Newest first; the count is of all calls matching the filters (0 when
+    /// `uncounted`).
     async fn list_calls(
         &self,
         tenant: &TenantId,

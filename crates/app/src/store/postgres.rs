@@ -732,10 +732,14 @@ impl Store for PgStore {
             }};
         }
         let count_sql = format!("SELECT COUNT(*) AS n FROM calls WHERE {filter}");
-        let count: i64 = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(count_sql)))
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
+        let count: i64 = if query.uncounted {
+            0
+        } else {
+            bind_filter!(sqlx::query(sqlx::AssertSqlSafe(count_sql)))
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?
+        };
         let list_sql = format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE {filter} ORDER BY timestamp_ms DESC, id DESC LIMIT ${} OFFSET ${}",
             n + 1,

@@ -213,6 +213,7 @@ async fn run(
         to_ms: backfill.filter.to_ms,
         metadata: backfill.filter.metadata.clone(),
         after: progress.after.clone(),
+        uncounted: true,
     };
     loop {
         let (_, calls) = services.store.list_calls(tenant, &query).await?;

@@ -248,6 +248,17 @@ pub async fn story(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(rest[0].unique_id, "c3", "same time, smaller id comes next");
+    let (n, page) = store
+        .list_calls(
+            &a.id,
+            &CallQuery {
+                uncounted: true,
+                ..after(c3.timestamp_ms, "c3")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((n, page.len()), (0, 2), "pages without their count");
 
     // Back-fills: recorded, their report replaced as they go, per tenant.
     let fill = BackfillRecord {
