@@ -257,7 +257,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<TableRecord, StoreError>;
     async fn table(&self, tenant: &TenantId, name: &TableName) -> Result<TableRecord, StoreError>;
-    async fn tables(&self, tenant: &TenantId) -> Result<Vec<TableRecord>, StoreError>;
+    /// The tenant's tables (only `name`, if given), each with its versions
+    /// newest first, all read from one snapshot: a version is never listed
+    /// before its table points at it.
+    async fn tables_with_versions(
+        &self,
+        tenant: &TenantId,
+        name: Option<&TableName>,
+    ) -> Result<Vec<(TableRecord, Vec<VersionRecord>)>, StoreError>;
     /// Every table of every tenant, for the in-memory registry.
     async fn table_states(&self) -> Result<Vec<TableState>, StoreError>;
 
@@ -271,8 +278,6 @@ pub trait Store: Send + Sync + 'static {
         activate: bool,
     ) -> Result<(), StoreError>;
     async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError>;
-    /// Newest first.
-    async fn versions(&self, tenant: &TenantId, table: &TableName) -> Result<Vec<VersionRecord>, StoreError>;
 
     /// `Conflict` if the tenant already has a call with this `external_id`.
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;

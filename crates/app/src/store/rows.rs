@@ -154,3 +154,22 @@ pub(crate) fn call_from_row(row: &impl StoreRow) -> Result<CallRecord, StoreErro
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+/// Puts each version under its table (versions keep their order).
+pub(crate) fn group_versions(
+    tables: Vec<TableRecord>,
+    versions: Vec<VersionRecord>,
+) -> Vec<(TableRecord, Vec<VersionRecord>)> {
+    let mut by_table: std::collections::HashMap<TableName, Vec<VersionRecord>> =
+        std::collections::HashMap::new();
+    for v in versions {
+        by_table.entry(v.table.clone()).or_default().push(v);
+    }
+    tables
+        .into_iter()
+        .map(|t| {
+            let versions = by_table.remove(&t.name).unwrap_or_default();
+            (t, versions)
+        })
+        .collect()
+}

@@ -575,15 +575,43 @@ impl Store for SqliteStore {
         table_from_row(&row)
     }
 
-    async fn tables(&self, tenant: &TenantId) -> Result<Vec<TableRecord>, StoreError> {
-        let rows = sqlx::query(
+    async fn tables_with_versions(
+        &self,
+        tenant: &TenantId,
+        name: Option<&TableName>,
+    ) -> Result<Vec<(TableRecord, Vec<VersionRecord>)>, StoreError> {
+        // One read transaction: one snapshot for both reads.
+        let mut tx = self.pool.begin().await?;
+        let only = if name.is_some() { " AND name = ?" } else { "" };
+        let sql = format!(
             "SELECT name, options, active_version, created_ms, updated_ms FROM ref_tables \
-             WHERE tenant_id = ? ORDER BY name",
-        )
-        .bind(&tenant.0)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(table_from_row).collect()
+             WHERE tenant_id = ?{only} ORDER BY name"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&tenant.0);
+        if let Some(name) = name {
+            q = q.bind(name.as_str());
+        }
+        let tables = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(table_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let only = if name.is_some() { " AND table_name = ?" } else { "" };
+        let sql =
+            format!("SELECT * FROM versions WHERE tenant_id = ?{only} ORDER BY created_ms DESC, id DESC");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&tenant.0);
+        if let Some(name) = name {
+            q = q.bind(name.as_str());
+        }
+        let versions = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(group_versions(tables, versions))
     }
 
     async fn table_states(&self) -> Result<Vec<TableState>, StoreError> {
@@ -664,17 +692,6 @@ impl Store for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         version_from_row(&row)
-    }
-
-    async fn versions(&self, tenant: &TenantId, table: &TableName) -> Result<Vec<VersionRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM versions WHERE tenant_id = ? AND table_name = ? ORDER BY created_ms DESC, id DESC",
-        )
-        .bind(&tenant.0)
-        .bind(table.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(version_from_row).collect()
     }
 
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {

@@ -134,12 +134,12 @@ pub async fn table_details(
     tenant: &TenantId,
     name: &TableName,
 ) -> Result<TableDetails, AppError> {
-    let table = services
+    let (table, versions) = services
         .store
-        .table(tenant, name)
-        .await
-        .map_err(|e| not_found(e, name))?;
-    let versions = services.store.versions(tenant, name).await?;
+        .tables_with_versions(tenant, Some(name))
+        .await?
+        .pop()
+        .ok_or_else(|| not_found(StoreError::NotFound, name))?;
     Ok(TableDetails { table, versions })
 }
 
@@ -154,12 +154,13 @@ pub async fn match_counts(
 }
 
 pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {
-    let mut out = Vec::new();
-    for table in services.store.tables(tenant).await? {
-        let versions = services.store.versions(tenant, &table.name).await?;
-        out.push(TableDetails { table, versions });
-    }
-    Ok(out)
+    Ok(services
+        .store
+        .tables_with_versions(tenant, None)
+        .await?
+        .into_iter()
+        .map(|(table, versions)| TableDetails { table, versions })
+        .collect())
 }
 
 fn not_found(e: StoreError, name: &TableName) -> AppError {

@@ -132,12 +132,26 @@ pub async fn story(store: &dyn Store) {
         store.put_table(&a.id, &crm, &options("x"), 40).await,
         Err(StoreError::Conflict(_))
     ));
-    let versions = store.versions(&a.id, &crm).await.unwrap();
+    let mut listed = store.tables_with_versions(&a.id, Some(&crm)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let (table, versions) = listed.pop().unwrap();
+    assert_eq!(table, t);
     assert_eq!(
         versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
         ["v2", "v1"]
     );
     assert_eq!(versions[1], version("v1", &crm, true, 20));
+    let all = store.tables_with_versions(&a.id, None).await.unwrap();
+    assert_eq!(all, vec![(t.clone(), versions.clone())]);
+    assert!(store.tables_with_versions(&b.id, None).await.unwrap().is_empty());
+    let other = TableName::parse("other").unwrap();
+    assert!(
+        store
+            .tables_with_versions(&a.id, Some(&other))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         store.version(&b.id, "v1").await,
         Err(StoreError::NotFound)

@@ -337,3 +337,51 @@ async fn raw_upload(app: &TestApp, t: &Tenant, declared: Option<u64>) -> (u16, S
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
 }
+
+/// While versions are uploaded one after another, every read of the table
+/// shows its newest version as the active one: the table and its versions
+/// come from one snapshot.
+#[tokio::test]
+async fn a_table_read_during_uploads_never_lists_a_version_before_it_is_active() {
+    let (app, t) = app_with_crm().await;
+    let uploads = tokio::spawn({
+        let (client, url, token) = (
+            app.http.clone(),
+            app.url("/api/v1/tables/crm/data"),
+            t.token.clone(),
+        );
+        async move {
+            for i in 0..30 {
+                let r = client
+                    .put(&url)
+                    .header("Authorization", format!("Token {token}"))
+                    .body(format!("agent_id,team_name\ncindy,team{i}\n"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }
+    });
+    let mut reads = 0;
+    while !uploads.is_finished() {
+        for path in ["/api/v1/tables/crm", "/api/v1/tables"] {
+            let (_, body) = app.get(&t, path).await;
+            let table = if path.ends_with("crm") {
+                &body
+            } else {
+                &body["data"][0]
+            };
+            if let Some(newest) = table["versions"].as_array().and_then(|v| v.first()) {
+                assert_eq!(
+                    newest["id"], table["active_version"]["id"],
+                    "read {reads}: the newest version is not the active one: {table}"
+                );
+                reads += 1;
+            }
+        }
+    }
+    uploads.await.unwrap();
+    assert!(reads > 10, "{reads} reads with versions");
+    app.stop().await;
+}
