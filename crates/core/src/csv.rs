@@ -604,8 +604,10 @@ fn parse_text(text: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<Stri
 
 /// Runs `parse` on the text of an upload with the name of its encoding.
 ///
-/// A byte-order mark decides (UTF-16 is transcoded). Without one the bytes
-/// are parsed as they are, on the bet that they are UTF-8: the parser checks
+/// A byte-order mark decides (UTF-16 is transcoded). Without one, text
+/// whose code units are plainly UTF-16 (one zero byte in nearly every pair,
+/// always on the same side) is transcoded too. Otherwise the bytes are
+/// parsed as they are, on the bet that they are UTF-8: the parser checks
 /// each record as it reads it (which, since every byte is either in a field
 /// or an ASCII delimiter, quote or line break, checks the whole file once). If
 /// the bet fails, the file is decoded as Windows-1252 (what Excel writes for
@@ -626,6 +628,13 @@ fn with_text<T>(
         Some(rest) => (rest, true),
         None => (bytes, false),
     };
+    if !bom && let Some((encoding, name)) = bomless_utf16(bytes) {
+        // A malformed sequence (a lone surrogate, an odd byte at the end)
+        // means it was not UTF-16 after all.
+        if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(bytes) {
+            return parse(text.as_bytes(), name);
+        }
+    }
     check_binary(rest)?;
     let encoding = if bom { "UTF-8 (BOM)" } else { "UTF-8" };
     match parse(rest, encoding) {
@@ -803,6 +812,31 @@ fn trim(cell: &str) -> &str {
     match (cell.as_bytes().first(), cell.as_bytes().last()) {
         (Some(&first), Some(&last)) if (0x21..0x7f).contains(&first) && (0x21..0x7f).contains(&last) => cell,
         _ => cell.trim(),
+    }
+}
+
+/// UTF-16 without a byte-order mark, as some exports write it: a CSV is
+/// mostly ASCII, so in nearly every 2-byte code unit one byte is zero, on the
+/// same side throughout (the high byte: second in LE, first in BE). A unit
+/// with both bytes zero (U+0000) rules it out.
+fn bomless_utf16(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, &'static str)> {
+    let head = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES) & !1];
+    let units = head.len() / 2;
+    if units < 4 {
+        return None;
+    }
+    let (mut first_zero, mut second_zero) = (0usize, 0usize);
+    for unit in head.chunks_exact(2) {
+        first_zero += usize::from(unit[0] == 0);
+        second_zero += usize::from(unit[1] == 0);
+    }
+    let mostly = |n: usize| n * 4 >= units * 3;
+    if first_zero == 0 && mostly(second_zero) {
+        Some((encoding_rs::UTF_16LE, "UTF-16LE (no BOM)"))
+    } else if second_zero == 0 && mostly(first_zero) {
+        Some((encoding_rs::UTF_16BE, "UTF-16BE (no BOM)"))
+    } else {
+        None
     }
 }
 

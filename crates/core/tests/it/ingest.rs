@@ -4,7 +4,7 @@
 use callmeta_core::csv::Limits;
 use expect_test::expect;
 
-use crate::{check, check_with};
+use crate::{check, check_with, ingest_report};
 
 const AGENT: &str = r#"{"key": "agent_id"}"#;
 
@@ -889,6 +889,33 @@ fn empty_and_header_only_files() {
         rows (agent_id | team):
     "#]],
     );
+}
+
+#[test]
+fn utf16_without_a_byte_order_mark_is_recognised() {
+    let text = "agent_id,city\r\nalice,Köln\r\nbob,São Paulo\r\n";
+    for big_endian in [false, true] {
+        let bytes = utf16(text, big_endian)[2..].to_vec();
+        let report = ingest_report(&bytes, AGENT);
+        let expected = if big_endian {
+            "UTF-16BE (no BOM)"
+        } else {
+            "UTF-16LE (no BOM)"
+        };
+        assert!(report.contains(&format!("encoding:   {expected}")), "{report}");
+        assert!(
+            report.contains("alice | Köln") && report.contains("bob | São Paulo"),
+            "{report}"
+        );
+    }
+    // Mostly non-ASCII text has no zero bytes to go by: it is not guessed.
+    let greek = utf16("κλειδί,πόλη\r\nα,β\r\n", false)[2..].to_vec();
+    assert!(ingest_report(&greek, AGENT).starts_with("REJECTED"));
+    // A lone surrogate: not UTF-16 after all, refused as binary.
+    let mut broken = utf16("agent_id,city\r\nalice,x\r\n", false)[2..].to_vec();
+    broken.extend_from_slice(&[0x00, 0xD8, b'a', 0x00]);
+    let report = ingest_report(&broken, AGENT);
+    assert!(report.contains("NUL byte"), "{report}");
 }
 
 #[test]

@@ -49,6 +49,11 @@ fn escape(cell: &str) -> String {
 }
 
 /// Ingests `input` with `options` (JSON) and the default limits.
+/// The rendered report (and rows) of an ingest with default limits.
+pub fn ingest_report(input: &[u8], options_json: &str) -> String {
+    render(&csv::ingest(input, &options(options_json), &Limits::default()))
+}
+
 pub fn check(input: impl AsRef<[u8]>, options_json: &str, expect: expect_test::Expect) {
     check_with(input, options_json, &Limits::default(), expect)
 }
