@@ -388,6 +388,79 @@ async fn an_aborted_ftp_upload_leaves_the_previous_version_active() {
     );
 }
 
+/// An SFTP client killed in the middle of a `put`: the session ends with
+/// the file still open for writing, so the partial file is discarded and
+/// never becomes a version.
+#[tokio::test]
+async fn an_sftp_client_killed_mid_upload_leaves_the_previous_version_active() {
+    if !have("sftp") || !have("sshpass") {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let acme = spec_tenant(&app, "acme").await;
+    let (status, first) = app.upload(&acme, "crm", SPEC_TABLE).await;
+    assert_eq!(status, 201, "{first}");
+
+    // A complete, valid export of 1 MB, sent at 256 kbit/s: 30 s if let run.
+    let files = tempfile::tempdir().unwrap();
+    let mut export = String::from("agent_id,team_name\n");
+    for i in 0.. {
+        if export.len() > 1_000_000 {
+            break;
+        }
+        export.push_str(&format!("agent{i},team{}\n", i % 7));
+    }
+    let csv = temp_file(files.path(), "big.csv", export.as_bytes());
+    let batch = temp_file(files.path(), "batch", format!("put {csv} /big.csv\n").as_bytes());
+    let inner = sftp_command(&app, &acme.slug, &batch, None);
+    let mut client = Command::new("sshpass")
+        .args(["-p", &acme.password])
+        .arg(inner.as_std().get_program())
+        .args(["-l", "256"])
+        .args(inner.as_std().get_args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let partial = app.data_dir.join("drop/acme/big.csv");
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 16_384 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // sshpass and sftp both go: the SSH connection drops mid-transfer.
+    let pid = client.id().unwrap();
+    let sent = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &pid.to_string()])
+        .status();
+    client.kill().await.unwrap();
+    assert!(
+        (sent as usize) < export.len(),
+        "killed after {sent} of {} bytes",
+        export.len()
+    );
+    let gone = std::time::Instant::now();
+    while partial.exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the partial file is discarded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let table = active_version(&app, &acme, "crm").await;
+    assert_eq!(table["active_version"]["id"], first["version"]["id"], "{table}");
+    assert_eq!(table["versions"].as_array().map(Vec::len), Some(1), "{table}");
+    assert!(
+        !app.data_dir.join("drop/acme/big.csv.report.txt").exists(),
+        "no report: nothing was processed"
+    );
+}
+
 #[tokio::test]
 async fn call_drops_with_sidecars_and_manifests_in_any_order() {
     if !have("curl") {
