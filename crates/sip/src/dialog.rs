@@ -622,11 +622,27 @@ pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> u
             else {
                 continue;
             };
+            let tenant = TenantId(tenant_dir.file_name().to_string_lossy().into_owned());
             let unfinished = match recordings::take(&services, &unique_id).await {
                 Ok(Some(unfinished)) => unfinished,
                 Ok(None) => {
-                    tracing::info!(%unique_id, "an interrupted recording was finished by another node");
-                    let _ = tokio::fs::remove_file(&path).await;
+                    // Its job is gone: finished elsewhere, or given up with
+                    // no audio while this file stayed here (storing it had
+                    // failed). The file is attached only if the call has none.
+                    match calls::get_call(&services, &tenant, &unique_id).await {
+                        Ok(call) if call.audio_key.is_none() => {
+                            if attach_local(&services, &tenant, &unique_id, &path).await {
+                                recovered += 1;
+                            }
+                        }
+                        Ok(_) | Err(AppError::NotFound(_)) => {
+                            tracing::info!(%unique_id, "an interrupted recording was finished by another node");
+                            let _ = tokio::fs::remove_file(&path).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%unique_id, error = %e, "an interrupted recording's call could not be read; kept")
+                        }
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -634,14 +650,7 @@ pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> u
                     continue;
                 }
             };
-            let finalized = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || crate::rtp::finalize(&path)).await
-            };
-            let audio = match finalized {
-                Ok(Ok(())) => read_audio(&path).await,
-                _ => None,
-            };
+            let audio = local_audio(&path).await;
             match recordings::finish(&services, unfinished, audio).await {
                 Ok(()) => {
                     let _ = tokio::fs::remove_file(&path).await;
@@ -655,6 +664,36 @@ pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> u
         }
     }
     recovered
+}
+
+/// A recording a previous run left, its WAV header completed.
+async fn local_audio(path: &Path) -> Option<NewAudio> {
+    let finalized = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::rtp::finalize(&path)).await
+    };
+    match finalized {
+        Ok(Ok(())) => read_audio(path).await,
+        _ => None,
+    }
+}
+
+/// Attaches a local file whose recording job is gone; true if it was.
+async fn attach_local(services: &Services, tenant: &TenantId, unique_id: &str, path: &Path) -> bool {
+    let Some(audio) = local_audio(path).await else {
+        return false;
+    };
+    match calls::attach_audio(services, tenant, unique_id, audio).await {
+        Ok(_) => {
+            let _ = tokio::fs::remove_file(path).await;
+            tracing::info!(%unique_id, "recording of an interrupted call recovered");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(%unique_id, error = %e, "recovering a recording failed; the file is kept");
+            false
+        }
+    }
 }
 
 /// Finishes the recordings of calls whose node stopped mid-call, from the

@@ -690,3 +690,54 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
     );
     assert!(left / frames.max(1) as u64 > 1000, "the tone is there");
 }
+
+/// A recording file whose job is gone while its call has no audio (storing
+/// it failed at the BYE, or it was left by a version that kept no jobs) is
+/// attached at the next start, not thrown away.
+#[tokio::test]
+async fn a_recording_left_on_disk_without_its_job_is_attached_at_the_next_start() {
+    use callmeta_app::store::Store;
+    let data = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(data.path());
+    let app = TestApp::spawn_with(config.clone()).await;
+    let t = app.create_tenant("acme");
+    let (_, call) = app
+        .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
+        .await;
+    let id = call["unique_id"].as_str().unwrap().to_string();
+    app.stop().await;
+    let store = callmeta_app::store::sqlite::SqliteStore::open(&data.path().join("callmeta.db"))
+        .await
+        .unwrap();
+    let tenant = store
+        .tenant_by_slug(&callmeta_core::domain::TenantSlug::parse("acme").unwrap())
+        .await
+        .unwrap();
+    drop(store);
+    // As the recorder leaves it: a header with no sizes yet, then 0.5 s of
+    // stereo 16-bit audio.
+    let mut wav = b"RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00\x40\x1f\x00\x00\x00\x7d\x00\x00\x04\x00\x10\x00data\x00\x00\x00\x00".to_vec();
+    wav.extend(std::iter::repeat_n([0x10u8, 0x20, 0, 0], 4_000).flatten());
+    let dir = data.path().join("recordings").join(&tenant.id.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{id}.wav"));
+    std::fs::write(&file, &wav).unwrap();
+
+    let app = TestApp::spawn_with(config).await;
+    assert_eq!(audio_state(&app, &t, &id).await, "available");
+    let stored = app
+        .http
+        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (channels, rate, frames, left, right) = wav_summary(&stored);
+    assert_eq!((channels, rate, frames), (2, 8000, 4_000));
+    assert!(left > 0 && right == 0);
+    assert!(!file.exists(), "the file is removed once attached");
+    app.stop().await;
+}
