@@ -145,7 +145,32 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Response {
+/// Whether a request was posted from another site: browsers send `Origin`
+/// with every POST, and it must name this host (as the client reached it,
+/// or as a proxy in front says it did).
+fn cross_site(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false; // not a browser, or a browser sending no Origin
+    };
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    let ours = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    !matches!(origin_host, Some(h) if Some(h) == ours("host") || Some(h) == ours("x-forwarded-host"))
+}
+
+/// A login form posted from another site is refused: it would sign the
+/// visitor in to an account of the other site's choosing (login CSRF).
+pub async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if cross_site(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            Html("Log in from callmeta's own login page.".to_string()),
+        )
+            .into_response();
+    }
     let next = safe_next(form.next.as_deref());
     let ms = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
     let lifetime = web_sessions::Lifetime {

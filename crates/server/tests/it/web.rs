@@ -127,6 +127,32 @@ async fn pages_need_a_login_and_a_wrong_password_is_refused() {
     );
     let r = login(&app, "nobody", "whatever").await;
     assert_eq!(r.status(), 401);
+    // A login posted from another site (login CSRF) is refused; from this
+    // site's own page it goes through.
+    let host = app
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    for (origin, status) in [
+        ("http://evil.example".to_string(), 403),
+        ("null".to_string(), 403),
+        (format!("http://{host}"), 303),
+    ] {
+        let r = client()
+            .post(app.url("/login"))
+            .header("origin", &origin)
+            .form(&[("tenant", t.slug.as_str()), ("password", t.password.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "Origin: {origin}");
+        assert_eq!(
+            r.headers().get("set-cookie").is_some(),
+            status == 303,
+            "Origin: {origin}"
+        );
+    }
     // A made-up cookie is no session.
     let (status, _, _) = page(&app, "callmeta_session=0123456789abcdef", "/calls").await;
     assert_eq!(status, 303);
