@@ -74,17 +74,26 @@ impl ActiveTables {
     }
 }
 
+/// Held from before a version is recorded until it is installed: a refresh
+/// (woken by the activation's own NOTIFY, or by its timer) waits, then finds
+/// memory up to date, instead of loading the same version a second time and
+/// holding up the install meanwhile.
+pub async fn hold_installs(services: &Services) -> tokio::sync::MutexGuard<'_, ()> {
+    services.tables.install.lock().await
+}
+
 /// Installs a version just activated by this process, unless the store says
 /// another one became active since (then the next refresh installs that one).
+/// `_held`: from [`hold_installs`], taken before the version was recorded.
 pub async fn install(
     services: &Services,
+    _held: &tokio::sync::MutexGuard<'_, ()>,
     tenant: &TenantId,
     name: &TableName,
     options: &TableOptions,
     version: Option<&str>,
     index: Option<Arc<TableIndex>>,
 ) -> Result<(), AppError> {
-    let _guard = services.tables.install.lock().await;
     let current = services.store.table(tenant, name).await?;
     if current.active_version.as_deref() != version {
         return Ok(());

@@ -122,8 +122,9 @@ pub async fn configure_table(
             Ok((table, Some(outcome)))
         }
         _ => {
+            let held = active_tables::hold_installs(services).await;
             let table = services.store.put_table(tenant, name, &options, now_ms()).await?;
-            active_tables::install(services, tenant, name, &options, None, None).await?;
+            active_tables::install(services, &held, tenant, name, &options, None, None).await?;
             Ok((table, None))
         }
     }
@@ -290,9 +291,10 @@ async fn ingest_and_record(
         options: options.clone(),
         report,
     };
+    let held = active_tables::hold_installs(services).await;
     services.store.insert_version(tenant, &version, accepted).await?;
     if let Some(index) = index {
-        active_tables::install(services, tenant, name, options, Some(&id), Some(index)).await?;
+        active_tables::install(services, &held, tenant, name, options, Some(&id), Some(index)).await?;
         tracing::info!(tenant = %tenant, table = %name, version = %id, rows = version.rows,
             channel = channel.as_str(), "version activated");
     } else {
@@ -398,6 +400,7 @@ async fn finish_upload(
         report,
     };
     let activate = accepted && !superseded;
+    let held = active_tables::hold_installs(services).await;
     services
         .store
         .insert_version(&job.tenant, &version, activate)
@@ -405,6 +408,7 @@ async fn finish_upload(
     if let (true, Some(index)) = (activate, index) {
         active_tables::install(
             services,
+            &held,
             &job.tenant,
             &table_name,
             &payload.options,

@@ -318,7 +318,8 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     let part_secs = [("CALLMETA_SIPREC__AUDIO_PART_SECS", "1")];
     let (mut a, _, a_sip) = spawn_node(&db.url, &blobs, &a_dir, &part_secs);
 
-    // A call to A whose tone lasts 2 s; A dies 2.5 s in, before the BYE.
+    // A call to A whose tone lasts 2 s; A dies before the BYE, once half a
+    // second of audio (16,000 bytes of stereo 16-bit 8 kHz) is stored in parts.
     let dir = tempfile::tempdir().unwrap();
     let tone = crate::siprec::tone_file(dir.path());
     let media_port = crate::siprec::free_udp_port();
@@ -328,7 +329,23 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
         let (xml, cwd) = (xml.clone(), dir.path().to_path_buf());
         tokio::spawn(async move { crate::siprec::sipp(&xml, a_sip, "u1", &cwd, media_port).await })
     };
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let blob_dir = shared.path().join("blobs");
+    let stored = || {
+        files_under(&blob_dir)
+            .iter()
+            .filter(|f| f.to_string_lossy().contains("/recordings/"))
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let started = Instant::now();
+    while stored() < 16_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node A never stored audio parts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     a.kill().unwrap();
     a.wait().unwrap();
     let killed = Instant::now();

@@ -645,7 +645,7 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
 
-    // A call whose tone lasts 2 s; the server dies 2.5 s in, before the BYE.
+    // A call whose tone lasts 2 s; the server dies before the BYE.
     let dir = tempfile::tempdir().unwrap();
     let tone = tone_file(dir.path());
     let media_port = free_udp_port();
@@ -655,7 +655,26 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
         let (xml, cwd) = (xml.clone(), dir.path().to_path_buf());
         tokio::spawn(async move { sipp(&xml, sip, "u1", &cwd, media_port).await })
     };
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Killed once half a second of audio (16,000 bytes of stereo 16-bit
+    // 8 kHz) is in the recording file.
+    let recorded = || {
+        std::fs::read_dir(data.path().join("recordings"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|tenant| std::fs::read_dir(tenant.path()).into_iter().flatten().flatten())
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len().saturating_sub(44))
+            .sum::<u64>()
+    };
+    let started = std::time::Instant::now();
+    while recorded() < 16_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server never wrote audio"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill().unwrap();
     server.wait().unwrap();
     call.abort(); // sipp would wait for its BYE to be answered
