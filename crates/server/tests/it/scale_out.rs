@@ -371,18 +371,7 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
         "node B finished the recording {:?} after the kill",
         killed.elapsed()
     );
-    let audio = || async {
-        b.http
-            .get(b.url(&format!("/api/v1/calls/{id}/audio")))
-            .header("Authorization", format!("Token {}", t.token))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-    };
-    let wav = audio().await;
+    let wav = crate::siprec::recording(&b, &t, &id).await;
     let (channels, rate, frames, left, _) = crate::siprec::wav_summary(&wav);
     assert_eq!((channels, rate), (2, 8000));
     let seconds = frames as f64 / 8000.0;
@@ -413,7 +402,11 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     }
     a.kill().unwrap();
     a.wait().unwrap();
-    assert_eq!(audio().await, wav, "the call's audio is unchanged");
+    assert_eq!(
+        crate::siprec::recording(&b, &t, &id).await,
+        wav,
+        "the call's audio is unchanged"
+    );
     b.stop().await;
 }
 

@@ -61,6 +61,19 @@ pub(crate) async fn sipp(
         .expect("sipp runs")
 }
 
+/// A call's recording, as the API serves it.
+pub(crate) async fn recording(app: &TestApp, t: &Tenant, id: &str) -> bytes::Bytes {
+    let r = app
+        .http
+        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the recording of {id}");
+    r.bytes().await.unwrap()
+}
+
 /// Waits for a call's recording to be attached (at the BYE); its `audio_state`.
 pub(crate) async fn audio_state(app: &TestApp, t: &Tenant, id: &str) -> Value {
     let mut state = Value::Null;
@@ -292,16 +305,7 @@ async fn record_one_call(transport: &str) {
     // the first stream's channel and silence on the second's.
     let id = call["unique_id"].as_str().unwrap();
     assert_eq!(audio_state(&app, &acme, id).await, "available");
-    let wav = app
-        .http
-        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
-        .header("Authorization", format!("Token {}", acme.token))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let wav = recording(&app, &acme, id).await;
     let (channels, rate, frames, left, right) = wav_summary(&wav);
     assert_eq!((channels, rate), (2, 8000));
     let seconds = frames as f64 / 8000.0;
@@ -690,16 +694,7 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
     assert_eq!(list["count"], 1, "{list}");
     let id = list["data"][0]["unique_id"].as_str().unwrap().to_string();
     assert_eq!(audio_state(&app, &acme, &id).await, "available");
-    let wav = app
-        .http
-        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
-        .header("Authorization", format!("Token {}", acme.token))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let wav = recording(&app, &acme, &id).await;
     let (channels, rate, frames, left, _) = wav_summary(&wav);
     assert_eq!((channels, rate), (2, 8000));
     let seconds = frames as f64 / 8000.0;
@@ -744,16 +739,7 @@ async fn a_recording_left_on_disk_without_its_job_is_attached_at_the_next_start(
 
     let app = TestApp::spawn_with(config).await;
     assert_eq!(audio_state(&app, &t, &id).await, "available");
-    let stored = app
-        .http
-        .get(app.url(&format!("/api/v1/calls/{id}/audio")))
-        .header("Authorization", format!("Token {}", t.token))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stored = recording(&app, &t, &id).await;
     let (channels, rate, frames, left, right) = wav_summary(&stored);
     assert_eq!((channels, rate, frames), (2, 8000, 4_000));
     assert!(left > 0 && right == 0);
