@@ -700,12 +700,12 @@ async fn attach_local(services: &Services, tenant: &TenantId, unique_id: &str, p
 /// parts it stored: each is claimed by exactly one node. Returns how many.
 pub async fn finish_stale_recordings(services: &Services) -> Result<usize, AppError> {
     let mut finished = 0;
-    while let Some(mut unfinished) = recordings::claim_stale(services).await? {
+    while let Some(unfinished) = recordings::claim_stale(services).await? {
         let unique_id = unfinished.unique_id.clone();
         let audio = if unfinished.has_audio {
             None
         } else {
-            let parts = recordings::parts(services, &mut unfinished).await?;
+            let parts = recordings::parts(services, &unfinished).await?;
             if parts.is_empty() {
                 tracing::warn!(%unique_id, "a call's node stopped before any of its audio was stored; it has none");
                 None

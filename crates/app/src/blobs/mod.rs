@@ -29,8 +29,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// reader sees the whole object or none.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
-    /// Removes the object; removing one that is not there is not an error.
-    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    /// Removes every object whose key is `prefix` followed by `/...`;
+    /// removing none is not an error.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
     /// Checks that the storage can be written and read back (health endpoint).
     async fn ping(&self) -> Result<(), BlobError> {
         let key = "health/ping";
@@ -98,12 +99,12 @@ impl BlobStore for LocalBlobs {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        let path = self.path(key)?;
-        match tokio::fs::remove_file(&path).await {
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError> {
+        let path = self.path(prefix)?;
+        match tokio::fs::remove_dir_all(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(format!("removing blob {}", path.display()))(e)),
+            Err(e) => Err(io(format!("removing blobs under {}", path.display()))(e)),
         }
     }
 }
@@ -126,4 +127,32 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delete_prefix_removes_the_keys_under_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::new(dir.path());
+        for key in ["a/p/1", "a/p/2", "a/pq", "a/q/1"] {
+            blobs.put(key, Bytes::from_static(b"x")).await.unwrap();
+        }
+        blobs.delete_prefix("a/p").await.unwrap();
+        blobs.delete_prefix("a/none").await.unwrap();
+        for (key, kept) in [
+            ("a/p/1", false),
+            ("a/p/2", false),
+            ("a/pq", true),
+            ("a/q/1", true),
+        ] {
+            assert_eq!(blobs.get(key).await.is_ok(), kept, "{key}");
+        }
+        assert!(matches!(
+            blobs.delete_prefix("../x").await,
+            Err(BlobError::InvalidKey(_))
+        ));
+    }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{BlobError, BlobStore};
@@ -102,10 +102,20 @@ impl BlobStore for S3Blobs {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        match self.store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(s3_error(format!("removing blob {key}"))(e)),
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let locations = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(s3_error(format!("removing blobs under {prefix}"))(e)),
+            }
         }
+        Ok(())
     }
 }

@@ -37,8 +37,13 @@ pub struct InProgress {
     parts: AtomicU32,
 }
 
+/// Where a recording's parts are kept: `{n:08}.part` under it.
+fn parts_prefix(tenant: &TenantId, unique_id: &str) -> String {
+    format!("tenants/{tenant}/recordings/{unique_id}")
+}
+
 fn part_key(tenant: &TenantId, unique_id: &str, n: u32) -> String {
-    format!("tenants/{tenant}/recordings/{unique_id}/{n:08}.part")
+    format!("{}/{n:08}.part", parts_prefix(tenant, unique_id))
 }
 
 /// Records that the call's recording is under way on this node.
@@ -82,8 +87,9 @@ pub async fn complete(
     audio: NewAudio,
 ) -> Result<CallRecord, AppError> {
     let call = calls::attach_audio(services, &recording.tenant, &recording.unique_id, audio).await?;
-    let parts = recording.parts.load(Ordering::SeqCst);
-    remove_parts(services, &recording.tenant, &recording.unique_id, parts).await;
+    if recording.parts.load(Ordering::SeqCst) > 0 {
+        remove_parts(services, &recording.tenant, &recording.unique_id).await;
+    }
     let held = recording.held.lock().ok().and_then(|mut h| h.take());
     if let Some(held) = held {
         jobs::done(services, held).await?;
@@ -91,11 +97,13 @@ pub async fn complete(
     Ok(call)
 }
 
-async fn remove_parts(services: &Services, tenant: &TenantId, unique_id: &str, count: u32) {
-    for n in 0..count {
-        if let Err(e) = services.blobs.delete(&part_key(tenant, unique_id, n)).await {
-            tracing::warn!(unique_id, part = n, error = %e, "removing a recording part failed");
-        }
+async fn remove_parts(services: &Services, tenant: &TenantId, unique_id: &str) {
+    if let Err(e) = services
+        .blobs
+        .delete_prefix(&parts_prefix(tenant, unique_id))
+        .await
+    {
+        tracing::warn!(unique_id, error = %e, "removing a recording's parts failed");
     }
 }
 
@@ -106,8 +114,6 @@ pub struct Unfinished {
     /// The call already has audio: nothing to attach, only leftovers to
     /// remove.
     pub has_audio: bool,
-    /// How many parts [`parts`] found.
-    part_count: Option<u32>,
     held: Held,
 }
 
@@ -142,24 +148,21 @@ async fn unfinished(services: &Services, job: Job, held: Held) -> Result<Unfinis
         tenant: job.tenant,
         unique_id: job.id,
         has_audio,
-        part_count: None,
         held,
     })
 }
 
 /// The parts stored so far, in order.
-pub async fn parts(services: &Services, recording: &mut Unfinished) -> Result<Vec<Bytes>, AppError> {
+pub async fn parts(services: &Services, recording: &Unfinished) -> Result<Vec<Bytes>, AppError> {
     let mut parts = Vec::new();
     loop {
         let key = part_key(&recording.tenant, &recording.unique_id, parts.len() as u32);
         match services.blobs.get(&key).await {
             Ok(bytes) => parts.push(bytes),
-            Err(BlobError::NotFound(_)) => break,
+            Err(BlobError::NotFound(_)) => return Ok(parts),
             Err(e) => return Err(e.into()),
         }
     }
-    recording.part_count = Some(parts.len() as u32);
-    Ok(parts)
 }
 
 /// Attaches what could be recovered (unless the call already has audio or
@@ -172,18 +175,6 @@ pub async fn finish(
     if let (false, Some(audio)) = (recording.has_audio, audio) {
         calls::attach_audio(services, &recording.tenant, &recording.unique_id, audio).await?;
     }
-    let count = match recording.part_count {
-        Some(n) => n,
-        None => {
-            let mut recording = recording;
-            let n = parts(services, &mut recording).await?.len() as u32;
-            return finish_counted(services, recording, n).await;
-        }
-    };
-    finish_counted(services, recording, count).await
-}
-
-async fn finish_counted(services: &Services, recording: Unfinished, count: u32) -> Result<(), AppError> {
-    remove_parts(services, &recording.tenant, &recording.unique_id, count).await;
+    remove_parts(services, &recording.tenant, &recording.unique_id).await;
     jobs::done(services, recording.held).await
 }

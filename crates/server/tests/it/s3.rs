@@ -113,3 +113,44 @@ async fn versions_live_in_s3_and_reload_from_it() {
     assert_eq!(call["metadata"]["team_name"], "diamond");
     app.stop().await;
 }
+
+/// Removing a recording's parts: every key under a prefix goes, the keys
+/// beside it stay, in a real S3 server.
+#[tokio::test]
+async fn a_prefix_is_removed_from_s3() {
+    use callmeta_app::blobs::BlobStore;
+    use callmeta_app::blobs::s3::S3Blobs;
+    let Some(s3) = start_s3().await else {
+        return;
+    };
+    let r = reqwest::Client::new()
+        .put(format!("{}/parts", s3.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "creating the bucket: {}", r.status());
+    let blobs = S3Blobs::new(
+        "s3://parts",
+        &S3Settings {
+            endpoint: Some(s3.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            allow_http: true,
+        },
+    )
+    .unwrap();
+    for key in ["a/p/1", "a/p/2", "a/pq", "a/q/1"] {
+        blobs.put(key, bytes::Bytes::from_static(b"x")).await.unwrap();
+    }
+    blobs.delete_prefix("a/p").await.unwrap();
+    blobs.delete_prefix("a/none").await.unwrap();
+    for (key, kept) in [
+        ("a/p/1", false),
+        ("a/p/2", false),
+        ("a/pq", true),
+        ("a/q/1", true),
+    ] {
+        assert_eq!(blobs.get(key).await.is_ok(), kept, "{key}");
+    }
+}
