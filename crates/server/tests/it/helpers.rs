@@ -287,3 +287,42 @@ fn uuid_like() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{:x}_{}", nanos, std::process::id())
 }
+
+/// The real `callmeta serve` binary as a process on `data_dir`, every
+/// listener on a free port, with `args` and `env` added: the process, its
+/// HTTP URL and its SIP address (read from the line it prints at start).
+pub fn spawn_serve(
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, std::net::SocketAddr) {
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args(["serve", "--http", "127.0.0.1:0", "--ftp", "127.0.0.1:0"])
+        .args(["--sftp", "127.0.0.1:0", "--sip", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(url.starts_with("http://"), "{line}");
+    let sip = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sip:"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
+    (server, url, sip)
+}

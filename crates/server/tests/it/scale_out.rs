@@ -78,35 +78,9 @@ fn spawn_node(
     data_dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (std::process::Child, String, std::net::SocketAddr) {
-    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
-        .args(["serve", "--http", "127.0.0.1:0", "--ftp", "127.0.0.1:0"])
-        .args(["--sftp", "127.0.0.1:0", "--sip", "127.0.0.1:0"])
-        .args(["--database", database, "--blobs", blobs, "--data-dir"])
-        .arg(data_dir)
-        .env("CALLMETA_JOB_LEASE_MS", "1500")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(node.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(url.starts_with("http://"), "{line}");
-    let sip = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("sip:"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
-    (node, url, sip)
+    let mut env = env.to_vec();
+    env.push(("CALLMETA_JOB_LEASE_MS", "1500"));
+    spawn_serve(data_dir, &["--database", database, "--blobs", blobs], &env)
 }
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

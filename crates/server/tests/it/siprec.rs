@@ -621,33 +621,7 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut server = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--ftp",
-            "127.0.0.1:0",
-            "--sftp",
-            "127.0.0.1:0",
-        ])
-        .args(["--sip", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let sip: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("sip:"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no SIP address in {line:?}"));
+    let (mut server, _, sip) = crate::helpers::spawn_serve(data.path(), &[], &[]);
 
     // A call whose tone lasts 2 s; the server dies before the BYE.
     let dir = tempfile::tempdir().unwrap();
