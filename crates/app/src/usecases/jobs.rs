@@ -29,11 +29,6 @@ impl Leases {
             .map(|h| h.keys().cloned().collect())
             .unwrap_or_default()
     }
-
-    /// How many jobs this node holds.
-    pub fn count(&self) -> usize {
-        self.held.lock().map(|h| h.len()).unwrap_or(0)
-    }
 }
 
 /// This node works on a job: its lease is renewed until this is dropped.
@@ -42,12 +37,6 @@ impl Leases {
 pub struct Held {
     leases: Arc<Leases>,
     id: String,
-}
-
-impl Held {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 impl Drop for Held {
