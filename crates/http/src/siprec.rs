@@ -1,5 +1,6 @@
 //! A tenant's SIPREC settings: which flattened metadata keys its calls also
-//! get under another name, and the addresses of its recording clients.
+//! get under another name; the networks of its recording clients (SBCs),
+//! which the operator registers, are shown read-only.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,9 @@ pub struct SiprecSettingsView {
     /// `{"participant_1_aor_user": "agent_id"}`.
     #[serde(default)]
     pub mapping: BTreeMap<String, String>,
-    /// IP addresses of the tenant's SBCs: a call from one of them whose
-    /// Request-URI names no tenant is this tenant's.
+    /// Networks of the tenant's SBCs, registered by the operator
+    /// (`callmeta tenant sip-source add`): read only. A PUT may leave it out
+    /// or send it back unchanged; any other value is refused (422).
     #[serde(default)]
     pub source_addresses: Vec<String>,
 }
@@ -50,7 +52,6 @@ pub async fn get_settings(
 #[utoipa::path(put, path = "/api/v1/siprec", tag = "siprec",
     request_body = SiprecSettingsView,
     responses((status = 200, body = SiprecSettingsView), (status = 401, body = ErrorBody),
-              (status = 409, description = "A source address is another tenant's", body = ErrorBody),
               (status = 422, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn put_settings(

@@ -169,7 +169,7 @@ ftp = {ftp:?}
 sftp = {sftp:?}
 # SIP listener, UDP and TCP.                                          env: CALLMETA_SIP
 sip = {sip:?}
-# Tenant of SIPREC calls that name none (empty: answer 404).          env: CALLMETA_SIP_DEFAULT_TENANT
+# Tenant of calls from unregistered SBCs (empty: answer 403).            env: CALLMETA_SIP_DEFAULT_TENANT
 sip_default_tenant = {sdt}
 # Database URL (empty: SQLite in the data dir; or postgres://...).    env: CALLMETA_DATABASE
 database = {database}
@@ -222,20 +222,7 @@ max_files = {mf}
 max_failed_logins = {mfl2}
 failed_login_block_secs = {flb}
 
-[siprec]
-# UDP ports for RTP, FIRST-LAST (two per recorded stream).            env: CALLMETA_SIPREC__RTP_PORTS
-rtp_ports = {rtp:?}
-# Address put in SDP answers, when the SBC reaches us through NAT.   env: CALLMETA_SIPREC__MEDIA_ADDRESS
-media_address = {ma}
-# Region for reading national numbers as E.164, e.g. "FR".           env: CALLMETA_SIPREC__DEFAULT_REGION
-default_region = {dr}
-# Wait before answering an INVITE, in ms (0: answer at once).       env: CALLMETA_SIPREC__ANSWER_DELAY_MS
-answer_delay_ms = {ad}
-# Store the audio received so far in blob storage every this many
-# seconds, for another node to finish a call if this one stops
-# (0: never; unset: 5 with PostgreSQL, 0 with SQLite).              env: CALLMETA_SIPREC__AUDIO_PART_SECS
-{aps}
-
+{siprec}
 [web]
 # How long a web app login lasts at most, in seconds.               env: CALLMETA_WEB__SESSION_SECS
 session_secs = {ws}
@@ -245,16 +232,9 @@ idle_secs = {wi}
 secure_cookie = {wsc}
 "#,
             ws = self.web.session_secs,
-            aps = match self.siprec.audio_part_secs {
-                Some(secs) => format!("audio_part_secs = {secs}"),
-                None => "# audio_part_secs = 5".to_string(),
-            },
+            siprec = siprec_section(&self.siprec),
             wi = self.web.idle_secs,
             wsc = self.web.secure_cookie,
-            rtp = self.siprec.rtp_ports,
-            ma = opt(&self.siprec.media_address),
-            dr = opt(&self.siprec.default_region),
-            ad = self.siprec.answer_delay_ms,
             pp = self.transfer.passive_ports,
             ph = opt(&self.transfer.passive_host),
             tc = self
@@ -299,4 +279,79 @@ secure_cookie = {wsc}
             mfl = self.limits.max_field_bytes,
         )
     }
+}
+
+/// The `[siprec]` part of [`Config::to_commented_toml`].
+fn siprec_section(s: &SipSettings) -> String {
+    let opt = |v: &Option<String>| format!("{:?}", v.as_deref().unwrap_or(""));
+    let aps = match s.audio_part_secs {
+        Some(secs) => format!("audio_part_secs = {secs}"),
+        None => "# audio_part_secs = 5".to_string(),
+    };
+    format!(
+        r#"[siprec]
+# The SBCs that may send calls for a tenant are registered with
+# `callmeta tenant sip-source add SLUG CIDR`.
+# UDP ports for RTP, FIRST-LAST (two per recorded stream).            env: CALLMETA_SIPREC__RTP_PORTS
+rtp_ports = {rtp:?}
+# Address put in SDP answers (o=, c=), when the SBC reaches us
+# through NAT (empty: the address each INVITE arrived on).           env: CALLMETA_SIPREC__MEDIA_ADDRESS
+media_address = {ma}
+# Address (HOST or HOST:PORT) put in Contact headers, behind NAT
+# (empty: the address each request arrived on).                     env: CALLMETA_SIPREC__ADVERTISED_ADDRESS
+advertised_address = {aa}
+# Region for reading national numbers as E.164, e.g. "FR".           env: CALLMETA_SIPREC__DEFAULT_REGION
+default_region = {dr}
+# Wait before answering an INVITE, in ms (0: answer at once).       env: CALLMETA_SIPREC__ANSWER_DELAY_MS
+answer_delay_ms = {ad}
+# Store the audio received so far in blob storage every this many
+# seconds, for another node to finish a call if this one stops
+# (0: never; unset: 5 with PostgreSQL, 0 with SQLite).              env: CALLMETA_SIPREC__AUDIO_PART_SECS
+{aps}
+# RFC 3261 T1 (ms); a 200 OK not acknowledged within 64xT1 ends
+# its dialog (the call is removed if no audio came).                env: CALLMETA_SIPREC__T1_MS
+t1_ms = {t1}
+# End a call after this many seconds without RTP or in-dialog
+# request, and any call at max_call_secs (audio so far kept).       env: CALLMETA_SIPREC__RTP_TIMEOUT_SECS
+rtp_timeout_secs = {rto}
+max_call_secs = {mcs}                                                 # env: CALLMETA_SIPREC__MAX_CALL_SECS
+# Calls in progress at most per source address and per tenant,
+# and new calls per second (bursts of twice as many); beyond: 503.  env: CALLMETA_SIPREC__MAX_CALLS_PER_SOURCE, ...
+max_calls_per_source = {mcps}
+max_calls_per_tenant = {mcpt}
+invites_per_sec_per_source = {ips}
+invites_per_sec_per_tenant = {ipt}
+# Media streams (m-lines) at most per call (beyond: 488).           env: CALLMETA_SIPREC__MAX_STREAMS
+max_streams = {ms}
+# SIP messages handled at once (beyond: 503).                        env: CALLMETA_SIPREC__MAX_IN_FLIGHT
+max_in_flight = {mif}
+# SIP over TCP: connections at most (in total, per source address),
+# idle seconds before closing, seconds for a message to complete,
+# responses queued for a peer that does not read before closing.   env: CALLMETA_SIPREC__MAX_TCP_CONNECTIONS, ...
+max_tcp_connections = {mtc}
+max_tcp_connections_per_source = {mtcs}
+tcp_idle_secs = {tis}
+tcp_message_secs = {tms}
+tcp_send_queue = {tsq}
+"#,
+        rtp = s.rtp_ports,
+        ma = opt(&s.media_address),
+        aa = opt(&s.advertised_address),
+        dr = opt(&s.default_region),
+        ad = s.answer_delay_ms,
+        t1 = s.t1_ms,
+        rto = s.rtp_timeout_secs,
+        mcs = s.max_call_secs,
+        mcps = s.max_calls_per_source,
+        mcpt = s.max_calls_per_tenant,
+        ips = s.invites_per_sec_per_source,
+        ipt = s.invites_per_sec_per_tenant,
+        ms = s.max_streams,
+        mif = s.max_in_flight,
+        mtc = s.max_tcp_connections,
+        mtcs = s.max_tcp_connections_per_source,
+        tis = s.tcp_idle_secs,
+        tms = s.tcp_message_secs,
+        tsq = s.tcp_send_queue,
+    )
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use callmeta::config::{Config, FlagOverrides};
 use callmeta::startup::{App, open_services};
-use callmeta_app::usecases::{AppError, tables, tenants};
+use callmeta_app::usecases::{AppError, siprec, tables, tenants};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -82,6 +82,23 @@ enum TenantCommand {
     /// Let a tenant log in over SFTP with an SSH key (an OpenSSH `.pub` file;
     /// every key line in it is added).
     AddKey { slug: String, file: PathBuf },
+    /// Register the SBCs that may send SIPREC calls for a tenant (by source
+    /// address or CIDR network). A network registered for several tenants is
+    /// a shared SBC: its calls select the tenant by the Request-URI user.
+    SipSource {
+        #[command(subcommand)]
+        command: SipSourceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SipSourceCommand {
+    /// Register a network (`192.0.2.10`, `192.0.2.0/24`, `2001:db8::/32`).
+    Add { slug: String, network: String },
+    /// Remove a registered network.
+    Remove { slug: String, network: String },
+    /// List a tenant's registered networks.
+    List { slug: String },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +202,32 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "{}",
                 serde_json::json!({"tenant": slug, "keys_added": keys.len()})
             );
+        }
+        Command::Tenant {
+            command: TenantCommand::SipSource { command },
+        } => {
+            let services = open_services(&config).await?;
+            let out = match command {
+                SipSourceCommand::Add { slug, network } => {
+                    let (network, added) = siprec::add_sip_source(&services, &slug, &network)
+                        .await
+                        .map_err(user_error)?;
+                    serde_json::json!({"tenant": slug, "network": network, "added": added})
+                }
+                SipSourceCommand::Remove { slug, network } => {
+                    let network = siprec::remove_sip_source(&services, &slug, &network)
+                        .await
+                        .map_err(user_error)?;
+                    serde_json::json!({"tenant": slug, "network": network, "removed": true})
+                }
+                SipSourceCommand::List { slug } => {
+                    let networks = siprec::list_sip_sources(&services, &slug)
+                        .await
+                        .map_err(user_error)?;
+                    serde_json::json!({"tenant": slug, "networks": networks})
+                }
+            };
+            println!("{out}");
         }
         Command::Table {
             command:

@@ -1,47 +1,69 @@
 //! Transactions and dialogs of the recording server.
+//!
+//! A dialog belongs to its peer: in-dialog requests (ACK, re-INVITE,
+//! UPDATE, BYE, CANCEL) must carry its Call-ID, the peer's From tag and our
+//! To tag, and come from the peer's address (UDP) or connection or address
+//! (TCP); anything else gets `481` and changes nothing. A dialog ends: its
+//! `200 OK` unacknowledged after 64×T1, no RTP for `rtp_timeout_secs`, or
+//! longer than `max_call_secs` ([`Dialogs::sweep`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use callmeta_app::store::{CallSource, TenantId};
-use callmeta_app::usecases::calls::{self, NewAudio, NewCall};
+use callmeta_app::usecases::calls::{self, NewCall};
 use callmeta_app::usecases::recordings::{self, InProgress};
-use callmeta_app::usecases::{AppError, Services, siprec};
+use callmeta_app::usecases::{Services, siprec};
 use callmeta_siprec::flatten::{FlattenOptions, flatten};
 use callmeta_siprec::metadata::Metadata as RecordingMetadata;
 use callmeta_siprec::recording::{RecordingBody, parse_body};
 use callmeta_siprec::sdp::{self, AnswerOptions, SessionDescription};
 use callmeta_siprec::sip::{Header, Message, Method};
 use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
 
 use crate::Context;
+use crate::admission::{Admission, Ticket};
+use crate::recovery::store_recording;
 use crate::rtp::{Parts, PortPool, Recording};
 use crate::transport::Reply;
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 const ACCEPT: &str = "application/sdp, application/rs-metadata+xml, application/rs-metadata, multipart/mixed";
 const SUPPORTED: &str = "timer, replaces";
-/// RFC 3261 timers: T1, T2, and 64·T1 for giving up on the ACK.
-const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2: the longest interval between retransmissions of a 200 OK.
 const T2: Duration = Duration::from_secs(4);
+/// How long the operator's routing table is reused before it is read again
+/// (a source registered with the CLI takes effect within this).
+const ROUTES_TTL: Duration = Duration::from_secs(1);
 
 pub struct Dialogs {
     context: Arc<Context>,
     ports: PortPool,
     dialogs: std::sync::Mutex<HashMap<String, Arc<Dialog>>>,
     /// Shutting down: calls under way go on, new ones are refused (503).
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
+    admission: Admission,
+    routes: Mutex<Option<(Instant, Arc<siprec::Routes>)>>,
 }
 
 /// One recorded call, keyed by the SIP Call-ID.
 struct Dialog {
+    /// The peer's From tag, our To tag.
+    from_tag: Option<String>,
+    to_tag: String,
+    /// Where the INVITE came from, and on which TCP connection.
+    peer: SocketAddr,
+    connection: Option<u64>,
+    udp: bool,
     state: Mutex<State>,
-    /// Signalled by the ACK of the 200 OK (stops its retransmission), or by a
-    /// CANCEL before the answer.
-    acked: Notify,
+    /// Set by the ACK of the 200 OK (stops its retransmission).
+    acked: AtomicBool,
+    ack: Notify,
+    /// A CANCEL before the answer.
     cancelled: Notify,
 }
 
@@ -52,45 +74,70 @@ struct State {
     /// The last final response to the INVITE, for retransmitted INVITEs.
     invite_response: Option<Vec<u8>>,
     answered: bool,
-    to_tag: String,
+    /// When the 200 OK was first sent.
+    answered_at: Option<Instant>,
+    /// The last RTP packet or in-dialog request, and the packet count then.
+    last_activity: Instant,
+    packets_seen: u64,
     /// The INVITE's headers (flattened with every metadata snapshot).
     headers: Vec<Header>,
     metadata: Option<RecordingMetadata>,
     offer_plans: Vec<sdp::StreamPlan>,
     ports: Option<(u16, usize)>,
+    /// The local addresses the call was answered with.
+    media_ip: Option<IpAddr>,
     recording: Option<Recording>,
     /// The recording's job (and its parts in blob storage).
     in_progress: Option<Arc<InProgress>>,
+    /// Counts the call against its source and tenant while it lasts.
+    ticket: Option<Ticket>,
     session_version: u64,
     finished: bool,
+}
+
+/// Why a dialog is ended without its BYE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    NoAck,
+    NoRtp,
+    TooLong,
 }
 
 impl Dialogs {
     pub fn new(context: Arc<Context>) -> Arc<Dialogs> {
         let range = parse_range(&context.settings.rtp_ports);
+        let admission = Admission::new(context.settings.admission_limits());
         Arc::new(Dialogs {
             context,
             ports: PortPool::new(range),
             dialogs: std::sync::Mutex::new(HashMap::new()),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            admission,
+            routes: Mutex::new(None),
         })
+    }
+
+    fn t1(&self) -> Duration {
+        Duration::from_millis(self.context.settings.t1_ms.max(1))
     }
 
     /// From now on, new INVITEs are answered `503` with `Retry-After`.
     pub fn drain(&self) {
-        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn snapshot(&self) -> Vec<(String, Arc<Dialog>)> {
+        self.dialogs
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Calls under way (refused and finished dialogs are kept a while for
     /// retransmissions; they do not count).
     pub async fn active(&self) -> usize {
-        let dialogs: Vec<Arc<Dialog>> = self
-            .dialogs
-            .lock()
-            .map(|d| d.values().cloned().collect())
-            .unwrap_or_default();
         let mut active = 0;
-        for dialog in dialogs {
+        for (_, dialog) in self.snapshot() {
             if !dialog.state.lock().await.finished {
                 active += 1;
             }
@@ -101,15 +148,61 @@ impl Dialogs {
     /// Ends every call still under way as if its BYE had come: its
     /// recording so far is attached to it (at shutdown, after the grace).
     pub async fn finish_all(&self) {
-        let ids: Vec<String> = self
-            .dialogs
-            .lock()
-            .map(|d| d.keys().cloned().collect())
-            .unwrap_or_default();
-        for call_id in ids {
-            if let Some(dialog) = self.get(&call_id) {
-                let state = dialog.state.lock().await;
-                self.finish(&call_id, state).await;
+        for (call_id, dialog) in self.snapshot() {
+            let state = dialog.state.lock().await;
+            self.finish(&call_id, state).await;
+        }
+    }
+
+    /// Ends the dialogs that are over without a BYE; run every second (or
+    /// every 4×T1 when T1 is shorter). A dialog being answered is left
+    /// alone.
+    pub async fn sweep(&self) {
+        let now = Instant::now();
+        let settings = &self.context.settings;
+        let rtp_timeout = Duration::from_secs(settings.rtp_timeout_secs.max(1));
+        let max_call = Duration::from_secs(settings.max_call_secs.max(1));
+        for (call_id, dialog) in self.snapshot() {
+            let Ok(mut state) = dialog.state.try_lock() else {
+                continue;
+            };
+            if state.finished || !state.answered {
+                continue;
+            }
+            let Some(answered_at) = state.answered_at else {
+                continue;
+            };
+            let packets = state
+                .recording
+                .as_ref()
+                .map(|r| r.packets.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if packets != state.packets_seen {
+                state.packets_seen = packets;
+                state.last_activity = now;
+            }
+            let ending = if !dialog.acked.load(Ordering::SeqCst) && now - answered_at >= self.t1() * 64 {
+                Some(Ending::NoAck)
+            } else if now - answered_at >= max_call {
+                Some(Ending::TooLong)
+            } else if now - state.last_activity >= rtp_timeout {
+                Some(Ending::NoRtp)
+            } else {
+                None
+            };
+            let Some(ending) = ending else {
+                continue;
+            };
+            let unique_id = state.unique_id.clone().unwrap_or_default();
+            match ending {
+                Ending::NoAck if packets == 0 => {
+                    tracing::info!(call_id, %unique_id, "no ACK for the 200 OK and no audio: the call is released and removed");
+                    self.discard(&call_id, state).await;
+                }
+                _ => {
+                    tracing::info!(call_id, %unique_id, ?ending, packets, "ending a call without its BYE; its audio so far is kept");
+                    self.finish(&call_id, state).await;
+                }
             }
         }
     }
@@ -128,10 +221,11 @@ impl Dialogs {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, message: Message, reply: Reply) {
+    pub async fn handle(self: Arc<Self>, mut message: Message, reply: Reply) {
         let Some(method) = message.method().cloned() else {
             return; // responses: we originate no requests
         };
+        message.mark_received(reply.peer());
         let call_id = match message.call_id() {
             Ok(id) => id.to_string(),
             Err(e) => return self.respond_error(&message, &reply, 400, &e.to_string()).await,
@@ -146,6 +240,13 @@ impl Dialogs {
         }
         match method {
             Method::Options => {
+                // An in-dialog OPTIONS is a sign of life of its call.
+                if let Some(dialog) = self.get(&call_id)
+                    && dialog.belongs(&message, &reply, true)
+                    && let Ok(mut state) = dialog.state.try_lock()
+                {
+                    state.last_activity = Instant::now();
+                }
                 let response = message
                     .response(200)
                     .header("Allow", ALLOW)
@@ -168,9 +269,12 @@ impl Dialogs {
             }
             Method::Update => self.reinvite_or_update(&call_id, message, reply).await,
             Method::Ack => {
-                if let Some(dialog) = self.get(&call_id) {
-                    dialog.acked.notify_waiters();
-                    dialog.acked.notify_one();
+                if let Some(dialog) = self.get(&call_id)
+                    && dialog.belongs(&message, &reply, true)
+                {
+                    dialog.acked.store(true, Ordering::SeqCst);
+                    dialog.ack.notify_waiters();
+                    dialog.ack.notify_one();
                 }
             }
             Method::Bye => self.bye(&call_id, message, reply).await,
@@ -184,24 +288,47 @@ impl Dialogs {
 
     async fn respond_error(&self, message: &Message, reply: &Reply, status: u16, why: &str) {
         tracing::info!(peer = %reply.peer(), status, why, "SIP request refused");
-        let why: String = why
-            .chars()
-            .filter(|c| !c.is_control() && *c != '"')
-            .take(200)
-            .collect();
         let mut builder = message
             .response(status)
-            .header("Warning", &format!("399 callmeta \"{why}\""));
+            .header("Warning", &warning(why));
         if status == 415 {
             builder = builder.header("Accept", ACCEPT);
         }
         reply.send(&builder.build()).await;
     }
 
+    /// The operator's routing table, read again once it is [`ROUTES_TTL`] old.
+    async fn routes(&self) -> Result<Arc<siprec::Routes>, String> {
+        let mut cached = self.routes.lock().await;
+        if let Some((at, routes)) = cached.as_ref()
+            && at.elapsed() < ROUTES_TTL
+        {
+            return Ok(routes.clone());
+        }
+        match siprec::Routes::load(self.services(), self.context.default_tenant.as_deref()).await {
+            Ok(routes) => {
+                let routes = Arc::new(routes);
+                *cached = Some((Instant::now(), routes.clone()));
+                Ok(routes)
+            }
+            Err(e) => match cached.as_ref() {
+                // The store is briefly unavailable: keep routing as before.
+                Some((_, routes)) => Ok(routes.clone()),
+                None => Err(e.to_string()),
+            },
+        }
+    }
+
     async fn invite(self: &Arc<Self>, call_id: String, message: Message, reply: Reply) {
         let cseq = message.cseq().map(|c| c.number).unwrap_or(0);
-        // A retransmitted INVITE gets the response already sent.
+        // A retransmitted INVITE gets the response already sent; anything
+        // else with this Call-ID is refused without touching the dialog.
         if let Some(existing) = self.get(&call_id) {
+            if !existing.belongs(&message, &reply, false) {
+                return self
+                    .respond_error(&message, &reply, 482, "this Call-ID belongs to another dialog")
+                    .await;
+            }
             let state = existing.state.lock().await;
             if state.invite_cseq == cseq {
                 if let Some(response) = &state.invite_response {
@@ -214,36 +341,69 @@ impl Dialogs {
                 .respond_error(&message, &reply, 482, "a second INVITE for this Call-ID")
                 .await;
         }
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.draining.load(Ordering::SeqCst) {
             tracing::info!(peer = %reply.peer(), "SIP INVITE refused: shutting down");
             let response = message
                 .response(503)
                 .header("Retry-After", "5")
-                .header(
-                    "Warning",
-                    "399 callmeta \"shutting down; calls in progress finish\"",
-                )
+                .header("Warning", &warning("shutting down; calls in progress finish"))
                 .build();
             return reply.send(&response).await;
         }
+        // Who the call is for, and whether its source and tenant may start
+        // one now: refusals keep no state.
+        let routes = match self.routes().await {
+            Ok(routes) => routes,
+            Err(e) => {
+                return self
+                    .respond_error(&message, &reply, 500, &format!("the routing table could not be read: {e}"))
+                    .await;
+            }
+        };
+        let tenant = match routes.route(message.request_user(), reply.peer().ip()) {
+            Ok(tenant) => tenant,
+            Err(refused) => return self.respond_error(&message, &reply, 403, &refused.0).await,
+        };
+        let ticket = match self.admission.admit(reply.peer().ip(), &tenant, Instant::now()) {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                tracing::info!(peer = %reply.peer(), why = refused.why, "SIP INVITE refused");
+                let response = message
+                    .response(503)
+                    .header("Retry-After", &refused.retry_after_secs.to_string())
+                    .header("Warning", &warning(&refused.why))
+                    .build();
+                return reply.send(&response).await;
+            }
+        };
         let dialog = Arc::new(Dialog {
+            from_tag: message.from().ok().and_then(|f| f.tag().map(str::to_string)),
+            to_tag: format!("cm{:016x}", rand_u64()),
+            peer: reply.peer(),
+            connection: reply.connection(),
+            udp: reply.is_udp(),
             state: Mutex::new(State {
                 tenant: None,
                 unique_id: None,
                 invite_cseq: cseq,
                 invite_response: None,
                 answered: false,
-                to_tag: format!("cm{:016x}", rand_u64()),
+                answered_at: None,
+                last_activity: Instant::now(),
+                packets_seen: 0,
                 headers: message.headers().to_vec(),
                 metadata: None,
                 offer_plans: Vec::new(),
                 ports: None,
+                media_ip: None,
                 recording: None,
                 in_progress: None,
+                ticket: Some(ticket),
                 session_version: 1,
                 finished: false,
             }),
-            acked: Notify::new(),
+            acked: AtomicBool::new(false),
+            ack: Notify::new(),
             cancelled: Notify::new(),
         });
         if let Ok(mut d) = self.dialogs.lock() {
@@ -252,21 +412,16 @@ impl Dialogs {
         let mut state = dialog.state.lock().await;
         reply.send(&message.response(100).build()).await;
         let outcome = self
-            .answer_invite(&call_id, &message, &reply, &mut state, &dialog)
+            .answer_invite(&call_id, tenant, &message, &reply, &mut state, &dialog)
             .await;
         let response = match outcome {
             Ok(response) => response,
             Err((status, why)) => {
                 tracing::info!(call_id, status, why, "INVITE refused");
-                let why: String = why
-                    .chars()
-                    .filter(|c| !c.is_control() && *c != '"')
-                    .take(200)
-                    .collect();
                 let mut b = message
                     .response(status)
-                    .to_tag(&state.to_tag)
-                    .header("Warning", &format!("399 callmeta \"{why}\""));
+                    .to_tag(&dialog.to_tag)
+                    .header("Warning", &warning(&why));
                 if status == 415 {
                     b = b.header("Accept", ACCEPT);
                 }
@@ -278,32 +433,40 @@ impl Dialogs {
         state.invite_response = Some(response.clone());
         reply.send(&response).await;
         let success = state.answered && !state.finished;
+        if success {
+            state.answered_at = Some(Instant::now());
+            state.last_activity = Instant::now();
+        }
         drop(state);
+        let t1 = self.t1();
         if !success {
             // Keep the final response a while for retransmitted INVITEs.
             let this = self.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(T1 * 64).await;
+                tokio::time::sleep(t1 * 64).await;
                 this.remove(&call_id);
             });
             return;
         }
         if reply.is_udp() {
-            // Retransmit the 200 OK until the ACK (RFC 3261 §13.3.1.4).
+            // Retransmit the 200 OK until the ACK (RFC 3261 §13.3.1.4); the
+            // sweep ends the dialog if none comes within 64×T1.
             let dialog = dialog.clone();
             tokio::spawn(async move {
-                let mut interval = T1;
+                let mut interval = t1;
                 let mut waited = Duration::ZERO;
-                while waited < T1 * 64 {
+                while waited < t1 * 64 && !dialog.acked.load(Ordering::SeqCst) {
                     tokio::select! {
-                        _ = dialog.acked.notified() => return,
+                        _ = dialog.ack.notified() => return,
                         _ = tokio::time::sleep(interval) => {}
+                    }
+                    if dialog.acked.load(Ordering::SeqCst) || dialog.state.lock().await.finished {
+                        return;
                     }
                     waited += interval;
                     interval = (interval * 2).min(T2);
                     reply.send(&response).await;
                 }
-                tracing::warn!("no ACK for the 200 OK of a recording INVITE");
             });
         }
     }
@@ -312,27 +475,25 @@ impl Dialogs {
     async fn answer_invite(
         &self,
         call_id: &str,
+        tenant: TenantId,
         message: &Message,
         reply: &Reply,
         state: &mut State,
         dialog: &Dialog,
     ) -> Result<Vec<u8>, (u16, String)> {
         let services = self.services();
-        let tenant = siprec::tenant_for_call(
-            services,
-            message.request_user(),
-            reply.peer().ip(),
-            self.context.default_tenant.as_deref(),
-        )
-        .await
-        .map_err(|e| match e {
-            AppError::NotFound(m) => (404, format!("no {m}")),
-            other => (500, other.to_string()),
-        })?;
         let body = parse_body(message).map_err(|e| (e.status(), e.to_string()))?;
         let Some(offer) = body.sdp.clone() else {
             return Err((488, "the INVITE has no SDP offer".into()));
         };
+        let plans = sdp::plan(&offer);
+        let max_streams = self.context.settings.max_streams.max(1);
+        if plans.len() > max_streams {
+            return Err((
+                488,
+                format!("{} media streams offered; at most {max_streams} are recorded", plans.len()),
+            ));
+        }
         if self.context.settings.answer_delay_ms > 0 {
             let delay = Duration::from_millis(self.context.settings.answer_delay_ms);
             tokio::select! {
@@ -344,18 +505,18 @@ impl Dialogs {
         }
         state.tenant = Some(tenant.clone());
         state.metadata = body.metadata.clone();
-        let plans = sdp::plan(&offer);
         let accepted = plans.iter().filter(|p| p.accepted()).count();
         if accepted == 0 {
             return Err((488, "no m-line offers PCMU or PCMA".into()));
         }
-        let local_ip = self.local_ip(reply);
+        let media_ip = self.context.rtp_bind_ip(reply);
         let (base, sockets) = self
             .ports
-            .allocate(local_ip, plans.len())
+            .allocate(media_ip, plans.len())
             .await
             .map_err(|e| (503, format!("no RTP ports: {e}")))?;
         state.ports = Some((base, plans.len()));
+        state.media_ip = Some(media_ip);
         let answer = self.answer(&offer, state, base, reply);
         let metadata = self.flattened(&tenant, state).await;
         let new = NewCall {
@@ -365,9 +526,16 @@ impl Dialogs {
             source: CallSource::Siprec,
             audio: None,
         };
-        let (call, _) = calls::create_call(services, &tenant, new)
+        let (call, created) = calls::create_call(services, &tenant, new)
             .await
             .map_err(|e| (500, format!("the call could not be stored: {e}")))?;
+        if !created {
+            // A finished call's Call-ID again: that recording stays as it is.
+            return Err((
+                482,
+                format!("this Call-ID was already recorded as call {}", call.unique_id),
+            ));
+        }
         let file = self
             .context
             .recordings
@@ -394,51 +562,27 @@ impl Dialogs {
             recording: in_progress.clone(),
             every: u32::try_from(part_secs).unwrap_or(u32::MAX),
         });
-        let recording =
-            Recording::start(&plans, sockets, file, parts).map_err(|e| (500, format!("recording: {e}")))?;
+        let recording = Recording::start(&plans, sockets, file, parts, dialog.peer.ip())
+            .map_err(|e| (500, format!("recording: {e}")))?;
         tracing::info!(call_id, unique_id = %call.unique_id, streams = accepted, "recording started");
         state.unique_id = Some(call.unique_id);
         state.offer_plans = plans;
         state.recording = Some(recording);
         state.in_progress = Some(in_progress);
         state.answered = true;
-        let contact = format!(
-            "<sip:callmeta@{};transport={}>",
-            self.local_addr_text(reply),
-            reply.transport()
-        );
         Ok(message
             .response(200)
-            .to_tag(&state.to_tag)
-            .header("Contact", &contact)
+            .to_tag(&dialog.to_tag)
+            .header("Contact", &self.context.contact(reply))
             .header("Allow", ALLOW)
             .header("Supported", SUPPORTED)
             .body("application/sdp", answer.into_bytes())
             .build())
     }
 
-    fn local_ip(&self, _reply: &Reply) -> IpAddr {
-        self.context.local_ip
-    }
-
-    fn local_addr_text(&self, _reply: &Reply) -> String {
-        let addr = self.context.local_addr;
-        match addr.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
-            IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
-        }
-    }
-
     fn answer(&self, offer: &SessionDescription, state: &mut State, base: u16, reply: &Reply) -> String {
-        let address = self
-            .context
-            .settings
-            .media_address
-            .clone()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| self.local_ip(reply).to_string());
         let options = AnswerOptions {
-            address,
+            address: self.context.sdp_address(reply),
             session_id: u64::from(base),
             session_version: state.session_version,
         };
@@ -465,7 +609,7 @@ impl Dialogs {
     }
 
     async fn reinvite_or_update(&self, call_id: &str, message: Message, reply: Reply) {
-        let Some(dialog) = self.get(call_id) else {
+        let Some(dialog) = self.get(call_id).filter(|d| d.belongs(&message, &reply, true)) else {
             return self.respond_error(&message, &reply, 481, "no such call").await;
         };
         let mut state = dialog.state.lock().await;
@@ -490,6 +634,7 @@ impl Dialogs {
                     .await;
             }
         };
+        state.last_activity = Instant::now();
         if let Some(update) = body.metadata {
             match state.metadata.as_mut() {
                 Some(current) => current.merge(update),
@@ -503,29 +648,27 @@ impl Dialogs {
                 tracing::info!(call_id, %unique_id, "metadata updated and enriched again");
             }
         }
-        let mut response = message.response(200).to_tag(&state.to_tag);
+        let mut response = message.response(200).to_tag(&dialog.to_tag);
         let answer;
         if let Some(offer) = body.sdp {
             let base = state.ports.map(|(b, _)| b).unwrap_or(0);
             answer = self.answer(&offer, &mut state, base, &reply);
             response = response.body("application/sdp", answer.into_bytes());
         }
-        let contact = format!(
-            "<sip:callmeta@{};transport={}>",
-            self.local_addr_text(&reply),
-            reply.transport()
-        );
-        reply.send(&response.header("Contact", &contact).build()).await;
+        reply
+            .send(&response.header("Contact", &self.context.contact(&reply)).build())
+            .await;
     }
 
     async fn bye(&self, call_id: &str, message: Message, reply: Reply) {
-        let Some(dialog) = self.get(call_id) else {
+        let Some(dialog) = self.get(call_id).filter(|d| d.belongs(&message, &reply, true)) else {
             return self.respond_error(&message, &reply, 481, "no such call").await;
         };
-        dialog.acked.notify_one();
+        dialog.acked.store(true, Ordering::SeqCst);
+        dialog.ack.notify_one();
         let state = dialog.state.lock().await;
         reply
-            .send(&message.response(200).to_tag(&state.to_tag).build())
+            .send(&message.response(200).to_tag(&dialog.to_tag).build())
             .await;
         self.finish(call_id, state).await;
     }
@@ -542,7 +685,7 @@ impl Dialogs {
         drop(state);
         self.remove(call_id);
         if let (Some(recording), Some(in_progress)) = (recording, in_progress) {
-            let packets = recording.packets.load(std::sync::atomic::Ordering::Relaxed);
+            let packets = recording.packets.load(Ordering::Relaxed);
             let unique_id = &in_progress.unique_id;
             match recording.finish().await {
                 Ok(file) => {
@@ -554,8 +697,29 @@ impl Dialogs {
         }
     }
 
+    /// Gives up a dialog that never started (no ACK, no audio): ports,
+    /// file, call and job are all released.
+    async fn discard(&self, call_id: &str, mut state: tokio::sync::MutexGuard<'_, State>) {
+        state.finished = true;
+        let recording = state.recording.take();
+        let in_progress = state.in_progress.take();
+        self.release(&mut state);
+        drop(state);
+        self.remove(call_id);
+        if let Some(recording) = recording
+            && let Ok(file) = recording.finish().await
+        {
+            let _ = tokio::fs::remove_file(&file).await;
+        }
+        if let Some(in_progress) = in_progress
+            && let Err(e) = recordings::discard(self.services(), &in_progress).await
+        {
+            tracing::warn!(call_id, unique_id = %in_progress.unique_id, error = %e, "removing an unanswered call failed");
+        }
+    }
+
     async fn cancel(&self, call_id: &str, message: Message, reply: Reply) {
-        let Some(dialog) = self.get(call_id) else {
+        let Some(dialog) = self.get(call_id).filter(|d| d.belongs(&message, &reply, false)) else {
             return self
                 .respond_error(&message, &reply, 481, "no such transaction")
                 .await;
@@ -565,165 +729,53 @@ impl Dialogs {
         dialog.cancelled.notify_one();
     }
 
+    /// Releases what the call holds: its RTP ports and its place in the
+    /// admission counts.
     fn release(&self, state: &mut State) {
         if let Some((base, count)) = state.ports.take() {
             self.ports.release(base, count);
         }
+        state.ticket = None;
     }
 }
 
-async fn read_audio(file: &Path) -> Option<NewAudio> {
-    match tokio::fs::read(file).await {
-        Ok(b) => Some(NewAudio {
-            bytes: bytes::Bytes::from(b),
-            extension: "wav".into(),
-        }),
-        Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "reading a recording failed");
-            None
+impl Dialog {
+    /// Whether an in-dialog request is this dialog's: the peer's From tag,
+    /// our To tag (when `to_tag` is asked for; a CANCEL and a retransmitted
+    /// INVITE have none) and the peer's address or TCP connection.
+    fn belongs(&self, message: &Message, reply: &Reply, to_tag: bool) -> bool {
+        let from_tag = message.from().ok().and_then(|f| f.tag().map(str::to_string));
+        if from_tag != self.from_tag {
+            return false;
         }
-    }
-}
-
-/// Stores a finished recording with its call and removes the file.
-async fn store_recording(services: &Services, in_progress: &InProgress, file: &Path) {
-    let Some(audio) = read_audio(file).await else {
-        return;
-    };
-    match recordings::complete(services, in_progress, audio).await {
-        Ok(_) => {
-            let _ = tokio::fs::remove_file(file).await;
-        }
-        Err(e) => tracing::warn!(unique_id = %in_progress.unique_id, error = %e,
-            "storing a recording failed; the file is kept"),
-    }
-}
-
-/// Attaches the recordings a previous run of this node left unfinished (a
-/// crash or a kill mid-call) to their calls: the audio received until then,
-/// from the local files. A recording another node finished meanwhile (from
-/// its stored parts) is left as it is.
-pub async fn recover_recordings(services: Arc<Services>, recordings: &Path) -> usize {
-    let mut recovered = 0;
-    let Ok(mut tenants) = tokio::fs::read_dir(recordings).await else {
-        return 0;
-    };
-    while let Ok(Some(tenant_dir)) = tenants.next_entry().await {
-        let Ok(mut files) = tokio::fs::read_dir(tenant_dir.path()).await else {
-            continue;
-        };
-        while let Ok(Some(entry)) = files.next_entry().await {
-            let path = entry.path();
-            let Some(unique_id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".wav"))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            let tenant = TenantId(tenant_dir.file_name().to_string_lossy().into_owned());
-            let unfinished = match recordings::take(&services, &unique_id).await {
-                Ok(Some(unfinished)) => unfinished,
-                Ok(None) => {
-                    // Its job is gone: finished elsewhere, or given up with
-                    // no audio while this file stayed here (storing it had
-                    // failed). The file is attached only if the call has none.
-                    match calls::get_call(&services, &tenant, &unique_id).await {
-                        Ok(call) if call.audio_key.is_none() => {
-                            if attach_local(&services, &tenant, &unique_id, &path).await {
-                                recovered += 1;
-                            }
-                        }
-                        Ok(_) | Err(AppError::NotFound(_)) => {
-                            tracing::info!(%unique_id, "an interrupted recording was finished by another node");
-                            let _ = tokio::fs::remove_file(&path).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(%unique_id, error = %e, "an interrupted recording's call could not be read; kept")
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(%unique_id, error = %e, "an interrupted recording could not be claimed; kept");
-                    continue;
-                }
-            };
-            let audio = local_audio(&path).await;
-            match recordings::finish(&services, unfinished, audio).await {
-                Ok(()) => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    tracing::info!(%unique_id, "recording of an interrupted call recovered");
-                    recovered += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(%unique_id, error = %e, "recovering a recording failed; the file is kept")
-                }
+        if to_tag {
+            let theirs = message.to().ok().and_then(|t| t.tag().map(str::to_string));
+            if theirs.as_deref() != Some(self.to_tag.as_str()) {
+                return false;
             }
         }
-    }
-    recovered
-}
-
-/// A recording a previous run left, its WAV header completed.
-async fn local_audio(path: &Path) -> Option<NewAudio> {
-    let finalized = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::rtp::finalize(&path)).await
-    };
-    match finalized {
-        Ok(Ok(())) => read_audio(path).await,
-        _ => None,
-    }
-}
-
-/// Attaches a local file whose recording job is gone; true if it was.
-async fn attach_local(services: &Services, tenant: &TenantId, unique_id: &str, path: &Path) -> bool {
-    let Some(audio) = local_audio(path).await else {
-        return false;
-    };
-    match calls::attach_audio(services, tenant, unique_id, audio).await {
-        Ok(_) => {
-            let _ = tokio::fs::remove_file(path).await;
-            tracing::info!(%unique_id, "recording of an interrupted call recovered");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(%unique_id, error = %e, "recovering a recording failed; the file is kept");
-            false
-        }
-    }
-}
-
-/// Finishes the recordings of calls whose node stopped mid-call, from the
-/// parts it stored: each is claimed by exactly one node. Returns how many.
-pub async fn finish_stale_recordings(services: &Services) -> Result<usize, AppError> {
-    let mut finished = 0;
-    while let Some(unfinished) = recordings::claim_stale(services).await? {
-        let unique_id = unfinished.unique_id.clone();
-        let audio = if unfinished.has_audio {
-            None
+        if self.udp {
+            reply.is_udp() && canonical(reply.peer()) == canonical(self.peer)
         } else {
-            let parts = recordings::parts(services, &unfinished).await?;
-            if parts.is_empty() {
-                tracing::warn!(%unique_id, "a call's node stopped before any of its audio was stored; it has none");
-                None
-            } else {
-                Some(NewAudio {
-                    bytes: bytes::Bytes::from(crate::rtp::wav_of_parts(&parts)),
-                    extension: "wav".into(),
-                })
-            }
-        };
-        let attached = audio.is_some();
-        recordings::finish(services, unfinished, audio).await?;
-        if attached {
-            tracing::info!(%unique_id, "finished the recording of a call whose node stopped");
+            !reply.is_udp()
+                && (reply.connection() == self.connection
+                    || reply.peer().ip().to_canonical() == self.peer.ip().to_canonical())
         }
-        finished += 1;
     }
-    Ok(finished)
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// A `Warning` header's value: why, without quotes or control characters.
+fn warning(why: &str) -> String {
+    let why: String = why
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(200)
+        .collect();
+    format!("399 callmeta \"{why}\"")
 }
 
 fn parse_range(text: &str) -> std::ops::RangeInclusive<u16> {

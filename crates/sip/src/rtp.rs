@@ -127,11 +127,17 @@ pub struct Parts {
 impl Recording {
     /// Starts receiving on `sockets` (one per plan, in order; `None` for
     /// rejected m-lines) and writing `file` (and `parts`, if given).
+    ///
+    /// Each stream takes packets from one address only: the first that
+    /// comes from the address its offer named or from the SIP peer's
+    /// address is latched (symmetric RTP), and packets from anywhere else
+    /// are dropped, so nobody else can inject audio into the call.
     pub fn start(
         plans: &[StreamPlan],
         sockets: Vec<Option<UdpSocket>>,
         file: PathBuf,
         parts: Option<Parts>,
+        peer: IpAddr,
     ) -> std::io::Result<Recording> {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
@@ -151,11 +157,21 @@ impl Recording {
             if plan.kind.eq_ignore_ascii_case("audio") {
                 audio.push(index);
             }
+            let mut allowed = vec![peer.to_canonical()];
+            if let Some(ip) = plan
+                .remote
+                .as_ref()
+                .and_then(|(host, _)| host.parse::<IpAddr>().ok())
+                .filter(|ip| !ip.is_unspecified())
+            {
+                allowed.push(ip.to_canonical());
+            }
             receivers.push(tokio::spawn(receive(
                 socket,
                 recorder.clone(),
                 started,
                 packets.clone(),
+                allowed,
             )));
             recorders.push(Some(recorder));
         }
@@ -246,12 +262,30 @@ async fn receive(
     recorder: Shared,
     started: Instant,
     packets: Arc<std::sync::atomic::AtomicU64>,
+    allowed: Vec<IpAddr>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut latched: Option<SocketAddr> = None;
+    let mut foreign = 0u64;
     loop {
-        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
             continue;
         };
+        let accepted = match latched {
+            Some(source) => source == from,
+            None if allowed.contains(&from.ip().to_canonical()) => {
+                latched = Some(from);
+                true
+            }
+            None => false,
+        };
+        if !accepted {
+            foreign += 1;
+            if foreign.is_power_of_two() {
+                tracing::info!(%from, dropped = foreign, "RTP from an address other than the call's peer dropped");
+            }
+            continue;
+        }
         packets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let arrival = started.elapsed();
         if let Ok(mut r) = recorder.lock() {

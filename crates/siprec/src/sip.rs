@@ -51,6 +51,8 @@ pub enum SipError {
     TooManyHeaders { limit: usize },
     #[error("invalid Content-Length {0:?}")]
     BadContentLength(String),
+    #[error("two different Content-Length headers ({0} and {1})")]
+    ConflictingContentLength(usize, usize),
     #[error("body of {length} bytes exceeds the limit of {limit}")]
     BodyTooLarge { length: usize, limit: usize },
     #[error("truncated message: Content-Length says {expected} body bytes, {available} arrived")]
@@ -264,14 +266,15 @@ pub fn frame_length(buf: &[u8], limits: &Limits) -> Result<Framing, SipError> {
         return Ok(Framing::NeedMore);
     };
     let head = String::from_utf8_lossy(&buf[lead..end]);
-    let mut length = 0usize;
+    let mut length: Option<usize> = None;
     for line in unfold(&head) {
         if let Some((name, value)) = line.split_once(':')
             && names_match(name.trim(), "Content-Length")
         {
-            length = parse_content_length(value)?;
+            length = Some(one_content_length(length, parse_content_length(value)?)?);
         }
     }
+    let length = length.unwrap_or(0);
     if length > limits.max_body_bytes {
         return Err(SipError::BodyTooLarge {
             length,
@@ -284,6 +287,15 @@ pub fn frame_length(buf: &[u8], limits: &Limits) -> Result<Framing, SipError> {
     } else {
         Framing::NeedMore
     })
+}
+
+/// A message may repeat Content-Length only with the same value: two
+/// different ones would let two parsers split the stream differently.
+fn one_content_length(seen: Option<usize>, next: usize) -> Result<usize, SipError> {
+    match seen {
+        Some(first) if first != next => Err(SipError::ConflictingContentLength(first, next)),
+        _ => Ok(next),
+    }
 }
 
 fn parse_content_length(value: &str) -> Result<usize, SipError> {
@@ -414,11 +426,10 @@ impl Message {
             });
         }
         let available = buf.len() - body_start;
-        let content_length = headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
-            .map(|h| parse_content_length(&h.value))
-            .transpose()?;
+        let mut content_length = None;
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")) {
+            content_length = Some(one_content_length(content_length, parse_content_length(&h.value)?)?);
+        }
         let length = content_length.unwrap_or(available);
         if length > limits.max_body_bytes {
             return Err(SipError::BodyTooLarge {
@@ -559,6 +570,50 @@ impl Message {
     /// The Content-Type, if present and well formed.
     pub fn content_type(&self) -> Option<MediaType> {
         self.header("Content-Type").and_then(MediaType::parse)
+    }
+
+    /// Records on the top Via where the request really came from (RFC 3261
+    /// §18.2.1 `received`, RFC 3581 `rport`), so that the responses, which
+    /// copy it, say so.
+    pub fn mark_received(&mut self, source: std::net::SocketAddr) {
+        let Some(header) = self.headers.iter_mut().find(|h| h.name.eq_ignore_ascii_case("Via")) else {
+            return;
+        };
+        let mut values: Vec<String> = split_list(&header.value).into_iter().map(str::to_string).collect();
+        let Some(first) = values.first_mut() else {
+            return;
+        };
+        let Some(via) = Via::parse(first) else {
+            return;
+        };
+        let ip = source.ip().to_canonical();
+        let host = via.sent_by.rsplit_once(':').map_or(via.sent_by.as_str(), |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') { h } else { via.sent_by.as_str() }
+        });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut params: Vec<String> = Vec::new();
+        let (head, tail) = first.split_once(';').map_or((first.as_str(), ""), |(h, t)| (h, t));
+        for param in tail.split(';').filter(|p| !p.trim().is_empty()) {
+            let name = param.split('=').next().unwrap_or("").trim();
+            if name.eq_ignore_ascii_case("received") {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("rport") {
+                params.push(format!("rport={}", source.port()));
+            } else {
+                params.push(param.trim().to_string());
+            }
+        }
+        if host.parse::<std::net::IpAddr>().map(|h| h.to_canonical()) != Ok(ip) {
+            params.push(format!("received={ip}"));
+        }
+        let mut value = head.trim().to_string();
+        for p in params {
+            value.push(';');
+            value.push_str(&p);
+        }
+        *first = value;
+        header.value = values.join(", ");
     }
 
     /// Builds a response to this request: Via (all), From, To, Call-ID and

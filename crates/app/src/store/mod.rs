@@ -241,6 +241,15 @@ pub struct BackfillRecord {
     pub report: serde_json::Value,
 }
 
+/// One SBC network registered for a tenant by the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSource {
+    pub tenant: TenantId,
+    pub slug: String,
+    /// Canonical CIDR (`192.0.2.0/24`, `2001:db8::1/128`).
+    pub network: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
@@ -281,6 +290,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// `Conflict` if the tenant already has a call with this `external_id`.
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+    /// Removes a call (a SIPREC call whose dialog never started); false if
+    /// there was none.
+    async fn delete_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError>;
     async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError>;
     async fn call_by_external_id(
         &self,
@@ -310,19 +322,19 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's SSH public keys (`ALGORITHM BASE64`).
     async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
 
-    /// Replaces a tenant's SIPREC settings (JSON) and the source addresses
-    /// that select it; an address already another tenant's is a `Conflict`.
-    async fn put_siprec_settings(
-        &self,
-        tenant: &TenantId,
-        settings: &str,
-        sources: &[String],
-        updated_ms: i64,
-    ) -> Result<(), StoreError>;
-    /// The tenant's SIPREC settings (JSON) and source addresses, if set.
-    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError>;
-    /// The tenant whose recording clients send from `address`.
-    async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError>;
+    /// Replaces a tenant's SIPREC settings (JSON).
+    async fn put_siprec_settings(&self, tenant: &TenantId, settings: &str, updated_ms: i64) -> Result<(), StoreError>;
+    /// The tenant's SIPREC settings (JSON), if set.
+    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<String>, StoreError>;
+    /// Registers a network (canonical CIDR) as one of the tenant's SBCs;
+    /// false if it already was.
+    async fn add_sip_source(&self, tenant: &TenantId, network: &str, created_ms: i64) -> Result<bool, StoreError>;
+    /// False if the network was not registered for the tenant.
+    async fn remove_sip_source(&self, tenant: &TenantId, network: &str) -> Result<bool, StoreError>;
+    /// Every registered SBC network, of every tenant: the operator's routing
+    /// table, read by the SIP listener to find the tenants a source may
+    /// send calls for.
+    async fn sip_sources(&self) -> Result<Vec<SipSource>, StoreError>;
 
     async fn insert_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError>;
     /// Replaces a back-fill's report, `updated_ms` and `finished_ms`.

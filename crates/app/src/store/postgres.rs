@@ -101,14 +101,7 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn put_siprec_settings(
-        &self,
-        tenant: &TenantId,
-        settings: &str,
-        sources: &[String],
-        updated_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn put_siprec_settings(&self, tenant: &TenantId, settings: &str, updated_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO siprec_settings (tenant_id, settings, updated_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_ms = excluded.updated_ms",
@@ -116,58 +109,60 @@ impl Store for PgStore {
         .bind(&tenant.0)
         .bind(settings)
         .bind(updated_ms)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM siprec_sources WHERE tenant_id = $1")
-            .bind(&tenant.0)
-            .execute(&mut *tx)
-            .await?;
-        for address in sources {
-            let inserted = sqlx::query(
-                "INSERT INTO siprec_sources (address, tenant_id) VALUES ($1, $2) ON CONFLICT (address) DO NOTHING",
-            )
-            .bind(address)
-            .bind(&tenant.0)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "the source address {address} already selects another tenant"
-                )));
-            }
-        }
-        tx.commit().await?;
         Ok(())
     }
 
-    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<(String, Vec<String>)>, StoreError> {
-        let Some(row) = sqlx::query("SELECT settings FROM siprec_settings WHERE tenant_id = $1")
+    async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT settings FROM siprec_settings WHERE tenant_id = $1")
             .bind(&tenant.0)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let settings: String = row.try_get(0)?;
-        let sources = sqlx::query("SELECT address FROM siprec_sources WHERE tenant_id = $1 ORDER BY address")
-            .bind(&tenant.0)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((settings, sources)))
-    }
-
-    async fn tenant_by_sip_source(&self, address: &str) -> Result<Option<TenantId>, StoreError> {
-        let row = sqlx::query("SELECT tenant_id FROM siprec_sources WHERE address = $1")
-            .bind(address)
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(row) => Some(TenantId(row.try_get(0)?)),
+            Some(row) => Some(row.try_get(0)?),
             None => None,
         })
+    }
+
+    async fn add_sip_source(&self, tenant: &TenantId, network: &str, created_ms: i64) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO sip_sources (tenant_id, network, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, network) DO NOTHING",
+        )
+        .bind(&tenant.0)
+        .bind(network)
+        .bind(created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() > 0)
+    }
+
+    async fn remove_sip_source(&self, tenant: &TenantId, network: &str) -> Result<bool, StoreError> {
+        let removed = sqlx::query("DELETE FROM sip_sources WHERE tenant_id = $1 AND network = $2")
+            .bind(&tenant.0)
+            .bind(network)
+            .execute(&self.pool)
+            .await?;
+        Ok(removed.rows_affected() > 0)
+    }
+
+    async fn sip_sources(&self) -> Result<Vec<SipSource>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.tenant_id, t.slug, s.network FROM sip_sources s JOIN tenants t ON t.id = s.tenant_id \
+             ORDER BY t.slug, s.network",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SipSource {
+                    tenant: TenantId(r.try_get(0)?),
+                    slug: r.try_get(1)?,
+                    network: r.try_get(2)?,
+                })
+            })
+            .collect()
     }
 
     async fn insert_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError> {
@@ -633,6 +628,15 @@ impl Store for PgStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         version_from_row(&row)
+    }
+
+    async fn delete_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM calls WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant.0)
+            .bind(unique_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
     }
 
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {

@@ -97,6 +97,24 @@ pub async fn complete(
     Ok(call)
 }
 
+/// Gives up a recording whose dialog never started (its `200 OK` was never
+/// acknowledged and no audio came): the call is removed with its parts and
+/// its job, as if the INVITE had been refused.
+pub async fn discard(services: &Services, recording: &InProgress) -> Result<(), AppError> {
+    services
+        .store
+        .delete_call(&recording.tenant, &recording.unique_id)
+        .await?;
+    if recording.parts.load(Ordering::SeqCst) > 0 {
+        remove_parts(services, &recording.tenant, &recording.unique_id).await;
+    }
+    let held = recording.held.lock().ok().and_then(|mut h| h.take());
+    if let Some(held) = held {
+        jobs::done(services, held).await?;
+    }
+    Ok(())
+}
+
 async fn remove_parts(services: &Services, tenant: &TenantId, unique_id: &str) {
     if let Err(e) = services
         .blobs

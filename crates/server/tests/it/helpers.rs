@@ -150,6 +150,21 @@ impl TestApp {
         }
     }
 
+    /// Registers a network as one of the tenant's SBCs, with the real CLI
+    /// (as an operator does).
+    pub fn register_sbc(&self, t: &Tenant, network: &str) -> Value {
+        let out = self
+            .cli(&["tenant", "sip-source", "add", &t.slug, network])
+            .output()
+            .expect("run callmeta tenant sip-source add");
+        assert!(
+            out.status.success(),
+            "sip-source add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("sip-source add prints JSON")
+    }
+
     pub async fn put_json(&self, t: &Tenant, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http

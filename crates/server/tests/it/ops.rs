@@ -60,6 +60,7 @@ async fn a_shutdown_lets_calls_and_uploads_under_way_finish() {
     let config = test_config(data.path());
     let app = TestApp::spawn_with(config.clone()).await;
     let t = app.create_tenant("acme");
+    app.register_sbc(&t, "127.0.0.1");
     app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     let (status, _) = app
         .put_json(

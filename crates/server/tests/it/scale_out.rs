@@ -221,6 +221,7 @@ async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
     let a = TestApp::spawn_with(node("a")).await;
     let b = TestApp::spawn_with(node("b")).await;
     let t = a.create_tenant("acme");
+    a.register_sbc(&t, "127.0.0.1");
     a.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     let (status, body) = b
         .put_json(
@@ -286,6 +287,7 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     let blobs = format!("file://{}", shared.path().join("blobs").display());
     let b = spawn_node_b(&db, &blobs, shared.path()).await;
     let t = b.create_tenant("acme");
+    b.register_sbc(&t, "127.0.0.1");
 
     // Node A, a real process, stores the audio in blob storage every second.
     let a_dir = shared.path().join("a");

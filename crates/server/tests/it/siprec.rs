@@ -122,6 +122,25 @@ pub(crate) fn tone_file(dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// [`scenario`], whose call fails unless the `200 OK` carries `contact`
+/// in its Contact and `media` as its SDP `c=` address.
+pub(crate) fn scenario_expecting(tone: &str, media_port: u16, contact: &str, media: &str) -> String {
+    let escape = |s: &str| s.replace('.', "\\.");
+    scenario(tone, media_port).replace(
+        r#"<recv response="200" rtd="true"/>"#,
+        &format!(
+            r#"<recv response="200" rtd="true">
+    <action>
+      <ereg regexp="sip:callmeta@{}[;>]" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+      <ereg regexp="c=IN IP4 {}" search_in="body" check_it="true" assign_to="media"/>
+    </action>
+  </recv>"#,
+            escape(contact),
+            escape(media)
+        ),
+    )
+}
+
 pub(crate) fn scenario(tone: &str, media_port: u16) -> String {
     let second = media_port + 2;
     format!(
@@ -225,6 +244,7 @@ Content-Length: 0
 
 async fn spec_tenant(app: &TestApp) -> Tenant {
     let t = app.create_tenant("acme");
+    app.register_sbc(&t, "127.0.0.1");
     app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     let (status, _) = app.upload(&t, "crm", SPEC_TABLE).await;
     assert_eq!(status, 201);
@@ -373,10 +393,11 @@ async fn options_and_clear_refusals() {
     );
     assert!(options.contains("application/rs-metadata+xml"), "{options}");
 
-    // No such tenant, and no default: 404.
+    // A source registered for no tenant, and no default tenant: 403.
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
-    let invite = request("INVITE", "i1", "nobody", "Content-Type: application/sdp\r\n", sdp);
-    exchange(&socket, app.sip, &invite, "SIP/2.0 404").await;
+    let stranger = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let invite = request("INVITE", "i1", "acme", "Content-Type: application/sdp\r\n", sdp);
+    exchange(&stranger, app.sip, &invite, "SIP/2.0 403").await;
     // A body we do not take: 415 with Accept.
     let invite = request("INVITE", "i2", "acme", "Content-Type: text/plain\r\n", "hello");
     let refused = exchange(&socket, app.sip, &invite, "SIP/2.0 415").await;
@@ -439,6 +460,7 @@ async fn sipp_sends_each_vendor_family() {
     }
     let app = TestApp::spawn().await;
     let acme = app.create_tenant("acme");
+    app.register_sbc(&acme, "127.0.0.1");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let snapshots = root.join("../siprec/tests/snapshots");
     let snapshot = |name: &str| -> std::collections::BTreeMap<String, String> {
@@ -578,6 +600,7 @@ async fn sipp_malformed_body_is_refused() {
 /// TCP, then checks that no call was kept.
 async fn refused_over_udp_and_tcp_without_a_call(app: &TestApp, name: &str) {
     let acme = app.create_tenant("acme");
+    app.register_sbc(&acme, "127.0.0.1");
     for transport in ["u1", "t1"] {
         let out = run_lifecycle_scenario(app, name, transport).await;
         assert!(
@@ -689,6 +712,7 @@ async fn a_recording_left_on_disk_without_its_job_is_attached_at_the_next_start(
     let config = crate::helpers::test_config(data.path());
     let app = TestApp::spawn_with(config.clone()).await;
     let t = app.create_tenant("acme");
+    app.register_sbc(&t, "127.0.0.1");
     let (_, call) = app
         .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
         .await;

@@ -355,32 +355,32 @@ pub async fn story(store: &dyn Store) {
     assert_eq!(store.tenant_keys(&a.id).await.unwrap(), vec!["ssh-ed25519 AAAA"]);
     assert!(store.tenant_keys(&b.id).await.unwrap().is_empty());
 
-    // SIPREC settings and the source addresses that select a tenant.
+    // SIPREC settings, and the SBC networks the operator registers: one
+    // network may be several tenants' (a shared SBC).
     assert_eq!(store.siprec_settings(&a.id).await.unwrap(), None);
-    let sources = vec!["192.0.2.10".to_string(), "192.0.2.11".to_string()];
-    store.put_siprec_settings(&a.id, "{}", &sources, 1).await.unwrap();
-    store
-        .put_siprec_settings(&a.id, r#"{"m":1}"#, &sources[..1], 2)
-        .await
-        .unwrap();
+    store.put_siprec_settings(&a.id, "{}", 1).await.unwrap();
+    store.put_siprec_settings(&a.id, r#"{"m":1}"#, 2).await.unwrap();
     assert_eq!(
         store.siprec_settings(&a.id).await.unwrap(),
-        Some((r#"{"m":1}"#.to_string(), vec!["192.0.2.10".to_string()]))
+        Some(r#"{"m":1}"#.to_string())
     );
-    assert_eq!(
-        store.tenant_by_sip_source("192.0.2.10").await.unwrap(),
-        Some(a.id.clone())
-    );
-    assert_eq!(store.tenant_by_sip_source("192.0.2.11").await.unwrap(), None);
-    assert!(matches!(
-        store.put_siprec_settings(&b.id, "{}", &sources, 3).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.siprec_settings(&b.id).await.unwrap(),
-        None,
-        "nothing half-written"
-    );
+    assert!(store.add_sip_source(&a.id, "192.0.2.0/24", 1).await.unwrap());
+    assert!(!store.add_sip_source(&a.id, "192.0.2.0/24", 2).await.unwrap());
+    assert!(store.add_sip_source(&a.id, "198.51.100.7/32", 3).await.unwrap());
+    assert!(store.add_sip_source(&b.id, "198.51.100.7/32", 4).await.unwrap());
+    let sources: Vec<(String, String)> = store
+        .sip_sources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.tenant.0, s.network))
+        .collect();
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    assert!(sources.contains(&(b.id.0.clone(), "198.51.100.7/32".to_string())));
+    assert!(store.remove_sip_source(&a.id, "198.51.100.7/32").await.unwrap());
+    assert!(!store.remove_sip_source(&a.id, "198.51.100.7/32").await.unwrap());
+    assert_eq!(store.sip_sources().await.unwrap().len(), 2);
+    assert_eq!(store.siprec_settings(&b.id).await.unwrap(), None);
 
     // Jobs: leased, renewed in bulk by their node, claimed once stale by
     // exactly one node and only of the kind asked for, taken back by their
