@@ -34,7 +34,10 @@ struct Bucket {
 
 impl Bucket {
     fn full(now: Instant, burst: f64) -> Bucket {
-        Bucket { tokens: burst, at: now }
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
     }
 
     fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
@@ -70,7 +73,9 @@ struct Counters<K> {
 
 impl<K: Hash + Eq + Clone> Counters<K> {
     fn new() -> Self {
-        Counters { peers: HashMap::new() }
+        Counters {
+            peers: HashMap::new(),
+        }
     }
 
     fn check(&mut self, key: &K, now: Instant, rate: f64, max_calls: usize) -> Result<(), Refusal> {
@@ -88,9 +93,7 @@ impl<K: Hash + Eq + Clone> Counters<K> {
         if peer.calls >= max_calls {
             return Err(Refusal::TooManyCalls);
         }
-        peer.bucket
-            .take(now, rate, burst)
-            .map_err(|wait| Refusal::TooFast(wait))
+        peer.bucket.take(now, rate, burst).map_err(Refusal::TooFast)
     }
 
     fn give_back_token(&mut self, key: &K) {
@@ -144,6 +147,12 @@ pub struct Ticket {
     inner: Arc<Mutex<Inner>>,
     source: IpAddr,
     tenant: TenantId,
+}
+
+impl Ticket {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
 }
 
 impl Drop for Ticket {
@@ -252,7 +261,11 @@ mod tests {
         // however slowly it comes, until one ends.
         let much_later = later + Duration::from_secs(60);
         let refused = a.admit(ip("192.0.2.1"), &t, much_later).unwrap_err();
-        assert!(refused.why.contains("too many calls in progress from this source"));
+        assert!(
+            refused
+                .why
+                .contains("too many calls in progress from this source")
+        );
         drop(first);
         assert!(a.admit(ip("192.0.2.1"), &t, much_later).is_ok());
     }
@@ -266,7 +279,10 @@ mod tests {
         // calls_per_tenant is 200: spread over many sources, still 200.
         for i in 0..200u32 {
             let source = IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
-            tickets.push(a.admit(source, &t, now + Duration::from_secs(u64::from(i))).unwrap());
+            tickets.push(
+                a.admit(source, &t, now + Duration::from_secs(u64::from(i)))
+                    .unwrap(),
+            );
         }
         let refused = a
             .admit(ip("10.9.9.9"), &t, now + Duration::from_secs(1000))

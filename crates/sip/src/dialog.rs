@@ -181,8 +181,9 @@ impl Dialogs {
                 state.packets_seen = packets;
                 state.last_activity = now;
             }
-            let ending = if !dialog.acked.load(Ordering::SeqCst) && now - answered_at >= self.t1() * 64 {
-                Some(Ending::NoAck)
+            let ending = if !dialog.acked.load(Ordering::SeqCst) {
+                // Not started yet: only the wait for the ACK can end it.
+                (now - answered_at >= self.t1() * 64).then_some(Ending::NoAck)
             } else if now - answered_at >= max_call {
                 Some(Ending::TooLong)
             } else if now - state.last_activity >= rtp_timeout {
@@ -288,9 +289,7 @@ impl Dialogs {
 
     async fn respond_error(&self, message: &Message, reply: &Reply, status: u16, why: &str) {
         tracing::info!(peer = %reply.peer(), status, why, "SIP request refused");
-        let mut builder = message
-            .response(status)
-            .header("Warning", &warning(why));
+        let mut builder = message.response(status).header("Warning", &warning(why));
         if status == 415 {
             builder = builder.header("Accept", ACCEPT);
         }
@@ -321,15 +320,31 @@ impl Dialogs {
 
     async fn invite(self: &Arc<Self>, call_id: String, message: Message, reply: Reply) {
         let cseq = message.cseq().map(|c| c.number).unwrap_or(0);
-        // A retransmitted INVITE gets the response already sent; anything
-        // else with this Call-ID is refused without touching the dialog.
-        if let Some(existing) = self.get(&call_id) {
-            if !existing.belongs(&message, &reply, false) {
+        // The dialog is looked up and, if new, inserted at once, so that a
+        // retransmission arriving while the INVITE is being answered finds
+        // it (and waits for its answer) instead of starting a second call.
+        let (dialog, fresh) = {
+            let Ok(mut dialogs) = self.dialogs.lock() else {
+                return;
+            };
+            match dialogs.get(&call_id) {
+                Some(existing) => (existing.clone(), false),
+                None => {
+                    let dialog = Arc::new(Dialog::new(&message, &reply, cseq));
+                    dialogs.insert(call_id.clone(), dialog.clone());
+                    (dialog, true)
+                }
+            }
+        };
+        if !fresh {
+            // A retransmitted INVITE gets the response already sent; anything
+            // else with this Call-ID is refused without touching the dialog.
+            if !dialog.belongs(&message, &reply, false) {
                 return self
                     .respond_error(&message, &reply, 482, "this Call-ID belongs to another dialog")
                     .await;
             }
-            let state = existing.state.lock().await;
+            let state = dialog.state.lock().await;
             if state.invite_cseq == cseq {
                 if let Some(response) = &state.invite_response {
                     reply.send(response).await;
@@ -341,75 +356,27 @@ impl Dialogs {
                 .respond_error(&message, &reply, 482, "a second INVITE for this Call-ID")
                 .await;
         }
-        if self.draining.load(Ordering::SeqCst) {
-            tracing::info!(peer = %reply.peer(), "SIP INVITE refused: shutting down");
-            let response = message
-                .response(503)
-                .header("Retry-After", "5")
-                .header("Warning", &warning("shutting down; calls in progress finish"))
-                .build();
+        let mut state = dialog.state.lock().await;
+        // Who the call is for, and whether its source and tenant may start
+        // one now: a refusal is sent and the dialog forgotten at once.
+        let refusal = match self.admit(&message, &reply).await {
+            Ok(ticket) => {
+                state.ticket = Some(ticket);
+                None
+            }
+            Err(response) => Some(response),
+        };
+        if let Some(response) = refusal {
+            state.invite_response = Some(response.clone());
+            state.finished = true;
+            drop(state);
+            self.remove(&call_id);
             return reply.send(&response).await;
         }
-        // Who the call is for, and whether its source and tenant may start
-        // one now: refusals keep no state.
-        let routes = match self.routes().await {
-            Ok(routes) => routes,
-            Err(e) => {
-                return self
-                    .respond_error(&message, &reply, 500, &format!("the routing table could not be read: {e}"))
-                    .await;
-            }
+        let tenant = match state.ticket.as_ref() {
+            Some(ticket) => ticket.tenant().clone(),
+            None => return,
         };
-        let tenant = match routes.route(message.request_user(), reply.peer().ip()) {
-            Ok(tenant) => tenant,
-            Err(refused) => return self.respond_error(&message, &reply, 403, &refused.0).await,
-        };
-        let ticket = match self.admission.admit(reply.peer().ip(), &tenant, Instant::now()) {
-            Ok(ticket) => ticket,
-            Err(refused) => {
-                tracing::info!(peer = %reply.peer(), why = refused.why, "SIP INVITE refused");
-                let response = message
-                    .response(503)
-                    .header("Retry-After", &refused.retry_after_secs.to_string())
-                    .header("Warning", &warning(&refused.why))
-                    .build();
-                return reply.send(&response).await;
-            }
-        };
-        let dialog = Arc::new(Dialog {
-            from_tag: message.from().ok().and_then(|f| f.tag().map(str::to_string)),
-            to_tag: format!("cm{:016x}", rand_u64()),
-            peer: reply.peer(),
-            connection: reply.connection(),
-            udp: reply.is_udp(),
-            state: Mutex::new(State {
-                tenant: None,
-                unique_id: None,
-                invite_cseq: cseq,
-                invite_response: None,
-                answered: false,
-                answered_at: None,
-                last_activity: Instant::now(),
-                packets_seen: 0,
-                headers: message.headers().to_vec(),
-                metadata: None,
-                offer_plans: Vec::new(),
-                ports: None,
-                media_ip: None,
-                recording: None,
-                in_progress: None,
-                ticket: Some(ticket),
-                session_version: 1,
-                finished: false,
-            }),
-            acked: AtomicBool::new(false),
-            ack: Notify::new(),
-            cancelled: Notify::new(),
-        });
-        if let Ok(mut d) = self.dialogs.lock() {
-            d.insert(call_id.clone(), dialog.clone());
-        }
-        let mut state = dialog.state.lock().await;
         reply.send(&message.response(100).build()).await;
         let outcome = self
             .answer_invite(&call_id, tenant, &message, &reply, &mut state, &dialog)
@@ -471,6 +438,37 @@ impl Dialogs {
         }
     }
 
+    /// The routing and admission of a new INVITE: its place in the counts,
+    /// or the response that refuses it.
+    async fn admit(&self, message: &Message, reply: &Reply) -> Result<Ticket, Vec<u8>> {
+        let refuse = |status: u16, why: &str, retry_after: Option<u64>| {
+            tracing::info!(peer = %reply.peer(), status, why, "SIP INVITE refused");
+            let mut b = message.response(status).header("Warning", &warning(why));
+            if let Some(secs) = retry_after {
+                b = b.header("Retry-After", &secs.to_string());
+            }
+            b.build()
+        };
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(refuse(503, "shutting down; calls in progress finish", Some(5)));
+        }
+        let routes = self
+            .routes()
+            .await
+            .map_err(|e| refuse(500, &format!("the routing table could not be read: {e}"), None))?;
+        let tenant = siprec::route_call(
+            self.services(),
+            &routes,
+            message.request_user(),
+            reply.peer().ip(),
+        )
+        .await
+        .map_err(|refused| refuse(403, &refused.0, None))?;
+        self.admission
+            .admit(reply.peer().ip(), &tenant, Instant::now())
+            .map_err(|refused| refuse(503, &refused.why, Some(refused.retry_after_secs)))
+    }
+
     /// Everything up to the 200 OK, or the status to refuse with.
     async fn answer_invite(
         &self,
@@ -491,7 +489,10 @@ impl Dialogs {
         if plans.len() > max_streams {
             return Err((
                 488,
-                format!("{} media streams offered; at most {max_streams} are recorded", plans.len()),
+                format!(
+                    "{} media streams offered; at most {max_streams} are recorded",
+                    plans.len()
+                ),
             ));
         }
         if self.context.settings.answer_delay_ms > 0 {
@@ -740,6 +741,39 @@ impl Dialogs {
 }
 
 impl Dialog {
+    fn new(message: &Message, reply: &Reply, cseq: u32) -> Dialog {
+        Dialog {
+            from_tag: message.from().ok().and_then(|f| f.tag().map(str::to_string)),
+            to_tag: format!("cm{:016x}", rand_u64()),
+            peer: reply.peer(),
+            connection: reply.connection(),
+            udp: reply.is_udp(),
+            state: Mutex::new(State {
+                tenant: None,
+                unique_id: None,
+                invite_cseq: cseq,
+                invite_response: None,
+                answered: false,
+                answered_at: None,
+                last_activity: Instant::now(),
+                packets_seen: 0,
+                headers: message.headers().to_vec(),
+                metadata: None,
+                offer_plans: Vec::new(),
+                ports: None,
+                media_ip: None,
+                recording: None,
+                in_progress: None,
+                ticket: None,
+                session_version: 1,
+                finished: false,
+            }),
+            acked: AtomicBool::new(false),
+            ack: Notify::new(),
+            cancelled: Notify::new(),
+        }
+    }
+
     /// Whether an in-dialog request is this dialog's: the peer's From tag,
     /// our To tag (when `to_tag` is asked for; a CANCEL and a retransmitted
     /// INVITE have none) and the peer's address or TCP connection.

@@ -175,7 +175,9 @@ impl Context {
     fn contact(&self, reply: &Reply) -> String {
         let host = match self.settings.advertised_address.as_deref().map(str::trim) {
             Some(a) if !a.is_empty() => {
-                if a.parse::<SocketAddr>().is_ok() || (a.contains(':') && !a.contains("::") && a.parse::<IpAddr>().is_err()) {
+                if a.parse::<SocketAddr>().is_ok()
+                    || (a.contains(':') && !a.contains("::") && a.parse::<IpAddr>().is_err())
+                {
                     a.to_string()
                 } else {
                     host_port(a, self.local_addr.port())
@@ -195,9 +197,17 @@ impl Context {
     }
 
     /// Where a call's RTP sockets are bound: the address its INVITE arrived
-    /// on (the SBC reaches us there, or through a NAT to it).
+    /// on; with a `media_address` (NAT), every address of the family, since
+    /// the NAT may forward to any of ours.
     fn rtp_bind_ip(&self, reply: &Reply) -> IpAddr {
-        self.arrival_ip(reply)
+        let arrival = self.arrival_ip(reply);
+        match self.settings.media_address.as_deref().map(str::trim) {
+            Some(a) if !a.is_empty() => match arrival {
+                IpAddr::V4(_) => IpAddr::from([0u8; 4]),
+                IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+            },
+            _ => arrival,
+        }
     }
 }
 

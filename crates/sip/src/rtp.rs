@@ -39,7 +39,9 @@ impl PortPool {
         if span > size {
             return Err(std::io::Error::other("the RTP port range is too small"));
         }
-        for _ in 0..64 {
+        // Ports another process holds fail to bind and stay marked used
+        // here: every block of the range may be tried once.
+        for _ in 0..(size / span).max(1) {
             let base = {
                 let Ok(mut state) = self.state.lock() else {
                     return Err(std::io::Error::other("port pool poisoned"));
@@ -83,7 +85,10 @@ impl PortPool {
                 }
                 return Ok((base, sockets));
             }
-            // Taken by something else: keep these marked used, try the next.
+            // Taken by something else: try the next block (the cursor has
+            // moved on), and this one again some other time.
+            drop(sockets);
+            self.release(base, count);
         }
         Err(std::io::Error::other("no free RTP ports"))
     }

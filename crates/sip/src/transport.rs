@@ -131,7 +131,9 @@ impl Udp {
         }
         let bound = self.socket.local_addr()?.ip();
         self.socket
-            .async_io(Interest::READABLE, || recv_with_destination(&self.socket, buf, bound))
+            .async_io(Interest::READABLE, || {
+                recv_with_destination(&self.socket, buf, bound)
+            })
             .await
     }
 
@@ -178,7 +180,10 @@ fn recv_with_destination(
         .and_then(|a| {
             a.as_sockaddr_in()
                 .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port()))))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+                })
         })
         .ok_or_else(|| std::io::Error::other("a datagram without a source address"))?;
     Ok((msg.bytes, from, local))
@@ -555,7 +560,10 @@ impl Connection {
         // Responses already queued get a moment to leave; then the
         // connection is closed, even if a dialog still holds its sender.
         let abort = writer.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }

@@ -427,8 +427,14 @@ impl Message {
         }
         let available = buf.len() - body_start;
         let mut content_length = None;
-        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")) {
-            content_length = Some(one_content_length(content_length, parse_content_length(&h.value)?)?);
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+        {
+            content_length = Some(one_content_length(
+                content_length,
+                parse_content_length(&h.value)?,
+            )?);
         }
         let length = content_length.unwrap_or(available);
         if length > limits.max_body_bytes {
@@ -576,10 +582,17 @@ impl Message {
     /// §18.2.1 `received`, RFC 3581 `rport`), so that the responses, which
     /// copy it, say so.
     pub fn mark_received(&mut self, source: std::net::SocketAddr) {
-        let Some(header) = self.headers.iter_mut().find(|h| h.name.eq_ignore_ascii_case("Via")) else {
+        let Some(header) = self
+            .headers
+            .iter_mut()
+            .find(|h| h.name.eq_ignore_ascii_case("Via"))
+        else {
             return;
         };
-        let mut values: Vec<String> = split_list(&header.value).into_iter().map(str::to_string).collect();
+        let mut values: Vec<String> = split_list(&header.value)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let Some(first) = values.first_mut() else {
             return;
         };
@@ -587,12 +600,21 @@ impl Message {
             return;
         };
         let ip = source.ip().to_canonical();
-        let host = via.sent_by.rsplit_once(':').map_or(via.sent_by.as_str(), |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') { h } else { via.sent_by.as_str() }
-        });
+        let host = via
+            .sent_by
+            .rsplit_once(':')
+            .map_or(via.sent_by.as_str(), |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') {
+                    h
+                } else {
+                    via.sent_by.as_str()
+                }
+            });
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let mut params: Vec<String> = Vec::new();
-        let (head, tail) = first.split_once(';').map_or((first.as_str(), ""), |(h, t)| (h, t));
+        let (head, tail) = first
+            .split_once(';')
+            .map_or((first.as_str(), ""), |(h, t)| (h, t));
         for param in tail.split(';').filter(|p| !p.trim().is_empty()) {
             let name = param.split('=').next().unwrap_or("").trim();
             if name.eq_ignore_ascii_case("received") {

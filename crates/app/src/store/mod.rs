@@ -323,12 +323,22 @@ pub trait Store: Send + Sync + 'static {
     async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
 
     /// Replaces a tenant's SIPREC settings (JSON).
-    async fn put_siprec_settings(&self, tenant: &TenantId, settings: &str, updated_ms: i64) -> Result<(), StoreError>;
+    async fn put_siprec_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &str,
+        updated_ms: i64,
+    ) -> Result<(), StoreError>;
     /// The tenant's SIPREC settings (JSON), if set.
     async fn siprec_settings(&self, tenant: &TenantId) -> Result<Option<String>, StoreError>;
     /// Registers a network (canonical CIDR) as one of the tenant's SBCs;
     /// false if it already was.
-    async fn add_sip_source(&self, tenant: &TenantId, network: &str, created_ms: i64) -> Result<bool, StoreError>;
+    async fn add_sip_source(
+        &self,
+        tenant: &TenantId,
+        network: &str,
+        created_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// False if the network was not registered for the tenant.
     async fn remove_sip_source(&self, tenant: &TenantId, network: &str) -> Result<bool, StoreError>;
     /// Every registered SBC network, of every tenant: the operator's routing

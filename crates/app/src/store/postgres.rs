@@ -101,7 +101,12 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn put_siprec_settings(&self, tenant: &TenantId, settings: &str, updated_ms: i64) -> Result<(), StoreError> {
+    async fn put_siprec_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &str,
+        updated_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO siprec_settings (tenant_id, settings, updated_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_ms = excluded.updated_ms",
@@ -125,7 +130,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn add_sip_source(&self, tenant: &TenantId, network: &str, created_ms: i64) -> Result<bool, StoreError> {
+    async fn add_sip_source(
+        &self,
+        tenant: &TenantId,
+        network: &str,
+        created_ms: i64,
+    ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO sip_sources (tenant_id, network, created_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id, network) DO NOTHING",

@@ -71,8 +71,8 @@ pub async fn put_settings(
     if !settings.source_addresses.is_empty() {
         let mut asked = Vec::new();
         for (i, text) in settings.source_addresses.iter().enumerate() {
-            let network = parse_network(text)
-                .map_err(|m| AppError::invalid(format!("source_addresses[{i}]"), m))?;
+            let network =
+                parse_network(text).map_err(|m| AppError::invalid(format!("source_addresses[{i}]"), m))?;
             asked.push(network.to_string());
         }
         asked.sort();
@@ -141,8 +141,9 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
     };
     let network = match network {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
-                .map_err(|e| format!("{text:?}: {e}"))?,
+            Some(v4) => {
+                IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_err(|e| format!("{text:?}: {e}"))?
+            }
             None => network,
         },
         _ => network,
@@ -152,27 +153,40 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 
 /// Registers a network as one of a tenant's SBCs (operator, CLI). Returns
 /// the canonical network and whether it is new.
-pub async fn add_sip_source(services: &Services, slug: &str, network: &str) -> Result<(String, bool), AppError> {
+pub async fn add_sip_source(
+    services: &Services,
+    slug: &str,
+    network: &str,
+) -> Result<(String, bool), AppError> {
     let tenant = tenants::tenant_by_slug(services, slug).await?;
-    let network = parse_network(network).map_err(|m| AppError::invalid("network", m))?.to_string();
+    let network = parse_network(network)
+        .map_err(|m| AppError::invalid("network", m))?
+        .to_string();
     if sources_of(services, &tenant.id).await?.len() >= MAX_SOURCES {
         return Err(AppError::invalid(
             "network",
             format!("a tenant has at most {MAX_SOURCES} SBC networks"),
         ));
     }
-    let added = services.store.add_sip_source(&tenant.id, &network, now_ms()).await?;
+    let added = services
+        .store
+        .add_sip_source(&tenant.id, &network, now_ms())
+        .await?;
     Ok((network, added))
 }
 
 /// Removes a registration; `NotFound` if the tenant had no such network.
 pub async fn remove_sip_source(services: &Services, slug: &str, network: &str) -> Result<String, AppError> {
     let tenant = tenants::tenant_by_slug(services, slug).await?;
-    let network = parse_network(network).map_err(|m| AppError::invalid("network", m))?.to_string();
+    let network = parse_network(network)
+        .map_err(|m| AppError::invalid("network", m))?
+        .to_string();
     if services.store.remove_sip_source(&tenant.id, &network).await? {
         Ok(network)
     } else {
-        Err(AppError::NotFound(format!("SBC network {network} of tenant {slug}")))
+        Err(AppError::NotFound(format!(
+            "SBC network {network} of tenant {slug}"
+        )))
     }
 }
 
@@ -202,7 +216,9 @@ impl Routes {
         for source in services.store.sip_sources().await? {
             match parse_network(&source.network) {
                 Ok(net) => sources.push((net, source.tenant, source.slug)),
-                Err(e) => tracing::warn!(network = %source.network, error = %e, "ignoring a stored SBC network"),
+                Err(e) => {
+                    tracing::warn!(network = %source.network, error = %e, "ignoring a stored SBC network")
+                }
             }
         }
         let default_tenant = match default_tenant.filter(|s| !s.is_empty()) {
@@ -226,40 +242,79 @@ impl Routes {
     ///   it is among them; otherwise refused;
     /// - registered for none: the default tenant if there is one (unless the
     ///   user names another tenant), otherwise refused.
-    pub fn route(&self, request_user: Option<&str>, source: IpAddr) -> Result<TenantId, Refused> {
+    ///
+    /// Whether a user that is none of the slugs here names some other
+    /// tenant is the store's to say: see [`route_call`].
+    pub fn route(&self, request_user: Option<&str>, source: IpAddr) -> Result<Route, Refused> {
         let source = source.to_canonical();
         let user = request_user.map(str::trim).filter(|u| !u.is_empty());
-        let mut registered: Vec<&(IpNet, TenantId, String)> =
-            self.sources.iter().filter(|(net, _, _)| net.contains(&source)).collect();
+        let mut registered: Vec<&(IpNet, TenantId, String)> = self
+            .sources
+            .iter()
+            .filter(|(net, _, _)| net.contains(&source))
+            .collect();
         registered.dedup_by(|a, b| a.1 == b.1);
         let named = |slug: &str| user.is_some_and(|u| u.eq_ignore_ascii_case(slug));
-        let names_a_tenant = self.sources.iter().any(|(_, _, slug)| named(slug))
+        let names_a_known_tenant = self.sources.iter().any(|(_, _, slug)| named(slug))
             || self.default_tenant.as_ref().is_some_and(|(_, slug)| named(slug));
+        let not_for_that_tenant = || {
+            Refused(format!(
+                "the source address {source} is not registered for the tenant the Request-URI names"
+            ))
+        };
+        let only = |tenant: &TenantId, slug: &str| {
+            if named(slug) || user.is_none() {
+                Ok(Route::Tenant(tenant.clone()))
+            } else if names_a_known_tenant {
+                Err(not_for_that_tenant())
+            } else {
+                Ok(Route::UnlessUserNamesAnother(tenant.clone()))
+            }
+        };
         match registered.as_slice() {
             [] => match &self.default_tenant {
-                Some((tenant, slug)) if !names_a_tenant || named(slug) => Ok(tenant.clone()),
-                Some(_) => Err(Refused(format!(
-                    "the source address {source} is not registered for the tenant the Request-URI names"
-                ))),
+                Some((tenant, slug)) => only(tenant, slug),
                 None => Err(Refused(format!(
                     "the source address {source} is not registered for any tenant"
                 ))),
             },
-            [(_, tenant, slug)] => {
-                if names_a_tenant && !named(slug) {
-                    Err(Refused(format!(
-                        "the source address {source} is not registered for the tenant the Request-URI names"
-                    )))
-                } else {
-                    Ok(tenant.clone())
-                }
-            }
+            [(_, tenant, slug)] => only(tenant, slug),
             several => match several.iter().find(|(_, _, slug)| named(slug)) {
-                Some((_, tenant, _)) => Ok(tenant.clone()),
+                Some((_, tenant, _)) => Ok(Route::Tenant(tenant.clone())),
                 None => Err(Refused(format!(
                     "the source address {source} is shared by several tenants: the Request-URI user must name one of them"
                 ))),
             },
+        }
+    }
+}
+
+/// Where [`Routes::route`] sends a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Tenant(TenantId),
+    /// This tenant, unless the Request-URI user is another tenant's slug.
+    UnlessUserNamesAnother(TenantId),
+}
+
+/// The tenant of a SIPREC call, or why there is none.
+pub async fn route_call(
+    services: &Services,
+    routes: &Routes,
+    request_user: Option<&str>,
+    source: IpAddr,
+) -> Result<TenantId, Refused> {
+    match routes.route(request_user, source)? {
+        Route::Tenant(tenant) => Ok(tenant),
+        Route::UnlessUserNamesAnother(tenant) => {
+            let user = request_user.map(str::trim).unwrap_or("");
+            match tenants::tenant_by_slug(services, user).await {
+                Ok(other) if other.id != tenant => Err(Refused(format!(
+                    "the source address {} is not registered for the tenant the Request-URI names",
+                    source.to_canonical()
+                ))),
+                _ => Ok(tenant),
+            }
         }
     }
 }
@@ -307,7 +362,13 @@ mod routing {
         Routes {
             sources: sources
                 .iter()
-                .map(|(net, slug)| (parse_network(net).unwrap(), TenantId(format!("id-{slug}")), slug.to_string()))
+                .map(|(net, slug)| {
+                    (
+                        parse_network(net).unwrap(),
+                        TenantId(format!("id-{slug}")),
+                        slug.to_string(),
+                    )
+                })
                 .collect(),
             default_tenant: default.map(|slug| (TenantId(format!("id-{slug}")), slug.to_string())),
         }
@@ -315,7 +376,8 @@ mod routing {
 
     fn check(routes: &Routes, user: Option<&str>, source: &str) -> String {
         match routes.route(user, source.parse().unwrap()) {
-            Ok(t) => t.0,
+            Ok(Route::Tenant(t)) => t.0,
+            Ok(Route::UnlessUserNamesAnother(t)) => format!("{} unless another tenant", t.0),
             Err(Refused(why)) => format!("403 {why}"),
         }
     }
@@ -323,11 +385,19 @@ mod routing {
     #[test]
     fn the_operator_routes_calls() {
         let r = routes(
-            &[("192.0.2.0/24", "acme"), ("198.51.100.7", "acme"), ("198.51.100.7", "globex"), ("2001:db8::/32", "initech")],
+            &[
+                ("192.0.2.0/24", "acme"),
+                ("198.51.100.7", "acme"),
+                ("198.51.100.7", "globex"),
+                ("2001:db8::/32", "initech"),
+            ],
             None,
         );
         assert_eq!(check(&r, None, "192.0.2.9"), "id-acme");
-        assert_eq!(check(&r, Some("srs"), "192.0.2.9"), "id-acme");
+        assert_eq!(
+            check(&r, Some("srs"), "192.0.2.9"),
+            "id-acme unless another tenant"
+        );
         assert_eq!(check(&r, Some("acme"), "::ffff:192.0.2.9"), "id-acme");
         // A Request-URI cannot move a registered SBC's calls to another tenant.
         assert!(check(&r, Some("globex"), "192.0.2.9").starts_with("403"));
@@ -346,17 +416,29 @@ mod routing {
         let r = routes(&[("192.0.2.0/24", "acme")], Some("solo"));
         assert_eq!(check(&r, None, "203.0.113.1"), "id-solo");
         assert_eq!(check(&r, Some("solo"), "203.0.113.1"), "id-solo");
-        assert_eq!(check(&r, Some("12345"), "203.0.113.1"), "id-solo");
+        assert_eq!(
+            check(&r, Some("12345"), "203.0.113.1"),
+            "id-solo unless another tenant"
+        );
         assert!(check(&r, Some("acme"), "203.0.113.1").starts_with("403"));
         assert_eq!(check(&r, None, "192.0.2.1"), "id-acme");
     }
 
     #[test]
     fn networks_are_canonical() {
-        assert_eq!(parse_network("192.0.2.77/24").unwrap().to_string(), "192.0.2.0/24");
+        assert_eq!(
+            parse_network("192.0.2.77/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
         assert_eq!(parse_network(" 10.1.2.3 ").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(parse_network("::ffff:10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(parse_network("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(
+            parse_network("::ffff:10.1.2.3").unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!(
+            parse_network("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("sbc.example.com").is_err());
     }

@@ -13,6 +13,8 @@ mod ops;
 mod s3;
 mod scale_out;
 mod siprec;
+mod siprec_hostile;
+mod siprec_network;
 mod spec_example;
 mod store_story;
 mod uploads;

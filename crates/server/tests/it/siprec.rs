@@ -134,7 +134,8 @@ pub(crate) fn scenario_expecting(tone: &str, media_port: u16, contact: &str, med
       <ereg regexp="sip:callmeta@{}[;>]" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
       <ereg regexp="c=IN IP4 {}" search_in="body" check_it="true" assign_to="media"/>
     </action>
-  </recv>"#,
+  </recv>
+  <Reference variables="contact,media"/>"#,
             escape(contact),
             escape(media)
         ),
@@ -509,9 +510,15 @@ async fn sipp_sends_each_vendor_family() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let media_port = free_udp_port() & !1;
         let out = sipp(path, app.sip, "u1", dir.path(), media_port).await;
+        let errors = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>();
         assert!(
             out.status.success(),
-            "{name}: sipp failed: {}\n{}",
+            "{name}: sipp failed: {}\n{}\n{errors}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -644,6 +651,16 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
         .as_str()
         .unwrap()
         .to_string();
+    let registered = std::process::Command::new(bin)
+        .args(["tenant", "sip-source", "add", "acme", "127.0.0.1", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
     let (mut server, _, sip) = crate::helpers::spawn_serve(data.path(), &[], &[]);
 
     // A call whose tone lasts 2 s; the server dies before the BYE.

@@ -270,3 +270,57 @@ fn name_addrs_and_media_types() {
         Some("x")
     );
 }
+
+#[test]
+fn two_different_content_lengths_are_refused_the_same_twice_is_not() {
+    let limits = Limits::default();
+    let twice = b"INVITE sip:x SIP/2.0\r\nContent-Length: 5\r\nl: 0\r\n\r\nhello";
+    assert_eq!(
+        frame_length(twice, &limits),
+        Err(SipError::ConflictingContentLength(5, 0))
+    );
+    let err = Message::parse(twice).unwrap_err();
+    assert_eq!(err, SipError::ConflictingContentLength(5, 0));
+    assert_eq!(err.status(), 400);
+    let same = b"INVITE sip:x SIP/2.0\r\nContent-Length: 5\r\nl: 5\r\n\r\nhello";
+    assert_eq!(frame_length(same, &limits), Ok(Framing::Complete(same.len())));
+    assert_eq!(Message::parse(same).unwrap().body(), b"hello");
+}
+
+#[test]
+fn the_top_via_records_where_a_request_came_from() {
+    let check = |via: &str, source: &str, expected: &str| {
+        let text = format!(
+            "OPTIONS sip:x SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP 192.0.2.99\r\nCall-ID: c\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut m = Message::parse(text.as_bytes()).unwrap();
+        m.mark_received(source.parse().unwrap());
+        assert_eq!(
+            m.header_values("Via"),
+            vec![expected, "SIP/2.0/UDP 192.0.2.99"],
+            "{via}"
+        );
+    };
+    // The address it says: nothing to add.
+    check(
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1",
+        "10.0.0.1:5060",
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1",
+    );
+    // Behind a NAT: received, and rport filled in when asked for.
+    check(
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+        "198.51.100.7:40000",
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=40000;received=198.51.100.7",
+    );
+    check(
+        "SIP/2.0/UDP sbc.example.com;branch=z9hG4bK2",
+        "[::ffff:198.51.100.7]:5060",
+        "SIP/2.0/UDP sbc.example.com;branch=z9hG4bK2;received=198.51.100.7",
+    );
+    check(
+        "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK3",
+        "[2001:db8::1]:5060",
+        "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK3",
+    );
+}
