@@ -4,11 +4,14 @@
 //! `callmeta-siprec`'s, with no I/O; this crate owns the sockets, the
 //! transactions and the dialogs, and calls the use cases:
 //!
-//! - INVITE: `100 Trying`, the tenant (Request-URI user, else the source
-//!   address, else the default tenant, else `404`), the body (`400`/`415`/
-//!   `488` when unusable), RTP ports (stream k on base + 2k), the call created
-//!   durably and enriched, then `200 OK` with a `recvonly` answer,
-//!   retransmitted over UDP until the ACK (RFC 3261 timers).
+//! - INVITE: the tenant from the operator's SBC registrations (`403` when
+//!   the source may not send calls for the tenant it would go to), the
+//!   source's and tenant's admission (`503` with `Retry-After`), `100
+//!   Trying`, the body (`400`/`415`/`488` when unusable, too many m-lines
+//!   included), RTP ports (stream k on base + 2k), the call created durably
+//!   and enriched, then `200 OK` with a `recvonly` answer from the address
+//!   the INVITE arrived on, retransmitted over UDP until the ACK (RFC 3261
+//!   timers); without an ACK in 64×T1 the dialog is released.
 //! - re-INVITE and UPDATE: metadata snapshots merged (`partial` ones by id),
 //!   the call's metadata replaced and enriched again; a new offer answered on
 //!   the same ports.
