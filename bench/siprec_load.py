@@ -133,6 +133,9 @@ def run_level(level, duration):
         out = subprocess.run([BIN, "tenant", "create", "acme", "--password", "acme-load-pw"] + common,
                              check=True, capture_output=True, text=True).stdout
         token = json.loads(out)["api_token"]
+        # The SBC (sipp, on loopback) is registered for the tenant, as an operator does.
+        subprocess.run([BIN, "tenant", "sip-source", "add", "acme", "127.0.0.1"] + common,
+                       check=True, capture_output=True)
         server = subprocess.Popen(
             [BIN, "serve", "--http", f"127.0.0.1:{http}", "--ftp", "127.0.0.1:0", "--sftp", "127.0.0.1:0",
              "--sip", f"127.0.0.1:{sip}"] + common,
