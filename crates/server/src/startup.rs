@@ -81,7 +81,15 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
             _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path or s3://bucket"),
         },
     };
-    let services = Services::for_node(store, blobs, config.limits.clone(), config.job_lease_ms, node);
+    let services = Services::for_node(
+        store,
+        blobs,
+        config.limits.clone(),
+        config.job_lease_ms,
+        node,
+        config.uploads.clone(),
+        config.data_dir.join("spool"),
+    );
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
