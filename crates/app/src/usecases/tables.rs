@@ -441,7 +441,7 @@ async fn finish_upload(
 
 /// Parses a received upload off the async runtime, from a memory map of its
 /// spool file whose pages are released as the parser moves past them.
-async fn ingest(
+pub(crate) async fn ingest(
     services: &Services,
     options: &TableOptions,
     upload: Arc<Received>,

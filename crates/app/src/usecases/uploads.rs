@@ -178,6 +178,33 @@ pub fn check_write(services: &Services, offset: u64, len: u64, current: u64) -> 
     Ok(())
 }
 
+/// Removes the spool files that a process stopped mid-upload left behind:
+/// those not written for `idle` (a CLI import running meanwhile on the same
+/// data dir keeps its own, which it is writing). Called at a server's start.
+pub fn clean_spool(dir: &Path, idle: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= idle);
+        if name.starts_with("upload-") && name.ends_with(".part") && stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "removed an abandoned upload"),
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "removing an abandoned upload failed")
+                }
+            }
+        }
+    }
+}
+
 /// Removes its spool file when dropped, whatever happened to the upload.
 #[derive(Debug)]
 struct SpoolPath(PathBuf);
@@ -351,6 +378,20 @@ mod tests {
         // Larger than the budget: all of it, so it runs alone.
         assert_eq!(budget.need_mib(4 << 30), 1024);
         assert_eq!(IngestBudget::new(0).available_bytes(), None);
+    }
+
+    #[test]
+    fn only_abandoned_spool_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let abandoned = dir.path().join("upload-1.part");
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&abandoned, b"x").unwrap();
+        std::fs::write(&other, b"x").unwrap();
+        clean_spool(dir.path(), Duration::from_secs(3600));
+        assert!(abandoned.exists(), "a recent spool file is someone's upload");
+        clean_spool(dir.path(), Duration::ZERO);
+        assert!(!abandoned.exists());
+        assert!(other.exists());
     }
 
     #[tokio::test]
