@@ -331,6 +331,19 @@ async fn an_sftp_write_past_the_end_of_a_file_is_refused() {
 #[tokio::test]
 async fn rejected_originals_are_kept_within_the_tenant_quota_and_their_reports_stay() {
     let (app, _dir) = app_with(|c| c.uploads.rejected_quota_bytes = 2_500).await;
+    rejected_originals_story(app).await;
+    // The same on PostgreSQL, when a server is given.
+    if let Some(db) = PgDatabase::create().await {
+        let (app, _dir) = app_with(|c| {
+            c.uploads.rejected_quota_bytes = 2_500;
+            c.database = Some(db.url.clone());
+        })
+        .await;
+        rejected_originals_story(app).await;
+    }
+}
+
+async fn rejected_originals_story(app: TestApp) {
     let t = app.create_tenant("quota");
     app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     for n in 0..3 {
