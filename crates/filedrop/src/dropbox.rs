@@ -15,7 +15,7 @@ use bytes::Bytes;
 use callmeta_app::store::{CallSource, Tenant};
 use callmeta_app::usecases::calls::{NewAudio, NewCall};
 use callmeta_app::usecases::tables::{Channel, UploadOutcome};
-use callmeta_app::usecases::{AppError, Services, calls, tables, tenants};
+use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads};
 use callmeta_core::csv::sha256_hex;
 use callmeta_core::enrich::{EnrichmentResult, Metadata};
 
@@ -208,17 +208,16 @@ impl Dropbox {
                  column, or in the web app), then upload again"
             ));
         }
-        let limit = self.services.limits.max_file_bytes;
-        let bytes = match read_limited(file, limit).await {
-            Ok(b) => b,
-            Err(e) => return refused(e),
+        let upload = match uploads::Received::from_file(&self.services, file).await {
+            Ok(u) => u,
+            Err(e) => return refused(e.to_string()),
         };
         let filename = path.file_name().map(str::to_string);
         match tables::upload_reference_table(
             &self.services,
             &tenant.id,
             &table_name,
-            bytes,
+            upload,
             channel,
             filename,
             None,

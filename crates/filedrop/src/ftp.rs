@@ -3,7 +3,8 @@
 //! Each tenant logs in with its slug and password and is jailed in its own
 //! directory (libunftp's filesystem back-end opens the home directory as a
 //! capability: no path, `..` or symlink reaches outside it). Our storage
-//! wrapper enforces the size and file-count limits and tells the [`Dropbox`]
+//! wrapper enforces the upload policy (size limit, no `REST` past the end of
+//! a file, the ingest budget) and the file-count limit, and tells the [`Dropbox`]
 //! when a file is being written; libunftp's data events tell it when a
 //! transfer completed (`STOR`/`APPE`) or a temporary name was renamed, and
 //! the reply to the client's command is sent after the upload is processed.
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use callmeta_app::usecases::tables::Channel;
-use callmeta_app::usecases::{AppError, tenants};
+use callmeta_app::usecases::{AppError, tenants, uploads};
 use libunftp::ServerBuilder;
 use libunftp::notification::{DataEvent, DataListener, EventMeta};
 use libunftp::options::{FtpsRequired, PassiveHost};
@@ -30,7 +31,7 @@ use unftp_sbe_fs::{Filesystem, Meta};
 
 use crate::dropbox::Dropbox;
 use crate::throttle::LoginThrottle;
-use crate::tree::DropPath;
+use crate::tree::{Destination, DropPath};
 use crate::{FileDropSettings, count_files};
 
 /// A logged-in tenant, jailed in its home directory.
@@ -204,8 +205,8 @@ impl StorageBackend<TenantUser> for DropFs {
     ) -> storage::Result<u64> {
         let (parsed, file) = self.host_path(user, &path)?;
         let path = parsed.display();
-        let exists = tokio::fs::metadata(&file).await.is_ok();
-        if !exists && count_files(&user.home).await >= self.max_files {
+        let current = tokio::fs::metadata(&file).await.ok().map(|m| m.len());
+        if current.is_none() && count_files(&user.home).await >= self.max_files {
             return Err(storage::Error::new(
                 ErrorKind::ExceededStorageAllocationError,
                 format!(
@@ -213,6 +214,12 @@ impl StorageBackend<TenantUser> for DropFs {
                     self.max_files
                 ),
             ));
+        }
+        // REST past the end of the file would leave a hole of zeros.
+        let services = self.dropbox.services();
+        uploads::check_write(services, start_pos, 0, current.unwrap_or(0)).map_err(refusal)?;
+        if !matches!(parsed.destination(), Destination::Calls) {
+            uploads::admit(services).map_err(refusal)?;
         }
         self.dropbox.writing(&file);
         let limit = self.max_file_bytes.saturating_sub(start_pos);
@@ -264,6 +271,18 @@ impl StorageBackend<TenantUser> for DropFs {
     async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
         self.fs()?.cwd(user, path).await
     }
+}
+
+/// An upload refused by the upload policy, as the FTP reply it calls for:
+/// 552 (over the size limit), 452 (the ingest budget is taken), 550.
+fn refusal(e: AppError) -> storage::Error {
+    let kind = match &e {
+        AppError::TooLarge(_) => ErrorKind::ExceededStorageAllocationError,
+        AppError::Busy { .. } => ErrorKind::InsufficientStorageSpaceError,
+        _ => ErrorKind::PermissionDenied,
+    };
+    tracing::info!(error = %e, "FTP upload refused");
+    storage::Error::new(kind, e.to_string())
 }
 
 /// Processes an upload when its transfer completed, before the reply.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callmeta_app::usecases::tables::Channel;
-use callmeta_app::usecases::{AppError, tenants};
+use callmeta_app::usecases::{AppError, tenants, uploads};
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel as SshChannel, ChannelId, MethodKind, MethodSet};
@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::dropbox::Dropbox;
 use crate::throttle::LoginThrottle;
-use crate::tree::DropPath;
+use crate::tree::{Destination, DropPath};
 use crate::{FileDropSettings, count_files};
 
 /// A bound SFTP listener, ready to serve.
@@ -272,6 +272,9 @@ enum Open {
         writing: bool,
         /// A write was refused (limit): the upload is discarded at close.
         failed: bool,
+        /// The file's length: a write may start at most there (no holes).
+        size: u64,
+        append: bool,
     },
     Dir {
         host: PathBuf,
@@ -313,6 +316,13 @@ fn status(id: u32) -> Status {
     }
 }
 
+/// An upload refused by the upload policy (too large, a write that would
+/// leave a hole, the ingest budget taken), as an SFTP failure status.
+fn refusal(e: AppError) -> StatusReply {
+    tracing::info!(error = %e, "SFTP write refused");
+    StatusCode::Failure.with_message(e.to_string())
+}
+
 fn io_error(e: std::io::Error) -> StatusReply {
     let code = match e.kind() {
         std::io::ErrorKind::NotFound => StatusCode::NoSuchFile,
@@ -349,10 +359,6 @@ impl SftpSession {
         let handle = format!("h{}", self.next_handle);
         self.handles.insert(handle.clone(), open);
         handle
-    }
-
-    fn limit(&self) -> u64 {
-        self.shared.dropbox.services().limits.max_file_bytes
     }
 }
 
@@ -394,6 +400,9 @@ impl russh_sftp::server::Handler for SftpSession {
         }
         let file = if writing {
             let exists = tokio::fs::metadata(&host).await.is_ok();
+            if !matches!(path.destination(), Destination::Calls) {
+                uploads::admit(self.shared.dropbox.services()).map_err(refusal)?;
+            }
             if !exists && count_files(&self.tenant.home).await >= self.shared.max_files {
                 return Err(StatusCode::Failure.with_message(format!(
                     "at most {} files per account: delete processed files first",
@@ -416,12 +425,15 @@ impl russh_sftp::server::Handler for SftpSession {
         } else {
             tokio::fs::File::open(&host).await.map_err(io_error)?
         };
+        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let handle = self.new_handle(Open::File {
             file,
             path,
             host,
             writing,
             failed: false,
+            size,
+            append: pflags.contains(OpenFlags::APPEND),
         });
         Ok(Handle { id, handle })
     }
@@ -433,13 +445,22 @@ impl russh_sftp::server::Handler for SftpSession {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        let limit = self.limit();
-        let Some(Open::File { file, failed, .. }) = self.handles.get_mut(&handle) else {
+        let services = self.shared.dropbox.services().clone();
+        let Some(Open::File {
+            file,
+            failed,
+            size,
+            append,
+            ..
+        }) = self.handles.get_mut(&handle)
+        else {
             return Err(StatusCode::Failure.with_message("unknown handle"));
         };
-        if offset.saturating_add(data.len() as u64) > limit {
+        // An append goes to the end whatever the offset says.
+        let offset = if *append { *size } else { offset };
+        if let Err(e) = uploads::check_write(&services, offset, data.len() as u64, *size) {
             *failed = true;
-            return Err(StatusCode::Failure.with_message(format!("files are limited to {limit} bytes")));
+            return Err(refusal(e));
         }
         let result = async {
             file.seek(std::io::SeekFrom::Start(offset)).await?;
@@ -450,6 +471,7 @@ impl russh_sftp::server::Handler for SftpSession {
             *failed = true;
             return Err(io_error(e));
         }
+        *size = (*size).max(offset + data.len() as u64);
         Ok(status(id))
     }
 
@@ -479,6 +501,7 @@ impl russh_sftp::server::Handler for SftpSession {
             host,
             writing: true,
             failed,
+            ..
         } = open
         {
             let flushed = file.flush().await.and(file.sync_all().await);

@@ -29,6 +29,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub item: ErrorItem,
+    /// Seconds for a `Retry-After` header (a busy server).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +43,7 @@ impl ApiError {
                 detail: detail.into(),
                 field: None,
             },
+            retry_after: None,
         }
     }
 
@@ -83,6 +86,14 @@ impl From<AppError> for ApiError {
             AppError::TooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Payload too large", m)
             }
+            AppError::Busy {
+                message,
+                retry_after_secs,
+            } => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Server busy", message);
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             AppError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 ApiError::new(
@@ -98,12 +109,19 @@ impl From<AppError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 errors: vec![self.item],
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }

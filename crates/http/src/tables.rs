@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
 use callmeta_core::domain::ColumnName;
 use callmeta_core::matching::MatchMode;
@@ -20,6 +19,7 @@ use callmeta_app::store::VersionRecord;
 use callmeta_app::usecases::AppError;
 use callmeta_app::usecases::calls::format_timestamp;
 use callmeta_app::usecases::tables::{self as uc, Channel, TableDetails, UploadOutcome};
+use callmeta_app::usecases::uploads;
 
 /// A table's settings. Only `key` is required.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -264,8 +264,9 @@ pub async fn list_tables(
     responses(
         (status = 201, description = "A new active version", body = UploadResponse),
         (status = 200, description = "Same content as the active version", body = UploadResponse),
-        (status = 413, body = ErrorBody),
+        (status = 413, description = "Over `[limits] max_file_bytes`; nothing is stored", body = ErrorBody),
         (status = 422, description = "Rejected, with the report", body = RejectedUpload),
+        (status = 503, description = "The ingest memory budget is taken; try again after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("token" = [])))]
 pub async fn put_table_data(
@@ -276,30 +277,22 @@ pub async fn put_table_data(
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
-    let max = state.services.limits.max_file_bytes;
-    let too_large = |n: u64| {
-        AppError::TooLarge(format!(
-            "the upload is {n} bytes or more, over the limit of {max} bytes"
-        ))
-    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > max) {
-        return Err(too_large(n).into());
+    if let Some(n) = declared {
+        uploads::check_declared_size(&state.services, n)?;
     }
     // Make sure the table exists before reading a large body.
     uc::require_table(&state.services, &tenant.id, &name).await?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
+    let mut incoming = uploads::Incoming::start(&state.services).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?;
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(too_large((buf.len() + chunk.len()) as u64).into());
-        }
-        buf.extend_from_slice(&chunk);
+        incoming.write(&chunk).await?;
     }
+    let upload = incoming.finish().await?;
     let filename = headers
         .get("x-filename")
         .and_then(|v| v.to_str().ok())
@@ -308,7 +301,7 @@ pub async fn put_table_data(
         &state.services,
         &tenant.id,
         &name,
-        buf.freeze(),
+        upload,
         Channel::Http,
         filename,
         None,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use callmeta_app::blobs::s3::S3Settings;
+use callmeta_app::usecases::uploads::UploadPolicy;
 use callmeta_core::csv::Limits;
 use callmeta_filedrop::FileDropSettings;
 use callmeta_sip::SipSettings;
@@ -38,6 +39,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Limits on CSV uploads.
     pub limits: Limits,
+    /// The ingest memory budget and the quota of rejected originals.
+    pub uploads: UploadPolicy,
     /// S3 settings for `blobs = "s3://bucket"` (unset ones come from `AWS_*`).
     pub s3: S3Settings,
     /// FTP, FTPS and SFTP settings (passive ports, TLS, limits).
@@ -65,6 +68,7 @@ impl Default for Config {
             job_lease_ms: callmeta_app::usecases::DEFAULT_JOB_LEASE_MS,
             shutdown_grace_secs: 30,
             limits: Limits::default(),
+            uploads: UploadPolicy::default(),
             s3: S3Settings::default(),
             transfer: FileDropSettings::default(),
             siprec: SipSettings::default(),
@@ -187,12 +191,26 @@ shutdown_grace_secs = {grace}
 log = {log:?}
 
 [limits]
-# Largest CSV upload, in bytes.                                       env: CALLMETA_LIMITS__MAX_FILE_BYTES
+# Largest upload, in bytes, on every channel (API and web form: 413;
+# FTP: 552; SFTP: a failure status; CLI: an error), refused while it
+# arrives, before anything is stored.                                 env: CALLMETA_LIMITS__MAX_FILE_BYTES
 max_file_bytes = {mfb}
 # Most columns in a CSV.                                              env: CALLMETA_LIMITS__MAX_COLUMNS
 max_columns = {mc}
 # Longest CSV field, in bytes.                                        env: CALLMETA_LIMITS__MAX_FIELD_BYTES
 max_field_bytes = {mfl}
+
+[uploads]
+# Memory all uploads being parsed may use together, in bytes; each
+# takes 1.5x its size while parsed (0: no budget).                    env: CALLMETA_UPLOADS__MEMORY_BUDGET_BYTES
+memory_budget_bytes = {umb}
+# How long (ms) an upload waits for its share of that budget before it
+# is refused as busy (API/web: 503 + Retry-After; FTP: 452 at STOR, or
+# a report; SFTP: a failure status).                                 env: CALLMETA_UPLOADS__BUDGET_WAIT_MS
+budget_wait_ms = {ubw}
+# Bytes of rejected uploads' originals kept per tenant; past it the
+# oldest are deleted from blob storage (versions and reports stay).   env: CALLMETA_UPLOADS__REJECTED_QUOTA_BYTES
+rejected_quota_bytes = {urq}
 
 [s3]
 # For blobs = "s3://bucket"; each unset value comes from the AWS_* environment.
@@ -275,6 +293,9 @@ secure_cookie = {wsc}
             grace = self.shutdown_grace_secs,
             log = self.log,
             mfb = self.limits.max_file_bytes,
+            umb = self.uploads.memory_budget_bytes,
+            ubw = self.uploads.budget_wait_ms,
+            urq = self.uploads.rejected_quota_bytes,
             mc = self.limits.max_columns,
             mfl = self.limits.max_field_bytes,
         )

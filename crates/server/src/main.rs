@@ -5,10 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bytes::Bytes;
 use callmeta::config::{Config, FlagOverrides};
 use callmeta::startup::{App, open_services};
-use callmeta_app::usecases::{AppError, siprec, tables, tenants};
+use callmeta_app::usecases::{AppError, siprec, tables, tenants, uploads};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -277,10 +276,12 @@ async fn import(
             .await
             .map_err(user_error)?;
     }
-    let data = tokio::fs::read(file)
+    // The file is refused from its size before anything is read, and
+    // copied into the spool as it is read (still refused past the limit).
+    let upload = uploads::Received::from_file(&services, file)
         .await
-        .with_context(|| format!("reading {}", file.display()))?;
-    let bar = indicatif::ProgressBar::new(data.len() as u64);
+        .map_err(user_error)?;
+    let bar = indicatif::ProgressBar::new(upload.len());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} ingesting [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
@@ -294,7 +295,7 @@ async fn import(
         &services,
         &tenant.id,
         &name,
-        Bytes::from(data),
+        upload,
         tables::Channel::Cli,
         filename,
         Some(Box::new(move |done| progress_bar.set_position(done))),

@@ -17,7 +17,7 @@ use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
 use callmeta_app::store::postgres::PgStore;
 use callmeta_app::store::sqlite::SqliteStore;
-use callmeta_app::usecases::{Services, active_tables, backfill, tables};
+use callmeta_app::usecases::{Services, active_tables, backfill, tables, uploads};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
 use callmeta_filedrop::keys;
@@ -81,7 +81,15 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
             _ => bail!("unsupported blob storage URL {url}: expected file:///absolute/path or s3://bucket"),
         },
     };
-    let services = Services::for_node(store, blobs, config.limits.clone(), config.job_lease_ms, node);
+    let services = Services::for_node(
+        store,
+        blobs,
+        config.limits.clone(),
+        config.job_lease_ms,
+        node,
+        config.uploads.clone(),
+        config.data_dir.join("spool"),
+    );
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -160,6 +168,7 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let services = open_services_as(&config, Some(node_name(&config.data_dir)?)).await?;
+        uploads::clean_spool(&services.spool_dir, Duration::from_secs(3600));
         // Audio parts serve another node: with SQLite there is none.
         if config.siprec.audio_part_secs.is_none() {
             config.siprec.audio_part_secs = Some(if config.is_postgres() { 5 } else { 0 });

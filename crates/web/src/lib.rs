@@ -56,10 +56,15 @@ pub(crate) struct WebState {
     pub settings: Arc<WebSettings>,
 }
 
-/// Uploads through the form: the use case enforces the real limit.
-const MAX_FORM_UPLOAD: usize = 1 << 31;
+/// What a multipart form adds to its file (boundaries, the CSRF field,
+/// part headers) at most, on top of `[limits] max_file_bytes`.
+pub(crate) const FORM_OVERHEAD: u64 = 64 * 1024;
 
 pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
+    // The form's body is cut just past the upload limit; the upload policy
+    // refuses the file itself as soon as it passes the limit.
+    let max_form =
+        usize::try_from(services.limits.max_file_bytes.saturating_add(FORM_OVERHEAD)).unwrap_or(usize::MAX);
     let state = WebState {
         services,
         settings: Arc::new(settings),
@@ -74,7 +79,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/tables", get(pages::tables).post(pages::create_table))
         .route(
             "/tables/{name}/upload",
-            post(pages::upload).layer(DefaultBodyLimit::max(MAX_FORM_UPLOAD)),
+            post(pages::upload).layer(DefaultBodyLimit::max(max_form)),
         )
         .route("/tables/{name}/settings", post(pages::table_settings))
         .route("/assets/app.css", get(css))

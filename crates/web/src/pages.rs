@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use callmeta_app::store::{CallQuery, CallRecord, VersionRecord};
 use callmeta_app::usecases::tables::{self, Channel, TableDetails};
-use callmeta_app::usecases::{AppError, calls, web_sessions};
+use callmeta_app::usecases::{AppError, calls, uploads, web_sessions};
 use callmeta_core::csv::TableOptions;
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, merged_metadata};
 use serde::Deserialize;
@@ -62,6 +62,7 @@ pub(crate) fn error_page(e: AppError) -> Response {
         AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "Not logged in"),
         AppError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
         AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
+        AppError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
         AppError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
     let detail = match &e {
@@ -852,30 +853,36 @@ pub async fn table_settings(
     save_settings(&state, &s, &name, &form).await
 }
 
+/// The form's upload: the file is streamed into the upload policy's spool
+/// (refused with 413 as soon as it passes `[limits] max_file_bytes`, from its
+/// declared length or while it arrives, before anything is stored).
 pub async fn upload(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
     Path(name): Path<String>,
+    headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && let Err(e) = uploads::check_declared_size(&state.services, n.saturating_sub(crate::FORM_OVERHEAD))
+    {
+        return upload_refused(&state, &s, e).await;
+    }
     let mut csrf = String::new();
-    let mut file: Option<(Option<String>, bytes::Bytes)> = None;
+    let mut file: Option<(Option<String>, uploads::Received)> = None;
     loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) => {
-                let field_name = field.name().unwrap_or("").to_string();
-                let filename = field.file_name().map(str::to_string);
-                match field.bytes().await {
-                    Ok(bytes) if field_name == "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
-                    Ok(bytes) if field_name == "file" => file = Some((filename, bytes)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return tables_page(&state, &s, None, Some(format!("The upload was cut off: {e}")))
-                            .await;
-                    }
-                }
-            }
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
             Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let limit = state.services.limits.max_file_bytes;
+                let e = AppError::TooLarge(format!("the upload is over the limit of {limit} bytes"));
+                return upload_refused(&state, &s, e).await;
+            }
             Err(e) => {
                 return tables_page(
                     &state,
@@ -885,12 +892,53 @@ pub async fn upload(
                 )
                 .await;
             }
+        };
+        let field_name = field.name().unwrap_or("").to_string();
+        let filename = field.file_name().map(str::to_string);
+        if field_name == "file" {
+            let mut incoming = match uploads::Incoming::start(&state.services).await {
+                Ok(i) => i,
+                Err(e) => return error_page(e),
+            };
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(e) = incoming.write(&chunk).await {
+                            return upload_refused(&state, &s, e).await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        let limit = state.services.limits.max_file_bytes;
+                        let e = AppError::TooLarge(format!("the upload is over the limit of {limit} bytes"));
+                        return upload_refused(&state, &s, e).await;
+                    }
+                    Err(e) => {
+                        return tables_page(&state, &s, None, Some(format!("The upload was cut off: {e}")))
+                            .await;
+                    }
+                }
+            }
+            match incoming.finish().await {
+                Ok(received) => file = Some((filename, received)),
+                Err(e) => return error_page(e),
+            }
+        } else {
+            match field.bytes().await {
+                Ok(bytes) if field_name == "csrf" => {
+                    csrf = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned()
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return tables_page(&state, &s, None, Some(format!("The upload was cut off: {e}"))).await;
+                }
+            }
         }
     }
     if !web_sessions::csrf_matches(&s, &csrf) {
         return forbidden("This form is no longer valid. Reload the page and try again.");
     }
-    let Some((filename, bytes)) = file.filter(|(_, b)| !b.is_empty()) else {
+    let Some((filename, upload)) = file.filter(|(_, u)| !u.is_empty()) else {
         return tables_page(&state, &s, None, Some("Choose a CSV file to upload.".into())).await;
     };
     let table = match tables::parse_table_name(&name) {
@@ -901,7 +949,7 @@ pub async fn upload(
         &state.services,
         &s.tenant,
         &table,
-        bytes,
+        upload,
         Channel::Web,
         filename,
         None,
@@ -922,9 +970,28 @@ pub async fn upload(
             )
             .await
         }
-        Err(e @ (AppError::Invalid { .. } | AppError::NotFound(_) | AppError::TooLarge(_))) => {
+        Err(e @ (AppError::Invalid { .. } | AppError::NotFound(_))) => {
             tables_page(&state, &s, None, Some(e.to_string())).await
         }
+        Err(e @ (AppError::TooLarge(_) | AppError::Busy { .. })) => upload_refused(&state, &s, e).await,
         Err(e) => error_page(e),
     }
+}
+
+/// The tables page with why an upload was refused, under the status the
+/// refusal calls for: 413 (too large) or 503 with `Retry-After` (busy).
+async fn upload_refused(state: &WebState, s: &web_sessions::WebSession, e: AppError) -> Response {
+    let (status, retry_after) = match &e {
+        AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+        AppError::Busy { retry_after_secs, .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(*retry_after_secs)),
+        _ => return error_page(e),
+    };
+    let mut response = tables_page(state, s, None, Some(format!("The upload was refused: {e}"))).await;
+    *response.status_mut() = status;
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    }
+    response
 }

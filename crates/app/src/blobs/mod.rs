@@ -28,7 +28,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Stores the bytes durably under `key`, replacing nothing half-way: a
     /// reader sees the whole object or none.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
+    /// Stores the file at `source` under `key`, as [`BlobStore::put`] does
+    /// bytes, without reading it into memory. `source` is a received upload
+    /// that is never written again; it may be linked rather than copied.
+    async fn put_file(&self, key: &str, source: &Path) -> Result<(), BlobError> {
+        let bytes = tokio::fs::read(source)
+            .await
+            .map_err(io(format!("reading {}", source.display())))?;
+        self.put(key, Bytes::from(bytes)).await
+    }
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Removes one object; removing none is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
     /// Removes every object whose key is `prefix` followed by `/...`;
     /// removing none is not an error.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
@@ -90,12 +101,32 @@ impl BlobStore for LocalBlobs {
             })?
     }
 
+    async fn put_file(&self, key: &str, source: &Path) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        let source = source.to_path_buf();
+        tokio::task::spawn_blocking(move || link_atomically(&path, &source))
+            .await
+            .map_err(|e| BlobError::Io {
+                context: "writing blob".into(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         let path = self.path(key)?;
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Bytes::from(data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(key.to_string())),
             Err(e) => Err(io(format!("reading blob {}", path.display()))(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("removing blob {}", path.display()))(e)),
         }
     }
 
@@ -122,6 +153,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
     file.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
     drop(file);
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// [`write_atomically`] for a file: hard-linked when on the same file
+/// system (no copy), else copied; then synced and renamed into place.
+fn link_atomically(path: &Path, source: &Path) -> Result<(), BlobError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7()));
+    if std::fs::hard_link(source, &tmp).is_err() {
+        std::fs::copy(source, &tmp).map_err(io(format!(
+            "copying {} to {}",
+            source.display(),
+            tmp.display()
+        )))?;
+    }
+    let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
+    if let Err(e) = synced {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(format!("syncing {}", tmp.display()))(e));
+    }
     std::fs::rename(&tmp, path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

@@ -39,7 +39,7 @@ impl std::fmt::Debug for S3Settings {
 }
 
 pub struct S3Blobs {
-    store: AmazonS3,
+    store: std::sync::Arc<AmazonS3>,
 }
 
 fn s3_error(context: String) -> impl FnOnce(object_store::Error) -> BlobError {
@@ -76,7 +76,9 @@ impl S3Blobs {
         let store = builder
             .build()
             .map_err(s3_error(format!("configuring S3 storage for {url}")))?;
-        Ok(Self { store })
+        Ok(Self {
+            store: std::sync::Arc::new(store),
+        })
     }
 }
 
@@ -91,6 +93,31 @@ impl BlobStore for S3Blobs {
         Ok(())
     }
 
+    async fn put_file(&self, key: &str, source: &std::path::Path) -> Result<(), BlobError> {
+        // Small files in one PUT, larger ones as a multipart upload of 10 MiB
+        // parts: the object appears whole when the upload completes, or not
+        // at all.
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::File::open(source).await.map_err(|e| BlobError::Io {
+            context: format!("reading {}", source.display()),
+            source: e,
+        })?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), Path::from(key));
+        let copied = async {
+            tokio::io::copy(&mut file, &mut writer).await?;
+            writer.shutdown().await
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = writer.abort().await;
+            return Err(BlobError::Io {
+                context: format!("writing blob {key}"),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         match self.store.get(&Path::from(key)).await {
             Ok(result) => result
@@ -99,6 +126,13 @@ impl BlobStore for S3Blobs {
                 .map_err(s3_error(format!("reading blob {key}"))),
             Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(key.to_string())),
             Err(e) => Err(s3_error(format!("reading blob {key}"))(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(format!("removing blob {key}"))(e)),
         }
     }
 

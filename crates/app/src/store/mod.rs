@@ -196,6 +196,14 @@ impl CallSource {
     }
 }
 
+/// A version's original in blob storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOriginal {
+    pub version: String,
+    pub blob_key: String,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
     pub unique_id: String,
@@ -287,6 +295,12 @@ pub trait Store: Send + Sync + 'static {
         activate: bool,
     ) -> Result<(), StoreError>;
     async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError>;
+    /// The originals of the tenant's rejected uploads still in blob storage,
+    /// newest first.
+    async fn rejected_originals(&self, tenant: &TenantId) -> Result<Vec<StoredOriginal>, StoreError>;
+    /// Records that a version's original was deleted from blob storage (its
+    /// blob key becomes empty; the version and its report stay).
+    async fn forget_original(&self, tenant: &TenantId, version: &str) -> Result<(), StoreError>;
 
     /// `Conflict` if the tenant already has a call with this `external_id`.
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;

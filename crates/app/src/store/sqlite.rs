@@ -708,6 +708,34 @@ impl Store for SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
+    async fn rejected_originals(&self, tenant: &TenantId) -> Result<Vec<StoredOriginal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, blob_key, bytes FROM versions WHERE tenant_id = ? AND accepted = 0 AND blob_key <> '' \
+             ORDER BY created_ms DESC, id DESC",
+        )
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredOriginal {
+                    version: row.text("id")?,
+                    blob_key: row.text("blob_key")?,
+                    bytes: row.int("bytes")?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn forget_original(&self, tenant: &TenantId, version: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE versions SET blob_key = '' WHERE tenant_id = ? AND id = ?")
+            .bind(&tenant.0)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = PendingCall {

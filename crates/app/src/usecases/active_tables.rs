@@ -16,7 +16,8 @@ use callmeta_core::csv::TableOptions;
 use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 
-use super::{AppError, Services};
+use super::uploads::Received;
+use super::{AppError, Services, tables};
 use crate::store::{TableState, TenantId};
 
 #[derive(Debug, Clone)]
@@ -151,14 +152,13 @@ async fn load(services: &Services, state: &TableState) -> Result<Option<Arc<Tabl
     };
     let version = services.store.version(&state.tenant, version_id).await?;
     let bytes = services.blobs.get(&version.blob_key).await?;
-    let options = version.options.clone();
-    let limits = services.limits.clone();
-    let ingested = tokio::task::spawn_blocking(move || callmeta_core::csv::ingest(&bytes, &options, &limits))
-        .await
-        .map_err(anyhow::Error::new)?;
-    match ingested {
-        Ok(ingested) => Ok(Some(Arc::new(ingested.index))),
-        Err(report) => Err(AppError::Unexpected(anyhow::anyhow!(
+    // Parsed from a spool file, like an upload, so the original's bytes are
+    // not held next to the index being built.
+    let upload = Received::from_stored(services, bytes).await?;
+    let (index, report) = tables::ingest(services, &version.options, Arc::new(upload), None).await?;
+    match index {
+        Some(index) => Ok(Some(index)),
+        None => Err(AppError::Unexpected(anyhow::anyhow!(
             "stored version {version_id} no longer ingests: {}",
             report.error.as_deref().unwrap_or("rejected")
         ))),

@@ -13,6 +13,8 @@
 //! - [`jobs`]: background work leased to one node, finished by another if
 //!   that node stops.
 //! - [`web_sessions`]: web app logins, their CSRF tokens and expiry.
+//! - [`uploads`]: the policy every upload channel shares: size limit, spool
+//!   files, the ingest memory budget, no sparse writes.
 
 pub mod active_tables;
 pub mod backfill;
@@ -22,8 +24,10 @@ pub mod recordings;
 pub mod siprec;
 pub mod tables;
 pub mod tenants;
+pub mod uploads;
 pub mod web_sessions;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use callmeta_core::csv::Limits;
@@ -47,6 +51,12 @@ pub struct Services {
     pub job_lease_ms: u64,
     /// The jobs this node works on.
     pub leases: Arc<jobs::Leases>,
+    /// The ingest memory budget and the rejected-upload quota.
+    pub uploads: uploads::UploadPolicy,
+    pub ingest_budget: uploads::IngestBudget,
+    /// Where uploads are received before they are parsed and stored
+    /// (`<data dir>/spool` for a server).
+    pub spool_dir: PathBuf,
 }
 
 /// The default lease of an upload being ingested.
@@ -54,16 +64,27 @@ pub const DEFAULT_JOB_LEASE_MS: u64 = 30_000;
 
 impl Services {
     pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
-        Self::for_node(store, blobs, limits, DEFAULT_JOB_LEASE_MS, None)
+        Self::for_node(
+            store,
+            blobs,
+            limits,
+            DEFAULT_JOB_LEASE_MS,
+            None,
+            uploads::UploadPolicy::default(),
+            std::env::temp_dir().join("callmeta-spool"),
+        )
     }
 
-    /// `node`: this process's name in job leases (`None`: a random one).
+    /// `node`: this process's name in job leases (`None`: a random one);
+    /// `spool_dir`: where uploads are received.
     pub fn for_node(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
         limits: Limits,
         job_lease_ms: u64,
         node: Option<String>,
+        upload_policy: uploads::UploadPolicy,
+        spool_dir: PathBuf,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -73,6 +94,9 @@ impl Services {
             node: node.filter(|n| !n.is_empty()).unwrap_or_else(new_id),
             job_lease_ms: job_lease_ms.max(100),
             leases: Arc::default(),
+            ingest_budget: uploads::IngestBudget::new(upload_policy.memory_budget_bytes),
+            uploads: upload_policy,
+            spool_dir,
         })
     }
 }
@@ -91,6 +115,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The server is at capacity (the ingest memory budget): try again later.
+    #[error("{message}")]
+    Busy { message: String, retry_after_secs: u64 },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -2,10 +2,13 @@
 //! CLI, FTP, SFTP) uploads through [`upload_reference_table`], so all produce
 //! the same versions and the same reports.
 //!
-//! Order of an upload, and why: the original bytes go to blob storage while
-//! the CSV is ingested off the async runtime, and both finish before anything
-//! else (nothing is lost: even a rejected upload can be read back), then one
-//! transaction records the version
+//! Order of an upload, and why: the upload arrives whole in a spool file
+//! ([`uploads::Received`], under the size limit, hashed), waits for its share
+//! of the ingest memory budget, then the original goes to blob storage while
+//! the CSV is ingested off the async runtime from a memory map of that file,
+//! and both finish before anything else (nothing is lost: even a rejected
+//! upload can be read back, within the tenant's quota of rejected originals),
+//! then one transaction records the version
 //! and, if it was accepted, activates it; only after that commit is the new
 //! index swapped into memory. A failure at any step leaves the previous
 //! version active.
@@ -20,14 +23,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use anyhow::Context;
 use callmeta_core::csv::{self, Report, TableOptions};
 use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
-use super::jobs;
-use super::{AppError, Services, active_tables, new_id, now_ms};
+use super::uploads::{self, Received};
+use super::{AppError, Services, active_tables, jobs, new_id, now_ms};
+use crate::mapped::MappedFile;
 use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
@@ -106,16 +110,17 @@ pub async fn configure_table(
                 .version(tenant, table.active_version.as_deref().unwrap_or(""))
                 .await?;
             let bytes = services.blobs.get(&active.blob_key).await?;
+            let upload = Received::from_stored(services, bytes).await?;
+            let _memory = uploads::reserve_memory(services, upload.len()).await?;
             let outcome = ingest_and_record(
                 services,
                 tenant,
                 name,
                 &options,
-                bytes,
+                upload,
                 Channel::Settings,
                 active.filename.clone(),
                 None,
-                Some(active.sha256.clone()),
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
@@ -185,44 +190,40 @@ pub async fn require_table(
     })
 }
 
-/// Uploads a new version of a table (any channel). The table must exist.
+/// Uploads a new version of a table (any channel), from an upload received
+/// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
+/// for its share of the ingest memory budget.
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
     name: &TableName,
-    bytes: Bytes,
+    upload: Received,
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
-    // Only with an active version to compare to is the hash needed up front.
-    let mut digest = None;
+    uploads::check_declared_size(services, upload.len())?;
     if let Some(active_id) = &table.active_version {
-        let hashed = bytes.clone();
-        let sha = tokio::task::spawn_blocking(move || csv::sha256_hex(&hashed))
-            .await
-            .map_err(anyhow::Error::new)?;
         let active = services.store.version(tenant, active_id).await?;
-        if active.sha256 == sha {
+        if active.sha256 == upload.sha256() {
             return Ok(UploadOutcome {
                 version: active,
                 activated: false,
                 unchanged: true,
             });
         }
-        digest = Some(sha);
     }
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
     ingest_and_record(
         services,
         tenant,
         name,
         &table.options,
-        bytes,
+        upload,
         channel,
         filename,
         progress,
-        digest,
     )
     .await
 }
@@ -233,49 +234,32 @@ async fn ingest_and_record(
     tenant: &TenantId,
     name: &TableName,
     options: &TableOptions,
-    bytes: Bytes,
+    upload: Received,
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
-    digest: Option<String>,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
-    // The original is hashed and written while the CSV is parsed (on
-    // another core); all finish before the version is recorded.
-    let store_and_hash = {
-        let bytes = bytes.clone();
-        async {
-            let digest = digest.map(Ok).unwrap_or_else(|| {
-                let bytes = bytes.clone();
-                Err(tokio::task::spawn_blocking(move || csv::sha256_hex(&bytes)))
-            });
-            let (stored, digest) = tokio::join!(
-                async {
-                    services.blobs.put(&blob_key, bytes).await?;
-                    let payload = IngestPayload {
-                        table: name.to_string(),
-                        channel: channel.as_str().to_string(),
-                        filename: filename.clone(),
-                        blob_key: blob_key.clone(),
-                        options: options.clone(),
-                    };
-                    jobs::start(services, JobKind::Ingest, &id, tenant, payload.to_json()).await
-                },
-                async {
-                    match digest {
-                        Ok(known) => Ok(known),
-                        Err(task) => task.await.map_err(anyhow::Error::new),
-                    }
-                }
-            );
-            Ok::<_, AppError>((stored?, digest?))
-        }
+    let upload = Arc::new(upload);
+    // The original is stored while the CSV is parsed (on another core);
+    // both finish before the version is recorded.
+    let store = async {
+        services.blobs.put_file(&blob_key, upload.path()).await?;
+        let payload = IngestPayload {
+            table: name.to_string(),
+            channel: channel.as_str().to_string(),
+            filename: filename.clone(),
+            blob_key: blob_key.clone(),
+            options: options.clone(),
+        };
+        jobs::start(services, JobKind::Ingest, &id, tenant, payload.to_json()).await
     };
-    let (stored, ingested) = tokio::join!(store_and_hash, ingest(services, options, bytes, progress));
-    let (_lease, digest) = stored?;
+    let (stored, ingested) = tokio::join!(store, ingest(services, options, upload.clone(), progress));
+    let _lease = stored?;
     let (index, mut report) = ingested?;
-    report.sha256 = digest;
+    report.sha256 = upload.sha256().to_string();
+    drop(upload);
     let accepted = index.is_some();
     let version = VersionRecord {
         id: id.clone(),
@@ -298,14 +282,50 @@ async fn ingest_and_record(
         tracing::info!(tenant = %tenant, table = %name, version = %id, rows = version.rows,
             channel = channel.as_str(), "version activated");
     } else {
+        drop(held);
         tracing::info!(tenant = %tenant, table = %name, version = %id, channel = channel.as_str(),
             error = version.report.error.as_deref().unwrap_or(""), "upload rejected; previous version stays active");
+        enforce_rejected_quota(services, tenant).await;
     }
     Ok(UploadOutcome {
         version,
         activated: accepted,
         unchanged: false,
     })
+}
+
+/// Keeps the originals of a tenant's rejected uploads within
+/// `[uploads] rejected_quota_bytes`: the newest are kept, the oldest past the
+/// quota are deleted from blob storage (their versions and reports stay).
+/// A failure is logged and retried at the next rejected upload.
+pub async fn enforce_rejected_quota(services: &Services, tenant: &TenantId) {
+    let quota = services.uploads.rejected_quota_bytes;
+    let kept = match services.store.rejected_originals(tenant).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "listing rejected originals failed");
+            return;
+        }
+    };
+    let mut total = 0u64;
+    for original in kept {
+        total = total.saturating_add(original.bytes);
+        if total <= quota {
+            continue;
+        }
+        let removed = async {
+            services.store.forget_original(tenant, &original.version).await?;
+            services.blobs.delete(&original.blob_key).await?;
+            Ok::<_, AppError>(())
+        }
+        .await;
+        match removed {
+            Ok(()) => tracing::info!(tenant = %tenant, version = %original.version, bytes = original.bytes,
+                "rejected upload's original deleted: over the tenant's quota of rejected originals"),
+            Err(e) => tracing::warn!(tenant = %tenant, version = %original.version, error = %e,
+                "deleting a rejected original failed"),
+        }
+    }
 }
 
 /// What an ingest job needs to record its version from the stored original.
@@ -347,7 +367,8 @@ pub async fn finish_stale_uploads(services: &Services) -> Result<usize, AppError
                 continue;
             }
         };
-        match finish_upload(services, &job, &payload, bytes).await {
+        let upload = Received::from_stored(services, bytes).await?;
+        match finish_upload(services, &job, &payload, upload).await {
             Ok(version) => {
                 finished += 1;
                 drop(held);
@@ -369,15 +390,13 @@ async fn finish_upload(
     services: &Services,
     job: &Job,
     payload: &IngestPayload,
-    bytes: Bytes,
+    upload: Received,
 ) -> Result<VersionRecord, AppError> {
     let table_name =
         TableName::parse(&payload.table).map_err(|e| AppError::invalid("table", e.to_string()))?;
-    let hashed = bytes.clone();
-    let sha = tokio::task::spawn_blocking(move || csv::sha256_hex(&hashed))
-        .await
-        .map_err(anyhow::Error::new)?;
-    let (index, mut report) = ingest(services, &payload.options, bytes, None).await?;
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
+    let sha = upload.sha256().to_string();
+    let (index, mut report) = ingest(services, &payload.options, Arc::new(upload), None).await?;
     report.sha256 = sha;
     let table = services.store.table(&job.tenant, &table_name).await?;
     let superseded = match &table.active_version {
@@ -420,20 +439,31 @@ async fn finish_upload(
     Ok(version)
 }
 
-async fn ingest(
+/// Parses a received upload off the async runtime, from a memory map of its
+/// spool file whose pages are released as the parser moves past them.
+pub(crate) async fn ingest(
     services: &Services,
     options: &TableOptions,
-    bytes: Bytes,
+    upload: Arc<Received>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
 ) -> Result<(Option<Arc<TableIndex>>, Report), AppError> {
     let options = options.clone();
     let limits = services.limits.clone();
-    let result = tokio::task::spawn_blocking(move || match progress {
-        Some(mut progress) => csv::ingest_unhashed(&bytes, &options, &limits, &mut *progress),
-        None => csv::ingest_unhashed(&bytes, &options, &limits, &mut |_| {}),
+    let result = tokio::task::spawn_blocking(move || {
+        let map = MappedFile::open(upload.path())
+            .with_context(|| format!("reading the received upload {}", upload.path().display()))?;
+        let mut progress = progress;
+        let mut moved = |done: u64| {
+            map.release_before(done);
+            if let Some(progress) = progress.as_mut() {
+                progress(done);
+            }
+        };
+        let result = csv::ingest_unhashed(map.bytes(), &options, &limits, &mut moved);
+        Ok::<_, anyhow::Error>(result)
     })
     .await
-    .map_err(anyhow::Error::new)?;
+    .map_err(anyhow::Error::new)??;
     Ok(match result {
         Ok(ingested) => (Some(Arc::new(ingested.index)), ingested.report),
         Err(report) => (None, *report),

@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use crate::helpers::{SPEC_TABLE, Tenant, TestApp, test_config};
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
@@ -29,7 +29,7 @@ fn have(tool: &str) -> bool {
     found
 }
 
-async fn run(cmd: &mut Command) -> (bool, String, String) {
+pub(crate) async fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .expect("client finished in time")
@@ -234,7 +234,7 @@ async fn lftp_uploads_to_a_temporary_name_then_renames() {
     assert_eq!(enriched_team(&app, &acme, "dylan").await, "saphire");
 }
 
-fn sftp_command(app: &TestApp, user: &str, batch: &str, key: Option<&Path>) -> Command {
+pub(crate) fn sftp_command(app: &TestApp, user: &str, batch: &str, key: Option<&Path>) -> Command {
     let mut cmd = Command::new("sftp");
     // `-b` implies BatchMode; the first value of an option wins, so a
     // password login (through sshpass) states it first.

@@ -9,6 +9,7 @@ mod api_errors;
 mod calls;
 mod cli;
 mod filedrop;
+mod limits;
 mod ops;
 mod s3;
 mod scale_out;
