@@ -83,6 +83,17 @@ impl From<AppError> for ApiError {
             AppError::TooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Payload too large", m)
             }
+            AppError::OverLimit { field, message } => {
+                let mut err = ApiError::bad_request(message);
+                err.item.field = field;
+                err
+            }
+            AppError::Throttled { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many requests",
+                format!("too many failed attempts; try again in {retry_after_secs} s"),
+            ),
             AppError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 ApiError::new(

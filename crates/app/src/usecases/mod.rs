@@ -13,11 +13,16 @@
 //! - [`jobs`]: background work leased to one node, finished by another if
 //!   that node stops.
 //! - [`web_sessions`]: web app logins, their CSRF tokens and expiry.
+//! - [`connections`]: connection caps per listener, in total and per address.
+//! - [`logins`]: failed-login throttling per (user, address), for the web
+//!   app, FTP and SFTP alike.
 
 pub mod active_tables;
 pub mod backfill;
 pub mod calls;
+pub mod connections;
 pub mod jobs;
+pub mod logins;
 pub mod recordings;
 pub mod siprec;
 pub mod tables;
@@ -47,6 +52,8 @@ pub struct Services {
     pub job_lease_ms: u64,
     /// The jobs this node works on.
     pub leases: Arc<jobs::Leases>,
+    /// Failed logins of every channel (web, FTP, SFTP), per (user, address).
+    pub logins: logins::LoginThrottle,
 }
 
 /// The default lease of an upload being ingested.
@@ -73,6 +80,7 @@ impl Services {
             node: node.filter(|n| !n.is_empty()).unwrap_or_else(new_id),
             job_lease_ms: job_lease_ms.max(100),
             leases: Arc::default(),
+            logins: logins::LoginThrottle::default(),
         })
     }
 }
@@ -91,6 +99,14 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A request beyond a documented bound (filters per query, page depth,
+    /// lengths): the request itself must change.
+    #[error("{message}")]
+    OverLimit { field: Option<String>, message: String },
+    /// Too many failed logins for this user from this address: try again
+    /// after the wait.
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -98,6 +114,15 @@ pub enum AppError {
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl AppError {
+    pub fn over_limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::OverLimit {
             field: Some(field.into()),
             message: message.into(),
         }
