@@ -6,6 +6,7 @@
 mod helpers;
 
 mod api_errors;
+mod bounds;
 mod calls;
 mod cli;
 mod filedrop;
