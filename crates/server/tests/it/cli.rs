@@ -64,7 +64,17 @@ fn print_config_shows_the_limits_and_reads_back_as_it_is() {
     }
     let file = dir.path().join("printed.toml");
     std::fs::write(&file, &text).unwrap();
-    assert_eq!(print(&["--config", file.to_str().unwrap()]), text);
+    // (A secret read from a file is shown redacted, even an empty one.)
+    let without_secrets = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("secret_access_key"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_secrets(&print(&["--config", file.to_str().unwrap()])),
+        without_secrets(&text)
+    );
 }
 
 #[test]

@@ -113,6 +113,31 @@ async fn a_slowloris_flood_is_cut_at_the_header_timeout_while_other_requests_are
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.http_server.header_timeout_secs = 1;
+    let app = TestApp::spawn_with(config).await;
+    let mut stream = TcpStream::connect(http_addr(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: callmeta\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    // The response, then nothing more until the server closes the idle connection.
+    let said = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    let idle_for = answered.elapsed();
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    eprintln!(
+        "keep-alive: idle connection closed after {:.2} s",
+        idle_for.as_secs_f64()
+    );
+    assert!(idle_for >= Duration::from_millis(900), "{idle_for:?}");
+}
+
+#[tokio::test]
 async fn connections_over_the_per_address_cap_get_503_and_slots_free_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
