@@ -366,7 +366,7 @@ impl FtpServer {
             let permit = match caps.admit(peer.ip()) {
                 Ok(permit) => permit,
                 Err(refused) => {
-                    tracing::info!(%peer, %refused, "FTP connection refused");
+                    tracing::debug!(%peer, %refused, "FTP connection refused");
                     tokio::spawn(async move {
                         let mut stream = stream;
                         let reply = format!("421 {refused}; try again later\r\n");

@@ -92,7 +92,7 @@ impl SftpServer {
             let permit = match self.shared.caps.admit(peer.ip()) {
                 Ok(permit) => permit,
                 Err(refused) => {
-                    tracing::info!(%peer, %refused, "SFTP connection refused");
+                    tracing::debug!(%peer, %refused, "SFTP connection refused");
                     continue;
                 }
             };
