@@ -226,6 +226,11 @@ pub enum CsvError {
     NotUtf8 { line: u64 },
     #[error("line {line}: unreadable record ({detail})")]
     Unreadable { line: u64, detail: String },
+    #[error(
+        "line {line}: a quoted field starts here and its closing quote is missing, so the rest \
+         of the file would be read as one cell (close the quote, or double a quote inside it: \"\")"
+    )]
+    UnclosedQuote { line: u64 },
 }
 
 /// The hex SHA-256 of an upload's bytes, as reported and compared to find an
@@ -969,7 +974,8 @@ impl<'t> Parser<'t> {
     }
 
     fn read(&mut self) -> Result<bool, CsvError> {
-        self.reader.read_byte_record(&mut self.record).map_err(|e| {
+        let start = self.reader.position().byte();
+        let more = self.reader.read_byte_record(&mut self.record).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
             match e.kind() {
                 ::csv::ErrorKind::Utf8 { .. } => CsvError::NotUtf8 { line },
@@ -978,7 +984,19 @@ impl<'t> Parser<'t> {
                     detail: e.to_string(),
                 },
             }
-        })
+        })?;
+        // The csv crate ends a quoted field that is still open at the end of
+        // the input as if it were closed: only the record that reached the
+        // end can have one, so only that record is read again.
+        if more && self.reader.position().byte() >= self.text.len() as u64 {
+            let rest = self.text.get(start as usize..).unwrap_or_default();
+            if let Some(quote) = unclosed_quote(rest, self.delimiter.byte()) {
+                return Err(CsvError::UnclosedQuote {
+                    line: LineCounter::new(self.text).line_at(start + quote as u64),
+                });
+            }
+        }
+        Ok(more)
     }
 
     /// Where the cells of the current record begin in it, and how many there
@@ -1031,6 +1049,38 @@ impl<'t> Parser<'t> {
     /// How far the reader has got in the text.
     fn offset(&self) -> u64 {
         self.reader.position().byte()
+    }
+}
+
+/// Where, in `text` (whole records), a quoted field opens that is not closed
+/// by the end, by the `csv` crate's rules: a quote opens a quoted field only
+/// as the field's first byte, a doubled quote inside it is one quote, and
+/// after the closing quote the field goes on unquoted up to a delimiter or a
+/// line break (CR or LF).
+fn unclosed_quote(text: &[u8], delimiter: u8) -> Option<usize> {
+    enum State {
+        StartField,
+        InField,
+        Quoted(usize),
+        QuoteInQuoted(usize),
+    }
+    let ends_field = |b: u8| b == delimiter || b == b'\r' || b == b'\n';
+    let mut state = State::StartField;
+    for (i, &b) in text.iter().enumerate() {
+        state = match state {
+            State::StartField if b == b'"' => State::Quoted(i),
+            State::StartField | State::InField if ends_field(b) => State::StartField,
+            State::StartField | State::InField => State::InField,
+            State::Quoted(at) if b == b'"' => State::QuoteInQuoted(at),
+            State::Quoted(at) => State::Quoted(at),
+            State::QuoteInQuoted(at) if b == b'"' => State::Quoted(at),
+            State::QuoteInQuoted(_) if ends_field(b) => State::StartField,
+            State::QuoteInQuoted(_) => State::InField,
+        };
+    }
+    match state {
+        State::Quoted(at) => Some(at),
+        _ => None,
     }
 }
 

@@ -7,17 +7,18 @@
 //! [`Dropbox::completed`] when the transfer ends successfully; a failed
 //! transfer calls [`Dropbox::aborted`], which removes the partial file.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use callmeta_app::store::{CallSource, Tenant};
-use callmeta_app::usecases::calls::{NewAudio, NewCall};
+use callmeta_app::usecases::calls::{JsonMetadata, NewAudio, NewCall};
 use callmeta_app::usecases::tables::{Channel, UploadOutcome};
 use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads};
 use callmeta_core::csv::sha256_hex;
 use callmeta_core::enrich::{EnrichmentResult, Metadata};
+use serde_json::value::RawValue;
 
 use crate::tree::{CALLS_DIR, Destination, DropPath, DropTree};
 
@@ -556,27 +557,38 @@ async fn read_limited(file: &Path, limit: u64) -> Result<Bytes, String> {
 }
 
 /// A sidecar's metadata: either a flat JSON object of values, or the API's
-/// shape `{"metadata": {...}, "timestamp": "..."}`. Numbers and booleans
-/// become their text; null values are skipped; nested values keep their JSON.
+/// shape `{"metadata": {...}, "timestamp": "..."}`. Numbers (exactly as
+/// written) and booleans become their text; null values are skipped; nested
+/// values keep their JSON.
 pub fn sidecar_metadata(bytes: &[u8]) -> Result<Metadata, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON at line {}: {e}", e.line()))?;
-    let serde_json::Value::Object(mut object) = value else {
-        return Err("expected a JSON object of metadata".into());
+    type Object = BTreeMap<String, Box<RawValue>>;
+    let invalid = |e: serde_json::Error| {
+        if e.is_data() {
+            "expected a JSON object of metadata".to_string()
+        } else {
+            format!("invalid JSON at line {}: {e}", e.line())
+        }
     };
-    let timestamp = object.get("timestamp").cloned();
-    if let Some(serde_json::Value::Object(inner)) = object.remove("metadata") {
-        object = inner;
-        if let Some(serde_json::Value::String(t)) = timestamp {
-            object.entry("timestamp").or_insert(serde_json::Value::String(t));
+    let mut object: Object = serde_json::from_slice(bytes).map_err(invalid)?;
+    if let Some(inner) = object
+        .get("metadata")
+        .filter(|inner| inner.get().trim_start().starts_with('{'))
+        .map(|inner| inner.get().to_string())
+    {
+        let timestamp = object
+            .remove("timestamp")
+            .filter(|t| t.get().trim_start().starts_with('"'));
+        object = serde_json::from_str(&inner).map_err(invalid)?;
+        if let Some(t) = timestamp {
+            object.entry("timestamp".to_string()).or_insert(t);
         }
     }
     let mut metadata = Metadata::new();
     for (key, value) in object {
-        let text = match value {
-            serde_json::Value::Null => continue,
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
+        let text = match JsonMetadata::of(&value) {
+            JsonMetadata::Null => continue,
+            JsonMetadata::Text(text) => text,
+            JsonMetadata::Nested(_) => value.get().to_string(),
         };
         metadata.insert(key, text);
     }
@@ -631,6 +643,18 @@ mod tests {
         assert!(sidecar_metadata(b"[1,2]").is_err());
         let err = sidecar_metadata(b"{\n\"a\": ").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn sidecar_numbers_are_kept_exactly_as_written() {
+        let m = sidecar_metadata(
+            br#"{"big": 9007199254740993, "price": 1.50, "huge": 123456789012345678901234567890, "nested": {"a": [1, 2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(m["big"], "9007199254740993");
+        assert_eq!(m["price"], "1.50");
+        assert_eq!(m["huge"], "123456789012345678901234567890");
+        assert_eq!(m["nested"], r#"{"a": [1, 2]}"#);
     }
 
     #[test]

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
 use callmeta_app::usecases::{AppError, tenants, uploads};
 use libunftp::ServerBuilder;
 use libunftp::notification::{DataEvent, DataListener, EventMeta};
 use libunftp::options::{FtpsRequired, PassiveHost};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
@@ -30,7 +31,6 @@ use unftp_core::storage::{self, ErrorKind, Fileinfo, StorageBackend};
 use unftp_sbe_fs::{Filesystem, Meta};
 
 use crate::dropbox::Dropbox;
-use crate::throttle::LoginThrottle;
 use crate::tree::{Destination, DropPath};
 use crate::{FileDropSettings, count_files};
 
@@ -56,7 +56,6 @@ impl UserDetail for TenantUser {
 #[derive(Debug)]
 struct PasswordCheck {
     dropbox: Arc<Dropbox>,
-    throttle: Arc<LoginThrottle>,
 }
 
 #[async_trait]
@@ -66,25 +65,13 @@ impl Authenticator for PasswordCheck {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        if !self.throttle.allowed(username, creds.source_ip) {
-            tracing::warn!(user = username, from = %creds.source_ip, "FTP login refused: too many failures");
-            return Err(AuthenticationError::new(
-                "too many failed logins; try again later",
-            ));
-        }
         let password = creds.password.as_deref().unwrap_or("");
-        match tenants::authenticate_password(self.dropbox.services(), username, password).await {
-            Ok(tenant) => {
-                self.throttle.succeeded(username);
-                Ok(Principal {
-                    username: tenant.slug.as_str().to_string(),
-                })
-            }
-            Err(AppError::Unauthorized) => {
-                self.throttle.failed(username, creds.source_ip);
-                tracing::info!(user = username, from = %creds.source_ip, "FTP login failed");
-                Err(AuthenticationError::BadPassword)
-            }
+        match tenants::log_in(self.dropbox.services(), username, password, creds.source_ip).await {
+            Ok(tenant) => Ok(Principal {
+                username: tenant.slug.as_str().to_string(),
+            }),
+            Err(AppError::Unauthorized) => Err(AuthenticationError::BadPassword),
+            Err(e @ AppError::Throttled { .. }) => Err(AuthenticationError::new(e.to_string())),
             Err(e) => Err(AuthenticationError::with_source(
                 "the login could not be checked",
                 e,
@@ -127,6 +114,8 @@ struct DropFs {
     dropbox: Arc<Dropbox>,
     max_file_bytes: u64,
     max_files: u64,
+    /// Longest pause in an upload's data.
+    idle: std::time::Duration,
 }
 
 impl DropFs {
@@ -223,7 +212,8 @@ impl StorageBackend<TenantUser> for DropFs {
         }
         self.dropbox.writing(&file);
         let limit = self.max_file_bytes.saturating_sub(start_pos);
-        let result = self.fs()?.put(user, input.take(limit + 1), path, start_pos).await;
+        let input = crate::IdleReader::new(input, self.idle).take(limit + 1);
+        let result = self.fs()?.put(user, input, path, start_pos).await;
         match result {
             Ok(written) if written > limit => {
                 self.dropbox.aborted(&file).await;
@@ -307,7 +297,6 @@ impl DataListener for Completions {
 pub struct FtpServer {
     listener: TcpListener,
     dropbox: Arc<Dropbox>,
-    throttle: Arc<LoginThrottle>,
     settings: FileDropSettings,
     tls: Option<(PathBuf, PathBuf)>,
 }
@@ -318,7 +307,6 @@ impl FtpServer {
     pub async fn bind(
         addr: &str,
         dropbox: Arc<Dropbox>,
-        throttle: Arc<LoginThrottle>,
         settings: FileDropSettings,
         tls: Option<(PathBuf, PathBuf)>,
     ) -> std::io::Result<FtpServer> {
@@ -326,7 +314,6 @@ impl FtpServer {
         Ok(FtpServer {
             listener,
             dropbox,
-            throttle,
             settings,
             tls,
         })
@@ -341,6 +328,7 @@ impl FtpServer {
         let root = dropbox.tree().root().to_path_buf();
         let max_file_bytes = dropbox.services().limits.max_file_bytes;
         let max_files = self.settings.max_files;
+        let idle = std::time::Duration::from_secs(self.settings.idle_secs.max(1));
         let storage_dropbox = dropbox.clone();
         let mut builder = ServerBuilder::with_user_detail_provider(
             Box::new(move || DropFs {
@@ -350,6 +338,7 @@ impl FtpServer {
                 dropbox: storage_dropbox.clone(),
                 max_file_bytes,
                 max_files,
+                idle,
             }),
             Arc::new(Homes {
                 dropbox: dropbox.clone(),
@@ -357,12 +346,11 @@ impl FtpServer {
         )
         .authenticator(Arc::new(PasswordCheck {
             dropbox: dropbox.clone(),
-            throttle: self.throttle.clone(),
         }))
         .greeting("callmeta FTP: log in with your tenant name and password")
         .notify_data(Completions { dropbox })
         .passive_ports(self.settings.passive_port_range())
-        .idle_session_timeout(600);
+        .idle_session_timeout(self.settings.idle_secs.max(1));
         if let Some(host) = &self.settings.passive_host {
             builder = match host.parse::<std::net::Ipv4Addr>() {
                 Ok(ip) => builder.passive_host(PassiveHost::Ip(ip)),
@@ -378,9 +366,13 @@ impl FtpServer {
         builder.build()
     }
 
-    /// Serves until the task is dropped: every connection gets its own
-    /// session, with the login throttle shared by all.
+    /// Serves until the task is dropped: every connection within the caps
+    /// gets its own session; one over them is answered `421` and closed.
     pub async fn run(self) {
+        let caps = ConnectionCaps::new(
+            self.settings.max_connections,
+            self.settings.max_connections_per_address,
+        );
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -390,9 +382,26 @@ impl FtpServer {
                     continue;
                 }
             };
+            let permit = match caps.admit(peer.ip()) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    tracing::debug!(%peer, %refused, "FTP connection refused");
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let reply = format!("421 {refused}; try again later\r\n");
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                            stream.write_all(reply.as_bytes()).await?;
+                            stream.shutdown().await
+                        })
+                        .await;
+                    });
+                    continue;
+                }
+            };
             match self.server() {
                 Ok(server) => {
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = server.service(stream).await {
                             tracing::debug!(%peer, error = ?e, "FTP session ended with an error");
                         }

@@ -8,7 +8,6 @@
 //! - [`dropbox`]: what a completed upload means (table version, call drop).
 //! - [`ftp`]: the FTP/FTPS server (libunftp).
 //! - [`sftp`]: the SFTP server (russh + russh-sftp).
-//! - [`throttle`]: failed-login throttling, per user and per source address.
 //! - [`keys`]: the server's TLS certificate and SSH host key, generated into
 //!   the data dir on first start when none is configured.
 
@@ -16,11 +15,16 @@ pub mod dropbox;
 pub mod ftp;
 pub mod keys;
 pub mod sftp;
-pub mod throttle;
 pub mod tree;
 
+use std::future::Future;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,10 +46,13 @@ pub struct FileDropSettings {
     pub tls_required: bool,
     /// Files at most in one tenant's tree (reports included).
     pub max_files: u64,
-    /// Failed logins (per user, and per source address) before a block.
-    pub max_failed_logins: u32,
-    /// How long a block lasts after the last failure, in seconds.
-    pub failed_login_block_secs: u64,
+    /// Seconds an FTP control connection or an SFTP session may stay idle,
+    /// and an upload's data may pause, before it is closed.
+    pub idle_secs: u64,
+    /// Connections open at once on each of the FTP and SFTP listeners, in
+    /// total and from one address (0: no cap).
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 impl Default for FileDropSettings {
@@ -57,8 +64,9 @@ impl Default for FileDropSettings {
             tls_key: None,
             tls_required: false,
             max_files: 10_000,
-            max_failed_logins: 5,
-            failed_login_block_secs: 300,
+            idle_secs: 300,
+            max_connections: 512,
+            max_connections_per_address: 32,
         }
     }
 }
@@ -76,6 +84,48 @@ pub fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
     let first: u16 = first.trim().parse().ok()?;
     let last: u16 = last.trim().parse().ok()?;
     (first > 0 && first <= last).then_some(first..=last)
+}
+
+/// A reader of an upload's data that fails when nothing arrives for `idle`:
+/// a stalled data connection does not hold its session (and its file) open.
+pub(crate) struct IdleReader<R> {
+    inner: R,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> IdleReader<R> {
+    pub(crate) fn new(inner: R, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for IdleReader<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {} s", this.idle.as_secs()),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// Counts the files in a tenant's tree (two levels: root and folders).

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
 use callmeta_app::usecases::{AppError, tenants, uploads};
 use russh::keys::PrivateKey;
@@ -26,7 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::dropbox::Dropbox;
-use crate::throttle::LoginThrottle;
 use crate::tree::{Destination, DropPath};
 use crate::{FileDropSettings, count_files};
 
@@ -39,15 +39,14 @@ pub struct SftpServer {
 
 struct Shared {
     dropbox: Arc<Dropbox>,
-    throttle: Arc<LoginThrottle>,
     max_files: u64,
+    caps: ConnectionCaps,
 }
 
 impl SftpServer {
     pub async fn bind(
         addr: &str,
         dropbox: Arc<Dropbox>,
-        throttle: Arc<LoginThrottle>,
         settings: &FileDropSettings,
         host_key: PrivateKey,
     ) -> std::io::Result<SftpServer> {
@@ -60,7 +59,7 @@ impl SftpServer {
             keys: vec![host_key],
             auth_rejection_time: Duration::from_millis(500),
             auth_rejection_time_initial: Some(Duration::ZERO),
-            inactivity_timeout: Some(Duration::from_secs(600)),
+            inactivity_timeout: Some(Duration::from_secs(settings.idle_secs.max(1))),
             max_auth_attempts: 6,
             ..Default::default()
         };
@@ -69,8 +68,8 @@ impl SftpServer {
             config: Arc::new(config),
             shared: Arc::new(Shared {
                 dropbox,
-                throttle,
                 max_files: settings.max_files,
+                caps: ConnectionCaps::new(settings.max_connections, settings.max_connections_per_address),
             }),
         })
     }
@@ -90,6 +89,13 @@ impl SftpServer {
                     continue;
                 }
             };
+            let permit = match self.shared.caps.admit(peer.ip()) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    tracing::debug!(%peer, %refused, "SFTP connection refused");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let handler = SshSession {
                 shared: self.shared.clone(),
@@ -99,6 +105,7 @@ impl SftpServer {
             };
             let config = self.config.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match russh::server::run_stream(config, stream, handler).await {
                     Ok(session) => {
                         if let Err(e) = session.await {
@@ -130,7 +137,6 @@ impl SshSession {
     async fn logged_in(&mut self, slug: &str) -> Result<Auth, anyhow::Error> {
         let tenant = tenants::tenant_by_slug(self.shared.dropbox.services(), slug).await?;
         let home = self.shared.dropbox.home(&tenant).await?;
-        self.shared.throttle.succeeded(slug);
         self.tenant = Some(LoggedIn {
             slug: tenant.slug.as_str().to_string(),
             home,
@@ -138,9 +144,8 @@ impl SshSession {
         Ok(Auth::Accept)
     }
 
-    fn rejected(&self, user: &str) -> Auth {
-        self.shared.throttle.failed(user, self.peer);
-        Auth::reject()
+    fn logins(&self) -> &callmeta_app::usecases::logins::LoginThrottle {
+        &self.shared.dropbox.services().logins
     }
 }
 
@@ -148,16 +153,9 @@ impl russh::server::Handler for SshSession {
     type Error = anyhow::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if !self.shared.throttle.allowed(user, self.peer) {
-            tracing::warn!(user, from = %self.peer, "SFTP login refused: too many failures");
-            return Ok(Auth::reject());
-        }
-        match tenants::authenticate_password(self.shared.dropbox.services(), user, password).await {
+        match tenants::log_in(self.shared.dropbox.services(), user, password, self.peer).await {
             Ok(_) => self.logged_in(user).await,
-            Err(AppError::Unauthorized) => {
-                tracing::info!(user, from = %self.peer, "SFTP password login failed");
-                Ok(self.rejected(user))
-            }
+            Err(AppError::Unauthorized | AppError::Throttled { .. }) => Ok(Auth::reject()),
             Err(e) => Err(e.into()),
         }
     }
@@ -167,7 +165,7 @@ impl russh::server::Handler for SshSession {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if !self.shared.throttle.allowed(user, self.peer) {
+        if self.logins().check(user, self.peer).is_err() {
             return Ok(Auth::reject());
         }
         if self.key_known(user, offer.public_key).await {
@@ -182,11 +180,13 @@ impl russh::server::Handler for SshSession {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.shared.throttle.allowed(user, self.peer) && self.key_known(user, key.public_key).await {
+        if self.logins().check(user, self.peer).is_ok() && self.key_known(user, key.public_key).await {
+            self.logins().succeeded(user, self.peer);
             return self.logged_in(user).await;
         }
         tracing::info!(user, from = %self.peer, "SFTP key login failed");
-        Ok(self.rejected(user))
+        self.logins().failed(user, self.peer);
+        Ok(Auth::reject())
     }
 
     async fn channel_open_session(

@@ -21,13 +21,15 @@ use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse
 #[serde(deny_unknown_fields)]
 pub struct CreateCall {
     /// The call's own metadata: string keys to string values (numbers and
-    /// booleans are accepted and kept as their text).
+    /// booleans are accepted and kept as their text, numbers exactly as
+    /// written). Keys up to 256 bytes, values up to 64 KiB, 1000 keys.
     #[schema(value_type = Object, example = json!({"datetime": "2026-01-30T12:34:56Z", "phonenumber": "+33102030405", "agent_id": "cindy"}))]
-    pub metadata: BTreeMap<String, serde_json::Value>,
+    pub metadata: BTreeMap<String, Box<serde_json::value::RawValue>>,
     /// When the call happened (RFC 3339); defaults to `metadata.datetime`, then to now.
     #[serde(default)]
     pub timestamp: Option<String>,
-    /// Your id for the call; a repeated `external_id` returns the existing call.
+    /// Your id for the call (1 to 256 bytes); a repeated `external_id`
+    /// returns the existing call.
     #[serde(default)]
     pub external_id: Option<String>,
 }
@@ -136,15 +138,12 @@ pub async fn create_call(
 ) -> Result<Response, ApiError> {
     let mut metadata = Metadata::new();
     for (k, v) in body.metadata {
-        let text = match v {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
+        let text = match uc::JsonMetadata::of(&v) {
+            uc::JsonMetadata::Text(text) => text,
             other => {
                 let kind = match other {
-                    serde_json::Value::Null => "null",
-                    serde_json::Value::Array(_) => "an array",
-                    _ => "an object",
+                    uc::JsonMetadata::Nested(kind) => kind,
+                    _ => "null",
                 };
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -218,16 +217,15 @@ pub async fn get_call_audio(
 }
 
 pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 1000;
 
 /// Calls, newest first, filtered by time and by any metadata key (own or added).
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, default 50, at most 1000"),
-        ("offset" = Option<u64>, Query, description = "Calls to skip"),
+        ("limit" = Option<u32>, Query, description = "Page size, default 50, 1 to 1000"),
+        ("offset" = Option<u64>, Query, description = "Calls to skip, at most 100000"),
         ("timestamp_from" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("timestamp_to" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; repeatable"),
+        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; repeatable, at most 20 per query, values up to 1024 bytes"),
     ),
     responses((status = 200, body = CallList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("token" = [])))]
@@ -253,17 +251,17 @@ pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiErr
     let bad = |name: &str, detail: String| ApiError::bad_request(detail).with_field(name.to_string());
     for (name, value) in params {
         match name.as_str() {
+            // Syntax here; the bounds are the use case's.
             "limit" => {
-                query.limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(
-                            name,
-                            format!("limit must be an integer from 1 to {MAX_LIMIT}, not {value:?}"),
-                        )
-                    })?;
+                query.limit = value.parse::<u32>().map_err(|_| {
+                    bad(
+                        name,
+                        format!(
+                            "limit must be an integer from 1 to {}, not {value:?}",
+                            uc::MAX_LIMIT
+                        ),
+                    )
+                })?;
             }
             "offset" => {
                 query.offset = value.parse::<u64>().map_err(|_| {
@@ -374,7 +372,7 @@ pub struct BackfillList {
 /// node serving the request stops, another node finishes it
 /// (`GET /api/v1/backfills` shows it).
 #[utoipa::path(post, path = "/api/v1/backfill", tag = "calls", request_body = BackfillRequest,
-    responses((status = 200, body = BackfillView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = BackfillView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn backfill(
     State(state): State<AppState>,

@@ -94,6 +94,21 @@ impl From<AppError> for ApiError {
                 err.retry_after = Some(retry_after_secs);
                 err
             }
+            AppError::OverLimit { field, message } => {
+                let mut err = ApiError::bad_request(message);
+                err.item.field = field;
+                err
+            }
+            AppError::Throttled { retry_after_secs } => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    "Too many requests",
+                    format!("too many failed attempts; try again in {retry_after_secs} s"),
+                );
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             AppError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 ApiError::new(

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use callmeta_app::blobs::s3::S3Settings;
+use callmeta_app::usecases::logins::LoginSettings;
 use callmeta_app::usecases::uploads::UploadPolicy;
 use callmeta_core::csv::Limits;
 use callmeta_filedrop::FileDropSettings;
@@ -11,6 +12,8 @@ use callmeta_web::WebSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::http_server::HttpSettings;
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct Config {
@@ -49,6 +52,10 @@ pub struct Config {
     pub siprec: SipSettings,
     /// Web app settings (session lifetime, cookie).
     pub web: WebSettings,
+    /// Limits of the HTTP listener (timeouts, connection caps).
+    pub http_server: HttpSettings,
+    /// Failed-login throttling (web, FTP, SFTP).
+    pub logins: LoginSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -73,6 +80,8 @@ impl Default for Config {
             transfer: FileDropSettings::default(),
             siprec: SipSettings::default(),
             web: WebSettings::default(),
+            http_server: HttpSettings::default(),
+            logins: LoginSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -235,10 +244,39 @@ tls_key = {tk:?}
 tls_required = {tr}
 # Files at most in one tenant's FTP/SFTP tree.                        env: CALLMETA_TRANSFER__MAX_FILES
 max_files = {mf}
-# Failed logins per user, and per address, before a block of
-# failed_login_block_secs seconds.                                    env: CALLMETA_TRANSFER__MAX_FAILED_LOGINS
-max_failed_logins = {mfl2}
-failed_login_block_secs = {flb}
+# Seconds an FTP control connection or an SFTP session may stay idle, and
+# an upload may pause, before it is closed.                          env: CALLMETA_TRANSFER__IDLE_SECS
+idle_secs = {tis}
+# FTP and SFTP connections open at once, each: in total, and from one
+# address (0: no cap).                                                env: CALLMETA_TRANSFER__MAX_CONNECTIONS
+max_connections = {tmc}
+max_connections_per_address = {tmca}                                 # env: CALLMETA_TRANSFER__MAX_CONNECTIONS_PER_ADDRESS
+
+[http_server]
+# Seconds to send a request's head, from the connection's start or the
+# previous response (so also the longest a keep-alive connection idles). env: CALLMETA_HTTP_SERVER__HEADER_TIMEOUT_SECS
+header_timeout_secs = {hht}
+# Longest pause in a request body, in seconds; past that allowance the
+# body must also average min_body_bytes_per_sec.                     env: CALLMETA_HTTP_SERVER__BODY_TIMEOUT_SECS
+body_timeout_secs = {hbt}
+min_body_bytes_per_sec = {hbr}                                      # env: CALLMETA_HTTP_SERVER__MIN_BODY_BYTES_PER_SEC
+# Seconds a client may leave its response unread before it is cut.   env: CALLMETA_HTTP_SERVER__SEND_TIMEOUT_SECS
+send_timeout_secs = {hst}
+# Connections open at once: in total, and from one address (0: no cap;
+# behind a load balancer that connects from one address, raise or 0 it). env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS
+max_connections = {hmc}
+max_connections_per_address = {hmca}                                # env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS_PER_ADDRESS
+
+[logins]
+# Web, FTP and SFTP logins, throttled per (user, source address): after
+# max_failures failures the pair waits block_secs, doubled with each
+# further failure up to max_block_secs; the same user from another
+# address is not affected.                                            env: CALLMETA_LOGINS__MAX_FAILURES
+max_failures = {lmf}
+block_secs = {lbs}                                                   # env: CALLMETA_LOGINS__BLOCK_SECS
+max_block_secs = {lmb}                                               # env: CALLMETA_LOGINS__MAX_BLOCK_SECS
+# Failures from one address over all users before that address waits. env: CALLMETA_LOGINS__MAX_FAILURES_PER_ADDRESS
+max_failures_per_address = {lmfa}
 
 {siprec}
 [web]
@@ -269,8 +307,19 @@ secure_cookie = {wsc}
                 .unwrap_or_default(),
             tr = self.transfer.tls_required,
             mf = self.transfer.max_files,
-            mfl2 = self.transfer.max_failed_logins,
-            flb = self.transfer.failed_login_block_secs,
+            tis = self.transfer.idle_secs,
+            tmc = self.transfer.max_connections,
+            tmca = self.transfer.max_connections_per_address,
+            hht = self.http_server.header_timeout_secs,
+            hbt = self.http_server.body_timeout_secs,
+            hbr = self.http_server.min_body_bytes_per_sec,
+            hst = self.http_server.send_timeout_secs,
+            hmc = self.http_server.max_connections,
+            hmca = self.http_server.max_connections_per_address,
+            lmf = self.logins.max_failures,
+            lbs = self.logins.block_secs,
+            lmb = self.logins.max_block_secs,
+            lmfa = self.logins.max_failures_per_address,
             s3e = opt(&self.s3.endpoint),
             s3r = opt(&self.s3.region),
             s3k = opt(&self.s3.access_key_id),

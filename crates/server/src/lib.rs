@@ -5,6 +5,9 @@
 //!
 //! - [`config`]: defaults < config file < `CALLMETA_*` environment < flags.
 //! - [`startup`]: `open_services`, `App`.
+//! - [`http_server`]: the HTTP listener and its limits on slow and idle
+//!   clients (timeouts, body rate floor, connection caps).
 
 pub mod config;
+pub mod http_server;
 pub mod startup;

@@ -22,7 +22,6 @@ use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
 use callmeta_filedrop::keys;
 use callmeta_filedrop::sftp::SftpServer;
-use callmeta_filedrop::throttle::LoginThrottle;
 use callmeta_filedrop::tree::DropTree;
 use callmeta_sip::SipServer;
 
@@ -90,6 +89,7 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
         config.uploads.clone(),
         config.data_dir.join("spool"),
     );
+    services.logins.configure(config.logins.clone());
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -121,10 +121,6 @@ async fn bind_file_drop(
         .with_context(|| format!("creating the drop directory {}", tree.root().display()))?;
     let dropbox = Dropbox::new(services.clone(), tree);
     let settings = config.transfer.clone();
-    let throttle = Arc::new(LoginThrottle::new(
-        settings.max_failed_logins,
-        Duration::from_secs(settings.failed_login_block_secs),
-    ));
     let keys_dir = config.data_dir.join("keys");
     let configured = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) if !cert.as_os_str().is_empty() && !key.as_os_str().is_empty() => {
@@ -147,16 +143,10 @@ async fn bind_file_drop(
     }
     let tls = keys::tls_identity(configured, &keys_dir, &names).context("preparing the FTPS certificate")?;
     let host_key = keys::ssh_host_key(&keys_dir).context("preparing the SSH host key")?;
-    let ftp = FtpServer::bind(
-        &config.ftp,
-        dropbox.clone(),
-        throttle.clone(),
-        settings.clone(),
-        Some(tls),
-    )
-    .await
-    .with_context(|| format!("binding the FTP listener on {}", config.ftp))?;
-    let sftp = SftpServer::bind(&config.sftp, dropbox.clone(), throttle, &settings, host_key)
+    let ftp = FtpServer::bind(&config.ftp, dropbox.clone(), settings.clone(), Some(tls))
+        .await
+        .with_context(|| format!("binding the FTP listener on {}", config.ftp))?;
+    let sftp = SftpServer::bind(&config.sftp, dropbox.clone(), &settings, host_key)
         .await
         .with_context(|| format!("binding the SFTP listener on {}", config.sftp))?;
     Ok((ftp, sftp, dropbox))
@@ -332,7 +322,7 @@ impl App {
             }
         };
         let (result, _, _) = tokio::join!(
-            axum::serve(self.http, router).with_graceful_shutdown(stopped(stop)),
+            crate::http_server::serve(self.http, router, self.config.http_server.clone(), stopped(stop)),
             drain_transfers,
             sip
         );

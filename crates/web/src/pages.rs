@@ -3,7 +3,10 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Multipart, Path, Query, State};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use callmeta_app::store::{CallQuery, CallRecord, VersionRecord};
@@ -63,6 +66,8 @@ pub(crate) fn error_page(e: AppError) -> Response {
         AppError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
         AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
         AppError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
+        AppError::OverLimit { .. } => (StatusCode::BAD_REQUEST, "Too much asked at once"),
+        AppError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
         AppError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
     let detail = match &e {
@@ -110,10 +115,19 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path of this site is a place to go back to.
+/// Only a path of this site is a place to go back to: it starts with one
+/// `/` not followed by `/` or `\`, and holds only visible ASCII other than
+/// `\`. Browsers drop tabs and line breaks from a URL and read `\` as `/`,
+/// so `/<TAB>/host` or `/\host` would lead to another site.
 fn safe_next(next: Option<&str>) -> String {
+    let is_path = |n: &str| {
+        let bytes = n.as_bytes();
+        bytes.first() == Some(&b'/')
+            && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+            && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\')
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if is_path(n) => n.to_string(),
         _ => "/calls".to_string(),
     }
 }
@@ -162,6 +176,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
 /// visitor in to an account of the other site's choosing (login CSRF).
 pub async fn login(
     State(state): State<WebState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -178,7 +193,11 @@ pub async fn login(
         absolute_ms: ms(state.settings.session_secs),
         idle_ms: ms(state.settings.idle_secs),
     };
-    match web_sessions::login(&state.services, &form.tenant, &form.password, lifetime).await {
+    // The address the connection came from (a proxy's, behind one).
+    let from = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    match web_sessions::login(&state.services, &form.tenant, &form.password, from, lifetime).await {
         Ok((token, _)) => {
             let cookie =
                 session::set_cookie(&token, state.settings.session_secs, state.settings.secure_cookie);
@@ -193,6 +212,22 @@ pub async fn login(
                 slug: form.tenant,
             });
             *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+        }
+        Err(AppError::Throttled { retry_after_secs }) => {
+            let mut response = render(LoginPage {
+                tenant: None,
+                csrf: String::new(),
+                next,
+                error: Some(format!(
+                    "Too many failed logins for this tenant from your address: try again in {retry_after_secs} s."
+                )),
+                slug: form.tenant,
+            });
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
             response
         }
         Err(e) => error_page(e),
@@ -367,7 +402,8 @@ pub async fn calls(
     let (from, to) = (value("from"), value("to"));
     let query = CallQuery {
         limit: PAGE_SIZE,
-        offset: (page - 1) * u64::from(PAGE_SIZE),
+        // The use case refuses pages past its bound on offsets.
+        offset: (page - 1).saturating_mul(u64::from(PAGE_SIZE)),
         from_ms: parse_time(&from),
         to_ms: parse_time(&to),
         metadata: canonical

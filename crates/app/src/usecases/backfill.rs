@@ -116,6 +116,12 @@ pub async fn backfill(
     filter: &CallQuery,
     dry_run: bool,
 ) -> Result<Backfill, AppError> {
+    // Only its filters count: a back-fill walks every page.
+    super::calls::check_query(&CallQuery {
+        limit: 1,
+        offset: 0,
+        ..filter.clone()
+    })?;
     let now = now_ms();
     let report = BackfillReport {
         dry_run,

@@ -33,9 +33,27 @@ pub fn audio_content_type(key: &str) -> &'static str {
     }
 }
 
+// The documented bounds of a call and of a call query (README, "Limits"),
+// the same on every channel.
+
+/// Keys of a call's own metadata.
 pub const MAX_METADATA_KEYS: usize = 1000;
+/// A metadata key, and the key of a filter.
 pub const MAX_KEY_BYTES: usize = 256;
+/// A metadata value.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// A call's `external_id`.
+pub const MAX_EXTERNAL_ID_BYTES: usize = 256;
+/// `metadata.KEY=VALUE` filters in one query: each costs a join or a
+/// containment test, so a query of hundreds would hold a core for seconds.
+pub const MAX_FILTERS: usize = 20;
+/// The value of a filter.
+pub const MAX_FILTER_VALUE_BYTES: usize = 1024;
+/// Calls in one page.
+pub const MAX_LIMIT: u32 = 1000;
+/// Calls skipped before a page: the database walks every one of them, so
+/// deeper pages need narrower filters or a time range instead.
+pub const MAX_OFFSET: u64 = 100_000;
 
 /// Enriches metadata from the tenant's current snapshot: every table, one
 /// version each, all from the same snapshot.
@@ -57,6 +75,85 @@ pub fn enrich_now(
         })
         .collect();
     enrich::enrich(metadata, &views, at_ms)
+}
+
+/// A JSON value given as a metadata value, on every channel that takes
+/// JSON (the API, FTP/SFTP sidecars).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonMetadata {
+    /// Its text: a string's contents; a number exactly as it was written
+    /// (`9007199254740993` and `1.50` stay that: a number is never read
+    /// into a float and printed back); `true` or `false`.
+    Text(String),
+    Null,
+    /// An array or an object (`"an array"`, `"an object"`).
+    Nested(&'static str),
+}
+
+impl JsonMetadata {
+    pub fn of(raw: &serde_json::value::RawValue) -> JsonMetadata {
+        let text = raw.get().trim();
+        match text.as_bytes().first() {
+            Some(b'"') => match serde_json::from_str::<String>(text) {
+                Ok(s) => JsonMetadata::Text(s),
+                // `raw` was parsed as JSON already; keep its text if not.
+                Err(_) => JsonMetadata::Text(text.to_string()),
+            },
+            Some(b'n') => JsonMetadata::Null,
+            Some(b'[') => JsonMetadata::Nested("an array"),
+            Some(b'{') => JsonMetadata::Nested("an object"),
+            _ => JsonMetadata::Text(text.to_string()),
+        }
+    }
+}
+
+/// Checks a list query against the bounds; `OverLimit` names the parameter.
+pub fn check_query(query: &CallQuery) -> Result<(), AppError> {
+    if !(1..=MAX_LIMIT).contains(&query.limit) {
+        return Err(AppError::over_limit(
+            "limit",
+            format!("limit must be from 1 to {MAX_LIMIT}, not {}", query.limit),
+        ));
+    }
+    if query.offset > MAX_OFFSET {
+        return Err(AppError::over_limit(
+            "offset",
+            format!(
+                "offset {} is over the limit of {MAX_OFFSET}: narrow the filters or the time range instead",
+                query.offset
+            ),
+        ));
+    }
+    if query.metadata.len() > MAX_FILTERS {
+        return Err(AppError::over_limit(
+            "metadata",
+            format!(
+                "{} metadata filters, over the limit of {MAX_FILTERS} per query",
+                query.metadata.len()
+            ),
+        ));
+    }
+    for (key, value) in &query.metadata {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(AppError::over_limit(
+                "metadata",
+                format!(
+                    "a filter's key is {} bytes, over the limit of {MAX_KEY_BYTES}",
+                    key.len()
+                ),
+            ));
+        }
+        if value.len() > MAX_FILTER_VALUE_BYTES {
+            return Err(AppError::over_limit(
+                format!("metadata.{key}"),
+                format!(
+                    "the filter's value is {} bytes, over the limit of {MAX_FILTER_VALUE_BYTES}",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate(metadata: &Metadata) -> Result<(), AppError> {
@@ -105,6 +202,17 @@ pub async fn create_call(
     new: NewCall,
 ) -> Result<(CallRecord, bool), AppError> {
     validate(&new.metadata)?;
+    if let Some(ext) = &new.external_id
+        && (ext.trim().is_empty() || ext.len() > MAX_EXTERNAL_ID_BYTES)
+    {
+        return Err(AppError::invalid(
+            "external_id",
+            format!(
+                "external_id must be 1 to {MAX_EXTERNAL_ID_BYTES} bytes and not blank, not {} bytes",
+                ext.len()
+            ),
+        ));
+    }
     if let Some(ext) = &new.external_id {
         match services.store.call_by_external_id(tenant, ext).await {
             Ok(existing) => return Ok((existing, false)),
@@ -235,10 +343,13 @@ pub async fn call_audio(
     Ok((bytes, audio_content_type(&key)))
 }
 
+/// The calls matching `query`, newest first, and how many match; a query
+/// beyond the bounds ([`check_query`]) is refused before it reaches the store.
 pub async fn list_calls(
     services: &Services,
     tenant: &TenantId,
     query: &CallQuery,
 ) -> Result<(u64, Vec<CallRecord>), AppError> {
+    check_query(query)?;
     Ok(services.store.list_calls(tenant, query).await?)
 }

@@ -15,11 +15,16 @@
 //! - [`web_sessions`]: web app logins, their CSRF tokens and expiry.
 //! - [`uploads`]: the policy every upload channel shares: size limit, spool
 //!   files, the ingest memory budget, no sparse writes.
+//! - [`connections`]: connection caps per listener, in total and per address.
+//! - [`logins`]: failed-login throttling per (user, address), for the web
+//!   app, FTP and SFTP alike.
 
 pub mod active_tables;
 pub mod backfill;
 pub mod calls;
+pub mod connections;
 pub mod jobs;
+pub mod logins;
 pub mod recordings;
 pub mod siprec;
 pub mod tables;
@@ -57,6 +62,8 @@ pub struct Services {
     /// Where uploads are received before they are parsed and stored
     /// (`<data dir>/spool` for a server).
     pub spool_dir: PathBuf,
+    /// Failed logins of every channel (web, FTP, SFTP), per (user, address).
+    pub logins: logins::LoginThrottle,
 }
 
 /// The default lease of an upload being ingested.
@@ -97,6 +104,7 @@ impl Services {
             ingest_budget: uploads::IngestBudget::new(upload_policy.memory_budget_bytes),
             uploads: upload_policy,
             spool_dir,
+            logins: logins::LoginThrottle::default(),
         })
     }
 }
@@ -118,6 +126,14 @@ pub enum AppError {
     /// The server is at capacity (the ingest memory budget): try again later.
     #[error("{message}")]
     Busy { message: String, retry_after_secs: u64 },
+    /// A request beyond a documented bound (filters per query, page depth,
+    /// lengths): the request itself must change.
+    #[error("{message}")]
+    OverLimit { field: Option<String>, message: String },
+    /// Too many failed logins for this user from this address: try again
+    /// after the wait.
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -125,6 +141,15 @@ pub enum AppError {
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl AppError {
+    pub fn over_limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::OverLimit {
             field: Some(field.into()),
             message: message.into(),
         }

@@ -3,6 +3,9 @@
 //! fast hash is enough and lets every request be checked cheaply). Passwords are
 //! hashed with argon2id.
 
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use callmeta_core::domain::TenantSlug;
@@ -77,24 +80,54 @@ pub async fn authenticate_token(services: &Services, token: &str) -> Result<Tena
     }
 }
 
-/// Checks a tenant's password (FTP, SFTP and web logins).
-pub async fn authenticate_password(
+/// A login with a tenant's password (web app, FTP, SFTP) from `from`:
+/// throttled per (user, address) by [`super::logins`], `Throttled` while the
+/// pair must wait, `Unauthorized` for an unknown tenant or a wrong password.
+pub async fn log_in(
     services: &Services,
     slug: &str,
     password: &str,
+    from: IpAddr,
 ) -> Result<Tenant, AppError> {
-    let Ok(slug) = TenantSlug::parse(slug) else {
-        return Err(AppError::Unauthorized);
+    if let Err(wait) = services.logins.check(slug, from) {
+        tracing::warn!(user = slug, %from, "login refused: too many failures");
+        return Err(AppError::Throttled {
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        });
+    }
+    match authenticate_password(services, slug, password).await {
+        Ok(tenant) => {
+            services.logins.succeeded(slug, from);
+            Ok(tenant)
+        }
+        Err(AppError::Unauthorized) => {
+            services.logins.failed(slug, from);
+            tracing::info!(user = slug, %from, "login failed");
+            Err(AppError::Unauthorized)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a tenant's password, unthrottled: adapters call [`log_in`].
+///
+/// An unknown tenant costs the same hash as a known one (checked against a
+/// hash of no one's password), so that the time of the answer does not say
+/// which tenants exist.
+async fn authenticate_password(services: &Services, slug: &str, password: &str) -> Result<Tenant, AppError> {
+    let tenant = match TenantSlug::parse(slug.trim()) {
+        Ok(slug) => match services.store.tenant_by_slug(&slug).await {
+            Ok(t) => Some(t),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        },
+        Err(_) => None,
     };
-    let tenant = match services.store.tenant_by_slug(&slug).await {
-        Ok(t) => t,
-        Err(StoreError::NotFound) => return Err(AppError::Unauthorized),
-        Err(e) => return Err(e.into()),
-    };
-    let hash = tenant.password_hash.clone();
+    let hash = tenant.as_ref().map(|t| t.password_hash.clone());
     let password = password.to_string();
     let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+        PasswordHash::new(hash)
             .map(|parsed| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &parsed)
@@ -104,11 +137,21 @@ pub async fn authenticate_password(
     })
     .await
     .map_err(anyhow::Error::new)?;
-    if ok {
-        Ok(tenant)
-    } else {
-        Err(AppError::Unauthorized)
+    match tenant {
+        Some(tenant) if ok => Ok(tenant),
+        _ => Err(AppError::Unauthorized),
     }
+}
+
+/// An argon2id hash, with the parameters of real ones, of a random password
+/// nobody knows: what an unknown tenant's login is checked against.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        hash_password(&hex::encode(raw)).unwrap_or_default()
+    })
 }
 
 /// Lets a tenant log in over SFTP with an SSH key. `public_key` is the

@@ -3,6 +3,8 @@
 //! CSRF token every form must carry, an absolute end and an idle lifetime;
 //! the store is the truth, so any node serves any session.
 
+use std::net::IpAddr;
+
 use rand::RngCore;
 
 use super::{AppError, Services, now_ms, tenants};
@@ -37,15 +39,17 @@ pub struct Lifetime {
 /// the store at most this often, so the idle end is this precise.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-/// Checks the tenant's password and opens a session; returns the cookie's
-/// token and the session.
+/// Checks the tenant's password (throttled per user and address, like FTP
+/// and SFTP logins) and opens a session; returns the cookie's token and the
+/// session.
 pub async fn login(
     services: &Services,
     slug: &str,
     password: &str,
+    from: IpAddr,
     lifetime: Lifetime,
 ) -> Result<(String, WebSession), AppError> {
-    let tenant = tenants::authenticate_password(services, slug.trim(), password).await?;
+    let tenant = tenants::log_in(services, slug.trim(), password, from).await?;
     let token = random_hex();
     let now = now_ms();
     let record = WebSessionRecord {

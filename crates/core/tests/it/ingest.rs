@@ -1001,3 +1001,126 @@ fn sha256_identifies_the_bytes() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[test]
+fn an_unclosed_quote_rejects_the_file_at_the_line_where_the_field_began() {
+    // Without the check, everything from the quote on became one cell of
+    // one row, and the file was accepted.
+    let input = "agent_id,notes,team\n\
+                 alice,fine,red\n\
+                 bob,\"never closed,blue\n\
+                 cindy,more,green\n\
+                 dylan,last,red\n";
+    check(
+        input,
+        r#"{"key": "agent_id"}"#,
+        expect![[r#"
+            REJECTED: line 3: a quoted field starts here and its closing quote is missing, so the rest of the file would be read as one cell (close the quote, or double a quote inside it: "")
+
+            size:       90 bytes
+            encoding:   UTF-8
+            delimiter:  comma
+            columns:    agent_id (key), notes, team
+            key:        agent_id (match: exact)
+            rows:       1 read, 1 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     ecaa98ddcb6cbaa7592f53d90885518114e19369362ca4a2788156dd2cef169e
+        "#]],
+    );
+    // Skipping bad rows cannot skip it: where the row ends is unknown.
+    check(
+        input,
+        r#"{"key": "agent_id", "bad_rows": "skip"}"#,
+        expect![[r#"
+            REJECTED: line 3: a quoted field starts here and its closing quote is missing, so the rest of the file would be read as one cell (close the quote, or double a quote inside it: "")
+
+            size:       90 bytes
+            encoding:   UTF-8
+            delimiter:  comma
+            columns:    agent_id (key), notes, team
+            key:        agent_id (match: exact)
+            rows:       1 read, 1 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     ecaa98ddcb6cbaa7592f53d90885518114e19369362ca4a2788156dd2cef169e
+        "#]],
+    );
+    // A quoted field that spans lines and is closed is fine; the opening
+    // line of an unclosed one is reported, after CRLF line breaks too.
+    check(
+        "agent_id,notes\r\nalice,\"two\r\nlines\"\r\nbob,\"\"\"quoted\"\" then\r\nnothing\r\n",
+        r#"{"key": "agent_id"}"#,
+        expect![[r#"
+            REJECTED: line 4: a quoted field starts here and its closing quote is missing, so the rest of the file would be read as one cell (close the quote, or double a quote inside it: "")
+
+            size:       67 bytes
+            encoding:   UTF-8
+            delimiter:  comma
+            columns:    agent_id (key), notes
+            key:        agent_id (match: exact)
+            rows:       1 read, 1 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     975a3d9c92c2446770780b73d5331ea74dc203634ec087f1c0c0db6b1e3e76af
+        "#]],
+    );
+    // In the header.
+    check(
+        "agent_id,\"notes\nalice,x\n",
+        r#"{"key": "agent_id"}"#,
+        expect![[r#"
+        REJECTED: line 1: a quoted field starts here and its closing quote is missing, so the rest of the file would be read as one cell (close the quote, or double a quote inside it: "")
+
+        size:       24 bytes
+        encoding:   UTF-8
+        delimiter:  comma
+        key:        agent_id (match: exact)
+        rows:       0 read, 0 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     55bd38a2b12117b02c51bea1e6a50934a23cd8e2b7182220681b1c245122da12
+    "#]],
+    );
+    // A quote inside an unquoted cell is an ordinary character, and a field
+    // closed on the last byte of the file is closed.
+    check(
+        "agent_id;notes\nalice;5\" screen\nbob;\"ok; closed\"",
+        r#"{"key": "agent_id"}"#,
+        expect![[r#"
+            ACCEPTED: 2 rows, 2 keys
+
+            size:       47 bytes
+            encoding:   UTF-8
+            delimiter:  semicolon
+            columns:    agent_id (key), notes
+            key:        agent_id (match: exact)
+            rows:       2 read, 2 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     db576c58bbc52b1fee02b5992fef5a79cabd092d280c78942cee0f94b4b4edc3
+
+            rows (agent_id | notes):
+              alice | 5" screen
+              bob | ok; closed
+        "#]],
+    );
+    // Pipe tables follow the same rule.
+    check(
+        "| agent_id | notes |\n|---|---|\n| alice |\"open |\n| bob | x |\n",
+        r#"{"key": "agent_id"}"#,
+        expect![[r#"
+            REJECTED: line 3: a quoted field starts here and its closing quote is missing, so the rest of the file would be read as one cell (close the quote, or double a quote inside it: "")
+
+            size:       60 bytes
+            encoding:   UTF-8
+            delimiter:  pipe (pipe table)
+            columns:    agent_id (key), notes
+            key:        agent_id (match: exact)
+            rows:       0 read, 0 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     94d1ad84a62197195e3f7e982ace962198e0240d4918542de33f263b01086dea
+        "#]],
+    );
+}

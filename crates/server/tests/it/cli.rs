@@ -36,6 +36,48 @@ fn print_config_layers_file_environment_and_flags() {
 }
 
 #[test]
+fn print_config_shows_the_limits_and_reads_back_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let print = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_callmeta"))
+            .arg("print-config")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = print(&[]);
+    for key in [
+        "[http_server]",
+        "header_timeout_secs = 10",
+        "min_body_bytes_per_sec = 1024",
+        "max_connections_per_address = 256",
+        "[logins]",
+        "max_failures = 5",
+        "max_block_secs = 900",
+        "idle_secs = 300",
+        "max_connections_per_address = 32",
+    ] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &text).unwrap();
+    // (A secret read from a file is shown redacted, even an empty one.)
+    let without_secrets = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("secret_access_key"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_secrets(&print(&["--config", file.to_str().unwrap()])),
+        without_secrets(&text)
+    );
+}
+
+#[test]
 fn tenant_create_refuses_bad_input_and_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();

@@ -555,7 +555,7 @@ async fn failed_logins_are_throttled() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.transfer.max_failed_logins = 3;
+    config.logins.max_failures = 3;
     let app = TestApp::spawn_with(config).await;
     let acme = spec_tenant(&app, "acme").await;
     let wrong = Tenant {
@@ -569,6 +569,9 @@ async fn failed_logins_are_throttled() {
     }
     let (ok, _, _) = curl(&["-l", &ftp_url(&app, &acme, "/")]).await;
     assert!(!ok, "even the right password is refused while blocked");
+    // Only from that address: the owner elsewhere is not locked out.
+    let (ok, _, err) = curl(&["-l", "--interface", "127.0.0.2", &ftp_url(&app, &acme, "/")]).await;
+    assert!(ok, "{err}");
 }
 
 /// A valid 8 kHz mono WAV of 0.1 s of silence.

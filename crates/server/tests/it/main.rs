@@ -6,16 +6,19 @@
 mod helpers;
 
 mod api_errors;
+mod bounds;
 mod calls;
 mod cli;
 mod filedrop;
 mod limits;
+mod logins;
 mod ops;
 mod s3;
 mod scale_out;
 mod siprec;
 mod siprec_hostile;
 mod siprec_network;
+mod slow_clients;
 mod spec_example;
 mod store_story;
 mod uploads;
