@@ -138,7 +138,10 @@ impl Udp {
     }
 
     async fn send(&self, bytes: &[u8], to: SocketAddr, from: IpAddr) -> std::io::Result<usize> {
-        if self.fixed.is_some() || from.is_unspecified() {
+        // An IPv4 peer of a dual-stack socket goes through the IPv4 stack,
+        // which does not take an IPv6 source: the route picks it.
+        let mapped = matches!(to.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some());
+        if self.fixed.is_some() || from.is_unspecified() || mapped {
             return self.socket.send_to(bytes, to).await;
         }
         self.socket

@@ -660,3 +660,54 @@ async fn dialogs_end_without_their_bye() {
         ended.as_secs_f64()
     );
 }
+
+/// Bound to `[::]`, the listener serves IPv4 and IPv6 peers, each answered
+/// with the address it reached (never a wildcard).
+#[tokio::test]
+async fn a_dual_stack_listener_answers_with_the_address_reached() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipping: no IPv6 loopback here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.sip = "[::]:0".into();
+    let app = TestApp::spawn_with(config).await;
+    let acme = tenant(&app, "acme", Some("127.0.0.1")).await;
+    app.register_sbc(&acme, "::1");
+    let port = app.sip.port();
+    for (ip, server, contact, media) in [
+        (
+            "127.0.0.1",
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{port}"),
+            "c=IN IP4 127.0.0.1",
+        ),
+        (
+            "::1",
+            format!("[::1]:{port}"),
+            format!("[::1]:{port}"),
+            "c=IN IP6 ::1",
+        ),
+    ] {
+        let sbc = Peer::bind(ip, server.parse().unwrap()).await;
+        let d = Dialog {
+            call_id: format!("dual-{ip}"),
+            from_tag: "d".into(),
+            to_tag: String::new(),
+        };
+        let ok = sbc
+            .exchange(
+                &invite("srs", sbc.addr(), &d, &sdp(ip, 40_000, 1)),
+                "INVITE",
+                "SIP/2.0 200",
+            )
+            .await;
+        assert!(
+            ok.contains(&format!("Contact: <sip:callmeta@{contact};transport=udp>")),
+            "{ok}"
+        );
+        assert!(ok.contains(media), "{ok}");
+        assert!(!ok.contains("0.0.0.0") && !ok.contains("[::]"), "{ok}");
+    }
+}
