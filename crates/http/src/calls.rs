@@ -126,7 +126,10 @@ pub fn call_view(c: &CallRecord) -> CallView {
 /// Creates a call, stores it durably and enriches it from every table.
 #[utoipa::path(post, path = "/api/v1/calls", tag = "calls", request_body = CreateCall,
     responses(
-        (status = 201, description = "The call, enriched", body = CallView),
+        (status = 201, description = "The call, enriched", body = CallView, links(
+            ("GetCall" = (operation_id = "get_call", parameters(("unique_id" = "$response.body#/unique_id")))),
+            ("GetCallAudio" = (operation_id = "get_call_audio", parameters(("unique_id" = "$response.body#/unique_id")))),
+        )),
         (status = 200, description = "A call with this external_id already existed", body = CallView),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),

@@ -45,15 +45,75 @@ impl Modify for TokenAuth {
     }
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json() -> Result<Json<serde_json::Value>, crate::error::ApiError> {
+    let document = serde_json::to_value(ApiDoc::openapi()).map_err(|e| {
+        tracing::error!(error = %e, "writing the OpenAPI document");
+        crate::error::ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an unexpected error happened; it has been logged",
+        )
+    })?;
+    Ok(Json(with_link_keys_fixed(document)))
+}
+
+/// utoipa 5 writes a response link's `operationId` as `operation_id` (and
+/// `operationRef`, `requestBody` likewise), which no OpenAPI tool reads; the
+/// links let clients and schemathesis follow a created call or table to the
+/// operations that take its id, so the keys are renamed in the served JSON.
+fn with_link_keys_fixed(mut document: serde_json::Value) -> serde_json::Value {
+    let operations = document
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let links = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
+            .into_iter()
+            .flat_map(|responses| responses.values_mut())
+            .filter_map(|response| response.get_mut("links").and_then(|l| l.as_object_mut()))
+            .flat_map(|links| links.values_mut())
+            .filter_map(|link| link.as_object_mut());
+        for link in links {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.to_string(), value);
+                }
+            }
+        }
+    }
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_name_their_operation_as_openapi_spells_it() {
+        let doc = with_link_keys_fixed(serde_json::to_value(ApiDoc::openapi()).unwrap());
+        let link = &doc["paths"]["/api/v1/calls"]["post"]["responses"]["201"]["links"]["GetCallAudio"];
+        assert_eq!(link["operationId"], "get_call_audio", "{link}");
+        assert!(link.get("operation_id").is_none(), "{link}");
+        let op = &doc["paths"]["/api/v1/calls/{unique_id}/audio"]["get"]["operationId"];
+        assert_eq!(op, "get_call_audio");
+    }
 }
 
 // Schemas written out where a derive cannot say what the server checks: the
-// values an enum accepts, a name's rules, a map's keys. Byte limits are only
-// described: JSON Schema counts characters, so no `maxLength` states them
-// exactly. Whitespace is spelled out as the server's `trim` knows it (Unicode
-// White_Space), because regex engines disagree on `\s`.
+// values an enum accepts, a name's rules, a map's keys and lengths (in
+// characters, on both sides). Whitespace is spelled out as the server's
+// `trim` knows it (Unicode White_Space), because regex engines disagree on
+// `\s`.
 
 use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy};
 use callmeta_core::enrich::EnrichmentStatus;
@@ -183,26 +243,29 @@ const WHITESPACE: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u20
 /// Control characters (Unicode Cc), what `char::is_control` finds.
 const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 
-/// A key that is not blank (at most `max_bytes` bytes, described).
-fn non_blank(max_bytes: usize) -> Object {
+/// A key that is not blank, at most `max_chars` characters.
+fn non_blank(max_chars: usize) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_chars))
         .pattern(Some(format!("[^{WHITESPACE}]")))
-        .description(Some(format!("Not blank; at most {max_bytes} bytes of UTF-8.")))
         .build()
 }
 
 /// A CSV column name: once trimmed, not empty, no control characters, at
-/// most 256 bytes.
+/// most 256 characters (the document counts them before trimming).
 pub(crate) fn column_name() -> Object {
     // Neither a control character nor whitespace (the whitespace that is
     // not a control character, that is).
     let inner = format!(r"[^{CONTROL} \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(256))
         .pattern(Some(format!("^[{WHITESPACE}]*{inner}([^{CONTROL}]*{inner})?[{WHITESPACE}]*$")))
         .description(Some(
-            "The key column: a header of the CSV and the call metadata key of the same name. Trimmed; then not empty, without control characters, at most 256 bytes of UTF-8.",
+            "The key column: a header of the CSV and the call metadata key of the same name. Not blank, without control characters.",
         ))
         .examples(["agent_id"])
         .build()
@@ -210,12 +273,12 @@ pub(crate) fn column_name() -> Object {
 
 /// A call's own metadata as sent: text, number or boolean values.
 pub(crate) fn call_metadata_in() -> Object {
-    use callmeta_app::usecases::calls::{MAX_KEY_BYTES, MAX_METADATA_KEYS, MAX_VALUE_BYTES};
+    use callmeta_app::usecases::calls::{MAX_KEY_CHARS, MAX_METADATA_KEYS, MAX_VALUE_CHARS};
     let value: Schema = AnyOfBuilder::new()
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .description(Some(format!("At most {MAX_VALUE_BYTES} bytes of UTF-8."))),
+                .max_length(Some(MAX_VALUE_CHARS)),
         )
         .item(ObjectBuilder::new().schema_type(Type::Number))
         .item(ObjectBuilder::new().schema_type(Type::Boolean))
@@ -223,11 +286,11 @@ pub(crate) fn call_metadata_in() -> Object {
         .into();
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .property_names(Some(Schema::Object(non_blank(MAX_KEY_BYTES))))
+        .property_names(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
         .additional_properties(Some(value))
         .max_properties(Some(MAX_METADATA_KEYS))
         .description(Some(
-            "The call's own metadata: keys (not blank, at most 256 bytes) to strings (at most 64 KiB); numbers and booleans are accepted and kept as their JSON text.",
+            "The call's own metadata: keys (not blank) to strings; numbers and booleans are accepted and kept as their JSON text.",
         ))
         .examples([serde_json::json!({"datetime": "2026-01-30T12:34:56Z", "phonenumber": "+33102030405", "agent_id": "cindy"})])
         .build()
@@ -250,15 +313,15 @@ pub(crate) fn metadata_filter() -> Object {
 
 /// SIPREC key mapping: flattened key to the name it is also given.
 pub(crate) fn siprec_mapping() -> Object {
-    use callmeta_app::usecases::calls::MAX_KEY_BYTES;
+    use callmeta_app::usecases::calls::MAX_KEY_CHARS;
     use callmeta_app::usecases::siprec::MAX_MAPPINGS;
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .property_names(Some(Schema::Object(non_blank(MAX_KEY_BYTES))))
-        .additional_properties(Some(Schema::Object(non_blank(MAX_KEY_BYTES))))
+        .property_names(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
+        .additional_properties(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
         .max_properties(Some(MAX_MAPPINGS))
         .description(Some(
-            "Flattened key → the name it is also given on the call, e.g. `{\"participant_1_aor_user\": \"agent_id\"}`. Keys and names are not blank, at most 256 bytes.",
+            "Flattened key → the name it is also given on the call, e.g. `{\"participant_1_aor_user\": \"agent_id\"}`. Keys and names are not blank.",
         ))
         .build()
 }

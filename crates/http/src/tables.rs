@@ -200,7 +200,10 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
     params(("name" = String, Path, description = "Table name, e.g. `crm`: 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or a digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     request_body = TableConfig,
     responses(
-        (status = 200, description = "The table", body = TableView),
+        (status = 200, description = "The table", body = TableView, links(
+            ("PutTableData" = (operation_id = "put_table_data", parameters(("name" = "$response.body#/name")))),
+            ("GetTable" = (operation_id = "get_table", parameters(("name" = "$response.body#/name")))),
+        )),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "The body is over the JSON limit", body = ErrorBody),

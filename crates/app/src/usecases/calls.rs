@@ -34,8 +34,10 @@ pub fn audio_content_type(key: &str) -> &'static str {
 }
 
 pub const MAX_METADATA_KEYS: usize = 1000;
-pub const MAX_KEY_BYTES: usize = 256;
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+// Lengths are in characters, as the API's JSON Schema counts them, so the
+// document can state them exactly.
+pub const MAX_KEY_CHARS: usize = 256;
+pub const MAX_VALUE_CHARS: usize = 64 * 1024;
 
 /// Enriches metadata from the tenant's current snapshot: every table, one
 /// version each, all from the same snapshot.
@@ -67,16 +69,22 @@ fn validate(metadata: &Metadata) -> Result<(), AppError> {
         ));
     }
     for (k, v) in metadata {
-        if k.trim().is_empty() || k.len() > MAX_KEY_BYTES {
+        if k.trim().is_empty() || k.chars().count() > MAX_KEY_CHARS {
             return Err(AppError::invalid(
                 "metadata",
-                format!("key {k:?} must be 1 to {MAX_KEY_BYTES} bytes and not blank"),
+                format!("key {k:?} must be 1 to {MAX_KEY_CHARS} characters and not blank"),
             ));
         }
-        if v.len() > MAX_VALUE_BYTES {
+        // Bytes bound characters from above: count only when it may matter.
+        let chars = if v.len() > MAX_VALUE_CHARS {
+            v.chars().count()
+        } else {
+            v.len()
+        };
+        if chars > MAX_VALUE_CHARS {
             return Err(AppError::invalid(
                 format!("metadata.{k}"),
-                format!("value is {} bytes, over the limit of {MAX_VALUE_BYTES}", v.len()),
+                format!("value is {chars} characters, over the limit of {MAX_VALUE_CHARS}"),
             ));
         }
     }
