@@ -4,20 +4,24 @@
 # tenant with the CLI, loads a table and a call, and runs schemathesis with
 # every check. Any failure fails the script.
 #
-#   scripts/schemathesis.sh [MAX_EXAMPLES]    (default 25, or CALLMETA_SCHEMATHESIS_EXAMPLES)
+#   scripts/schemathesis.sh [MAX_EXAMPLES]    (per operation; default 100, or
+#                                             CALLMETA_SCHEMATHESIS_EXAMPLES)
 #
-# The binary is target/debug/callmeta (built if missing; CALLMETA_BIN names
-# another, e.g. target/release/callmeta). schemathesis comes from PyPI:
-# `pip install schemathesis`.
+# The binary is target/debug/callmeta, built first (a no-op after
+# `cargo test`); CALLMETA_BIN names another, used as it is, e.g.
+# target/release/callmeta. schemathesis comes from PyPI:
+# `pip install schemathesis` (4.32.5 is the version checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-examples="${1:-${CALLMETA_SCHEMATHESIS_EXAMPLES:-25}}"
+examples="${1:-${CALLMETA_SCHEMATHESIS_EXAMPLES:-100}}"
 bin="${CALLMETA_BIN:-${CARGO_TARGET_DIR:-target}/debug/callmeta}"
 if [ -z "${CALLMETA_BIN:-}" ]; then
   cargo build --locked -p callmeta --bin callmeta
 fi
-command -v schemathesis >/dev/null || {
+# Through the interpreter pip installed it for, whatever PATH says.
+st=(python3 -m schemathesis.cli)
+"${st[@]}" --version >/dev/null 2>&1 || {
   echo "schemathesis is required: pip install schemathesis" >&2
   exit 1
 }
@@ -64,7 +68,7 @@ curl -fsS -o /dev/null "${auth[@]}" -X POST "$base/api/v1/calls" \
 # Run from the temporary directory, so schemathesis's caches land there.
 status=0
 config="$PWD/scripts/schemathesis.toml"
-(cd "$data" && schemathesis --config-file "$config" run "$base/api/v1/openapi.json" \
+(cd "$data" && "${st[@]}" --config-file "$config" run "$base/api/v1/openapi.json" \
   --checks all \
   --header "Authorization: Token $token" \
   --max-examples "$examples" \
