@@ -67,7 +67,7 @@ name_type!(
 );
 
 /// A CSV column name, as the trimmed header cell. Any non-empty text without
-/// control characters, at most 256 bytes.
+/// control characters, at most 256 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ColumnName(String);
@@ -80,8 +80,8 @@ impl ColumnName {
             value: value.to_string(),
             rule,
         };
-        if value.is_empty() || value.len() > 256 {
-            return Err(err("must be 1 to 256 bytes after trimming"));
+        if value.is_empty() || value.chars().count() > 256 {
+            return Err(err("must be 1 to 256 characters after trimming"));
         }
         if value.chars().any(char::is_control) {
             return Err(err("must not contain control characters"));

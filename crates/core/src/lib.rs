@@ -9,7 +9,9 @@
 //! - [`index`]: the in-memory, immutable form of one version of a table.
 //! - [`matching`]: how a key value is normalised (`exact`, `case_insensitive`, `phone`).
 //! - [`enrich`]: the enrichment rule: one result per table for a call's metadata.
+//! - [`call_metadata`]: a call's own metadata from the JSON a client sends.
 
+pub mod call_metadata;
 pub mod csv;
 pub mod domain;
 pub mod enrich;

@@ -93,6 +93,21 @@ impl Matcher {
     }
 }
 
+/// Every region code [`Matcher::new`] accepts, in upper case and sorted: the
+/// two-letter codes the phone-number library knows.
+pub fn known_regions() -> Vec<String> {
+    let mut codes = Vec::new();
+    for a in 'A'..='Z' {
+        for b in 'A'..='Z' {
+            let code: String = [a, b].into_iter().collect();
+            if country::Id::from_str(&code).is_ok() {
+                codes.push(code);
+            }
+        }
+    }
+    codes
+}
+
 /// Full case folding, borrowing when the text is already folded ASCII (the
 /// common case for ids, where allocating per lookup would be wasted).
 fn fold_case(s: &str) -> Cow<'_, str> {
@@ -106,6 +121,16 @@ fn fold_case(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_known_region_is_accepted() {
+        let regions = known_regions();
+        assert!(regions.len() > 200, "{regions:?}");
+        assert!(regions.iter().any(|r| r == "FR"));
+        for region in &regions {
+            assert!(Matcher::new(MatchMode::Phone, Some(region)).is_ok(), "{region}");
+        }
+    }
 
     fn norm(mode: MatchMode, region: Option<&str>, raw: &str) -> Option<String> {
         Matcher::new(mode, region)

@@ -3,15 +3,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
+use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Auth};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::AppState;
 use callmeta_app::store::{CallQuery, CallRecord, CallSource};
 use callmeta_app::usecases::backfill::{self as backfills, Backfill};
@@ -22,11 +22,12 @@ use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse
 pub struct CreateCall {
     /// The call's own metadata: string keys to string values (numbers and
     /// booleans are accepted and kept as their text, numbers exactly as
-    /// written). Keys up to 256 bytes, values up to 64 KiB, 1000 keys.
-    #[schema(value_type = Object, example = json!({"datetime": "2026-01-30T12:34:56Z", "phonenumber": "+33102030405", "agent_id": "cindy"}))]
+    /// written).
+    #[schema(schema_with = crate::openapi::call_metadata_in)]
     pub metadata: BTreeMap<String, Box<serde_json::value::RawValue>>,
     /// When the call happened (RFC 3339); defaults to `metadata.datetime`, then to now.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::optional_date_time, required = false)]
     pub timestamp: Option<String>,
     /// Your id for the call (1 to 256 bytes); a repeated `external_id`
     /// returns the existing call.
@@ -45,8 +46,7 @@ pub struct CollisionView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnrichmentView {
-    /// `matched`, `no_match`, `key_missing`, `ambiguous` or `no_version`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::openapi::enrichment_status)]
     pub status: EnrichmentStatus,
     pub table: String,
     pub version: Option<String>,
@@ -56,14 +56,16 @@ pub struct EnrichmentView {
     pub normalized_key: Option<String>,
     pub added: BTreeMap<String, String>,
     pub collisions: Vec<CollisionView>,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub at: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallView {
     pub unique_id: String,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub timestamp: String,
-    /// `siprec`, `api` or `ftp`.
+    #[schema(schema_with = crate::openapi::call_source)]
     pub source: &'static str,
     pub external_id: Option<String>,
     /// The call's own keys plus the added ones (own values win on a collision).
@@ -72,7 +74,7 @@ pub struct CallView {
     pub own_metadata: BTreeMap<String, String>,
     /// One result per reference table.
     pub enrichment: Vec<EnrichmentView>,
-    /// `available` or `missing`.
+    #[schema(schema_with = crate::openapi::audio_state)]
     pub audio_state: &'static str,
 }
 
@@ -126,9 +128,15 @@ pub fn call_view(c: &CallRecord) -> CallView {
 /// Creates a call, stores it durably and enriches it from every table.
 #[utoipa::path(post, path = "/api/v1/calls", tag = "calls", request_body = CreateCall,
     responses(
-        (status = 201, description = "The call, enriched", body = CallView),
+        (status = 201, description = "The call, enriched", body = CallView, links(
+            ("GetCall" = (operation_id = "get_call", parameters(("unique_id" = "$response.body#/unique_id")))),
+            ("GetCallAudio" = (operation_id = "get_call_audio", parameters(("unique_id" = "$response.body#/unique_id")))),
+        )),
         (status = 200, description = "A call with this external_id already existed", body = CallView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
     ),
     security(("token" = [])))]
 pub async fn create_call(
@@ -136,26 +144,7 @@ pub async fn create_call(
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<CreateCall>,
 ) -> Result<Response, ApiError> {
-    let mut metadata = Metadata::new();
-    for (k, v) in body.metadata {
-        let text = match uc::JsonMetadata::of(&v) {
-            uc::JsonMetadata::Text(text) => text,
-            other => {
-                let kind = match other {
-                    uc::JsonMetadata::Nested(kind) => kind,
-                    _ => "null",
-                };
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    "Invalid value",
-                    format!("metadata.{k} is {kind}; metadata values must be strings"),
-                )
-                .with_field(format!("metadata.{k}")));
-            }
-        };
-        metadata.insert(k, text);
-    }
+    let metadata = callmeta_core::call_metadata::from_json(body.metadata)?;
     let timestamp_ms = match &body.timestamp {
         None => None,
         Some(t) => Some(parse_timestamp(t).ok_or_else(|| {
@@ -191,12 +180,13 @@ pub async fn create_call(
 /// One call with its own and added metadata and its enrichment results.
 #[utoipa::path(get, path = "/api/v1/calls/{unique_id}", tag = "calls",
     params(("unique_id" = String, Path)),
-    responses((status = 200, body = CallView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = CallView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn get_call(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(unique_id): Path<String>,
+    ApiPath(unique_id): ApiPath<String>,
 ) -> Result<Json<CallView>, ApiError> {
     let call = uc::get_call(&state.services, &tenant.id, &unique_id).await?;
     Ok(Json(call_view(&call)))
@@ -205,12 +195,13 @@ pub async fn get_call(
 /// The call's recording (WAV).
 #[utoipa::path(get, path = "/api/v1/calls/{unique_id}/audio", tag = "calls",
     params(("unique_id" = String, Path)),
-    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such call, or it has no recording", body = ErrorBody)),
     security(("token" = [])))]
 pub async fn get_call_audio(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(unique_id): Path<String>,
+    ApiPath(unique_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
@@ -221,18 +212,20 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// Calls, newest first, filtered by time and by any metadata key (own or added).
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, default 50, 1 to 1000"),
-        ("offset" = Option<u64>, Query, description = "Calls to skip, at most 100000"),
-        ("timestamp_from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("timestamp_to" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; repeatable, at most 20 per query, values up to 1024 bytes"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 50, at most 1000"),
+        ("offset" = Option<u64>, Query, minimum = 0, maximum = 100000, description = "Calls to skip, at most 100000"),
+        ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; one parameter per key, at most 20 per query, values up to 1024 bytes"),
     ),
-    responses((status = 200, body = CallList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = CallList),
+              (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
+              (status = 401, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn list_calls(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Query(params): Query<Vec<(String, String)>>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<CallList>, ApiError> {
     let query = parse_call_query(&params)?;
     let (count, calls) = uc::list_calls(&state.services, &tenant.id, &query).await?;
@@ -264,12 +257,17 @@ pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiErr
                 })?;
             }
             "offset" => {
-                query.offset = value.parse::<u64>().map_err(|_| {
-                    bad(
-                        name,
-                        format!("offset must be a non-negative integer, not {value:?}"),
-                    )
-                })?;
+                // Bounded as the document says (int64), which is all a store can skip.
+                query.offset = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| {
+                        bad(
+                            name,
+                            format!("offset must be an integer from 0 to {}, not {value:?}", i64::MAX),
+                        )
+                    })?;
             }
             "timestamp_from" | "timestamp_to" => {
                 let ms = parse_timestamp(value).ok_or_else(|| {
@@ -308,12 +306,14 @@ pub struct BackfillRequest {
     pub dry_run: bool,
     /// Only calls from this time on (RFC 3339).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::optional_date_time, required = false)]
     pub timestamp_from: Option<String>,
     /// Only calls up to this time (RFC 3339).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::optional_date_time, required = false)]
     pub timestamp_to: Option<String>,
-    /// Only calls whose metadata (own or added) has these values.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::metadata_filter, required = false)]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -325,9 +325,11 @@ fn yes() -> bool {
 pub struct BackfillView {
     /// Its id, for `GET /api/v1/backfills/{id}`.
     pub id: String,
-    /// `running` (another node goes on with it if its node stops) or `finished`.
+    #[schema(schema_with = crate::openapi::backfill_state)]
     pub state: String,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub created_at: String,
+    #[schema(schema_with = crate::openapi::optional_date_time)]
     pub finished_at: Option<String>,
     pub dry_run: bool,
     pub examined: u64,
@@ -372,7 +374,11 @@ pub struct BackfillList {
 /// node serving the request stops, another node finishes it
 /// (`GET /api/v1/backfills` shows it).
 #[utoipa::path(post, path = "/api/v1/backfill", tag = "calls", request_body = BackfillRequest,
-    responses((status = 200, body = BackfillView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = BackfillView),
+              (status = 400, description = "The body is not JSON, or a filter is invalid; `field` names it", body = ErrorBody),
+              (status = 401, body = ErrorBody),
+              (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
+              (status = 422, description = "A field has the wrong type", body = ErrorBody)),
     security(("token" = [])))]
 pub async fn backfill(
     State(state): State<AppState>,
@@ -411,12 +417,13 @@ pub async fn list_backfills(
 /// One back-fill: its report so far, or final.
 #[utoipa::path(get, path = "/api/v1/backfills/{id}", tag = "calls",
     params(("id" = String, Path, description = "The back-fill's id")),
-    responses((status = 200, body = BackfillView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = BackfillView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn get_backfill(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BackfillView>, ApiError> {
     Ok(Json(
         backfills::get(&state.services, &tenant.id, &id).await?.into(),

@@ -2,12 +2,14 @@
 //! "detail"}]}` with the matching status code.
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use callmeta_app::usecases::AppError;
+use callmeta_core::call_metadata::MetadataValueError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorItem {
@@ -119,6 +121,31 @@ impl From<AppError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<MetadataValueError> for ApiError {
+    fn from(e: MetadataValueError) -> Self {
+        let field = format!("metadata.{}", e.key);
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "Invalid value",
+            e.to_string(),
+        )
+        .with_field(field)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad_request(format!("invalid path: {}", e.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(format!("invalid query: {}", e.body_text()))
     }
 }
 

@@ -2,7 +2,7 @@
 //! the same listener). Handlers parse requests, call a use case and render its
 //! result; errors become replies only in [`error`].
 //!
-//! - [`extract`]: token authentication and JSON bodies.
+//! - [`extract`]: token authentication, JSON bodies, path and query parameters.
 //! - [`tables`], [`calls`]: the API handlers and their JSON views.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
 
@@ -79,6 +79,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
         .route("/openapi.json", get(openapi::openapi_json))
+        .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));
     Router::new()
@@ -112,5 +113,19 @@ async fn api_not_found(uri: axum::http::Uri) -> error::ApiError {
         "not_found",
         "Not found",
         format!("no API endpoint at {}", uri.path()),
+    )
+}
+
+/// A known path with a method it does not take: 405 in our error shape (axum
+/// adds the `Allow` header listing the methods it takes).
+async fn api_method_not_allowed(
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on {}; see the Allow header", uri.path()),
     )
 }

@@ -45,6 +45,303 @@ impl Modify for TokenAuth {
     }
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json() -> Result<Json<serde_json::Value>, crate::error::ApiError> {
+    let document = serde_json::to_value(ApiDoc::openapi()).map_err(|e| {
+        tracing::error!(error = %e, "writing the OpenAPI document");
+        crate::error::ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an unexpected error happened; it has been logged",
+        )
+    })?;
+    Ok(Json(with_link_keys_fixed(document)))
+}
+
+/// utoipa 5 writes a response link's `operationId` as `operation_id` (and
+/// `operationRef`, `requestBody` likewise), which no OpenAPI tool reads; the
+/// links let clients and schemathesis follow a created call or table to the
+/// operations that take its id, so the keys are renamed in the served JSON.
+fn with_link_keys_fixed(mut document: serde_json::Value) -> serde_json::Value {
+    let operations = document
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let links = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
+            .into_iter()
+            .flat_map(|responses| responses.values_mut())
+            .filter_map(|response| response.get_mut("links").and_then(|l| l.as_object_mut()))
+            .flat_map(|links| links.values_mut())
+            .filter_map(|link| link.as_object_mut());
+        for link in links {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.to_string(), value);
+                }
+            }
+        }
+    }
+    document
+}
+
+// Schemas written out where a derive cannot say what the server checks: the
+// values an enum accepts, a name's rules, a map's keys and lengths (in
+// characters, on both sides). Whitespace is spelled out as the server's
+// `trim` knows it (Unicode White_Space), because regex engines disagree on
+// `\s`.
+
+use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy};
+use callmeta_core::enrich::EnrichmentStatus;
+use callmeta_core::matching::MatchMode;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, Object, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{KnownFormat, RefOr};
+
+fn string_enum(values: impl IntoIterator<Item = &'static str>, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .description(Some(description))
+        .build()
+}
+
+pub(crate) fn match_mode() -> Object {
+    use MatchMode::*;
+    // Exhaustive, so a new mode cannot be left out of the document.
+    let _ = |m: MatchMode| match m {
+        Exact | CaseInsensitive | Phone => (),
+    };
+    string_enum(
+        [Exact, CaseInsensitive, Phone].map(MatchMode::as_str),
+        "How key values are compared: `exact` (default), `case_insensitive` (Unicode case folding) or `phone` (as E.164 numbers).",
+    )
+}
+
+pub(crate) fn duplicates() -> Object {
+    use DuplicatePolicy::*;
+    let _ = |d: DuplicatePolicy| match d {
+        First | Last | Reject | Ambiguous => (),
+    };
+    string_enum(
+        [First, Last, Reject, Ambiguous].map(DuplicatePolicy::as_str),
+        "Rows whose key repeats an earlier row's: keep the `first` (default) or the `last`, `reject` the upload, or accept it and answer `ambiguous` for such keys.",
+    )
+}
+
+pub(crate) fn bad_rows() -> Object {
+    use BadRowPolicy::*;
+    let all = [Reject, Skip];
+    let _ = |b: BadRowPolicy| match b {
+        Reject | Skip => (),
+    };
+    string_enum(
+        all.map(|b| match b {
+            Reject => "reject",
+            Skip => "skip",
+        }),
+        "A row with a problem: `reject` the upload (default) or `skip` the row and report it.",
+    )
+}
+
+pub(crate) fn enrichment_status() -> Object {
+    use EnrichmentStatus::*;
+    let _ = |s: EnrichmentStatus| match s {
+        Matched | NoMatch | KeyMissing | Ambiguous | NoVersion => (),
+    };
+    string_enum(
+        [Matched, NoMatch, KeyMissing, Ambiguous, NoVersion].map(EnrichmentStatus::as_str),
+        "What the table gave the call.",
+    )
+}
+
+pub(crate) fn call_source() -> Object {
+    string_enum(["siprec", "api", "ftp"], "How the call arrived.")
+}
+
+pub(crate) fn audio_state() -> Object {
+    string_enum(["available", "missing"], "Whether the call has a recording.")
+}
+
+pub(crate) fn version_state() -> Object {
+    string_enum(["active", "inactive", "rejected"], "The version's state.")
+}
+
+pub(crate) fn backfill_state() -> Object {
+    string_enum(
+        ["running", "finished"],
+        "`running` (another node goes on with it if its node stops) or `finished`.",
+    )
+}
+
+/// The default region of `phone` matching: an ISO 3166 alpha-2 code that
+/// the phone-number library knows (lower case and blanks are accepted too).
+pub(crate) fn region() -> Object {
+    let mut values: Vec<serde_json::Value> = callmeta_core::matching::known_regions()
+        .into_iter()
+        .map(serde_json::Value::String)
+        .collect();
+    // Blank means no region, as does null.
+    values.push(serde_json::Value::String(String::new()));
+    values.push(serde_json::Value::Null);
+    ObjectBuilder::new()
+        .schema_type([Type::String, Type::Null].into_iter().collect::<utoipa::openapi::schema::SchemaType>())
+        .enum_values(Some(values))
+        .description(Some(
+            "Default region for `phone` matching: national numbers are read in it (ISO 3166 alpha-2, e.g. `FR`).",
+        ))
+        .build()
+}
+
+/// An RFC 3339 date-time, e.g. `2026-01-30T12:34:56Z`.
+pub(crate) fn date_time() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .build()
+}
+
+/// An optional RFC 3339 date-time.
+pub(crate) fn optional_date_time() -> Object {
+    ObjectBuilder::new()
+        .schema_type(
+            [Type::String, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .build()
+}
+
+/// Unicode White_Space, what `str::trim` removes, as a character-class body.
+const WHITESPACE: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// Control characters (Unicode Cc), what `char::is_control` finds.
+const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// A key that is not blank, at most `max_chars` characters.
+fn non_blank(max_chars: usize) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_chars))
+        .pattern(Some(format!("[^{WHITESPACE}]")))
+        .build()
+}
+
+/// A CSV column name: once trimmed, not empty, no control characters, at
+/// most 256 characters (the document counts them before trimming).
+pub(crate) fn column_name() -> Object {
+    // Neither a control character nor whitespace (the whitespace that is
+    // not a control character, that is).
+    let inner = format!(r"[^{CONTROL} \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(256))
+        .pattern(Some(format!("^[{WHITESPACE}]*{inner}([^{CONTROL}]*{inner})?[{WHITESPACE}]*$")))
+        .description(Some(
+            "The key column: a header of the CSV and the call metadata key of the same name. Not blank, without control characters.",
+        ))
+        .examples(["agent_id"])
+        .build()
+}
+
+/// A call's own metadata as sent: text, number or boolean values.
+pub(crate) fn call_metadata_in() -> Object {
+    use callmeta_app::usecases::calls::{MAX_KEY_CHARS, MAX_METADATA_KEYS, MAX_VALUE_CHARS};
+    let value: Schema = AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_VALUE_CHARS)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .build()
+        .into();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
+        .additional_properties(Some(value))
+        .max_properties(Some(MAX_METADATA_KEYS))
+        .description(Some(
+            "The call's own metadata: keys (not blank) to strings; numbers and booleans are accepted and kept as their JSON text.",
+        ))
+        .examples([serde_json::json!({"datetime": "2026-01-30T12:34:56Z", "phonenumber": "+33102030405", "agent_id": "cindy"})])
+        .build()
+}
+
+/// Metadata filters: a key (own or added) to the value it must have.
+pub(crate) fn metadata_filter() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .build(),
+        )))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .description(Some("Only calls whose metadata (own or added) has these values."))
+        .build()
+}
+
+/// SIPREC key mapping: flattened key to the name it is also given.
+pub(crate) fn siprec_mapping() -> Object {
+    use callmeta_app::usecases::calls::MAX_KEY_CHARS;
+    use callmeta_app::usecases::siprec::MAX_MAPPINGS;
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
+        .additional_properties(Some(Schema::Object(non_blank(MAX_KEY_CHARS))))
+        .max_properties(Some(MAX_MAPPINGS))
+        .description(Some(
+            "Flattened key → the name it is also given on the call, e.g. `{\"participant_1_aor_user\": \"agent_id\"}`. Keys and names are not blank.",
+        ))
+        .build()
+}
+
+/// The networks of a tenant's recording clients (SBCs), as the operator
+/// registered them.
+pub(crate) fn source_addresses() -> ArrayBuilder {
+    use callmeta_app::usecases::siprec::MAX_SOURCES;
+    let network: RefOr<Schema> = RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(64))
+            .description(Some("An address or a CIDR network, e.g. `192.0.2.0/24`"))
+            .build(),
+    ));
+    ArrayBuilder::new()
+        .items(network)
+        .max_items(Some(MAX_SOURCES))
+        .description(Some(
+            "Networks of the tenant's SBCs, registered by the operator (`callmeta tenant sip-source add`): \
+             read only. A PUT may leave it out or send it back unchanged; any other value is refused (422).",
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_name_their_operation_as_openapi_spells_it() {
+        let doc = with_link_keys_fixed(serde_json::to_value(ApiDoc::openapi()).unwrap());
+        let link = &doc["paths"]["/api/v1/calls"]["post"]["responses"]["201"]["links"]["GetCallAudio"];
+        assert_eq!(link["operationId"], "get_call_audio", "{link}");
+        assert!(link.get("operation_id").is_none(), "{link}");
+        let op = &doc["paths"]["/api/v1/calls/{unique_id}/audio"]["get"]["operationId"];
+        assert_eq!(op, "get_call_audio");
+    }
 }

@@ -18,14 +18,11 @@ use callmeta_app::usecases::siprec::{self as uc, SiprecSettings};
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiprecSettingsView {
-    /// Flattened key → the name it is also given on the call, e.g.
-    /// `{"participant_1_aor_user": "agent_id"}`.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::siprec_mapping, required = false)]
     pub mapping: BTreeMap<String, String>,
-    /// Networks of the tenant's SBCs, registered by the operator
-    /// (`callmeta tenant sip-source add`): read only. A PUT may leave it out
-    /// or send it back unchanged; any other value is refused (422).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::source_addresses, required = false)]
     pub source_addresses: Vec<String>,
 }
 
@@ -51,8 +48,11 @@ pub async fn get_settings(
 /// mapped keys (and are enriched with them).
 #[utoipa::path(put, path = "/api/v1/siprec", tag = "siprec",
     request_body = SiprecSettingsView,
-    responses((status = 200, body = SiprecSettingsView), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody)),
+    responses((status = 200, body = SiprecSettingsView),
+              (status = 400, description = "The body is not JSON", body = ErrorBody),
+              (status = 401, body = ErrorBody),
+              (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
+              (status = 422, description = "A field is invalid (the SBC networks are the operator's); `field` names it", body = ErrorBody)),
     security(("token" = [])))]
 pub async fn put_settings(
     State(state): State<AppState>,

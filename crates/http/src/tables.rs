@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorItem};
-use super::extract::{ApiJson, Auth};
+use super::extract::{ApiJson, ApiPath, Auth};
 use crate::AppState;
 use callmeta_app::store::VersionRecord;
 use callmeta_app::usecases::AppError;
@@ -25,23 +25,19 @@ use callmeta_app::usecases::uploads;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
-    /// The key column: a CSV header and the call metadata key of the same name.
-    #[schema(value_type = String, example = "agent_id")]
+    #[schema(schema_with = crate::openapi::column_name)]
     pub key: ColumnName,
-    /// `exact` (default), `case_insensitive` or `phone`.
     #[serde(rename = "match", default)]
-    #[schema(value_type = String, example = "exact")]
+    #[schema(schema_with = crate::openapi::match_mode, required = false)]
     pub match_mode: MatchMode,
-    /// Default region for `phone` matching (ISO 3166 alpha-2, e.g. `FR`).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::region, required = false)]
     pub region: Option<String>,
-    /// `first` (default), `last`, `reject` or `ambiguous`.
     #[serde(default)]
-    #[schema(value_type = String, example = "first")]
+    #[schema(schema_with = crate::openapi::duplicates, required = false)]
     pub duplicates: DuplicatePolicy,
-    /// `reject` (default) or `skip`.
     #[serde(default)]
-    #[schema(value_type = String, example = "reject")]
+    #[schema(schema_with = crate::openapi::bad_rows, required = false)]
     pub bad_rows: BadRowPolicy,
 }
 
@@ -49,6 +45,7 @@ pub struct TableConfig {
 pub struct VersionView {
     pub id: String,
     pub table: String,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub created: String,
     /// `http`, `cli`, `ftp`, `sftp` or `settings`.
     pub channel: String,
@@ -56,7 +53,7 @@ pub struct VersionView {
     pub sha256: String,
     pub bytes: u64,
     pub rows: u64,
-    /// `active`, `inactive` or `rejected`.
+    #[schema(schema_with = crate::openapi::version_state)]
     pub state: &'static str,
     /// The ingest report: encoding, delimiter, columns, counts, problems, duplicates.
     #[schema(value_type = Object)]
@@ -68,14 +65,16 @@ pub struct TableView {
     pub name: String,
     pub key: String,
     #[serde(rename = "match")]
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::openapi::match_mode)]
     pub match_mode: MatchMode,
     pub region: Option<String>,
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::openapi::duplicates)]
     pub duplicates: DuplicatePolicy,
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::openapi::bad_rows)]
     pub bad_rows: BadRowPolicy,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub created: String,
+    #[schema(schema_with = crate::openapi::date_time)]
     pub updated: String,
     pub active_version: Option<VersionView>,
     /// Newest first, rejected uploads included.
@@ -94,6 +93,9 @@ pub struct UploadResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedUpload {
     pub errors: Vec<ErrorItem>,
+    /// The rejected version, recorded with its report; absent when the
+    /// request itself was invalid and nothing was ingested.
+    #[schema(required = false)]
     pub version: VersionView,
 }
 
@@ -195,17 +197,23 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
 
 /// Creates a table or changes its settings.
 #[utoipa::path(put, path = "/api/v1/tables/{name}", tag = "tables",
-    params(("name" = String, Path, description = "Table name, e.g. `crm`")),
+    params(("name" = String, Path, description = "Table name, e.g. `crm`: 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or a digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     request_body = TableConfig,
     responses(
-        (status = 200, description = "The table", body = TableView),
-        (status = 401, body = ErrorBody), (status = 422, description = "Invalid settings, or the active data does not ingest under them", body = RejectedUpload),
+        (status = 200, description = "The table", body = TableView, links(
+            ("PutTableData" = (operation_id = "put_table_data", parameters(("name" = "$response.body#/name")))),
+            ("GetTable" = (operation_id = "get_table", parameters(("name" = "$response.body#/name")))),
+        )),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
+        (status = 422, description = "Invalid settings (`errors` only), or the active data does not ingest under them (with the rejected `version`)", body = RejectedUpload),
     ),
     security(("token" = [])))]
 pub async fn put_table(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(config): ApiJson<TableConfig>,
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name)?;
@@ -227,12 +235,13 @@ pub async fn put_table(
 /// A table's settings, active version and version history.
 #[utoipa::path(get, path = "/api/v1/tables/{name}", tag = "tables",
     params(("name" = String, Path, description = "Table name")),
-    responses((status = 200, body = TableView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = TableView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
 pub async fn get_table(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TableView>, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
     let details = uc::table_details(&state.services, &tenant.id, &name).await?;
@@ -264,6 +273,9 @@ pub async fn list_tables(
     responses(
         (status = 201, description = "A new active version", body = UploadResponse),
         (status = 200, description = "Same content as the active version", body = UploadResponse),
+        (status = 400, description = "The upload was interrupted", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such table: create it first with `PUT /api/v1/tables/{name}`", body = ErrorBody),
         (status = 413, description = "Over `[limits] max_file_bytes`; nothing is stored", body = ErrorBody),
         (status = 422, description = "Rejected, with the report", body = RejectedUpload),
         (status = 503, description = "The ingest memory budget is taken; try again after `Retry-After` seconds", body = ErrorBody),
@@ -272,7 +284,7 @@ pub async fn list_tables(
 pub async fn put_table_data(
     State(state): State<AppState>,
     Auth(tenant): Auth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

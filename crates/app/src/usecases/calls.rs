@@ -38,10 +38,12 @@ pub fn audio_content_type(key: &str) -> &'static str {
 
 /// Keys of a call's own metadata.
 pub const MAX_METADATA_KEYS: usize = 1000;
+// Lengths of keys and values are in characters, as the API's JSON Schema
+// counts them, so the document can state them exactly.
 /// A metadata key, and the key of a filter.
-pub const MAX_KEY_BYTES: usize = 256;
+pub const MAX_KEY_CHARS: usize = 256;
 /// A metadata value.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_VALUE_CHARS: usize = 64 * 1024;
 /// A call's `external_id`.
 pub const MAX_EXTERNAL_ID_BYTES: usize = 256;
 /// `metadata.KEY=VALUE` filters in one query: each costs a join or a
@@ -91,18 +93,14 @@ pub enum JsonMetadata {
 }
 
 impl JsonMetadata {
+    /// The rule of [`callmeta_core::call_metadata`], for callers that treat
+    /// null and nested values their own way (an FTP sidecar keeps nested
+    /// values as their JSON text).
     pub fn of(raw: &serde_json::value::RawValue) -> JsonMetadata {
-        let text = raw.get().trim();
-        match text.as_bytes().first() {
-            Some(b'"') => match serde_json::from_str::<String>(text) {
-                Ok(s) => JsonMetadata::Text(s),
-                // `raw` was parsed as JSON already; keep its text if not.
-                Err(_) => JsonMetadata::Text(text.to_string()),
-            },
-            Some(b'n') => JsonMetadata::Null,
-            Some(b'[') => JsonMetadata::Nested("an array"),
-            Some(b'{') => JsonMetadata::Nested("an object"),
-            _ => JsonMetadata::Text(text.to_string()),
+        match callmeta_core::call_metadata::text_of(raw) {
+            Ok(text) => JsonMetadata::Text(text),
+            Err("null") => JsonMetadata::Null,
+            Err(kind) => JsonMetadata::Nested(kind),
         }
     }
 }
@@ -134,12 +132,12 @@ pub fn check_query(query: &CallQuery) -> Result<(), AppError> {
         ));
     }
     for (key, value) in &query.metadata {
-        if key.len() > MAX_KEY_BYTES {
+        if key.chars().count() > MAX_KEY_CHARS {
             return Err(AppError::over_limit(
                 "metadata",
                 format!(
-                    "a filter's key is {} bytes, over the limit of {MAX_KEY_BYTES}",
-                    key.len()
+                    "a filter's key is {} characters, over the limit of {MAX_KEY_CHARS}",
+                    key.chars().count()
                 ),
             ));
         }
@@ -164,16 +162,22 @@ fn validate(metadata: &Metadata) -> Result<(), AppError> {
         ));
     }
     for (k, v) in metadata {
-        if k.trim().is_empty() || k.len() > MAX_KEY_BYTES {
+        if k.trim().is_empty() || k.chars().count() > MAX_KEY_CHARS {
             return Err(AppError::invalid(
                 "metadata",
-                format!("key {k:?} must be 1 to {MAX_KEY_BYTES} bytes and not blank"),
+                format!("key {k:?} must be 1 to {MAX_KEY_CHARS} characters and not blank"),
             ));
         }
-        if v.len() > MAX_VALUE_BYTES {
+        // Bytes bound characters from above: count only when it may matter.
+        let chars = if v.len() > MAX_VALUE_CHARS {
+            v.chars().count()
+        } else {
+            v.len()
+        };
+        if chars > MAX_VALUE_CHARS {
             return Err(AppError::invalid(
                 format!("metadata.{k}"),
-                format!("value is {} bytes, over the limit of {MAX_VALUE_BYTES}", v.len()),
+                format!("value is {chars} characters, over the limit of {MAX_VALUE_CHARS}"),
             ));
         }
     }

@@ -42,7 +42,7 @@ struct Stored {
 }
 
 fn valid_key(key: &str) -> bool {
-    !key.trim().is_empty() && key.len() <= super::calls::MAX_KEY_BYTES
+    !key.trim().is_empty() && key.chars().count() <= super::calls::MAX_KEY_CHARS
 }
 
 /// Replaces the tenant's key mapping. The source addresses are the
@@ -63,7 +63,7 @@ pub async fn put_settings(
         if !valid_key(from) || !valid_key(to) {
             return Err(AppError::invalid(
                 format!("mapping.{from}"),
-                "keys and their new names must be 1 to 256 bytes and not blank",
+                "keys and their new names must be 1 to 256 characters and not blank",
             ));
         }
     }

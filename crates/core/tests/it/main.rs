@@ -2,6 +2,7 @@
 //! written inline; expectations are `expect-test` snapshots
 //! (`UPDATE_EXPECT=1 cargo test -p callmeta-core` rewrites them).
 
+mod call_metadata;
 mod enrichment;
 mod ingest;
 mod robustness;

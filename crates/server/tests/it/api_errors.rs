@@ -40,6 +40,16 @@ async fn malformed_bodies_name_what_is_wrong() {
     assert_eq!(body["errors"][0]["id"], "invalid_json");
     assert!(error_detail(&body).contains("line 1"), "{body}");
 
+    // serde would read a struct from an array of its fields; a body is an object.
+    for (path, body) in [
+        ("/api/v1/backfill", json!([])),
+        ("/api/v1/calls", json!([{"a": "b"}])),
+    ] {
+        let (status, body) = app.post_json(&t, path, body).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        assert!(error_detail(&body).contains("JSON object"), "{body}");
+    }
+
     let (status, body) = app
         .post_json(&t, "/api/v1/calls", json!({"metadata": {}, "agent": "x"}))
         .await;
@@ -111,11 +121,33 @@ async fn malformed_bodies_name_what_is_wrong() {
     let (status, body) = app.get(&t, "/api/v1/calls?timestamp_from=monday").await;
     assert_eq!(status, 400, "{body}");
 
+    let (status, body) = app.get(&t, "/api/v1/calls?offset=9223372036854775808").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "offset");
+    // Path parameters that do not decode get the same error shape.
+    let (status, body) = app.get(&t, "/api/v1/calls/%FF").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_detail(&body).contains("invalid path"), "{body}");
+
     let (status, body) = app.get(&t, "/api/v1/calls/does-not-exist").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = app.get(&t, "/api/v1/nothing-here").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["errors"][0]["id"], "not_found");
+
+    // A method a path does not take: 405, the error shape, and Allow.
+    let r = app
+        .http
+        .patch(app.url("/api/v1/calls"))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap();
+    let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["errors"][0]["id"], "method_not_allowed");
+    assert_eq!(allow.as_deref(), Some("GET,HEAD,POST"));
 
     // A 3 MB JSON body is over the JSON limit.
     let big = json!({"metadata": {"notes": "x".repeat(3 * 1024 * 1024)}});
