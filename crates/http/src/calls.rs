@@ -29,9 +29,10 @@ pub struct CreateCall {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::optional_date_time, required = false)]
     pub timestamp: Option<String>,
-    /// Your id for the call (1 to 256 bytes); a repeated `external_id`
-    /// returns the existing call.
+    /// Your id for the call (1 to 256 characters); a repeated
+    /// `external_id` returns the existing call.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::optional_external_id, required = false)]
     pub external_id: Option<String>,
 }
 

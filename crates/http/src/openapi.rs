@@ -223,6 +223,25 @@ pub(crate) fn optional_date_time() -> Object {
         .build()
 }
 
+/// A call's `external_id`: absent or null, or 1 to 256 characters, not
+/// blank.
+pub(crate) fn optional_external_id() -> Object {
+    use callmeta_app::usecases::calls::MAX_EXTERNAL_ID_CHARS;
+    ObjectBuilder::new()
+        .schema_type(
+            [Type::String, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .min_length(Some(1))
+        .max_length(Some(MAX_EXTERNAL_ID_CHARS))
+        .pattern(Some(format!("[^{WHITESPACE}]")))
+        .description(Some(
+            "Your id for the call (1 to 256 characters, not blank); a repeated `external_id` returns the existing call.",
+        ))
+        .build()
+}
+
 /// Unicode White_Space, what `str::trim` removes, as a character-class body.
 const WHITESPACE: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 /// Control characters (Unicode Cc), what `char::is_control` finds.

@@ -255,15 +255,17 @@ async fn import(
     key: Option<&str>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let services = open_services(config).await?;
-    let slug = callmeta_core::domain::TenantSlug::parse(tenant)?;
-    let tenant = services
-        .store
-        .tenant_by_slug(&slug)
+    let tenant = tenants::tenant_by_slug(&services, tenant)
         .await
-        .map_err(|_| anyhow::anyhow!("no tenant {slug}"))?;
+        .map_err(user_error)?;
     let name = tables::parse_table_name(table).map_err(user_error)?;
+    let missing = match tables::require_table(&services, &tenant.id, &name).await {
+        Ok(_) => false,
+        Err(AppError::NotFound(_)) => true,
+        Err(e) => return Err(user_error(e)),
+    };
     if let Some(key) = key
-        && services.store.table(&tenant.id, &name).await.is_err()
+        && missing
     {
         let options = callmeta_core::csv::TableOptions {
             key: callmeta_core::domain::ColumnName::parse(key)?,

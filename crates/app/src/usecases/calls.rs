@@ -45,7 +45,7 @@ pub const MAX_KEY_CHARS: usize = 256;
 /// A metadata value.
 pub const MAX_VALUE_CHARS: usize = 64 * 1024;
 /// A call's `external_id`.
-pub const MAX_EXTERNAL_ID_BYTES: usize = 256;
+pub const MAX_EXTERNAL_ID_CHARS: usize = 256;
 /// `metadata.KEY=VALUE` filters in one query: each costs a join or a
 /// containment test, so a query of hundreds would hold a core for seconds.
 pub const MAX_FILTERS: usize = 20;
@@ -207,13 +207,13 @@ pub async fn create_call(
 ) -> Result<(CallRecord, bool), AppError> {
     validate(&new.metadata)?;
     if let Some(ext) = &new.external_id
-        && (ext.trim().is_empty() || ext.len() > MAX_EXTERNAL_ID_BYTES)
+        && (ext.trim().is_empty() || ext.chars().count() > MAX_EXTERNAL_ID_CHARS)
     {
         return Err(AppError::invalid(
             "external_id",
             format!(
-                "external_id must be 1 to {MAX_EXTERNAL_ID_BYTES} bytes and not blank, not {} bytes",
-                ext.len()
+                "external_id must be 1 to {MAX_EXTERNAL_ID_CHARS} characters and not blank, not {} characters",
+                ext.chars().count()
             ),
         ));
     }
