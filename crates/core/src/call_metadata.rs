@@ -25,11 +25,13 @@ pub struct MetadataValueError {
 }
 
 /// One JSON value's text, or what it is when it has none (`null`, `an
-/// array`, `an object`). `raw` is JSON already parsed by serde_json.
+/// array`, `an object`, or a string that is no Unicode text: a lone
+/// surrogate escape such as `"\udc00"` passes JSON's syntax but not its
+/// decoding). `raw` is JSON already parsed by serde_json.
 pub fn text_of(raw: &RawValue) -> Result<String, &'static str> {
     let text = raw.get().trim();
     match text.as_bytes().first() {
-        Some(b'"') => Ok(serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_string())),
+        Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| "a string that is not valid Unicode"),
         Some(b'n') => Err("null"),
         Some(b'[') => Err("an array"),
         Some(b'{') => Err("an object"),

@@ -49,3 +49,11 @@ fn values_without_a_text_form_are_refused_by_key() {
         expect!["error: metadata.obj is an object; metadata values must be strings"],
     );
 }
+
+#[test]
+fn a_string_that_is_no_unicode_text_is_refused() {
+    check(
+        r#"{"a": "x\udc00y"}"#,
+        expect!["error: metadata.a is a string that is not valid Unicode; metadata values must be strings"],
+    );
+}
