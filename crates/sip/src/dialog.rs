@@ -377,6 +377,7 @@ impl Dialogs {
             Some(ticket) => ticket.tenant().clone(),
             None => return,
         };
+        tracing::Span::current().record("tenant", tenant.0.as_str());
         reply.send(&message.response(100).build()).await;
         let outcome = self
             .answer_invite(&call_id, tenant, &message, &reply, &mut state, &dialog)

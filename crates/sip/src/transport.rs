@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::dialog::Dialogs;
 
@@ -405,11 +406,22 @@ fn dispatch(dialogs: &Arc<Dialogs>, in_flight: &Arc<Semaphore>, bytes: &[u8], re
                 }
                 return;
             };
+            // Every log line of the request's handling says whose it is.
+            let span = tracing::info_span!(
+                "sip",
+                method = %message.method().map(|m| m.as_str()).unwrap_or("response"),
+                call_id = message.call_id().unwrap_or(""),
+                peer = %reply.peer(),
+                tenant = tracing::field::Empty,
+            );
             let dialogs = dialogs.clone();
-            tokio::spawn(async move {
-                dialogs.handle(message, reply).await;
-                drop(permit);
-            });
+            tokio::spawn(
+                async move {
+                    dialogs.handle(message, reply).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         Err(e) => {
             // Without a parsable request there is no Via to answer to; a
