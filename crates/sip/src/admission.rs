@@ -64,27 +64,42 @@ struct Peer {
     bucket: Bucket,
 }
 
+/// Entries kept before the idle ones are forgotten, and at most.
+const PRUNE_AT: usize = 10_000;
+const MAX_PEERS: usize = 100_000;
+
 /// Per-key counters; entries with no call and a full bucket are forgotten
-/// when the map grows, so its size follows the sources seen recently.
+/// when the map grows (at most once a second, so that a map full of busy
+/// entries is not walked on every INVITE), so its size follows the sources
+/// seen recently; past [`MAX_PEERS`] a new key is refused.
 #[derive(Debug)]
 struct Counters<K> {
     peers: HashMap<K, Peer>,
+    pruned: Option<Instant>,
 }
 
 impl<K: Hash + Eq + Clone> Counters<K> {
     fn new() -> Self {
         Counters {
             peers: HashMap::new(),
+            pruned: None,
         }
     }
 
     fn check(&mut self, key: &K, now: Instant, rate: f64, max_calls: usize) -> Result<(), Refusal> {
         let burst = (rate * 2.0).max(1.0);
-        if self.peers.len() > 10_000 {
+        let due = self
+            .pruned
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+        if self.peers.len() > PRUNE_AT && due {
+            self.pruned = Some(now);
             self.peers.retain(|_, p| {
                 p.bucket.refill(now, rate, burst);
                 p.calls > 0 || p.bucket.tokens < burst
             });
+        }
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(key) {
+            return Err(Refusal::TooFast(Duration::from_secs(1)));
         }
         let peer = self.peers.entry(key.clone()).or_insert_with(|| Peer {
             calls: 0,

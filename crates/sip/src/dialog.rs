@@ -8,7 +8,7 @@
 //! longer than `max_call_secs` ([`Dialogs::sweep`]).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -84,8 +84,6 @@ struct State {
     metadata: Option<RecordingMetadata>,
     offer_plans: Vec<sdp::StreamPlan>,
     ports: Option<(u16, usize)>,
-    /// The local addresses the call was answered with.
-    media_ip: Option<IpAddr>,
     recording: Option<Recording>,
     /// The recording's job (and its parts in blob storage).
     in_progress: Option<Arc<InProgress>>,
@@ -518,7 +516,6 @@ impl Dialogs {
             .await
             .map_err(|e| (503, format!("no RTP ports: {e}")))?;
         state.ports = Some((base, plans.len()));
-        state.media_ip = Some(media_ip);
         let answer = self.answer(&offer, state, base, reply);
         let metadata = self.flattened(&tenant, state).await;
         let new = NewCall {
@@ -762,7 +759,6 @@ impl Dialog {
                 metadata: None,
                 offer_plans: Vec::new(),
                 ports: None,
-                media_ip: None,
                 recording: None,
                 in_progress: None,
                 ticket: None,

@@ -9,12 +9,12 @@
 //! message may take to complete, and a bounded send queue per connection
 //! (a peer that does not read its responses is disconnected).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_siprec::sip::{self, Framing, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -314,15 +314,22 @@ impl Transport {
                 dispatch(&udp_dialogs, &udp_in_flight, datagram, reply);
             }
         });
-        let connections = Arc::new(Connections::default());
+        // The same connection caps as the HTTP, FTP and SFTP listeners.
+        let connections = ConnectionCaps::new(
+            self.limits.max_tcp_connections,
+            self.limits.max_tcp_connections_per_source,
+        );
         let mut next_connection = 0u64;
         loop {
             match self.tcp.accept().await {
                 Ok((stream, peer)) => {
-                    let Some(slot) = connections.admit(peer.ip(), &self.limits) else {
-                        tracing::info!(%peer, "SIP TCP connection refused: too many connections");
-                        drop(stream);
-                        continue;
+                    let slot = match connections.admit(peer.ip().to_canonical()) {
+                        Ok(slot) => slot,
+                        Err(refused) => {
+                            tracing::info!(%peer, %refused, "SIP TCP connection refused");
+                            drop(stream);
+                            continue;
+                        }
                     };
                     next_connection += 1;
                     let connection = Connection {
@@ -344,48 +351,6 @@ impl Transport {
             }
             if udp_task.is_finished() {
                 break;
-            }
-        }
-    }
-}
-
-/// Open TCP connections, in total and per source address.
-#[derive(Default)]
-struct Connections {
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-struct Slot {
-    connections: Arc<Connections>,
-    ip: IpAddr,
-}
-
-impl Connections {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &TransportLimits) -> Option<Slot> {
-        let ip = ip.to_canonical();
-        let mut open = self.open.lock().ok()?;
-        let from_ip = open.1.get(&ip).copied().unwrap_or(0);
-        if open.0 >= limits.max_tcp_connections || from_ip >= limits.max_tcp_connections_per_source {
-            return None;
-        }
-        open.0 += 1;
-        open.1.insert(ip, from_ip + 1);
-        Some(Slot {
-            connections: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.connections.open.lock() {
-            open.0 = open.0.saturating_sub(1);
-            if let Some(n) = open.1.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    open.1.remove(&self.ip);
-                }
             }
         }
     }

@@ -61,6 +61,22 @@ pub(crate) async fn sipp(
         .expect("sipp runs")
 }
 
+/// What a failed sipp run printed, with its errors log (`-trace_err`,
+/// written in `dir`).
+pub(crate) fn sipp_failure(out: &std::process::Output, dir: &std::path::Path) -> String {
+    let errors = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    format!(
+        "sipp failed: {}\n{}\n{errors}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A call's recording, as the API serves it.
 pub(crate) async fn recording(app: &TestApp, t: &Tenant, id: &str) -> bytes::Bytes {
     let r = app
@@ -287,18 +303,7 @@ async fn record_one_call(transport: &str) {
     let xml = dir.path().join("siprec.xml");
     std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
     let out = sipp(&xml, app.sip, transport, dir.path(), media_port).await;
-    let errors = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
-    assert!(
-        out.status.success(),
-        "sipp failed: {}\n{}\n{errors}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", sipp_failure(&out, dir.path()));
 
     let (_, list) = app.get(&acme, "/api/v1/calls").await;
     assert_eq!(list["count"], 1, "{list}");
@@ -510,18 +515,7 @@ async fn sipp_sends_each_vendor_family() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let media_port = free_udp_port() & !1;
         let out = sipp(path, app.sip, "u1", dir.path(), media_port).await;
-        let errors = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect::<String>();
-        assert!(
-            out.status.success(),
-            "{name}: sipp failed: {}\n{}\n{errors}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{name}: {}", sipp_failure(&out, dir.path()));
         // Calls are listed by their own time (the metadata's), so find the new one.
         let (_, list) = app.get(&acme, "/api/v1/calls?limit=100").await;
         let fresh: Vec<Value> = list["data"]

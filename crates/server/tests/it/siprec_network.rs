@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 
 use crate::helpers::{SPEC_TABLE, Tenant, TestApp, test_config};
 use crate::siprec::{
-    audio_state, have_sipp, recording, scenario, scenario_expecting, tone_file, wav_summary,
+    audio_state, have_sipp, recording, scenario, scenario_expecting, sipp_failure, tone_file, wav_summary,
 };
 
 /// A test host: a network namespace with one veth link to this one.
@@ -146,20 +146,6 @@ async fn spec_tenant(app: &TestApp, sbc: &str) -> Tenant {
     t
 }
 
-fn sipp_failed(out: &std::process::Output, dir: &std::path::Path) -> String {
-    let errors = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
-    format!(
-        "sipp failed: {}\n{}\n{errors}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// One call from the other host; the 200 OK must name `contact` and
 /// `media`; the recording must hold the tone sent from there.
 async fn call_from_the_other_host(
@@ -181,7 +167,7 @@ async fn call_from_the_other_host(
     let contact = format!("{contact}:{}", app.sip.port());
     std::fs::write(&xml, scenario_expecting(&tone, 6000, &contact, media)).unwrap();
     let out = host.sipp(&xml, target, work.path()).await;
-    assert!(out.status.success(), "{}", sipp_failed(&out, work.path()));
+    assert!(out.status.success(), "{}", sipp_failure(&out, work.path()));
 
     let (_, list) = app.get(&acme, "/api/v1/calls").await;
     assert_eq!(list["count"], 1, "{list}");
@@ -272,7 +258,7 @@ async fn an_invite_flood_from_one_source_denies_no_other() {
     let xml = work.path().join("siprec.xml");
     std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
     let out = crate::siprec::sipp(&xml, app.sip, "u1", work.path(), media_port).await;
-    assert!(out.status.success(), "{}", sipp_failed(&out, work.path()));
+    assert!(out.status.success(), "{}", sipp_failure(&out, work.path()));
     let (_, list) = app.get(&acme, "/api/v1/calls").await;
     assert_eq!(list["count"], 1, "{list}");
     let id = list["data"][0]["unique_id"].as_str().unwrap().to_string();
