@@ -310,6 +310,8 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
         files_under(&blob_dir)
             .iter()
             .filter(|f| f.to_string_lossy().contains("/recordings/"))
+            // Parts as stored; not one still being written under a temporary name.
+            .filter(|f| f.extension().is_some_and(|e| e == "part"))
             .filter_map(|f| std::fs::metadata(f).ok())
             .map(|m| m.len())
             .sum::<u64>()
