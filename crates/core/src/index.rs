@@ -426,30 +426,46 @@ impl IndexBuilder {
         index.keys.reserve(key_bytes);
     }
 
-    /// Adds a row whose match key is `key` and whose trimmed cells are
-    /// `cell(column)` for each column.
-    pub(crate) fn push<'c>(
-        &mut self,
-        key: &str,
-        cell: impl Fn(usize) -> &'c str,
-    ) -> Result<Pushed, IndexFull> {
+    /// The hash of a match key, as the table computes it (so that rows can be
+    /// hashed where they are parsed, on any thread).
+    pub(crate) fn hasher(&self) -> &DefaultHashBuilder {
+        &self.index.hasher
+    }
+
+    /// How a row's cells are laid out, for [`RowLayout::encode`] on any thread.
+    pub(crate) fn layout(&self) -> RowLayout {
+        RowLayout {
+            by_name: self.index.by_name.clone(),
+            key_column: self.index.key_column,
+            mode: self.index.matcher.mode(),
+        }
+    }
+
+    /// Adds a row whose match key is `key` (hashed with [`Self::hasher`]),
+    /// given as its cells already encoded by [`RowLayout::encode`]. The row's
+    /// bytes are copied only if the row is kept.
+    pub(crate) fn push_encoded(&mut self, hash: u64, key: &[u8], row: &str) -> Result<Pushed, IndexFull> {
         let TableIndex {
             keys,
             rows,
             table,
             hasher,
             ambiguous,
-            by_name,
-            matcher,
-            key_column,
             ..
         } = &mut self.index;
-        let hash = hasher.hash_one(key.as_bytes());
         let entry = table.entry(
             hash,
-            |&k| key_at(keys, k as usize) == key.as_bytes(),
+            |&k| key_at(keys, k as usize) == key,
             |&k| hasher.hash_one(key_at(keys, k as usize)),
         );
+        let append = |rows: &mut String| {
+            let start = u32::try_from(rows.len()).map_err(|_| IndexFull)?;
+            if rows.len() + row.len() > u32::MAX as usize {
+                return Err(IndexFull);
+            }
+            rows.push_str(row);
+            Ok(start)
+        };
         match entry {
             Entry::Occupied(entry) => {
                 let k = *entry.get();
@@ -458,7 +474,7 @@ impl IndexBuilder {
                     OnDuplicate::KeepFirst => {}
                     OnDuplicate::MarkAmbiguous => *ambiguous.entry(k).or_insert(1) += 1,
                     OnDuplicate::KeepLast => {
-                        let row = append_row(rows, by_name, matcher.mode(), *key_column, cell)?;
+                        let row = append(rows)?;
                         let k = k as usize;
                         if let Some(slot) = keys.get_mut(k..k + 4) {
                             slot.copy_from_slice(&row.to_le_bytes());
@@ -469,14 +485,24 @@ impl IndexBuilder {
             }
             Entry::Vacant(entry) => {
                 let k = u32::try_from(keys.len()).map_err(|_| IndexFull)?;
-                let row = append_row(rows, by_name, matcher.mode(), *key_column, cell)?;
+                let row = append(rows)?;
                 keys.extend_from_slice(&row.to_le_bytes());
                 write_len(keys, key.len());
-                keys.extend_from_slice(key.as_bytes());
+                keys.extend_from_slice(key);
                 entry.insert(k);
                 Ok(Pushed::New)
             }
         }
+    }
+
+    /// Adds a row whose match key is `key` and whose trimmed cells are
+    /// `cell(column)` for each column.
+    #[cfg(test)]
+    fn push<'c>(&mut self, key: &str, cell: impl Fn(usize) -> &'c str) -> Result<Pushed, IndexFull> {
+        let mut row = String::new();
+        self.layout().encode(&mut row, cell);
+        let hash = self.index.hasher.hash_one(key.as_bytes());
+        self.push_encoded(hash, key.as_bytes(), &row)
     }
 
     /// Bytes of key entries so far.
@@ -498,28 +524,44 @@ impl IndexBuilder {
     }
 }
 
-/// Appends a row's cells to `rows` in column-name order (and, outside
-/// `exact` mode, the raw key cell last); returns the row's offset.
-fn append_row<'c>(
-    rows: &mut String,
-    by_name: &[usize],
-    mode: MatchMode,
+/// Where each cell of a row goes in the index's row encoding: the cells
+/// other than the key in column-name order and, outside `exact` mode, the
+/// raw key cell last. Cheap to clone, so rows can be encoded where they are
+/// parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct RowLayout {
+    by_name: Vec<usize>,
     key_column: usize,
-    cell: impl Fn(usize) -> &'c str,
-) -> Result<u32, IndexFull> {
-    let start = rows.len();
-    let start32 = u32::try_from(start).map_err(|_| IndexFull)?;
-    let mut push = |value: &str| {
-        encode_len(value.len(), |b| rows.push(char::from(b)));
-        rows.push_str(value);
-    };
-    for &column in by_name {
-        push(cell(column));
+    mode: MatchMode,
+}
+
+impl RowLayout {
+    /// Appends a row's cells to `rows`, each with its length prefix.
+    pub(crate) fn encode<'c>(&self, rows: &mut String, cell: impl Fn(usize) -> &'c str) {
+        let mut push = |value: &str| {
+            encode_len(value.len(), |b| rows.push(char::from(b)));
+            rows.push_str(value);
+        };
+        for &column in &self.by_name {
+            push(cell(column));
+        }
+        if self.mode != MatchMode::Exact {
+            push(cell(self.key_column));
+        }
     }
-    if mode != MatchMode::Exact {
-        push(cell(key_column));
+
+    /// The raw key cell of a row encoded by [`Self::encode`], outside
+    /// `exact` mode (in `exact` mode the match key is the cell).
+    pub(crate) fn raw_key<'r>(&self, row: &'r str) -> Option<&'r str> {
+        if self.mode == MatchMode::Exact {
+            return None;
+        }
+        let mut pos = 0;
+        for _ in 0..self.by_name.len() {
+            pos = skip_slot(row.as_bytes(), pos);
+        }
+        Some(slot_at(row, pos).0)
     }
-    Ok(start32)
 }
 
 #[cfg(test)]

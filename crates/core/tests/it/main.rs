@@ -3,6 +3,7 @@
 //! (`UPDATE_EXPECT=1 cargo test -p callmeta-core` rewrites them).
 
 mod call_metadata;
+mod chunks;
 mod enrichment;
 mod ingest;
 mod robustness;
