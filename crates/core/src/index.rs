@@ -505,6 +505,15 @@ impl IndexBuilder {
         self.push_encoded(hash, key.as_bytes(), &row)
     }
 
+    /// The bits of a hash that pick its bucket in the table now: rows
+    /// inserted in this order walk the table forwards.
+    pub(crate) fn bucket_mask(&self) -> u64 {
+        let capacity = self.index.table.capacity();
+        // hashbrown keeps 1/8 of its buckets free.
+        let buckets = (capacity / 7 * 8).max(1).next_power_of_two();
+        buckets as u64 - 1
+    }
+
     /// Bytes of key entries so far.
     pub(crate) fn key_bytes(&self) -> usize {
         self.index.keys.len()

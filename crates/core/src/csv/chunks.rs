@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use hashbrown::DefaultHashBuilder;
@@ -744,6 +745,9 @@ pub(super) struct Context<'a> {
     pub matcher: &'a Matcher,
     pub layout: RowLayout,
     pub hasher: &'a DefaultHashBuilder,
+    /// [`IndexBuilder::bucket_mask`], once the table is sized: each unit's
+    /// rows are sorted by bucket where they are parsed.
+    pub buckets: AtomicU64,
 }
 
 /// An accepted row of a [`Unit`], its cells encoded in `Unit::rows`.
@@ -782,6 +786,8 @@ pub(super) struct Unit {
     end: UnitEnd,
     /// Offset in the file past this text, for progress.
     raw_end: u64,
+    /// Line breaks in the text, or before the partial record at its end.
+    lines: u64,
 }
 
 /// Parses a text from `start` (where a record starts, or is taken to).
@@ -798,6 +804,7 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
         stop: None,
         end: UnitEnd::Clean,
         raw_end,
+        lines: 0,
     };
     let columns = ctx.header.names.len();
     let mut reader = RowReader::new(&text, start, last, &ctx.header);
@@ -865,14 +872,34 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
         });
     }
     drop(reader);
+    // In the order of their buckets in the hash table, so that the merge
+    // walks the table forwards instead of missing the cache at every row;
+    // the sort is stable, so rows with the same key (hence the same hash)
+    // keep their file order and duplicates resolve as in file order.
+    let mask = ctx.buckets.load(Ordering::Relaxed);
+    unit.entries.sort_by_key(|e| e.hash & mask);
+    unit.lines = match unit.end {
+        UnitEnd::Partial(at) => count_lines(&text[..at]),
+        _ => count_lines(&text),
+    };
     unit.text = text;
     unit
 }
 
 /// Line breaks in a text (CRLF, LF and lone CR each end a line).
 fn count_lines(text: &[u8]) -> u64 {
-    let lf = text.iter().filter(|&&b| b == b'\n').count();
-    let cr = text.iter().filter(|&&b| b == b'\r').count();
+    let (mut lf, mut cr) = (0usize, 0usize);
+    // Byte-wide counters over blocks short enough not to overflow: the
+    // compiler vectorises this into wide compares.
+    for block in text.chunks(255) {
+        let (mut l, mut c) = (0u8, 0u8);
+        for &b in block {
+            l += u8::from(b == b'\n');
+            c += u8::from(b == b'\r');
+        }
+        lf += usize::from(l);
+        cr += usize::from(c);
+    }
     let crlf = if cr == 0 {
         0
     } else {
@@ -940,20 +967,34 @@ impl Merge<'_, '_> {
         }
         let on_line = |relative: u64| line + relative - 1;
         let report = &mut *self.report;
-        let mut lines = LineCounter::new(&unit.text);
+        // Duplicates found, by position in the file, for the report.
+        let mut repeated: Vec<(usize, bool)> = Vec::new();
         for entry in &unit.entries {
             let key = slice(&unit.keys, entry.key);
-            let row = std::str::from_utf8(slice(unit.rows.as_bytes(), entry.row)).unwrap_or_default();
+            let row = unit.rows.get(span(entry.row)).unwrap_or_default();
             let pushed = self
                 .builder
                 .push_encoded(entry.hash, key, row)
                 .map_err(|_| CsvError::TooLarge)?;
-            report.rows_accepted += 1;
             if let Pushed::Duplicate { first_of_key } = pushed {
+                repeated.push((entry.offset, first_of_key));
+            }
+        }
+        report.rows_accepted += unit.entries.len() as u64;
+        if !repeated.is_empty() {
+            repeated.sort_unstable();
+            unit.entries.sort_unstable_by_key(|e| e.offset);
+            let mut lines = LineCounter::new(&unit.text);
+            for (offset, first_of_key) in repeated {
+                let Ok(i) = unit.entries.binary_search_by_key(&offset, |e| e.offset) else {
+                    continue;
+                };
+                let entry = &unit.entries[i];
+                let row = unit.rows.get(span(entry.row)).unwrap_or_default();
                 let key_cell = || {
                     let cell = match self.ctx.layout.raw_key(row) {
                         Some(cell) => cell,
-                        None => std::str::from_utf8(key).unwrap_or_default(),
+                        None => std::str::from_utf8(slice(&unit.keys, entry.key)).unwrap_or_default(),
                     };
                     excerpt(cell)
                 };
@@ -965,7 +1006,7 @@ impl Merge<'_, '_> {
                     }
                 }
                 if self.first_duplicate.is_none() && self.ctx.options.duplicates == DuplicatePolicy::Reject {
-                    let at = on_line(lines.line_at(entry.offset as u64));
+                    let at = on_line(lines.line_at(offset as u64));
                     self.first_duplicate = Some((at, key_cell()));
                 }
             }
@@ -988,6 +1029,9 @@ impl Merge<'_, '_> {
             let rows = rows + rows / 16;
             let key_bytes = self.builder.key_bytes() / report.rows_accepted as usize * rows;
             self.builder.reserve(rows, key_bytes);
+            self.ctx
+                .buckets
+                .store(self.builder.bucket_mask(), Ordering::Relaxed);
         }
         match unit.stop.take() {
             Some(Stop::Error(CsvError::Row { line, issue })) => {
@@ -1007,21 +1051,23 @@ impl Merge<'_, '_> {
         (self.progress)(unit.raw_end);
         match unit.end {
             UnitEnd::Eof => return Ok(true),
-            UnitEnd::Clean => self.line = line + count_lines(&unit.text),
+            UnitEnd::Clean => self.line = line + unit.lines,
             UnitEnd::Partial(at) => {
-                let before = count_lines(&unit.text[..at]);
                 let mut text = unit.text;
                 text.drain(..at);
-                self.carry = Some((text, line + before));
+                self.carry = Some((text, line + unit.lines));
             }
         }
         Ok(false)
     }
 }
 
-fn slice(bytes: &[u8], (at, len): (u32, u32)) -> &[u8] {
-    let at = at as usize;
-    bytes.get(at..at + len as usize).unwrap_or_default()
+fn span((at, len): (u32, u32)) -> std::ops::Range<usize> {
+    at as usize..at as usize + len as usize
+}
+
+fn slice(bytes: &[u8], at: (u32, u32)) -> &[u8] {
+    bytes.get(span(at)).unwrap_or_default()
 }
 
 /// The chunks not yet merged, shared by the threads.
@@ -1117,6 +1163,7 @@ pub(super) fn run(
         matcher,
         layout: builder.layout(),
         hasher: &hasher,
+        buckets: AtomicU64::new(0),
     };
     let mut merge = Merge {
         ctx: &ctx,
@@ -1180,6 +1227,7 @@ fn malformed(raw_end: u64) -> Unit {
         stop: Some(Stop::NotUtf8),
         end: UnitEnd::Clean,
         raw_end,
+        lines: 0,
     }
 }
 
