@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use hashbrown::DefaultHashBuilder;
 
@@ -34,7 +34,7 @@ use super::{
     MAX_PROBLEMS, Report, RowProblem, TableOptions, check_binary_at, check_row, excerpt, find_key_column,
     is_alignment_cell, sniff_line, trim, unclosed_quote,
 };
-use crate::index::{IndexBuilder, OnDuplicate, Pushed, RowLayout, TableIndex};
+use crate::index::{Coding, IndexBuilder, OnDuplicate, Pushed, RowLayout, TableIndex};
 use crate::matching::{MatchMode, Matcher};
 
 /// Where an upload's bytes come from. The core does no I/O: a caller hands
@@ -748,6 +748,8 @@ pub(super) struct Context<'a> {
     /// [`IndexBuilder::bucket_mask`], once the table is sized: each unit's
     /// rows are sorted by bucket where they are parsed.
     pub buckets: AtomicU64,
+    /// How the index stores each column, chosen from the first chunk's rows.
+    pub codings: OnceLock<Vec<Coding>>,
 }
 
 /// An accepted row of a [`Unit`], its cells encoded in `Unit::rows`.
@@ -862,7 +864,8 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
             break;
         };
         unit.keys.extend_from_slice(key.as_bytes());
-        ctx.layout.encode(&mut unit.rows, |c| row.get(c));
+        let codings = ctx.codings.get().map_or(&[][..], Vec::as_slice);
+        ctx.layout.encode(&mut unit.rows, codings, |c| row.get(c));
         let span = |at: u32, end: usize| (at, u32::try_from(end).unwrap_or(u32::MAX) - at);
         unit.entries.push(Entry {
             hash: ctx.hasher.hash_one(key.as_bytes()),
@@ -1164,6 +1167,7 @@ pub(super) fn run(
         layout: builder.layout(),
         hasher: &hasher,
         buckets: AtomicU64::new(0),
+        codings: OnceLock::new(),
     };
     let mut merge = Merge {
         ctx: &ctx,
@@ -1177,6 +1181,12 @@ pub(super) fn run(
         progress,
     };
     let first = parse_unit(&ctx, text, data, last, raw_end);
+    let codings = Coding::choose(
+        &ctx.layout,
+        first.entries.iter().filter_map(|e| first.rows.get(span(e.row))),
+    );
+    merge.builder.set_codings(codings.clone());
+    let _ = ctx.codings.set(codings);
     if !merge.merge(first, last)? {
         let threads = parallelism.threads.max(1);
         let shared = Mutex::new(Shared {

@@ -300,3 +300,78 @@ fn generated_exports_in_assorted_chunks() {
         }
     }
 }
+
+/// Columns with few distinct values are stored once per value, and the
+/// prefix and suffix a column's values share once (chosen from the first
+/// chunk's rows); a value first seen later, one too long for a dictionary or
+/// one without the shared prefix and suffix, is stored whole in its row. Every way of reading a row gives the
+/// same cells as the file in one piece, and the table takes less memory.
+#[test]
+fn repeated_values_are_stored_once() {
+    let long = "x".repeat(100);
+    let mut input = String::from("agent_id,team,city,email,grade\n");
+    for i in 0..3000 {
+        let team = if i > 2500 {
+            "late-team".to_string()
+        } else {
+            format!("team {}", i % 5)
+        };
+        let city = if i % 7 == 0 {
+            long.as_str()
+        } else {
+            ["Paris", "Köln", "São Paulo"][i % 3]
+        };
+        // The mail domain is shared (and stored once) until a few rows at the end.
+        let domain = if i > 2900 { "other.org" } else { "example.com" };
+        input.push_str(&format!(
+            "agent{i:05},{team},\"{city}\",agent{i}@{domain},{}\n",
+            i % 3
+        ));
+    }
+    let limits = Limits::default();
+    for json in [
+        AGENT,
+        r#"{"key": "agent_id", "match": "case_insensitive", "duplicates": "last"}"#,
+    ] {
+        let whole = chunked(input.as_bytes(), json, &limits, 1, 1 << 30);
+        for (threads, chunk_bytes) in [(1, 8192), (2, 4096), (3, 20_000)] {
+            assert_eq!(
+                chunked(input.as_bytes(), json, &limits, threads, chunk_bytes),
+                whole
+            );
+            let parallelism = Parallelism { threads, chunk_bytes };
+            let slice = input.as_bytes();
+            let index = csv::ingest_from(&slice, &options(json), &limits, parallelism, &mut |_| {})
+                .unwrap()
+                .unwrap()
+                .index;
+            let one_piece = csv::ingest_from(
+                &slice,
+                &options(json),
+                &limits,
+                Parallelism {
+                    threads: 1,
+                    chunk_bytes: 1 << 30,
+                },
+                &mut |_| {},
+            )
+            .unwrap()
+            .unwrap()
+            .index;
+            assert!(
+                index.heap_bytes() * 20 < one_piece.heap_bytes() * 19,
+                "{} vs {}",
+                index.heap_bytes(),
+                one_piece.heap_bytes()
+            );
+            for row in index.rows() {
+                let values: Vec<String> = row.values().map(|v| v.into_owned()).collect();
+                for (c, value) in values.iter().enumerate() {
+                    assert_eq!(row.get(c), value.as_str());
+                }
+                let by_name: Vec<String> = row.cells_by_name().map(|(_, v)| v.into_owned()).collect();
+                assert_eq!(by_name, [&*values[2], &*values[3], &*values[4], &*values[1]]);
+            }
+        }
+    }
+}

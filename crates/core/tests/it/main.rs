@@ -31,7 +31,7 @@ pub fn render_rows(index: &TableIndex) -> String {
         .map(|row| {
             (
                 row.match_key().to_string(),
-                row.values().map(escape).collect::<Vec<_>>().join(" | "),
+                row.values().map(|v| escape(&v)).collect::<Vec<_>>().join(" | "),
             )
         })
         .collect();
