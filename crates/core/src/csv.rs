@@ -261,7 +261,8 @@ pub fn ingest(bytes: &[u8], options: &TableOptions, limits: &Limits) -> Result<I
 }
 
 /// [`ingest`], calling `progress` with the number of input bytes consumed so
-/// far about every [`PROGRESS_STEP`] bytes, and once at the end.
+/// far after each chunk (about every [`PROGRESS_STEP`] bytes), and once at
+/// the end.
 pub fn ingest_with_progress(
     bytes: &[u8],
     options: &TableOptions,
@@ -368,7 +369,7 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
     }
 }
 
-/// How often [`ingest_with_progress`] reports, at most.
+/// About how often [`ingest_with_progress`] reports: the default chunk size.
 pub const PROGRESS_STEP: u64 = 1 << 20;
 
 fn build(

@@ -526,8 +526,8 @@ pub(super) enum Next<'r> {
 }
 
 impl<'t> RowReader<'t> {
-    /// `start`: where a record starts in `text`; `file_start`: the text is
-    /// the start of the file.
+    /// `start`: where a record starts in `text`; `last`: the text ends the
+    /// file.
     pub(super) fn new(text: &'t [u8], start: usize, last: bool, header: &'t Header) -> Self {
         RowReader {
             text,
