@@ -184,6 +184,12 @@ async fn run(path: String, calls: usize) {
                 .unwrap();
         times.push(t.elapsed().as_secs_f64());
         assert!(outcome.activated, "{:?}", outcome.version.report.error);
+        println!(
+            "  upload {run}: {:.3} s; RSS {:.1} MB, peak so far {:.1} MB over the RSS before the first",
+            times[run],
+            rss_kib("VmRSS:").saturating_sub(rss_before) as f64 * 1024.0 / 1e6,
+            rss_kib("VmHWM:").saturating_sub(rss_before) as f64 * 1024.0 / 1e6
+        );
         if run == 0 {
             let rss_active = rss_kib("VmRSS:");
             let heap = services.tables.total_heap_bytes();
@@ -197,6 +203,32 @@ async fn run(path: String, calls: usize) {
         }
     }
     let peak = rss_kib("VmHWM:");
+    {
+        // The parse and index alone, from the same spool file, on every core.
+        let spool = receive_version(&services, &path, false).await;
+        let dir = config.data_dir.join("spool");
+        let file = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+        let source = callmeta_app::spool::SpoolSource::open(&file).unwrap();
+        let mut parse = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let parsed = callmeta_core::csv::ingest_from(
+                &source,
+                &options("agent_id"),
+                &services.limits,
+                callmeta_core::csv::Parallelism::default(),
+                &mut |_| {},
+            );
+            parse.push(t.elapsed().as_secs_f64());
+            assert!(parsed.unwrap().is_ok());
+        }
+        drop(spool);
+        println!(
+            "  of which parse and index (csv::ingest_from over the spool file, {} threads): median {:.3} s",
+            callmeta_core::csv::Parallelism::default().threads,
+            median(&mut parse)
+        );
+    }
     println!(
         "receive (spool copy + sha256, as the bytes arrive): median {:.3} s",
         median(&mut receive)

@@ -177,22 +177,21 @@ impl Decoding {
 fn find_cut(buf: &[u8], from: usize, utf16: Option<bool>) -> Result<usize, usize> {
     match utf16 {
         None => {
-            let mut i = from;
-            while let Some(found) = buf[i.min(buf.len())..]
+            let Some(found) = buf[from.min(buf.len())..]
                 .iter()
                 .position(|&b| b == b'\n' || b == b'\r')
-            {
-                i += found;
-                if buf[i] == b'\n' {
-                    return Ok(i + 1);
-                }
-                match buf.get(i + 1) {
-                    None => return Err(i),
-                    Some(b'\n') => return Ok(i + 2),
-                    Some(_) => return Ok(i + 1),
-                }
+            else {
+                return Err(buf.len().max(from));
+            };
+            let i = from + found;
+            if buf[i] == b'\n' {
+                return Ok(i + 1);
             }
-            Err(buf.len().max(from))
+            match buf.get(i + 1) {
+                None => Err(i),
+                Some(b'\n') => Ok(i + 2),
+                Some(_) => Ok(i + 1),
+            }
         }
         Some(big_endian) => {
             let unit = |i: usize| -> Option<u16> {
