@@ -15,8 +15,6 @@ use crate::config::Config;
 use callmeta_app::blobs::s3::S3Blobs;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::store::Store;
-use callmeta_app::store::postgres::PgStore;
-use callmeta_app::store::sqlite::SqliteStore;
 use callmeta_app::usecases::{Services, active_tables, backfill, tables, uploads};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
@@ -24,6 +22,7 @@ use callmeta_filedrop::keys;
 use callmeta_filedrop::sftp::SftpServer;
 use callmeta_filedrop::tree::DropTree;
 use callmeta_sip::SipServer;
+use callmeta_store::SqlStore;
 
 /// Opens the configured store and blob storage and loads the active versions.
 pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
@@ -51,20 +50,21 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = match config.database.as_deref().filter(|s| !s.is_empty()) {
         None => Arc::new(
-            SqliteStore::open(&config.sqlite_path())
+            SqlStore::open_sqlite(&config.sqlite_path())
                 .await
                 .with_context(|| format!("opening {}", config.sqlite_path().display()))?,
         ),
-        Some(url) if url.starts_with("sqlite:") => Arc::new(
-            SqliteStore::open_url(url)
-                .await
-                .with_context(|| format!("opening {url}"))?,
-        ),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
-            PgStore::open(url)
-                .await
-                .with_context(|| format!("opening {}", crate::config::redact_url(url)))?,
-        ),
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+        {
+            Arc::new(
+                callmeta_store::open(url)
+                    .await
+                    .with_context(|| format!("opening {}", crate::config::redact_url(url)))?,
+            )
+        }
         Some(url) => bail!(
             "unsupported database URL {}: expected sqlite:PATH or postgres://...",
             crate::config::redact_url(url)

@@ -729,7 +729,7 @@ async fn a_recording_left_on_disk_without_its_job_is_attached_at_the_next_start(
         .await;
     let id = call["unique_id"].as_str().unwrap().to_string();
     app.stop().await;
-    let store = callmeta_app::store::sqlite::SqliteStore::open(&data.path().join("callmeta.db"))
+    let store = callmeta_store::SqlStore::open_sqlite(&data.path().join("callmeta.db"))
         .await
         .unwrap();
     let tenant = store
