@@ -16,7 +16,7 @@ use callmeta_core::enrich::EnrichmentResult;
 
 use super::calls::enrich_now;
 use super::jobs::{self, Held};
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{BackfillRecord, CallQuery, JobKind, StoreError, TenantId};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -122,7 +122,7 @@ pub async fn backfill(
         offset: 0,
         ..filter.clone()
     })?;
-    let now = now_ms();
+    let now = services.now_ms();
     let report = BackfillReport {
         dry_run,
         ..Default::default()
@@ -230,7 +230,7 @@ async fn run(
         let report = &mut progress.report;
         for mut call in calls {
             report.examined += 1;
-            let fresh = enrich_now(services, tenant, &call.metadata, now_ms());
+            let fresh = enrich_now(services, tenant, &call.metadata, services.now_ms());
             count(&mut report.before, &call.enrichment);
             count(&mut report.after, &fresh);
             if same(&call.enrichment, &fresh) {
@@ -239,7 +239,7 @@ async fn run(
             report.changed += 1;
             if !dry_run {
                 call.enrichment = fresh;
-                call.updated_ms = now_ms();
+                call.updated_ms = services.now_ms();
                 services.store.update_call(tenant, &call).await?;
             }
         }
@@ -247,7 +247,7 @@ async fn run(
         jobs::checkpoint(services, &held, &to_json(&progress)).await?;
         save(services, tenant, &backfill, &progress.report, None).await?;
     }
-    let finished = now_ms();
+    let finished = services.now_ms();
     save(services, tenant, &backfill, &progress.report, Some(finished)).await?;
     jobs::done(services, held).await?;
     backfill.report = progress.report;
@@ -268,7 +268,7 @@ async fn save(
         id: backfill.id.clone(),
         tenant: tenant.clone(),
         created_ms: backfill.created_ms,
-        updated_ms: now_ms(),
+        updated_ms: services.now_ms(),
         finished_ms,
         dry_run: report.dry_run,
         filter: to_json(&backfill.filter),

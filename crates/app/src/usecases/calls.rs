@@ -3,7 +3,7 @@
 
 use callmeta_core::enrich::{self, EnrichmentResult, Metadata, TableView};
 
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{CallQuery, CallRecord, CallSource, StoreError, TenantId};
 
 pub struct NewCall {
@@ -224,7 +224,7 @@ pub async fn create_call(
             Err(e) => return Err(e.into()),
         }
     }
-    let now = now_ms();
+    let now = services.now_ms();
     let timestamp_ms = new
         .timestamp_ms
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
@@ -309,7 +309,7 @@ pub async fn update_call_metadata(
     if call.metadata == metadata {
         return Ok(call);
     }
-    let now = now_ms();
+    let now = services.now_ms();
     call.enrichment = enrich_now(services, tenant, &metadata, now);
     call.metadata = metadata;
     call.updated_ms = now;
@@ -328,7 +328,7 @@ pub async fn attach_audio(
     let mut call = get_call(services, tenant, unique_id).await?;
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
-    call.updated_ms = now_ms();
+    call.updated_ms = services.now_ms();
     services.store.update_call(tenant, &call).await?;
     Ok(call)
 }

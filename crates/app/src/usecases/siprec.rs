@@ -16,7 +16,7 @@ use callmeta_core::enrich::Metadata;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{AppError, Services, now_ms, tenants};
+use super::{AppError, Services, tenants};
 use crate::store::{StoreError, TenantId};
 
 /// Mappings at most per tenant.
@@ -93,7 +93,7 @@ pub async fn put_settings(
     .map_err(anyhow::Error::new)?;
     services
         .store
-        .put_siprec_settings(tenant, &stored, now_ms())
+        .put_siprec_settings(tenant, &stored, services.now_ms())
         .await?;
     Ok(SiprecSettings {
         mapping: settings.mapping,
@@ -170,7 +170,7 @@ pub async fn add_sip_source(
     }
     let added = services
         .store
-        .add_sip_source(&tenant.id, &network, now_ms())
+        .add_sip_source(&tenant.id, &network, services.now_ms())
         .await?;
     Ok((network, added))
 }

@@ -30,7 +30,7 @@ use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
 use super::uploads::{self, Received};
-use super::{AppError, Services, active_tables, jobs, new_id, now_ms};
+use super::{AppError, Services, active_tables, jobs, new_id};
 use crate::mapped::MappedFile;
 use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
@@ -128,7 +128,10 @@ pub async fn configure_table(
         }
         _ => {
             let held = active_tables::hold_installs(services).await;
-            let table = services.store.put_table(tenant, name, &options, now_ms()).await?;
+            let table = services
+                .store
+                .put_table(tenant, name, &options, services.now_ms())
+                .await?;
             active_tables::install(services, &held, tenant, name, &options, None, None).await?;
             Ok((table, None))
         }
@@ -264,7 +267,7 @@ async fn ingest_and_record(
     let version = VersionRecord {
         id: id.clone(),
         table: name.clone(),
-        created_ms: now_ms(),
+        created_ms: services.now_ms(),
         channel: channel.as_str().to_string(),
         filename,
         sha256: report.sha256.clone(),

@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{StoreError, Tenant, TenantId};
 
 #[derive(Debug, Serialize)]
@@ -51,7 +51,7 @@ pub async fn create_tenant(
         id: TenantId(new_id()),
         slug: slug.clone(),
         password_hash,
-        created_ms: now_ms(),
+        created_ms: services.now_ms(),
     };
     services.store.create_tenant(&tenant, &hash_token(&token)).await?;
     Ok(CreatedTenant {
@@ -166,7 +166,7 @@ pub async fn add_public_key(
     let tenant = tenant_by_slug(services, slug).await?;
     services
         .store
-        .add_tenant_key(&tenant.id, public_key, comment, super::now_ms())
+        .add_tenant_key(&tenant.id, public_key, comment, services.now_ms())
         .await?;
     Ok(tenant)
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use rand::RngCore;
 
-use super::{AppError, Services, now_ms, tenants};
+use super::{AppError, Services, tenants};
 use crate::store::{TenantId, WebSessionRecord};
 
 /// A logged-in session.
@@ -51,7 +51,7 @@ pub async fn login(
 ) -> Result<(String, WebSession), AppError> {
     let tenant = tenants::log_in(services, slug.trim(), password, from).await?;
     let token = random_hex();
-    let now = now_ms();
+    let now = services.now_ms();
     let record = WebSessionRecord {
         token_hash: tenants::hash_token(&token),
         tenant: tenant.id.clone(),
@@ -79,7 +79,7 @@ fn session(record: WebSessionRecord) -> WebSession {
 /// past its absolute end or idle too long.
 pub async fn current(services: &Services, token: &str) -> Result<WebSession, AppError> {
     let hash = tenants::hash_token(token);
-    let now = now_ms();
+    let now = services.now_ms();
     let record = services
         .store
         .web_session(&hash, now)
