@@ -110,6 +110,7 @@ fn from_record(record: BackfillRecord) -> Result<Backfill, AppError> {
 
 /// Re-enriches the tenant's calls matching `filter` (its limit and offset are
 /// ignored) from the current snapshot of active versions; returns when done.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = tracing::field::Empty, dry_run = dry_run))]
 pub async fn backfill(
     services: &Services,
     tenant: &TenantId,
@@ -137,6 +138,7 @@ pub async fn backfill(
         filter: to_json(&BackfillFilter::of(filter)),
         report: to_json(&report),
     };
+    tracing::Span::current().record("backfill", record.id.as_str());
     services.store.insert_backfill(&record).await?;
     let progress = Progress { after: None, report };
     let held = jobs::start(
@@ -151,6 +153,7 @@ pub async fn backfill(
 }
 
 /// A back-fill of the tenant's.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = id))]
 pub async fn get(services: &Services, tenant: &TenantId, id: &str) -> Result<Backfill, AppError> {
     match services.store.backfill(tenant, id).await {
         Ok(record) => from_record(record),
@@ -160,6 +163,7 @@ pub async fn get(services: &Services, tenant: &TenantId, id: &str) -> Result<Bac
 }
 
 /// The tenant's latest back-fills, newest first.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list(services: &Services, tenant: &TenantId, limit: u32) -> Result<Vec<Backfill>, AppError> {
     services
         .store
@@ -172,6 +176,7 @@ pub async fn list(services: &Services, tenant: &TenantId, limit: u32) -> Result<
 
 /// Goes on with the back-fills whose node stopped, from their last saved
 /// page; each is claimed by exactly one node. Returns how many finished.
+#[tracing::instrument(skip_all)]
 pub async fn resume_stale(services: &Services) -> Result<usize, AppError> {
     let mut finished = 0;
     while let Some((job, held)) = jobs::claim_stale(services, JobKind::Backfill).await? {
@@ -204,6 +209,7 @@ pub async fn resume_stale(services: &Services) -> Result<usize, AppError> {
 }
 
 /// Walks the calls after `progress`, saving it after each page.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = %backfill.id))]
 async fn run(
     services: &Services,
     mut backfill: Backfill,

@@ -200,6 +200,7 @@ pub fn format_timestamp(ms: i64) -> String {
 /// Creates a call: stored durably (with its enrichment) before this returns.
 /// A repeated `external_id` returns the existing call (`false`) instead of a
 /// duplicate, so a client may retry safely.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = tracing::field::Empty))]
 pub async fn create_call(
     services: &Services,
     tenant: &TenantId,
@@ -231,6 +232,7 @@ pub async fn create_call(
         .unwrap_or(now);
     let enrichment = enrich_now(services, tenant, &new.metadata, now);
     let unique_id = new_id();
+    tracing::Span::current().record("call_id", unique_id.as_str());
     let audio_key = match new.audio {
         Some(audio) => Some(store_audio(services, tenant, &unique_id, audio).await?),
         None => None,
@@ -260,6 +262,7 @@ pub async fn create_call(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn get_call(
     services: &Services,
     tenant: &TenantId,
@@ -298,6 +301,7 @@ async fn store_audio(
 /// new snapshot) and enriches it again from the versions active now; the
 /// new results replace the old ones, as the metadata they were computed from
 /// did.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn update_call_metadata(
     services: &Services,
     tenant: &TenantId,
@@ -319,6 +323,7 @@ pub async fn update_call_metadata(
 
 /// Stores a call's recording (the end of a SIPREC call, or what was
 /// received before a crash) and links it to the call.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn attach_audio(
     services: &Services,
     tenant: &TenantId,
@@ -334,6 +339,7 @@ pub async fn attach_audio(
 }
 
 /// A call's recording and its content type; `NotFound` when it has none.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
     tenant: &TenantId,
@@ -349,6 +355,7 @@ pub async fn call_audio(
 
 /// The calls matching `query`, newest first, and how many match; a query
 /// beyond the bounds ([`check_query`]) is refused before it reaches the store.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_calls(
     services: &Services,
     tenant: &TenantId,

@@ -110,6 +110,7 @@ async fn renew(
 }
 
 /// Records new work, leased to this node and held.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, job = id, kind = kind.as_str()))]
 pub async fn start(
     services: &Services,
     kind: JobKind,
@@ -135,6 +136,7 @@ pub async fn start(
 }
 
 /// Claims the oldest job of `kind` that a stopped node left, if any.
+#[tracing::instrument(skip_all, fields(kind = kind.as_str()))]
 pub async fn claim_stale(services: &Services, kind: JobKind) -> Result<Option<(Job, Held)>, AppError> {
     let now = services.now_ms();
     let job = services
@@ -150,6 +152,7 @@ pub async fn claim_stale(services: &Services, kind: JobKind) -> Result<Option<(J
 /// Claims one job if this node's name already holds it (it was this node
 /// before a restart) or its lease ran out; `None` if it is finished or
 /// another node works on it.
+#[tracing::instrument(skip_all, fields(job = id))]
 pub async fn take(services: &Services, id: &str) -> Result<Option<(Job, Held)>, AppError> {
     let now = services.now_ms();
     let job = services
@@ -164,6 +167,7 @@ pub async fn take(services: &Services, id: &str) -> Result<Option<(Job, Held)>, 
 
 /// Records the progress of work done in steps; `Conflict` if another node
 /// took the job over meanwhile (this node's lease had run out).
+#[tracing::instrument(skip_all, fields(job = %held.id))]
 pub async fn checkpoint(
     services: &Services,
     held: &Held,
@@ -180,6 +184,7 @@ pub async fn checkpoint(
 }
 
 /// The work is done (or given up): the job is forgotten.
+#[tracing::instrument(skip_all, fields(job = %held.id))]
 pub async fn done(services: &Services, held: Held) -> Result<(), AppError> {
     services.store.delete_job(&held.id).await?;
     Ok(())
