@@ -15,12 +15,12 @@ pub mod tables;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 
+use callmeta_app::clock::Clock;
 use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
 
@@ -32,36 +32,46 @@ pub struct AppState {
 
 /// Recently authenticated tokens, keyed by their hash, so a busy client costs
 /// one database read per token per minute rather than one per request.
-#[derive(Default)]
+/// Entries are dated on the application's clock.
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Tenant, Instant)>>,
+    clock: Arc<dyn Clock>,
+    entries: Mutex<HashMap<String, (Tenant, i64)>>,
 }
 
-const TOKEN_TTL: Duration = Duration::from_secs(60);
+const TOKEN_TTL_MS: i64 = 60_000;
 
 impl TokenCache {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            entries: Mutex::default(),
+        }
+    }
+
     pub fn get(&self, token: &str) -> Option<Tenant> {
         let key = callmeta_app::usecases::tenants::hash_token(token);
+        let now = self.clock.now_ms();
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key)
-            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .filter(|(_, at)| now - at < TOKEN_TTL_MS)
             .map(|(t, _)| t.clone())
     }
 
     pub fn put(&self, token: &str, tenant: Tenant) {
         let key = callmeta_app::usecases::tenants::hash_token(token);
+        let now = self.clock.now_ms();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 10_000 {
-            map.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+            map.retain(|_, (_, at)| now - *at < TOKEN_TTL_MS);
         }
-        map.insert(key, (tenant, Instant::now()));
+        map.insert(key, (tenant, now));
     }
 }
 
 pub fn router(services: Arc<Services>) -> Router {
     let state = AppState {
+        token_cache: Arc::new(TokenCache::new(services.clock.clone())),
         services,
-        token_cache: Arc::new(TokenCache::default()),
     };
     let api = Router::new()
         .route("/tables", get(tables::list_tables))

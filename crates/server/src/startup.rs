@@ -1,6 +1,6 @@
 //! Wiring: open the store and blob storage, load the active versions, bind the
 //! listeners. Production (`callmeta serve`) and the integration tests start
-//! the application the same way: `App::build(config)` then `run_until`.
+//! the application the same way: `App::build(config, clock)` then `run_until`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use callmeta_app::blobs::s3::S3Blobs;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
+use callmeta_app::clock::Clock;
 use callmeta_app::store::Store;
 use callmeta_app::usecases::{Services, active_tables, backfill, tables, uploads};
 use callmeta_filedrop::dropbox::Dropbox;
@@ -24,9 +25,10 @@ use callmeta_filedrop::tree::DropTree;
 use callmeta_sip::SipServer;
 use callmeta_store::SqlStore;
 
-/// Opens the configured store and blob storage and loads the active versions.
-pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
-    open_services_as(config, None).await
+/// Opens the configured store and blob storage and loads the active versions;
+/// every use case takes its time from `clock`.
+pub async fn open_services(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Services>> {
+    open_services_as(config, None, clock).await
 }
 
 /// This server's name in job leases, kept in `<data dir>/node` so that a
@@ -45,7 +47,11 @@ fn node_name(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// [`open_services`] with a name in job leases (`None`: a random one).
-pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::Result<Arc<Services>> {
+pub async fn open_services_as(
+    config: &Config,
+    node: Option<String>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Services>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = match config.database.as_deref().filter(|s| !s.is_empty()) {
@@ -88,6 +94,7 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
         node,
         config.uploads.clone(),
         config.data_dir.join("spool"),
+        clock,
     );
     services.logins.configure(config.logins.clone());
     let loaded = active_tables::refresh(&services)
@@ -154,10 +161,12 @@ async fn bind_file_drop(
 
 impl App {
     /// Opens everything and binds the listeners (port 0 picks a free port).
-    pub async fn build(mut config: Config) -> anyhow::Result<App> {
+    /// `clock` is the time of every use case: the system clock in a server,
+    /// a clock the test moves in the tests.
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let services = open_services_as(&config, Some(node_name(&config.data_dir)?)).await?;
+        let services = open_services_as(&config, Some(node_name(&config.data_dir)?), clock).await?;
         uploads::clean_spool(&services.spool_dir, Duration::from_secs(3600));
         // Audio parts serve another node: with SQLite there is none.
         if config.siprec.audio_part_secs.is_none() {

@@ -3,7 +3,7 @@
 
 use callmeta_core::enrich::{self, EnrichmentResult, Metadata, TableView};
 
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{CallQuery, CallRecord, CallSource, StoreError, TenantId};
 
 pub struct NewCall {
@@ -200,6 +200,7 @@ pub fn format_timestamp(ms: i64) -> String {
 /// Creates a call: stored durably (with its enrichment) before this returns.
 /// A repeated `external_id` returns the existing call (`false`) instead of a
 /// duplicate, so a client may retry safely.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = tracing::field::Empty))]
 pub async fn create_call(
     services: &Services,
     tenant: &TenantId,
@@ -224,13 +225,14 @@ pub async fn create_call(
             Err(e) => return Err(e.into()),
         }
     }
-    let now = now_ms();
+    let now = services.now_ms();
     let timestamp_ms = new
         .timestamp_ms
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
         .unwrap_or(now);
     let enrichment = enrich_now(services, tenant, &new.metadata, now);
     let unique_id = new_id();
+    tracing::Span::current().record("call_id", unique_id.as_str());
     let audio_key = match new.audio {
         Some(audio) => Some(store_audio(services, tenant, &unique_id, audio).await?),
         None => None,
@@ -260,6 +262,7 @@ pub async fn create_call(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn get_call(
     services: &Services,
     tenant: &TenantId,
@@ -298,6 +301,7 @@ async fn store_audio(
 /// new snapshot) and enriches it again from the versions active now; the
 /// new results replace the old ones, as the metadata they were computed from
 /// did.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn update_call_metadata(
     services: &Services,
     tenant: &TenantId,
@@ -309,7 +313,7 @@ pub async fn update_call_metadata(
     if call.metadata == metadata {
         return Ok(call);
     }
-    let now = now_ms();
+    let now = services.now_ms();
     call.enrichment = enrich_now(services, tenant, &metadata, now);
     call.metadata = metadata;
     call.updated_ms = now;
@@ -319,6 +323,7 @@ pub async fn update_call_metadata(
 
 /// Stores a call's recording (the end of a SIPREC call, or what was
 /// received before a crash) and links it to the call.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn attach_audio(
     services: &Services,
     tenant: &TenantId,
@@ -328,12 +333,13 @@ pub async fn attach_audio(
     let mut call = get_call(services, tenant, unique_id).await?;
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
-    call.updated_ms = now_ms();
+    call.updated_ms = services.now_ms();
     services.store.update_call(tenant, &call).await?;
     Ok(call)
 }
 
 /// A call's recording and its content type; `NotFound` when it has none.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
     tenant: &TenantId,
@@ -349,6 +355,7 @@ pub async fn call_audio(
 
 /// The calls matching `query`, newest first, and how many match; a query
 /// beyond the bounds ([`check_query`]) is refused before it reaches the store.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_calls(
     services: &Services,
     tenant: &TenantId,

@@ -600,8 +600,7 @@ async fn sqlite_passes_the_story() {
 #[tokio::test]
 async fn postgres_passes_the_story() {
     let Some(db) = crate::helpers::PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the PostgreSQL story is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     let store = callmeta_store::SqlStore::open_postgres(&db.url).await.unwrap();
     story(&store).await;
