@@ -6,10 +6,10 @@
 //! - [`clock`]: the `Clock` port the use cases take their time from.
 //! - [`store`]: durable state behind the `Store` trait (SQLite by default).
 //! - [`blobs`]: CSV originals, reports and audio behind the `BlobStore` trait.
-//! - [`mapped`]: a received upload's file, mapped read-only for the parser.
+//! - [`spool`]: a received upload's file, read in chunks by the CSV parser.
 
 pub mod blobs;
 pub mod clock;
-pub mod mapped;
+pub mod spool;
 pub mod store;
 pub mod usecases;

@@ -1,18 +1,27 @@
 //! From the bytes of a CRM export to a [`TableIndex`] and a [`Report`].
 //!
-//! One parser serves every caller ([`ingest`] and [`parse_records`]):
+//! One parser serves every caller ([`ingest`], [`ingest_from`] and
+//! [`parse_records`]):
 //!
-//! 1. `with_text`: the encoding, from a byte-order mark or from whether the
-//!    bytes are valid UTF-8 (checked once, record by record, as they parse);
+//! 1. the encoding, from a byte-order mark or from whether the bytes are
+//!    valid UTF-8 (checked once, record by record, as they parse);
 //! 2. [`sniff`]: the delimiter, counted outside quotes on the header line;
-//! 3. `Parser`: RFC 4180 records from the `csv` crate, reusing one record
-//!    buffer, with cells trimmed, blank lines skipped and the markdown-like
-//!    pipe-table form (outer pipes, `|---|` separator) unwrapped;
-//! 4. [`ingest`]: checks each row against the header, the limits and the
-//!    table options, and appends it to an `IndexBuilder`.
+//! 3. RFC 4180 records from `csv-core` (the `csv` crate's engine), with
+//!    cells trimmed, blank lines skipped and the markdown-like pipe-table
+//!    form (outer pipes, `|---|` separator) unwrapped;
+//! 4. each row checked against the header, the limits and the table
+//!    options, and added to an `IndexBuilder`.
+//!
+//! [`chunks`] runs steps 3 and 4 on chunks of the file, on every core, with
+//! the result of a single pass, and reads the file through a [`Source`] so
+//! that it never needs to be in memory whole.
 //!
 //! Nothing here panics on any input: every failure becomes a [`CsvError`]
 //! whose message names the line and the field.
+
+mod chunks;
+
+pub use chunks::{Parallelism, Source};
 
 use std::fmt::Write as _;
 
@@ -20,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::ColumnName;
-use crate::index::{IndexBuilder, OnDuplicate, Pushed, TableIndex};
+use crate::index::TableIndex;
 use crate::matching::{MatchMode, Matcher, MatcherError};
+use chunks::{Attempt, Decoding, Failed, HeaderRead, Next, Row, RowReader, Stop};
 
 /// What to do with rows whose key repeats an earlier row's.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -251,7 +261,8 @@ pub fn ingest(bytes: &[u8], options: &TableOptions, limits: &Limits) -> Result<I
 }
 
 /// [`ingest`], calling `progress` with the number of input bytes consumed so
-/// far about every [`PROGRESS_STEP`] bytes, and once at the end.
+/// far after each chunk (about every [`PROGRESS_STEP`] bytes), and once at
+/// the end.
 pub fn ingest_with_progress(
     bytes: &[u8],
     options: &TableOptions,
@@ -280,11 +291,66 @@ pub fn ingest_unhashed(
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Ingested, Box<Report>> {
-    let mut report = Report {
+    match ingest_from(&bytes, options, limits, Parallelism::default(), progress) {
+        Ok(result) => result,
+        // Reading bytes in memory cannot fail.
+        Err(e) => {
+            let mut report = new_report(bytes.len() as u64, options);
+            report.error = Some(e.to_string());
+            Err(Box::new(report))
+        }
+    }
+}
+
+/// Ingests an upload read from `source` in chunks, parsed on
+/// `parallelism.threads` threads, leaving `report.sha256` empty (the caller
+/// hashes the bytes as they arrive). `progress` is called with the number
+/// of input bytes consumed so far about every chunk, and once at the end.
+///
+/// The outer `Err`: `source` could not be read. The inner one carries the
+/// report of a rejected upload (`accepted: false`, `error` set).
+pub fn ingest_from(
+    source: &dyn Source,
+    options: &TableOptions,
+    limits: &Limits,
+    parallelism: Parallelism,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<Result<Ingested, Box<Report>>> {
+    let mut report = new_report(source.len(), options);
+    // A file that turns out not to be UTF-8 is parsed a second time; its
+    // progress must not go backwards.
+    let mut reported = 0u64;
+    let mut monotonic = |n: u64| {
+        if n > reported {
+            reported = n;
+            progress(n);
+        }
+    };
+    match build(source, options, limits, parallelism, &mut monotonic, &mut report) {
+        Ok(index) => {
+            report.accepted = true;
+            report.keys = index.len() as u64;
+            monotonic(source.len());
+            Ok(Ok(Ingested { index, report }))
+        }
+        Err(Failed::Read(e)) => Err(e),
+        Err(Failed::Csv(error)) => {
+            report.error = Some(error.to_string());
+            Ok(Err(Box::new(report)))
+        }
+        Err(Failed::Encoding) => {
+            report.error = Some(CsvError::NotUtf8 { line: 1 }.to_string());
+            Ok(Err(Box::new(report)))
+        }
+    }
+}
+
+fn new_report(bytes: u64, options: &TableOptions) -> Report {
+    Report {
         accepted: false,
         error: None,
         sha256: String::new(),
-        bytes: bytes.len() as u64,
+        bytes,
         encoding: None,
         delimiter: None,
         pipe_table: false,
@@ -300,52 +366,122 @@ pub fn ingest_unhashed(
         keys: 0,
         match_mode: options.match_mode,
         duplicates_policy: options.duplicates,
-    };
-    // A file that turns out not to be UTF-8 is parsed a second time; its
-    // progress must not go backwards.
-    let mut reported = 0u64;
-    let mut monotonic = |n: u64| {
-        if n > reported {
-            reported = n;
-            progress(n);
-        }
-    };
-    match build(bytes, options, limits, &mut monotonic, &mut report) {
-        Ok(index) => {
-            report.accepted = true;
-            report.keys = index.len() as u64;
-            monotonic(bytes.len() as u64);
-            Ok(Ingested { index, report })
-        }
-        Err(error) => {
-            report.error = Some(error.to_string());
-            Err(Box::new(report))
-        }
     }
 }
 
-/// How often [`ingest_with_progress`] reports.
+/// About how often [`ingest_with_progress`] reports: the default chunk size.
 pub const PROGRESS_STEP: u64 = 1 << 20;
 
 fn build(
-    bytes: &[u8],
+    source: &dyn Source,
     options: &TableOptions,
     limits: &Limits,
+    parallelism: Parallelism,
     progress: &mut dyn FnMut(u64),
     report: &mut Report,
-) -> Result<TableIndex, CsvError> {
-    check_size(bytes, limits)?;
-    let matcher = Matcher::new(options.match_mode, options.region.as_deref())?;
-    with_text(bytes, |text, encoding| {
+) -> Result<TableIndex, Failed> {
+    check_size(source.len(), limits)?;
+    let matcher = Matcher::new(options.match_mode, options.region.as_deref()).map_err(CsvError::from)?;
+    let mut head = vec![0; BINARY_SNIFF_BYTES.min(source.len() as usize)];
+    let n = source.read_at(0, &mut head).map_err(Failed::Read)?;
+    head.truncate(n);
+    let mut attempts = attempts(&head).into_iter().peekable();
+    while let Some(attempt) = attempts.next() {
+        if let Decoding::Utf16 { strict: true, .. } = attempt.decoding
+            && !utf16_whole(source, &attempt).map_err(Failed::Read)?
+        {
+            // Malformed somewhere: it was not UTF-16 after all.
+            continue;
+        }
         reset(report);
-        report.encoding = Some(encoding.to_string());
-        build_text(bytes.len(), text, &matcher, options, limits, progress, report)
-    })
+        match chunks::run(
+            source,
+            &attempt,
+            options,
+            limits,
+            &matcher,
+            parallelism,
+            progress,
+            report,
+        ) {
+            Err(Failed::Encoding) if attempts.peek().is_some() => continue,
+            other => return other,
+        }
+    }
+    Err(Failed::Encoding)
+}
+
+/// The ways to read a file, in order, from its first bytes.
+///
+/// A byte-order mark decides (UTF-16 is transcoded). Without one, text
+/// whose code units are plainly UTF-16 (one zero byte in nearly every pair,
+/// always on the same side) is transcoded too, if it decodes. Otherwise the
+/// bytes are parsed as they are, on the bet that they are UTF-8: the parser
+/// checks each record as it reads it (which, since every byte is either in
+/// a field or an ASCII delimiter, quote or line break, checks the whole file
+/// once). If the bet fails, the file is decoded as Windows-1252 (what Excel
+/// writes for "CSV" on a Western-European Windows) and parsed again.
+fn attempts(head: &[u8]) -> Vec<Attempt> {
+    let attempt = |decoding, skip, name| Attempt { decoding, skip, name };
+    let utf16 = |big_endian, strict| Decoding::Utf16 { big_endian, strict };
+    if head.starts_with(b"\xFF\xFE") {
+        return vec![attempt(utf16(false, false), 2, "UTF-16LE (BOM)")];
+    }
+    if head.starts_with(b"\xFE\xFF") {
+        return vec![attempt(utf16(true, false), 2, "UTF-16BE (BOM)")];
+    }
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        return vec![
+            attempt(Decoding::Utf8, 3, "UTF-8 (BOM)"),
+            attempt(Decoding::Utf8Lossy, 3, "UTF-8 (BOM)"),
+        ];
+    }
+    let mut attempts = Vec::new();
+    if let Some((big_endian, name)) = bomless_utf16(head) {
+        attempts.push(attempt(utf16(big_endian, true), 0, name));
+    }
+    attempts.push(attempt(Decoding::Utf8, 0, "UTF-8"));
+    attempts.push(attempt(Decoding::Windows1252, 0, "windows-1252"));
+    attempts
+}
+
+/// Whether the whole file decodes as UTF-16 without a malformed sequence (a
+/// lone surrogate, an odd byte at the end), read in chunks.
+fn utf16_whole(source: &dyn Source, attempt: &Attempt) -> std::io::Result<bool> {
+    let encoding = match attempt.decoding {
+        Decoding::Utf16 { big_endian: true, .. } => encoding_rs::UTF_16BE,
+        _ => encoding_rs::UTF_16LE,
+    };
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let mut raw = vec![0u8; 1 << 20];
+    let mut out = vec![0u8; 3 << 20];
+    let mut offset = attempt.skip;
+    loop {
+        let n = source.read_at(offset, &mut raw)?;
+        offset += n as u64;
+        let last = n == 0;
+        let mut input = &raw[..n];
+        loop {
+            let (result, read, _) = decoder.decode_to_utf8_without_replacement(input, &mut out, last);
+            input = &input[read..];
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => break,
+                encoding_rs::DecoderResult::OutputFull => {}
+                encoding_rs::DecoderResult::Malformed(..) => return Ok(false),
+            }
+        }
+        if last {
+            return Ok(true);
+        }
+    }
 }
 
 /// Forgets what an attempt that turned out not to be UTF-8 had found.
 fn reset(report: &mut Report) {
     report.columns.clear();
+    report.encoding = None;
+    report.delimiter = None;
+    report.pipe_table = false;
     report.rows_read = 0;
     report.rows_accepted = 0;
     report.rows_rejected = 0;
@@ -355,129 +491,14 @@ fn reset(report: &mut Report) {
     report.duplicate_rows = 0;
 }
 
-fn build_text(
-    input_len: usize,
-    text: &[u8],
-    matcher: &Matcher,
-    options: &TableOptions,
-    limits: &Limits,
-    progress: &mut dyn FnMut(u64),
-    report: &mut Report,
-) -> Result<TableIndex, CsvError> {
-    let delimiter = sniff(text);
-    report.delimiter = Some(delimiter.name().to_string());
-    let mut parser = Parser::new(text, delimiter, limits)?;
-    report.pipe_table = parser.pipe_table;
-    report.columns = parser.header.clone();
-    let key = options.key.as_str();
-    let key_column = find_key_column(&parser.header, key)?;
-    let header = parser.header.clone();
-
-    let on_duplicate = match options.duplicates {
-        DuplicatePolicy::First | DuplicatePolicy::Reject => OnDuplicate::KeepFirst,
-        DuplicatePolicy::Last => OnDuplicate::KeepLast,
-        DuplicatePolicy::Ambiguous => OnDuplicate::MarkAmbiguous,
-    };
-    let arena_capacity = match matcher.mode() {
-        MatchMode::Exact => text.len(),
-        _ => text.len() + text.len() / 4,
-    };
-    let mut builder = IndexBuilder::new(
-        parser.header.clone(),
-        key_column,
-        matcher.clone(),
-        on_duplicate,
-        arena_capacity,
-    );
-    let mut lines = LineCounter::new(text);
-    let columns = parser.header.len();
-    // Scales positions in the decoded text back to input bytes for progress.
-    let scale = input_len as f64 / text.len().max(1) as f64;
-    let mut next_progress = PROGRESS_STEP;
-    let mut first_duplicate: Option<(u64, String)> = None;
-    let mut reserved = false;
-
-    while let Some(row) = parser.next_row()? {
-        report.rows_read += 1;
-        let issue = check_row(&row, columns, key_column, &header, limits, matcher);
-        let (issue, normalized) = match issue {
-            Ok(normalized) => (None, Some(normalized)),
-            Err(issue) => (Some(issue), None),
-        };
-        if let Some(issue) = issue {
-            let offset = row.offset;
-            let line = lines.line_at(offset);
-            report.rows_rejected += 1;
-            if report.problems.len() < MAX_PROBLEMS {
-                report.problems.push(RowProblem {
-                    line,
-                    reason: issue.to_string(),
-                });
-            }
-            if options.bad_rows == BadRowPolicy::Reject {
-                return Err(CsvError::Row { line, issue });
-            }
-            continue;
-        }
-        let normalized = normalized.unwrap_or_default();
-        let key_cell = row.get(key_column);
-        let key: &str = if matcher.mode() == MatchMode::Exact {
-            key_cell
-        } else {
-            &normalized
-        };
-        let pushed = builder
-            .push(key, |c| row.get(c))
-            .map_err(|_| CsvError::TooLarge)?;
-        report.rows_accepted += 1;
-        if let Pushed::Duplicate { first_of_key } = pushed {
-            report.duplicate_rows += 1;
-            if first_of_key {
-                report.duplicate_keys += 1;
-                if report.duplicate_examples.len() < MAX_DUPLICATE_EXAMPLES {
-                    report.duplicate_examples.push(excerpt(key_cell));
-                }
-            }
-            if first_duplicate.is_none() && options.duplicates == DuplicatePolicy::Reject {
-                let offset = row.offset;
-                first_duplicate = Some((lines.line_at(offset), excerpt(key_cell)));
-            }
-        }
-
-        let offset = parser.offset();
-        if !reserved && report.rows_read == 1024 {
-            // Sizes the hash table once from the average row length so far.
-            reserved = true;
-            let per_row = (offset / 1024).max(1);
-            let remaining = (text.len() as u64).saturating_sub(offset) / per_row;
-            let rows = remaining + remaining / 16;
-            let key_bytes = builder.key_bytes() / 1024 * rows as usize;
-            builder.reserve(rows as usize, key_bytes);
-        }
-        if offset >= next_progress {
-            progress(((offset as f64) * scale) as u64);
-            next_progress = offset + PROGRESS_STEP;
-        }
-    }
-    if let Some((line, key)) = first_duplicate {
-        return Err(CsvError::DuplicateKey {
-            line,
-            key,
-            keys: report.duplicate_keys,
-        });
-    }
-    Ok(builder.finish())
-}
-
-fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), CsvError> {
-    let size = bytes.len() as u64;
+fn check_size(size: u64, limits: &Limits) -> Result<(), CsvError> {
     if size > limits.max_file_bytes {
         return Err(CsvError::FileTooLarge {
             bytes: size,
             limit: limits.max_file_bytes,
         });
     }
-    if bytes.is_empty() {
+    if size == 0 {
         return Err(CsvError::Empty);
     }
     Ok(())
@@ -571,85 +592,62 @@ fn excerpt(value: &str) -> String {
 /// and the trimmed cells of every non-blank row. A row whose field count
 /// differs from the header's, or a field over the limit, is an error.
 pub fn parse_records(bytes: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
-    check_size(bytes, limits)?;
-    with_text(bytes, |text, _| parse_text(text, limits))
+    check_size(bytes.len() as u64, limits)?;
+    let head = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES)];
+    let mut attempts = attempts(head).into_iter().peekable();
+    while let Some(attempt) = attempts.next() {
+        let rest = bytes.get(attempt.skip as usize..).unwrap_or_default();
+        let Some(text) = attempt.decoding.decode(rest.to_vec()) else {
+            continue;
+        };
+        match parse_text(&text, limits) {
+            Err(Stop::NotUtf8) if attempts.peek().is_some() => continue,
+            Err(Stop::NotUtf8) => return Err(CsvError::NotUtf8 { line: 1 }),
+            Err(Stop::Error(e)) => return Err(e),
+            Ok(parsed) => return Ok(parsed),
+        }
+    }
+    Err(CsvError::NotUtf8 { line: 1 })
 }
 
-fn parse_text(text: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<String>>), CsvError> {
-    let mut parser = Parser::new(text, sniff(text), limits)?;
-    let header = parser.header.clone();
-    let mut lines = LineCounter::new(text);
+fn parse_text(text: &[u8], limits: &Limits) -> Result<(Vec<String>, Vec<Vec<String>>), Stop> {
+    check_binary_at(text).map_err(Stop::Error)?;
+    let HeaderRead::Done(header, data) = chunks::read_header(text, true, limits)? else {
+        return Err(Stop::Error(CsvError::NoHeader));
+    };
+    let columns = header.names.len();
+    let mut reader = RowReader::new(text, data, true, &header);
     let mut rows = Vec::new();
-    while let Some(row) = parser.next_row()? {
-        let issue = if row.len() != header.len() {
+    loop {
+        let row = match reader.next_row()? {
+            Next::End { .. } => break,
+            Next::Row(row) => row,
+        };
+        let issue = if row.len() != columns {
             Some(RowIssue::FieldCount {
                 found: row.len(),
-                expected: header.len(),
+                expected: columns,
             })
         } else {
             (0..row.len())
                 .find(|&c| row.raw_len(c) > limits.max_field_bytes)
                 .map(|c| RowIssue::FieldTooLong {
-                    column: header[c].clone(),
+                    column: header.names[c].clone(),
                     bytes: row.raw_len(c),
                     limit: limits.max_field_bytes,
                 })
         };
+        let cells: Vec<String> = (0..row.len()).map(|c| row.get(c).to_string()).collect();
         if let Some(issue) = issue {
             let offset = row.offset;
-            return Err(CsvError::Row {
-                line: lines.line_at(offset),
+            return Err(Stop::Error(CsvError::Row {
+                line: reader.line_at(offset),
                 issue,
-            });
+            }));
         }
-        rows.push((0..row.len()).map(|c| row.get(c).to_string()).collect());
+        rows.push(cells);
     }
-    Ok((header, rows))
-}
-
-/// Runs `parse` on the text of an upload with the name of its encoding.
-///
-/// A byte-order mark decides (UTF-16 is transcoded). Without one, text
-/// whose code units are plainly UTF-16 (one zero byte in nearly every pair,
-/// always on the same side) is transcoded too. Otherwise the bytes are
-/// parsed as they are, on the bet that they are UTF-8: the parser checks
-/// each record as it reads it (which, since every byte is either in a field
-/// or an ASCII delimiter, quote or line break, checks the whole file once). If
-/// the bet fails, the file is decoded as Windows-1252 (what Excel writes for
-/// "CSV" on a Western-European Windows) and parsed again.
-fn with_text<T>(
-    bytes: &[u8],
-    mut parse: impl FnMut(&[u8], &'static str) -> Result<T, CsvError>,
-) -> Result<T, CsvError> {
-    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
-        let text = encoding_rs::UTF_16LE.decode_without_bom_handling(rest).0;
-        return parse(text.as_bytes(), "UTF-16LE (BOM)");
-    }
-    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
-        let text = encoding_rs::UTF_16BE.decode_without_bom_handling(rest).0;
-        return parse(text.as_bytes(), "UTF-16BE (BOM)");
-    }
-    let (rest, bom) = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        Some(rest) => (rest, true),
-        None => (bytes, false),
-    };
-    if !bom && let Some((encoding, name)) = bomless_utf16(bytes) {
-        // A malformed sequence (a lone surrogate, an odd byte at the end)
-        // means it was not UTF-16 after all.
-        if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(bytes) {
-            return parse(text.as_bytes(), name);
-        }
-    }
-    check_binary(rest)?;
-    let encoding = if bom { "UTF-8 (BOM)" } else { "UTF-8" };
-    match parse(rest, encoding) {
-        Err(CsvError::NotUtf8 { .. }) if bom => parse(String::from_utf8_lossy(rest).as_bytes(), encoding),
-        Err(CsvError::NotUtf8 { .. }) => {
-            let text = encoding_rs::WINDOWS_1252.decode_without_bom_handling(rest).0;
-            parse(text.as_bytes(), "windows-1252")
-        }
-        other => other,
-    }
+    Ok((header.names.clone(), rows))
 }
 
 /// The field separator.
@@ -691,14 +689,21 @@ impl Delimiter {
 /// The delimiter that occurs most often outside quotes on the header line
 /// (the first non-blank line); ties and a one-column header give comma.
 pub fn sniff(text: &[u8]) -> Delimiter {
+    sniff_line(text).0
+}
+
+/// [`sniff`], and whether the header line ended within `text`.
+fn sniff_line(text: &[u8]) -> (Delimiter, bool) {
     let mut counts = [0usize; 4];
     let mut in_quotes = false;
     let mut started = false;
+    let mut complete = false;
     for &b in text {
         match b {
             b'"' => in_quotes = !in_quotes,
             b'\r' | b'\n' if !in_quotes => {
                 if started {
+                    complete = true;
                     break;
                 }
             }
@@ -721,94 +726,10 @@ pub fn sniff(text: &[u8]) -> Delimiter {
             best_count = n;
         }
     }
-    best
+    (best, complete)
 }
 
-/// One data row, borrowed from the parser's record buffer.
-struct Row<'r> {
-    /// Where the reader was when the record began; blank lines and a line
-    /// terminator may precede the record itself.
-    offset: u64,
-    /// The record's fields, back to back, checked as UTF-8.
-    text: &'r str,
-    record: &'r ::csv::ByteRecord,
-    /// Index in `record` of the first cell (1 when a pipe-table row's leading
-    /// pipe made an empty first field).
-    first: usize,
-    len: usize,
-}
-
-impl Row<'_> {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The trimmed cell.
-    fn get(&self, column: usize) -> &str {
-        if column >= self.len {
-            return "";
-        }
-        field(self.text, self.record, self.first + column)
-            .map(trim)
-            .unwrap_or("")
-    }
-
-    /// The length of all the record's fields together.
-    fn total_len(&self) -> usize {
-        self.text.len()
-    }
-
-    /// The cell's length as read (unquoted, untrimmed).
-    fn raw_len(&self, column: usize) -> usize {
-        if column >= self.len {
-            return 0;
-        }
-        self.record.get(self.first + column).map_or(0, <[u8]>::len)
-    }
-}
-
-/// A record's fields, back to back, checked as UTF-8 in one call (csv's
-/// `StringRecord` checks field by field when a record is not ASCII). Each
-/// field must also start on a character boundary, or two invalid halves on
-/// either side of a delimiter would pass for one character.
-fn record_text(record: &::csv::ByteRecord) -> Result<&str, CsvError> {
-    let not_utf8 = || CsvError::NotUtf8 {
-        line: record.position().map_or(0, |p| p.line()),
-    };
-    let bytes = record.as_slice();
-    let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
-    if !text.is_ascii() {
-        let base = bytes.as_ptr() as usize;
-        if !record
-            .iter()
-            .all(|f| text.is_char_boundary(f.as_ptr() as usize - base))
-        {
-            return Err(not_utf8());
-        }
-    }
-    Ok(text)
-}
-
-/// Whether every field of a record is whitespace (a blank line).
-fn is_blank(record: &::csv::ByteRecord) -> bool {
-    let rest = record.as_slice().trim_ascii_start();
-    match rest.first() {
-        None => true,
-        Some(&b) if b < 0x80 => false,
-        // Unicode whitespace (a no-break space, say) is rare enough to check slowly.
-        Some(_) => std::str::from_utf8(rest).is_ok_and(|t| t.trim().is_empty()),
-    }
-}
-
-/// Field `i` of a record whose fields are `text` (see [`record_text`]).
-fn field<'a>(text: &'a str, record: &::csv::ByteRecord, i: usize) -> Option<&'a str> {
-    let f = record.get(i)?;
-    let start = (f.as_ptr() as usize).checked_sub(record.as_slice().as_ptr() as usize)?;
-    text.get(start..start + f.len())
-}
-
-/// How much of the start of a file is searched for a NUL byte.
-const BINARY_SNIFF_BYTES: usize = 1 << 16;
+use chunks::BINARY_SNIFF_BYTES;
 
 /// `str::trim`, with a shortcut for the usual cell that starts and ends with
 /// a visible ASCII character.
@@ -824,7 +745,7 @@ fn trim(cell: &str) -> &str {
 /// mostly ASCII, so in nearly every 2-byte code unit one byte is zero, on the
 /// same side throughout (the high byte: second in LE, first in BE). A unit
 /// with both bytes zero (U+0000) rules it out.
-fn bomless_utf16(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, &'static str)> {
+fn bomless_utf16(bytes: &[u8]) -> Option<(bool, &'static str)> {
     let head = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES) & !1];
     let units = head.len() / 2;
     if units < 4 {
@@ -837,9 +758,9 @@ fn bomless_utf16(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, &'stat
     }
     let mostly = |n: usize| n * 4 >= units * 3;
     if first_zero == 0 && mostly(second_zero) {
-        Some((encoding_rs::UTF_16LE, "UTF-16LE (no BOM)"))
+        Some((false, "UTF-16LE (no BOM)"))
     } else if second_zero == 0 && mostly(first_zero) {
-        Some((encoding_rs::UTF_16BE, "UTF-16BE (no BOM)"))
+        Some((true, "UTF-16BE (no BOM)"))
     } else {
         None
     }
@@ -847,208 +768,13 @@ fn bomless_utf16(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, &'stat
 
 /// A NUL near the start means a binary file or BOM-less UTF-16; one further
 /// on is just an odd byte in a cell.
-fn check_binary(text: &[u8]) -> Result<(), CsvError> {
+fn check_binary_at(text: &[u8]) -> Result<(), CsvError> {
     let head = &text[..text.len().min(BINARY_SNIFF_BYTES)];
     match head.iter().position(|&b| b == 0) {
         Some(nul) => Err(CsvError::Binary {
             line: LineCounter::new(text).line_at(nul as u64),
         }),
         None => Ok(()),
-    }
-}
-
-/// Records of a decoded text, after its header.
-struct Parser<'t> {
-    text: &'t [u8],
-    reader: ::csv::Reader<&'t [u8]>,
-    record: ::csv::ByteRecord,
-    delimiter: Delimiter,
-    pipe_table: bool,
-    header: Vec<String>,
-    /// The record in `record` was read ahead (to look for a pipe-table
-    /// separator) and is the next row.
-    replay: bool,
-}
-
-impl<'t> Parser<'t> {
-    fn new(text: &'t [u8], delimiter: Delimiter, limits: &Limits) -> Result<Parser<'t>, CsvError> {
-        check_binary(text)?;
-        let reader = ::csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(delimiter.byte())
-            .buffer_capacity(1 << 16)
-            .from_reader(text);
-        let mut parser = Parser {
-            text,
-            reader,
-            record: ::csv::ByteRecord::new(),
-            delimiter,
-            pipe_table: false,
-            header: Vec::new(),
-            replay: false,
-        };
-        parser.read_header(limits)?;
-        Ok(parser)
-    }
-
-    fn read_header(&mut self, limits: &Limits) -> Result<(), CsvError> {
-        let offset = loop {
-            let offset = self.reader.position().byte();
-            if !self.read()? {
-                return Err(CsvError::NoHeader);
-            }
-            if !is_blank(&self.record) {
-                break offset;
-            }
-        };
-        let text = record_text(&self.record)?;
-        let line = LineCounter::new(self.text).line_at(offset);
-        let (first, mut len) = self.cells_of(offset);
-        let outer_pipes = first == 1;
-        if outer_pipes
-            && len > 1
-            && field(text, &self.record, first + len - 1).is_some_and(|f| f.trim().is_empty())
-        {
-            len -= 1;
-        }
-        if len > limits.max_columns {
-            return Err(CsvError::TooManyColumns {
-                columns: len,
-                limit: limits.max_columns,
-            });
-        }
-        let mut header = Vec::with_capacity(len);
-        let mut seen = hashbrown::HashMap::with_capacity(len);
-        for column in 0..len {
-            let raw = field(text, &self.record, first + column).unwrap_or("");
-            if raw.len() > limits.max_field_bytes {
-                return Err(CsvError::HeaderFieldTooLong {
-                    line,
-                    column: column + 1,
-                    bytes: raw.len(),
-                    limit: limits.max_field_bytes,
-                });
-            }
-            let name = raw.trim();
-            if name.is_empty() {
-                return Err(CsvError::UnnamedColumn {
-                    line,
-                    column: column + 1,
-                });
-            }
-            if let Some(&earlier) = seen.get(name) {
-                return Err(CsvError::DuplicateColumn {
-                    name: excerpt(name),
-                    first: earlier,
-                    second: column + 1,
-                });
-            }
-            seen.insert(name, column + 1);
-            header.push(name.to_string());
-        }
-        drop(seen);
-        let outer_pipes = outer_pipes && !header.is_empty();
-        self.header = header;
-        self.pipe_table = outer_pipes;
-
-        // A markdown separator line (`|---|:---:|`) may follow a pipe header.
-        if self.delimiter == Delimiter::Pipe {
-            let offset = self.reader.position().byte();
-            if self.read()? {
-                let (first, len) = self.cells_of(offset);
-                let text = record_text(&self.record)?;
-                let cells = (first..first + len)
-                    .filter_map(|i| field(text, &self.record, i))
-                    .map(str::trim);
-                let mut cells = cells.filter(|c| !c.is_empty()).peekable();
-                let separator = cells.peek().is_some() && cells.all(is_alignment_cell);
-                if separator {
-                    self.pipe_table = true;
-                } else {
-                    self.replay = true;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn read(&mut self) -> Result<bool, CsvError> {
-        let start = self.reader.position().byte();
-        let more = self.reader.read_byte_record(&mut self.record).map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            match e.kind() {
-                ::csv::ErrorKind::Utf8 { .. } => CsvError::NotUtf8 { line },
-                _ => CsvError::Unreadable {
-                    line,
-                    detail: e.to_string(),
-                },
-            }
-        })?;
-        // The csv crate ends a quoted field that is still open at the end of
-        // the input as if it were closed: only the record that reached the
-        // end can have one, so only that record is read again.
-        if more && self.reader.position().byte() >= self.text.len() as u64 {
-            let rest = self.text.get(start as usize..).unwrap_or_default();
-            if let Some(quote) = unclosed_quote(rest, self.delimiter.byte()) {
-                return Err(CsvError::UnclosedQuote {
-                    line: LineCounter::new(self.text).line_at(start + quote as u64),
-                });
-            }
-        }
-        Ok(more)
-    }
-
-    /// Where the cells of the current record begin in it, and how many there
-    /// are, given the record's starting position.
-    fn cells_of(&self, offset: u64) -> (usize, usize) {
-        let len = self.record.len();
-        if self.delimiter != Delimiter::Pipe {
-            return (0, len);
-        }
-        let rest = self.text.get(offset as usize..).unwrap_or_default();
-        let leading_pipe = rest.iter().find(|b| !matches!(b, b'\r' | b'\n' | b' ' | b'\t')) == Some(&b'|');
-        if leading_pipe && len > 0 {
-            (1, len - 1)
-        } else {
-            (0, len)
-        }
-    }
-
-    /// The next non-blank row, if any.
-    fn next_row(&mut self) -> Result<Option<Row<'_>>, CsvError> {
-        loop {
-            let offset = self.reader.position().byte();
-            if self.replay {
-                self.replay = false;
-            } else if !self.read()? {
-                return Ok(None);
-            }
-            if is_blank(&self.record) {
-                continue;
-            }
-            let text = record_text(&self.record)?;
-            let offset = self.record.position().map_or(offset, |p| p.byte());
-            let (first, mut len) = self.cells_of(offset);
-            if self.pipe_table
-                && len == self.header.len() + 1
-                && field(text, &self.record, first + len - 1).is_some_and(|f| f.trim().is_empty())
-            {
-                len -= 1;
-            }
-            return Ok(Some(Row {
-                offset,
-                text,
-                record: &self.record,
-                first,
-                len,
-            }));
-        }
-    }
-
-    /// How far the reader has got in the text.
-    fn offset(&self) -> u64 {
-        self.reader.position().byte()
     }
 }
 

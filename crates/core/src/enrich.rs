@@ -164,13 +164,13 @@ fn add_row(
     let mut next_taken = taken.iter().peekable();
     let mut skipped = false;
     for (slot, (name, value)) in added.iter_mut().enumerate() {
-        let cell = cells.next().map_or("", |(_, cell)| cell);
+        let cell = cells.next().map(|(_, cell)| cell).unwrap_or_default();
         if let Some(&(_, kept, kept_from)) = next_taken.next_if(|&&(s, _, _)| s == slot) {
             if !cell.is_empty() {
                 result.collisions.push(Collision {
                     key: name.clone(),
                     kept_value: kept.to_string(),
-                    dropped_value: cell.to_string(),
+                    dropped_value: cell.into_owned(),
                     kept_from: kept_from.map(str::to_string),
                 });
             }
@@ -181,7 +181,7 @@ fn add_row(
             skipped = true;
             continue;
         }
-        *value = cell.to_owned();
+        *value = cell.into_owned();
     }
     if skipped {
         // Taken names and empty cells are left with an empty value.

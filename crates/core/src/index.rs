@@ -16,13 +16,24 @@
 //!   prefix followed by the trimmed cell, in *column-name order*: the order in
 //!   which enrichment emits them, so enriching a call is one forward walk
 //!   over one place in memory. Outside `exact` mode the raw key cell follows.
+//! - `codings`, per column, chosen from the first rows ([`Coding::choose`]):
+//!   for a column with few distinct values (a team, a city, a language: most
+//!   of a CRM export's columns), its values stored once, a cell then being
+//!   the value's number; for the others, the prefix and the suffix that its
+//!   values share (a mail domain, a country code, an id's letters), stored
+//!   once, a cell then holding only what lies between. A value that does not
+//!   fit is stored whole.
 //!
-//! Length prefixes use 6 bits per byte plus a continuation bit (bit 6), so
-//! every prefix byte is ASCII and `rows` stays valid UTF-8: cells are sliced
-//! out as `&str` with no unsafe code and no second validation. A cell under
-//! 64 bytes costs one prefix byte instead of the delimiter it replaces, so the
-//! whole index is close to the size of the CSV file.
+//! Prefixes use 6 bits per byte plus a continuation bit (bit 6), so every
+//! prefix byte is ASCII and `rows` stays valid UTF-8: cells are sliced out as
+//! `&str` with no unsafe code and no second validation. A cell's prefix holds
+//! its length, or its value's number (the low two bits tell which form), so a
+//! cell under 16 bytes costs one byte instead of the delimiter it replaces,
+//! and a dictionary cell one byte in all: the old and the new version of a
+//! typical export fit together in less than the file's size. A cell that
+//! lost its prefix and suffix is put back together when read ([`Cow`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -40,6 +51,8 @@ pub struct TableIndex {
     matcher: Matcher,
     keys: Vec<u8>,
     rows: String,
+    /// By storage slot (see `by_name`); the default for a column stored whole.
+    codings: Vec<Coding>,
     table: HashTable<u32>,
     /// Under the `ambiguous` duplicates policy: the key offset of a key that
     /// appears on several rows, and on how many.
@@ -111,28 +124,29 @@ impl fmt::Debug for RowRef<'_> {
 impl<'a> RowRef<'a> {
     /// The trimmed cell of `column` (an index into [`TableIndex::columns`]);
     /// empty for a column index out of range.
-    pub fn get(&self, column: usize) -> &'a str {
+    pub fn get(&self, column: usize) -> Cow<'a, str> {
         let index = self.index;
         if column >= index.columns.len() {
-            return "";
+            return Cow::Borrowed("");
         }
         if column == index.key_column && index.matcher.mode() == MatchMode::Exact {
-            return self.match_key();
+            return Cow::Borrowed(self.match_key());
         }
+        let slot = index.slot_of[column];
         let mut pos = self.row as usize;
-        for _ in 0..index.slot_of[column] {
+        for _ in 0..slot {
             pos = skip_slot(index.rows.as_bytes(), pos);
         }
-        slot_at(&index.rows, pos).0
+        index.cell(slot, pos).0
     }
 
     /// `(column name, trimmed cell)` for every column, in header order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
         let index = self.index;
-        let mut by_slot: Vec<&'a str> = Vec::with_capacity(index.by_name.len() + 1);
+        let mut by_slot: Vec<Cow<'a, str>> = Vec::with_capacity(index.by_name.len() + 1);
         by_slot.extend(self.cells_by_name().map(|(_, value)| value));
         let raw_key = match index.matcher.mode() {
-            MatchMode::Exact => self.match_key(),
+            MatchMode::Exact => Cow::Borrowed(self.match_key()),
             _ => self.raw_key_after(by_slot.len()),
         };
         by_slot.push(raw_key);
@@ -140,21 +154,24 @@ impl<'a> RowRef<'a> {
             .columns
             .iter()
             .zip(&index.slot_of)
-            .map(move |(name, &slot)| (name.as_str(), by_slot.get(slot).copied().unwrap_or("")))
+            .map(move |(name, &slot)| {
+                let value = by_slot.get(slot).cloned().unwrap_or_default();
+                (name.as_str(), value)
+            })
     }
 
     /// The cells in header order.
-    pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn values(&self) -> impl Iterator<Item = Cow<'a, str>> + 'a {
         self.iter().map(|(_, value)| value)
     }
 
     /// `(column index, trimmed cell)` for every column but the key column,
     /// sorted by column name: the cheapest way through a row.
-    pub fn cells_by_name(&self) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    pub fn cells_by_name(&self) -> impl Iterator<Item = (usize, Cow<'a, str>)> + 'a {
         let index = self.index;
         let mut pos = self.row as usize;
-        index.by_name.iter().map(move |&column| {
-            let (value, next) = slot_at(&index.rows, pos);
+        index.by_name.iter().enumerate().map(move |(slot, &column)| {
+            let (value, next) = index.cell(slot, pos);
             pos = next;
             (column, value)
         })
@@ -166,13 +183,13 @@ impl<'a> RowRef<'a> {
         std::str::from_utf8(key_at(keys, self.key as usize)).unwrap_or("")
     }
 
-    fn raw_key_after(&self, slots: usize) -> &'a str {
+    fn raw_key_after(&self, slots: usize) -> Cow<'a, str> {
         let rows = self.index.rows.as_bytes();
         let mut pos = self.row as usize;
         for _ in 0..slots {
             pos = skip_slot(rows, pos);
         }
-        slot_at(&self.index.rows, pos).0
+        self.index.cell(slots, pos).0
     }
 }
 
@@ -238,6 +255,7 @@ impl TableIndex {
     pub fn heap_bytes(&self) -> usize {
         self.keys.capacity()
             + self.rows.capacity()
+            + self.codings.iter().map(Coding::heap_bytes).sum::<usize>()
             + self.table.allocation_size()
             + self.ambiguous.allocation_size()
             + self
@@ -262,6 +280,34 @@ impl TableIndex {
 
     pub(crate) fn template(&self) -> &BTreeMap<String, String> {
         &self.template
+    }
+
+    /// The cell of storage slot `slot` at `pos` in `rows`, and the position
+    /// after it.
+    #[inline]
+    fn cell(&self, slot: usize, pos: usize) -> (Cow<'_, str>, usize) {
+        let (value, data) = read_len(self.rows.as_bytes(), pos);
+        let coding = self.codings.get(slot);
+        match value & KIND {
+            DICTIONARY => {
+                let value = coding.map_or("", |c| c.values.get(value >> 2));
+                (Cow::Borrowed(value), data)
+            }
+            kind => {
+                let end = data.saturating_add(value >> 2);
+                let middle = self.rows.get(data..end).unwrap_or("");
+                match coding {
+                    Some(c) if kind == AFFIXED => {
+                        let mut whole = String::with_capacity(c.prefix.len() + middle.len() + c.suffix.len());
+                        whole.push_str(&c.prefix);
+                        whole.push_str(middle);
+                        whole.push_str(&c.suffix);
+                        (Cow::Owned(whole), end)
+                    }
+                    _ => (Cow::Borrowed(middle), end),
+                }
+            }
+        }
     }
 
     fn row_ref(&self, key: u32) -> RowRef<'_> {
@@ -310,18 +356,252 @@ fn read_len(bytes: &[u8], mut pos: usize) -> (usize, usize) {
     (len, pos)
 }
 
-/// The cell at `pos` in `rows`, and the position after it.
-#[inline]
-fn slot_at(rows: &str, pos: usize) -> (&str, usize) {
-    let (len, data) = read_len(rows.as_bytes(), pos);
-    let end = data.saturating_add(len);
-    (rows.get(data..end).unwrap_or(""), end)
-}
-
+/// The position after the cell at `pos` in `rows`.
 #[inline]
 fn skip_slot(rows: &[u8], pos: usize) -> usize {
-    let (len, data) = read_len(rows, pos);
-    data.saturating_add(len)
+    let (value, data) = read_len(rows, pos);
+    match value & KIND {
+        DICTIONARY => data,
+        _ => data.saturating_add(value >> 2),
+    }
+}
+
+/// A cell stored whole, at `pos` in `rows`, and the position after it
+/// (empty for a cell in another form).
+fn whole_cell(rows: &str, pos: usize) -> (&str, usize) {
+    let (value, data) = read_len(rows.as_bytes(), pos);
+    match value & KIND {
+        DICTIONARY => ("", data),
+        kind => {
+            let end = data.saturating_add(value >> 2);
+            let cell = if kind == WHOLE {
+                rows.get(data..end).unwrap_or("")
+            } else {
+                ""
+            };
+            (cell, end)
+        }
+    }
+}
+
+/// The low two bits of a cell's prefix: its form.
+const KIND: usize = 0b11;
+/// The cell's bytes follow; the rest of the prefix is their length.
+const WHOLE: usize = 0;
+/// The rest of the prefix is a number in the column's dictionary.
+const DICTIONARY: usize = 1;
+/// The bytes between the column's prefix and suffix follow.
+const AFFIXED: usize = 2;
+
+/// How one column's cells are stored: whole, as a number in its
+/// dictionary, or without the prefix and suffix its values share.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Coding {
+    values: Dictionary,
+    prefix: String,
+    suffix: String,
+}
+
+/// Prefixes and suffixes shorter than this are not worth a cell's check.
+const MIN_AFFIX_BYTES: usize = 3;
+
+impl Coding {
+    fn heap_bytes(&self) -> usize {
+        self.values.heap_bytes() + self.prefix.capacity() + self.suffix.capacity()
+    }
+
+    /// Appends a cell with its prefix.
+    #[inline]
+    fn encode(&self, rows: &mut String, value: &str) {
+        if !self.values.is_empty()
+            && let Some(id) = self.values.find(value)
+        {
+            encode_len(id << 2 | DICTIONARY, |b| rows.push(char::from(b)));
+            return;
+        }
+        if !(self.prefix.is_empty() && self.suffix.is_empty())
+            && let Some(middle) = value
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
+        {
+            encode_len(middle.len() << 2 | AFFIXED, |b| rows.push(char::from(b)));
+            rows.push_str(middle);
+            return;
+        }
+        encode_whole(rows, value);
+    }
+
+    /// How a table's columns are stored, by storage slot, from some of its
+    /// first rows (encoded by [`RowLayout::encode`] with no codings): a
+    /// dictionary when the values repeat a lot (at most one distinct value
+    /// in 8 rows), numbered in order of appearance; otherwise the prefix and
+    /// suffix that all the values share, when they are long enough.
+    pub(crate) fn choose<'r>(layout: &RowLayout, rows: impl Iterator<Item = &'r str>) -> Vec<Coding> {
+        let slots = layout.by_name.len();
+        let mut seen: Vec<Option<HashMap<&'r str, ()>>> = (0..slots).map(|_| Some(HashMap::new())).collect();
+        let mut order: Vec<Vec<&'r str>> = vec![Vec::new(); slots];
+        let mut affixes: Vec<Option<(&'r str, &'r str)>> = vec![None; slots];
+        let mut count = 0usize;
+        for row in rows {
+            count += 1;
+            let mut pos = 0;
+            for slot in 0..slots {
+                let (value, next) = whole_cell(row, pos);
+                pos = next;
+                affixes[slot] = Some(match affixes[slot] {
+                    None => (value, value),
+                    Some((prefix, suffix)) => (common_prefix(prefix, value), common_suffix(suffix, value)),
+                });
+                let Some(distinct) = &mut seen[slot] else {
+                    continue;
+                };
+                if value.len() > DICTIONARY_VALUE_BYTES {
+                    // Stays in its row; the column's short values may repeat.
+                    continue;
+                }
+                if distinct.len() >= DICTIONARY_VALUES {
+                    seen[slot] = None;
+                    continue;
+                }
+                if distinct.insert(value, ()).is_none() {
+                    order[slot].push(value);
+                }
+            }
+        }
+        let mut codings = Vec::with_capacity(slots);
+        for ((distinct, values), affix) in seen.into_iter().zip(order).zip(affixes) {
+            let mut coding = Coding::default();
+            match distinct {
+                Some(d) if count >= 64 && d.len() * 8 <= count => {
+                    coding.values = Dictionary::from_values(values)
+                }
+                _ if count >= 64 => {
+                    let (prefix, suffix) = affix.unwrap_or_default();
+                    if prefix.len() + suffix.len() >= MIN_AFFIX_BYTES {
+                        coding.prefix = prefix.to_string();
+                        coding.suffix = suffix.to_string();
+                    }
+                }
+                _ => {}
+            }
+            codings.push(coding);
+        }
+        codings
+    }
+}
+
+/// Appends a cell stored whole.
+fn encode_whole(rows: &mut String, value: &str) {
+    encode_len(value.len() << 2 | WHOLE, |b| rows.push(char::from(b)));
+    rows.push_str(value);
+}
+
+/// The longest prefix of `a` that `b` starts with, on a character boundary.
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let mut n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    while !a.is_char_boundary(n) {
+        n -= 1;
+    }
+    &a[..n]
+}
+
+/// The longest suffix of `a` that `b` ends with, on a character boundary.
+fn common_suffix<'a>(a: &'a str, b: &str) -> &'a str {
+    let n = a
+        .bytes()
+        .rev()
+        .zip(b.bytes().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut start = a.len() - n;
+    while !a.is_char_boundary(start) {
+        start += 1;
+    }
+    &a[start..]
+}
+
+/// The values of one column, stored once and numbered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dictionary {
+    text: String,
+    /// Where each value ends in `text`.
+    ends: Vec<u32>,
+    /// Open addressing: value number + 1 by [`Dictionary::slot`], 0 empty.
+    table: Vec<u16>,
+}
+
+/// The most values one dictionary holds.
+const DICTIONARY_VALUES: usize = 4096;
+/// The longest value a dictionary holds.
+const DICTIONARY_VALUE_BYTES: usize = 64;
+
+impl Dictionary {
+    fn get(&self, id: usize) -> &str {
+        let start = match id {
+            0 => 0,
+            _ => self.ends.get(id - 1).map_or(0, |&e| e as usize),
+        };
+        let end = self.ends.get(id).map_or(start, |&e| e as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 2
+    }
+
+    /// A cheap hash of a short value (its first 8 bytes, its last and its
+    /// length), so looking a cell up costs little next to parsing it.
+    #[inline]
+    fn slot(&self, value: &[u8]) -> usize {
+        let mut word = [0u8; 8];
+        let head = value.len().min(8);
+        word[..head].copy_from_slice(&value[..head]);
+        let last = value.last().copied().unwrap_or(0) as u64;
+        let h = (u64::from_le_bytes(word) ^ (last << 56) ^ value.len() as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 40) as usize & (self.table.len() - 1)
+    }
+
+    /// The number of `value`, if it is in the dictionary.
+    #[inline]
+    fn find(&self, value: &str) -> Option<usize> {
+        if self.table.is_empty() || value.len() > DICTIONARY_VALUE_BYTES {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = self.slot(value.as_bytes());
+        loop {
+            let id = *self.table.get(i)? as usize;
+            if id == 0 {
+                return None;
+            }
+            if self.get(id - 1) == value {
+                return Some(id - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn from_values<'v>(values: impl IntoIterator<Item = &'v str>) -> Dictionary {
+        let mut dictionary = Dictionary::default();
+        let values: Vec<&str> = values.into_iter().collect();
+        dictionary.table = vec![0; (values.len() * 4).next_power_of_two().max(16)];
+        for (id, value) in values.into_iter().enumerate() {
+            dictionary.text.push_str(value);
+            dictionary.ends.push(dictionary.text.len() as u32);
+            let mask = dictionary.table.len() - 1;
+            let mut i = dictionary.slot(value.as_bytes());
+            while dictionary.table[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            dictionary.table[i] = (id + 1) as u16;
+        }
+        dictionary
+    }
 }
 
 /// The row offset stored at the start of a key entry.
@@ -402,6 +682,7 @@ impl IndexBuilder {
                 matcher,
                 keys: Vec::new(),
                 rows: String::with_capacity(rows_capacity),
+                codings: Vec::new(),
                 table: HashTable::new(),
                 ambiguous: HashMap::new(),
                 hasher: DefaultHashBuilder::default(),
@@ -426,30 +707,46 @@ impl IndexBuilder {
         index.keys.reserve(key_bytes);
     }
 
-    /// Adds a row whose match key is `key` and whose trimmed cells are
-    /// `cell(column)` for each column.
-    pub(crate) fn push<'c>(
-        &mut self,
-        key: &str,
-        cell: impl Fn(usize) -> &'c str,
-    ) -> Result<Pushed, IndexFull> {
+    /// The hash of a match key, as the table computes it (so that rows can be
+    /// hashed where they are parsed, on any thread).
+    pub(crate) fn hasher(&self) -> &DefaultHashBuilder {
+        &self.index.hasher
+    }
+
+    /// How a row's cells are laid out, for [`RowLayout::encode`] on any thread.
+    pub(crate) fn layout(&self) -> RowLayout {
+        RowLayout {
+            by_name: self.index.by_name.clone(),
+            key_column: self.index.key_column,
+            mode: self.index.matcher.mode(),
+        }
+    }
+
+    /// Adds a row whose match key is `key` (hashed with [`Self::hasher`]),
+    /// given as its cells already encoded by [`RowLayout::encode`]. The row's
+    /// bytes are copied only if the row is kept.
+    pub(crate) fn push_encoded(&mut self, hash: u64, key: &[u8], row: &str) -> Result<Pushed, IndexFull> {
         let TableIndex {
             keys,
             rows,
             table,
             hasher,
             ambiguous,
-            by_name,
-            matcher,
-            key_column,
             ..
         } = &mut self.index;
-        let hash = hasher.hash_one(key.as_bytes());
         let entry = table.entry(
             hash,
-            |&k| key_at(keys, k as usize) == key.as_bytes(),
+            |&k| key_at(keys, k as usize) == key,
             |&k| hasher.hash_one(key_at(keys, k as usize)),
         );
+        let append = |rows: &mut String| {
+            let start = u32::try_from(rows.len()).map_err(|_| IndexFull)?;
+            if rows.len() + row.len() > u32::MAX as usize {
+                return Err(IndexFull);
+            }
+            rows.push_str(row);
+            Ok(start)
+        };
         match entry {
             Entry::Occupied(entry) => {
                 let k = *entry.get();
@@ -458,7 +755,7 @@ impl IndexBuilder {
                     OnDuplicate::KeepFirst => {}
                     OnDuplicate::MarkAmbiguous => *ambiguous.entry(k).or_insert(1) += 1,
                     OnDuplicate::KeepLast => {
-                        let row = append_row(rows, by_name, matcher.mode(), *key_column, cell)?;
+                        let row = append(rows)?;
                         let k = k as usize;
                         if let Some(slot) = keys.get_mut(k..k + 4) {
                             slot.copy_from_slice(&row.to_le_bytes());
@@ -469,14 +766,38 @@ impl IndexBuilder {
             }
             Entry::Vacant(entry) => {
                 let k = u32::try_from(keys.len()).map_err(|_| IndexFull)?;
-                let row = append_row(rows, by_name, matcher.mode(), *key_column, cell)?;
+                let row = append(rows)?;
                 keys.extend_from_slice(&row.to_le_bytes());
                 write_len(keys, key.len());
-                keys.extend_from_slice(key.as_bytes());
+                keys.extend_from_slice(key);
                 entry.insert(k);
                 Ok(Pushed::New)
             }
         }
+    }
+
+    /// Adds a row whose match key is `key` and whose trimmed cells are
+    /// `cell(column)` for each column.
+    #[cfg(test)]
+    fn push<'c>(&mut self, key: &str, cell: impl Fn(usize) -> &'c str) -> Result<Pushed, IndexFull> {
+        let mut row = String::new();
+        self.layout().encode(&mut row, &self.index.codings, cell);
+        let hash = self.index.hasher.hash_one(key.as_bytes());
+        self.push_encoded(hash, key.as_bytes(), &row)
+    }
+
+    /// How the rows encoded from now on store their cells.
+    pub(crate) fn set_codings(&mut self, codings: Vec<Coding>) {
+        self.index.codings = codings;
+    }
+
+    /// The bits of a hash that pick its bucket in the table now: rows
+    /// inserted in this order walk the table forwards.
+    pub(crate) fn bucket_mask(&self) -> u64 {
+        let capacity = self.index.table.capacity();
+        // hashbrown keeps 1/8 of its buckets free.
+        let buckets = (capacity / 7 * 8).max(1).next_power_of_two();
+        buckets as u64 - 1
     }
 
     /// Bytes of key entries so far.
@@ -498,28 +819,45 @@ impl IndexBuilder {
     }
 }
 
-/// Appends a row's cells to `rows` in column-name order (and, outside
-/// `exact` mode, the raw key cell last); returns the row's offset.
-fn append_row<'c>(
-    rows: &mut String,
-    by_name: &[usize],
-    mode: MatchMode,
+/// Where each cell of a row goes in the index's row encoding: the cells
+/// other than the key in column-name order and, outside `exact` mode, the
+/// raw key cell last. Cheap to clone, so rows can be encoded where they are
+/// parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct RowLayout {
+    by_name: Vec<usize>,
     key_column: usize,
-    cell: impl Fn(usize) -> &'c str,
-) -> Result<u32, IndexFull> {
-    let start = rows.len();
-    let start32 = u32::try_from(start).map_err(|_| IndexFull)?;
-    let mut push = |value: &str| {
-        encode_len(value.len(), |b| rows.push(char::from(b)));
-        rows.push_str(value);
-    };
-    for &column in by_name {
-        push(cell(column));
+    mode: MatchMode,
+}
+
+impl RowLayout {
+    /// Appends a row's cells to `rows`, each with its prefix, in the form
+    /// its column's coding picks (whole when there is none yet).
+    #[inline]
+    pub(crate) fn encode<'c>(&self, rows: &mut String, codings: &[Coding], cell: impl Fn(usize) -> &'c str) {
+        for (slot, &column) in self.by_name.iter().enumerate() {
+            match codings.get(slot) {
+                Some(coding) => coding.encode(rows, cell(column)),
+                None => encode_whole(rows, cell(column)),
+            }
+        }
+        if self.mode != MatchMode::Exact {
+            encode_whole(rows, cell(self.key_column));
+        }
     }
-    if mode != MatchMode::Exact {
-        push(cell(key_column));
+
+    /// The raw key cell of a row encoded by [`Self::encode`], outside
+    /// `exact` mode (in `exact` mode the match key is the cell).
+    pub(crate) fn raw_key<'r>(&self, row: &'r str) -> Option<&'r str> {
+        if self.mode == MatchMode::Exact {
+            return None;
+        }
+        let mut pos = 0;
+        for _ in 0..self.by_name.len() {
+            pos = skip_slot(row.as_bytes(), pos);
+        }
+        Some(whole_cell(row, pos).0)
     }
-    Ok(start32)
 }
 
 #[cfg(test)]
@@ -572,11 +910,15 @@ mod tests {
                 continue;
             };
             assert_eq!(
-                row.iter().collect::<Vec<_>>(),
-                [("name", "Alice"), ("id", "A1"), ("team", "red")]
+                row.iter().map(|(k, v)| (k, v.into_owned())).collect::<Vec<_>>(),
+                [
+                    ("name", "Alice".to_string()),
+                    ("id", "A1".into()),
+                    ("team", "red".into())
+                ]
             );
             assert_eq!(
-                (row.get(0), row.get(1), row.get(2), row.get(3)),
+                (&*row.get(0), &*row.get(1), &*row.get(2), &*row.get(3)),
                 ("Alice", "A1", "red", "")
             );
             assert_eq!(row.match_key(), "a1");

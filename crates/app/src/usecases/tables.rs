@@ -5,8 +5,8 @@
 //! Order of an upload, and why: the upload arrives whole in a spool file
 //! ([`uploads::Received`], under the size limit, hashed), waits for its share
 //! of the ingest memory budget, then the original goes to blob storage while
-//! the CSV is ingested off the async runtime from a memory map of that file,
-//! and both finish before anything else (nothing is lost: even a rejected
+//! the CSV is ingested off the async runtime from that file, read in chunks
+//! parsed on every core, and both finish before anything else (nothing is lost: even a rejected
 //! upload can be read back, within the tenant's quota of rejected originals),
 //! then one transaction records the version
 //! and, if it was accepted, activates it; only after that commit is the new
@@ -31,7 +31,7 @@ use callmeta_core::matching::Matcher;
 
 use super::uploads::{self, Received};
 use super::{AppError, Services, active_tables, jobs, new_id};
-use crate::mapped::MappedFile;
+use crate::spool::SpoolSource;
 use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
@@ -453,8 +453,9 @@ async fn finish_upload(
     Ok(version)
 }
 
-/// Parses a received upload off the async runtime, from a memory map of its
-/// spool file whose pages are released as the parser moves past them.
+/// Parses a received upload off the async runtime, reading its spool file in
+/// chunks that the parser's threads take in turn (never the whole file at
+/// once).
 pub(crate) async fn ingest(
     services: &Services,
     options: &TableOptions,
@@ -464,17 +465,22 @@ pub(crate) async fn ingest(
     let options = options.clone();
     let limits = services.limits.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let map = MappedFile::open(upload.path())
-            .with_context(|| format!("reading the received upload {}", upload.path().display()))?;
+        let context = || format!("reading the received upload {}", upload.path().display());
+        let source = SpoolSource::open(upload.path()).with_context(context)?;
         let mut progress = progress;
         let mut moved = |done: u64| {
-            map.release_before(done);
             if let Some(progress) = progress.as_mut() {
                 progress(done);
             }
         };
-        let result = csv::ingest_unhashed(map.bytes(), &options, &limits, &mut moved);
-        Ok::<_, anyhow::Error>(result)
+        csv::ingest_from(
+            &source,
+            &options,
+            &limits,
+            csv::Parallelism::default(),
+            &mut moved,
+        )
+        .with_context(context)
     })
     .await
     .map_err(anyhow::Error::new)??;

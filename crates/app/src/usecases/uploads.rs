@@ -7,9 +7,9 @@
 //!   so an oversize upload is refused before anything is stored: no version,
 //!   no blob, and its spool file is removed.
 //! - **Memory per upload**: an upload is received into a private spool file
-//!   (hashed on the way), never held whole in memory; the CSV is parsed from a
-//!   memory map of that file whose pages are released as the parser moves
-//!   past them ([`crate::mapped`]). What an upload costs is its index.
+//!   (hashed on the way), never held whole in memory; the CSV parser reads
+//!   that file in chunks ([`crate::spool`]) and keeps only those it is
+//!   parsing. What an upload costs is its index.
 //! - **Memory in total**: parsing an upload reserves 1.5x its size from the
 //!   server-wide ingest budget (`[uploads] memory_budget_bytes`); an upload
 //!   that does not fit waits up to `[uploads] budget_wait_ms`, then is refused

@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
             for row in index.rows() {
                 assert_eq!(row.iter().count(), index.columns().len());
                 let cell = row.get(index.key_column_index());
-                match index.lookup(cell) {
+                match index.lookup(&cell) {
                     Lookup::Found(found) => assert_eq!(found.match_key(), row.match_key()),
                     Lookup::Ambiguous { rows } => assert!(rows > 1),
                     other => panic!("the key cell {cell:?} of an indexed row looks up as {other:?}"),

@@ -3,6 +3,7 @@
 //! (`UPDATE_EXPECT=1 cargo test -p callmeta-core` rewrites them).
 
 mod call_metadata;
+mod chunks;
 mod enrichment;
 mod ingest;
 mod robustness;
@@ -30,7 +31,7 @@ pub fn render_rows(index: &TableIndex) -> String {
         .map(|row| {
             (
                 row.match_key().to_string(),
-                row.values().map(escape).collect::<Vec<_>>().join(" | "),
+                row.values().map(|v| escape(&v)).collect::<Vec<_>>().join(" | "),
             )
         })
         .collect();

@@ -40,7 +40,7 @@ fn ingest_everything(input: &[u8]) {
                 let index = &ingested.index;
                 for row in index.rows() {
                     assert_eq!(row.iter().count(), index.columns().len());
-                    let _ = index.lookup(row.get(index.key_column_index()));
+                    let _ = index.lookup(&row.get(index.key_column_index()));
                 }
                 let _ = ingested.report.to_text();
             }
