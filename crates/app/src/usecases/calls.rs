@@ -79,32 +79,6 @@ pub fn enrich_now(
     enrich::enrich(metadata, &views, at_ms)
 }
 
-/// A JSON value given as a metadata value, on every channel that takes
-/// JSON (the API, FTP/SFTP sidecars).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JsonMetadata {
-    /// Its text: a string's contents; a number exactly as it was written
-    /// (`9007199254740993` and `1.50` stay that: a number is never read
-    /// into a float and printed back); `true` or `false`.
-    Text(String),
-    Null,
-    /// An array or an object (`"an array"`, `"an object"`).
-    Nested(&'static str),
-}
-
-impl JsonMetadata {
-    /// The rule of [`callmeta_core::call_metadata`], for callers that treat
-    /// null and nested values their own way (an FTP sidecar keeps nested
-    /// values as their JSON text).
-    pub fn of(raw: &serde_json::value::RawValue) -> JsonMetadata {
-        match callmeta_core::call_metadata::text_of(raw) {
-            Ok(text) => JsonMetadata::Text(text),
-            Err("null") => JsonMetadata::Null,
-            Err(kind) => JsonMetadata::Nested(kind),
-        }
-    }
-}
-
 /// Checks a list query against the bounds; `OverLimit` names the parameter.
 pub fn check_query(query: &CallQuery) -> Result<(), AppError> {
     if !(1..=MAX_LIMIT).contains(&query.limit) {
