@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::AppState;
-use callmeta_app::store::{CallQuery, CallRecord, CallSource};
+use callmeta_app::store::{CallRecord, CallSource};
 use callmeta_app::usecases::backfill::{self as backfills, Backfill};
 use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse_timestamp};
 
@@ -208,8 +208,6 @@ pub async fn get_call_audio(
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
-pub const DEFAULT_LIMIT: u32 = 50;
-
 /// Calls, newest first, filtered by time and by any metadata key (own or added).
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
     params(
@@ -228,75 +226,12 @@ pub async fn list_calls(
     Auth(tenant): Auth,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<CallList>, ApiError> {
-    let query = parse_call_query(&params)?;
+    let query = uc::parse_call_query(&params)?;
     let (count, calls) = uc::list_calls(&state.services, &tenant.id, &query).await?;
     Ok(Json(CallList {
         count,
         data: calls.iter().map(call_view).collect(),
     }))
-}
-
-/// Parses the list filters shared by the API and the web app.
-pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiError> {
-    let mut query = CallQuery {
-        limit: DEFAULT_LIMIT,
-        ..CallQuery::default()
-    };
-    let bad = |name: &str, detail: String| ApiError::bad_request(detail).with_field(name.to_string());
-    for (name, value) in params {
-        match name.as_str() {
-            // Syntax here; the bounds are the use case's.
-            "limit" => {
-                query.limit = value.parse::<u32>().map_err(|_| {
-                    bad(
-                        name,
-                        format!(
-                            "limit must be an integer from 1 to {}, not {value:?}",
-                            uc::MAX_LIMIT
-                        ),
-                    )
-                })?;
-            }
-            "offset" => {
-                // Bounded as the document says (int64), which is all a store can skip.
-                query.offset = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= i64::MAX as u64)
-                    .ok_or_else(|| {
-                        bad(
-                            name,
-                            format!("offset must be an integer from 0 to {}, not {value:?}", i64::MAX),
-                        )
-                    })?;
-            }
-            "timestamp_from" | "timestamp_to" => {
-                let ms = parse_timestamp(value).ok_or_else(|| {
-                    bad(
-                        name,
-                        format!("{name} must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not {value:?}"),
-                    )
-                })?;
-                if name == "timestamp_from" {
-                    query.from_ms = Some(ms);
-                } else {
-                    query.to_ms = Some(ms);
-                }
-            }
-            other => match other.strip_prefix("metadata.") {
-                Some(key) if !key.is_empty() => query.metadata.push((key.to_string(), value.clone())),
-                _ => {
-                    return Err(bad(
-                        name,
-                        format!(
-                            "unknown parameter {other:?}; expected limit, offset, timestamp_from, timestamp_to or metadata.KEY"
-                        ),
-                    ));
-                }
-            },
-        }
-    }
-    Ok(query)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -396,7 +331,7 @@ pub async fn backfill(
     for (k, v) in body.metadata {
         params.push((format!("metadata.{k}"), v));
     }
-    let query = parse_call_query(&params)?;
+    let query = uc::parse_call_query(&params)?;
     let done = backfills::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
     Ok(Json(done.into()))
 }

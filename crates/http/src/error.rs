@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use callmeta_app::usecases::AppError;
+use callmeta_app::usecases::calls::CallQueryError;
 use callmeta_core::call_metadata::MetadataValueError;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,6 +135,13 @@ impl From<MetadataValueError> for ApiError {
             e.to_string(),
         )
         .with_field(field)
+    }
+}
+
+impl From<CallQueryError> for ApiError {
+    fn from(e: CallQueryError) -> Self {
+        let field = e.field().to_string();
+        ApiError::bad_request(e.to_string()).with_field(field)
     }
 }
 

@@ -129,6 +129,43 @@ pub struct Parts {
     pub every: u32,
 }
 
+/// Appends what each channel received to the file every second (and, with
+/// `parts`, stores the audio as a part in blob storage every `parts.every`
+/// seconds), until the task is aborted.
+async fn flush_every_second(
+    left: Option<Shared>,
+    right: Option<Shared>,
+    file: PathBuf,
+    parts: Option<Parts>,
+) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Audio written to the file but not yet stored as a part.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut ticks = 0u32;
+    loop {
+        tick.tick().await;
+        let (left, right, file) = (left.clone(), right.clone(), file.clone());
+        if let Ok(Ok(written)) = tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await
+            && parts.is_some()
+        {
+            pending.extend_from_slice(&written);
+        }
+        ticks += 1;
+        if let Some(parts) = &parts
+            && ticks.is_multiple_of(parts.every.max(1))
+            && !pending.is_empty()
+        {
+            let audio = bytes::Bytes::from(std::mem::take(&mut pending));
+            if let Err(e) = recordings::save_part(&parts.services, &parts.recording, audio.clone()).await {
+                // Kept, and tried again with the next part.
+                tracing::warn!(unique_id = %parts.recording.unique_id, error = %e, "storing a recording part failed");
+                pending = audio.to_vec();
+            }
+        }
+    }
+}
+
 impl Recording {
     /// Starts receiving on `sockets` (one per plan, in order; `None` for
     /// rejected m-lines) and writing `file` (and `parts`, if given).
@@ -190,38 +227,12 @@ impl Recording {
             packets,
         };
         let (left, right) = recording.channel_recorders();
-        let file = recording.file.clone();
-        recording.flusher = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FLUSH_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Audio written to the file but not yet stored as a part.
-            let mut pending: Vec<u8> = Vec::new();
-            let mut ticks = 0u32;
-            loop {
-                tick.tick().await;
-                let (left, right, file) = (left.clone(), right.clone(), file.clone());
-                if let Ok(Ok(written)) =
-                    tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await
-                    && parts.is_some()
-                {
-                    pending.extend_from_slice(&written);
-                }
-                ticks += 1;
-                if let Some(parts) = &parts
-                    && ticks.is_multiple_of(parts.every.max(1))
-                    && !pending.is_empty()
-                {
-                    let audio = bytes::Bytes::from(std::mem::take(&mut pending));
-                    if let Err(e) =
-                        recordings::save_part(&parts.services, &parts.recording, audio.clone()).await
-                    {
-                        // Kept, and tried again with the next part.
-                        tracing::warn!(unique_id = %parts.recording.unique_id, error = %e, "storing a recording part failed");
-                        pending = audio.to_vec();
-                    }
-                }
-            }
-        }));
+        recording.flusher = Some(tokio::spawn(flush_every_second(
+            left,
+            right,
+            recording.file.clone(),
+            parts,
+        )));
         Ok(recording)
     }
 

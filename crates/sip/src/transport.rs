@@ -452,23 +452,10 @@ impl Connection {
         let local = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (mut read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.limits.tcp_send_queue.max(1));
+        let (mut read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(self.limits.tcp_send_queue.max(1));
         let stalled = Arc::new(Notify::new());
-        let write_timeout = self.limits.tcp_idle;
-        let writer_stalled = stalled.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                match tokio::time::timeout(write_timeout, write.write_all(&bytes)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        writer_stalled.notify_one();
-                        break;
-                    }
-                }
-            }
-        });
+        let writer = tokio::spawn(write_queued(write, rx, self.limits.tcp_idle, stalled.clone()));
         let reply = Reply::Tcp {
             tx: tx.clone(),
             peer,
@@ -482,29 +469,9 @@ impl Connection {
         // When the message under way started (its first byte arrived).
         let mut message_started: Option<Instant> = None;
         let mut idle_since = Instant::now();
-        'conn: loop {
-            loop {
-                match sip::frame_length(&buf, &limits) {
-                    Ok(Framing::Complete(n)) => {
-                        let message: Vec<u8> = buf.drain(..n).collect();
-                        dispatch(&self.dialogs, &self.in_flight, &message, reply.clone());
-                    }
-                    Ok(Framing::KeepAlive(n)) => {
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            reply.send(b"\r\n").await;
-                        }
-                        buf.drain(..n);
-                    }
-                    Ok(Framing::NeedMore) => break,
-                    Err(e) => {
-                        // The stream cannot be resynchronised: answer if we can, close.
-                        tracing::info!(%peer, error = %e, "unframeable SIP stream; closing it");
-                        if let Some(response) = bare_error_response(&buf, e.status(), &e.to_string()) {
-                            reply.send(&response).await;
-                        }
-                        break 'conn;
-                    }
-                }
+        loop {
+            if !self.dispatch_buffered(&mut buf, &limits, &reply).await {
+                break;
             }
             let now = Instant::now();
             if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
@@ -545,6 +512,54 @@ impl Connection {
             .is_err()
         {
             abort.abort();
+        }
+    }
+
+    /// Dispatches every whole message at the front of `buf` and answers
+    /// keep-alives; false when the stream cannot be framed (it cannot be
+    /// resynchronised: answered if possible, to be closed).
+    async fn dispatch_buffered(&self, buf: &mut Vec<u8>, limits: &sip::Limits, reply: &Reply) -> bool {
+        loop {
+            match sip::frame_length(buf, limits) {
+                Ok(Framing::Complete(n)) => {
+                    let message: Vec<u8> = buf.drain(..n).collect();
+                    dispatch(&self.dialogs, &self.in_flight, &message, reply.clone());
+                }
+                Ok(Framing::KeepAlive(n)) => {
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        reply.send(b"\r\n").await;
+                    }
+                    buf.drain(..n);
+                }
+                Ok(Framing::NeedMore) => return true,
+                Err(e) => {
+                    tracing::info!(peer = %self.peer, error = %e, "unframeable SIP stream; closing it");
+                    if let Some(response) = bare_error_response(buf, e.status(), &e.to_string()) {
+                        reply.send(&response).await;
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a connection's queued responses; a peer that leaves one unread
+/// for `timeout` is `stalled`, and the connection is closed.
+async fn write_queued(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    stalled: Arc<Notify>,
+) {
+    while let Some(bytes) = rx.recv().await {
+        match tokio::time::timeout(timeout, write.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                stalled.notify_one();
+                break;
+            }
         }
     }
 }
