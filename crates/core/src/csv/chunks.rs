@@ -178,7 +178,7 @@ fn find_cut(buf: &[u8], from: usize, utf16: Option<bool>) -> Result<usize, usize
     match utf16 {
         None => {
             let mut i = from;
-            while let Some(found) = buf[i.min(buf.len())..]
+            if let Some(found) = buf[i.min(buf.len())..]
                 .iter()
                 .position(|&b| b == b'\n' || b == b'\r')
             {
