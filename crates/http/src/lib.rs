@@ -1,17 +1,18 @@
 //! The HTTP adapter: the JSON API under `/api/v1` (and, later, the web app on
 //! the same listener). Handlers parse requests, call a use case and render its
-//! result; errors become replies only in [`error`].
+//! result; errors become replies only in `error`. Only [`router`] is public:
+//! the server mounts it; everything else is the crate's own.
 //!
-//! - [`extract`]: token authentication, JSON bodies, path and query parameters.
-//! - [`tables`], [`calls`]: the API handlers and their JSON views.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//! - `extract`: token authentication, JSON bodies, path and query parameters.
+//! - `tables`, `calls`, `siprec`: the API handlers and their JSON views.
+//! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 
-pub mod calls;
-pub mod error;
-pub mod extract;
-pub mod openapi;
-pub mod siprec;
-pub mod tables;
+mod calls;
+mod error;
+mod extract;
+mod openapi;
+mod siprec;
+mod tables;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,22 +26,22 @@ use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
 
 #[derive(Clone)]
-pub struct AppState {
-    pub services: Arc<Services>,
-    pub token_cache: Arc<TokenCache>,
+pub(crate) struct AppState {
+    pub(crate) services: Arc<Services>,
+    pub(crate) token_cache: Arc<TokenCache>,
 }
 
 /// Recently authenticated tokens, keyed by their hash, so a busy client costs
 /// one database read per token per minute rather than one per request.
 #[derive(Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     entries: Mutex<HashMap<String, (Tenant, Instant)>>,
 }
 
 const TOKEN_TTL: Duration = Duration::from_secs(60);
 
 impl TokenCache {
-    pub fn get(&self, token: &str) -> Option<Tenant> {
+    pub(crate) fn get(&self, token: &str) -> Option<Tenant> {
         let key = callmeta_app::usecases::tenants::hash_token(token);
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key)
@@ -48,7 +49,7 @@ impl TokenCache {
             .map(|(t, _)| t.clone())
     }
 
-    pub fn put(&self, token: &str, tenant: Tenant) {
+    pub(crate) fn put(&self, token: &str, tenant: Tenant) {
         let key = callmeta_app::usecases::tenants::hash_token(token);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 10_000 {
