@@ -19,7 +19,7 @@ use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateCall {
+pub(crate) struct CreateCall {
     /// The call's own metadata: string keys to string values (numbers and
     /// booleans are accepted and kept as their text, numbers exactly as
     /// written).
@@ -37,7 +37,7 @@ pub struct CreateCall {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CollisionView {
+pub(crate) struct CollisionView {
     pub key: String,
     pub kept_value: String,
     pub dropped_value: String,
@@ -46,7 +46,7 @@ pub struct CollisionView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EnrichmentView {
+pub(crate) struct EnrichmentView {
     #[schema(schema_with = crate::openapi::enrichment_status)]
     pub status: EnrichmentStatus,
     pub table: String,
@@ -62,7 +62,7 @@ pub struct EnrichmentView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallView {
+pub(crate) struct CallView {
     pub unique_id: String,
     #[schema(schema_with = crate::openapi::date_time)]
     pub timestamp: String,
@@ -80,7 +80,7 @@ pub struct CallView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallList {
+pub(crate) struct CallList {
     /// How many calls match the filters (all pages).
     pub count: u64,
     pub data: Vec<CallView>,
@@ -109,7 +109,7 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
     }
 }
 
-pub fn call_view(c: &CallRecord) -> CallView {
+pub(crate) fn call_view(c: &CallRecord) -> CallView {
     CallView {
         unique_id: c.unique_id.clone(),
         timestamp: format_timestamp(c.timestamp_ms),
@@ -140,7 +140,7 @@ pub fn call_view(c: &CallRecord) -> CallView {
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
     ),
     security(("token" = [])))]
-pub async fn create_call(
+pub(crate) async fn create_call(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<CreateCall>,
@@ -184,7 +184,7 @@ pub async fn create_call(
     responses((status = 200, body = CallView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_call(
+pub(crate) async fn get_call(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(unique_id): ApiPath<String>,
@@ -199,7 +199,7 @@ pub async fn get_call(
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, description = "No such call, or it has no recording", body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_call_audio(
+pub(crate) async fn get_call_audio(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(unique_id): ApiPath<String>,
@@ -221,7 +221,7 @@ pub async fn get_call_audio(
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
               (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn list_calls(
+pub(crate) async fn list_calls(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
@@ -236,7 +236,7 @@ pub async fn list_calls(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BackfillRequest {
+pub(crate) struct BackfillRequest {
     /// Report what would change without changing anything (default `true`).
     #[serde(default = "yes")]
     pub dry_run: bool,
@@ -258,7 +258,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BackfillView {
+pub(crate) struct BackfillView {
     /// Its id, for `GET /api/v1/backfills/{id}`.
     pub id: String,
     #[schema(schema_with = crate::openapi::backfill_state)]
@@ -300,7 +300,7 @@ impl From<Backfill> for BackfillView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BackfillList {
+pub(crate) struct BackfillList {
     pub data: Vec<BackfillView>,
 }
 
@@ -316,7 +316,7 @@ pub struct BackfillList {
               (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
               (status = 422, description = "A field has the wrong type", body = ErrorBody)),
     security(("token" = [])))]
-pub async fn backfill(
+pub(crate) async fn backfill(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<BackfillRequest>,
@@ -340,7 +340,7 @@ pub async fn backfill(
 #[utoipa::path(get, path = "/api/v1/backfills", tag = "calls",
     responses((status = 200, body = BackfillList), (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn list_backfills(
+pub(crate) async fn list_backfills(
     State(state): State<AppState>,
     Auth(tenant): Auth,
 ) -> Result<Json<BackfillList>, ApiError> {
@@ -356,7 +356,7 @@ pub async fn list_backfills(
     responses((status = 200, body = BackfillView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_backfill(
+pub(crate) async fn get_backfill(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(id): ApiPath<String>,

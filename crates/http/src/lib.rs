@@ -1,17 +1,18 @@
 //! The HTTP adapter: the JSON API under `/api/v1` (and, later, the web app on
 //! the same listener). Handlers parse requests, call a use case and render its
-//! result; errors become replies only in [`error`].
+//! result; errors become replies only in `error`. Only [`router`] is public:
+//! the server mounts it; everything else is the crate's own.
 //!
-//! - [`extract`]: token authentication, JSON bodies, path and query parameters.
-//! - [`tables`], [`calls`]: the API handlers and their JSON views.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//! - `extract`: token authentication, JSON bodies, path and query parameters.
+//! - `tables`, `calls`, `siprec`: the API handlers and their JSON views.
+//! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 
-pub mod calls;
-pub mod error;
-pub mod extract;
-pub mod openapi;
-pub mod siprec;
-pub mod tables;
+mod calls;
+mod error;
+mod extract;
+mod openapi;
+mod siprec;
+mod tables;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,15 +26,15 @@ use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
 
 #[derive(Clone)]
-pub struct AppState {
-    pub services: Arc<Services>,
-    pub token_cache: Arc<TokenCache>,
+pub(crate) struct AppState {
+    pub(crate) services: Arc<Services>,
+    pub(crate) token_cache: Arc<TokenCache>,
 }
 
 /// Recently authenticated tokens, keyed by their hash, so a busy client costs
 /// one database read per token per minute rather than one per request.
 /// Entries are dated on the application's clock.
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     clock: Arc<dyn Clock>,
     entries: Mutex<HashMap<String, (Tenant, i64)>>,
 }
@@ -41,14 +42,14 @@ pub struct TokenCache {
 const TOKEN_TTL_MS: i64 = 60_000;
 
 impl TokenCache {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
             entries: Mutex::default(),
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Tenant> {
+    pub(crate) fn get(&self, token: &str) -> Option<Tenant> {
         let key = callmeta_app::usecases::tenants::hash_token(token);
         let now = self.clock.now_ms();
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -57,7 +58,7 @@ impl TokenCache {
             .map(|(t, _)| t.clone())
     }
 
-    pub fn put(&self, token: &str, tenant: Tenant) {
+    pub(crate) fn put(&self, token: &str, tenant: Tenant) {
         let key = callmeta_app::usecases::tenants::hash_token(token);
         let now = self.clock.now_ms();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());

@@ -40,7 +40,7 @@ const T2: Duration = Duration::from_secs(4);
 /// (a source registered with the CLI takes effect within this).
 const ROUTES_TTL: Duration = Duration::from_secs(1);
 
-pub struct Dialogs {
+pub(crate) struct Dialogs {
     context: Arc<Context>,
     ports: PortPool,
     dialogs: std::sync::Mutex<HashMap<String, Arc<Dialog>>>,
@@ -102,7 +102,7 @@ enum Ending {
 }
 
 impl Dialogs {
-    pub fn new(context: Arc<Context>) -> Arc<Dialogs> {
+    pub(crate) fn new(context: Arc<Context>) -> Arc<Dialogs> {
         let range = parse_range(&context.settings.rtp_ports);
         let admission = Admission::new(context.settings.admission_limits());
         Arc::new(Dialogs {
@@ -120,7 +120,7 @@ impl Dialogs {
     }
 
     /// From now on, new INVITEs are answered `503` with `Retry-After`.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -133,7 +133,7 @@ impl Dialogs {
 
     /// Calls under way (refused and finished dialogs are kept a while for
     /// retransmissions; they do not count).
-    pub async fn active(&self) -> usize {
+    pub(crate) async fn active(&self) -> usize {
         let mut active = 0;
         for (_, dialog) in self.snapshot() {
             if !dialog.state.lock().await.finished {
@@ -145,7 +145,7 @@ impl Dialogs {
 
     /// Ends every call still under way as if its BYE had come: its
     /// recording so far is attached to it (at shutdown, after the grace).
-    pub async fn finish_all(&self) {
+    pub(crate) async fn finish_all(&self) {
         for (call_id, dialog) in self.snapshot() {
             let state = dialog.state.lock().await;
             self.finish(&call_id, state).await;
@@ -155,7 +155,7 @@ impl Dialogs {
     /// Ends the dialogs that are over without a BYE; run every second (or
     /// every 4×T1 when T1 is shorter). A dialog being answered is left
     /// alone.
-    pub async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         let now = Instant::now();
         let settings = &self.context.settings;
         let rtp_timeout = Duration::from_secs(settings.rtp_timeout_secs.max(1));
@@ -220,7 +220,7 @@ impl Dialogs {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, mut message: Message, reply: Reply) {
+    pub(crate) async fn handle(self: Arc<Self>, mut message: Message, reply: Reply) {
         let Some(method) = message.method().cloned() else {
             return; // responses: we originate no requests
         };
