@@ -61,17 +61,10 @@ request = function()
   local body = string.format('{"metadata":{"datetime":"2026-01-30T12:34:56Z","phonenumber":"+33102030405","agent_id":"agent%d"}}', n % 11000)
   return wrk.format(nil, "/api/v1/calls", nil, body)
 end
-local created, other = 0, 0
-response = function(status)
-  if status == 201 then created = created + 1 else other = other + 1 end
-end
-done = function(summary, latency, requests)
-  io.write(string.format("status: %d created, %d other\n", created, other))
-end
 LUA
 echo "== API on $label: wrk -t$threads -c$connections -d$duration, a version swap every 3 s"
 wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$work/post.lua" "http://127.0.0.1:$port" |
-  grep -E "Requests/sec|Latency|50%|99%|status|requests in|Non-2xx|Socket"
+  grep -E "Requests/sec|Latency|50%|99%|requests in|Non-2xx|Socket"
 total=$(curl -sf "http://127.0.0.1:$port/api/v1/calls?limit=1" -H "$auth" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
 echo "calls stored: $total"
 if [ -n "$database" ]; then
