@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use callmeta_app::store::{CallSource, Tenant};
-use callmeta_app::usecases::calls::{JsonMetadata, NewAudio, NewCall};
+use callmeta_app::usecases::calls::{NewAudio, NewCall};
 use callmeta_app::usecases::tables::{Channel, UploadOutcome};
 use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads};
-use callmeta_core::csv::sha256_hex;
+use callmeta_core::call_metadata::{self, MetadataValueError};
+use callmeta_core::csv::{CsvError, sha256_hex};
 use callmeta_core::enrich::{EnrichmentResult, Metadata};
 use serde_json::value::RawValue;
 
@@ -24,6 +25,49 @@ use crate::tree::{CALLS_DIR, Destination, DropPath, DropTree};
 
 /// Audio file extensions accepted in `/calls/`.
 pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "mp3", "ogg", "opus", "flac", "m4a", "gsm", "au"];
+
+/// Why a file of a call drop made no call (written to its report).
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("reading the upload: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the file is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    /// `file`: the sidecar's path in the tenant's tree.
+    #[error("{file}: {source}")]
+    Sidecar { file: String, source: SidecarError },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("hashing the audio: {0}")]
+    Hashing(#[source] tokio::task::JoinError),
+    /// The calls use case refused the call.
+    #[error(transparent)]
+    Call(#[from] AppError),
+}
+
+/// A `NAME.json` sidecar that holds no metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidecarError {
+    #[error("expected a JSON object of metadata")]
+    NotAnObject,
+    #[error("invalid JSON at line {line}: {message}")]
+    Json { line: usize, message: String },
+    /// A value the API would refuse too (null, an array, an object).
+    #[error(transparent)]
+    Value(#[from] MetadataValueError),
+}
+
+/// A CSV manifest that names no calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest: {0}")]
+    Csv(#[from] CsvError),
+    #[error("manifest: expected the audio file name in the first column and metadata after it")]
+    NoMetadataColumn,
+}
+
+/// A call created (or found again) from a drop: its id and enrichment.
+type DroppedCall = Result<(String, Vec<EnrichmentResult>), DropError>;
 
 /// What processing one upload did (also written to its report file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +191,8 @@ impl Dropbox {
     async fn process(&self, slug: &str, path: &str, channel: Channel) -> Processed {
         let parsed = match DropPath::parse(path) {
             Ok(p) => p,
-            Err(e) => return Processed::Ignored(leak_reason(e)),
+            // The reason names the path: not for a log line or a reply.
+            Err(_) => return Processed::Ignored("an invalid path"),
         };
         let file = self.tree.file(slug, &parsed);
         self.done_writing(&file);
@@ -321,7 +366,10 @@ impl Dropbox {
         let result = match read_limited(&file, 1 << 20).await {
             Err(e) => Err(e),
             Ok(bytes) => match sidecar_metadata(&bytes) {
-                Err(e) => Err(format!("{}: {e}", sidecar.display())),
+                Err(source) => Err(DropError::Sidecar {
+                    file: sidecar.display(),
+                    source,
+                }),
                 Ok(metadata) => self.create_call(tenant, slug, audio, metadata).await,
             },
         };
@@ -363,11 +411,12 @@ impl Dropbox {
     async fn manifest(&self, tenant: &Tenant, slug: &str, path: &DropPath, file: &Path) -> Processed {
         let rows = match read_limited(file, self.services.limits.max_file_bytes).await {
             Err(e) => Err(e),
-            Ok(bytes) => manifest_rows(&bytes, &self.services.limits),
+            Ok(bytes) => manifest_rows(&bytes, &self.services.limits).map_err(DropError::from),
         };
         let rows = match rows {
             Ok(rows) => rows,
-            Err(why) => {
+            Err(e) => {
+                let why = e.to_string();
                 self.write_report(slug, path, &format!("REJECTED: {why}\n")).await;
                 return Processed::Refused(why);
             }
@@ -408,14 +457,14 @@ impl Dropbox {
         slug: &str,
         audio: &DropPath,
         metadata: Metadata,
-    ) -> Result<(String, Vec<EnrichmentResult>), String> {
+    ) -> DroppedCall {
         let file = self.tree.file(slug, audio);
         let bytes = read_limited(&file, self.services.limits.max_file_bytes).await?;
         let digest = {
             let bytes = bytes.clone();
             tokio::task::spawn_blocking(move || sha256_hex(&bytes))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(DropError::Hashing)?
         };
         let (_, ext) = split_extension(audio.file_name().unwrap_or(""));
         let external_id = format!("drop:{}:{}", audio.display(), &digest[..32.min(digest.len())]);
@@ -430,18 +479,12 @@ impl Dropbox {
                 extension: ext.to_string(),
             }),
         };
-        match calls::create_call(&self.services, &tenant.id, new).await {
-            Ok((call, _)) => Ok((call.unique_id, call.enrichment)),
-            Err(e) => Err(e.to_string()),
-        }
+        let (call, _) = calls::create_call(&self.services, &tenant.id, new).await?;
+        Ok((call.unique_id, call.enrichment))
     }
 }
 
-fn leak_reason(_e: String) -> &'static str {
-    "an invalid path"
-}
-
-fn processed_calls(results: Vec<Result<(String, Vec<EnrichmentResult>), String>>) -> Processed {
+fn processed_calls(results: Vec<DroppedCall>) -> Processed {
     let mut ids = Vec::new();
     let mut first_error = None;
     for r in results {
@@ -453,7 +496,7 @@ fn processed_calls(results: Vec<Result<(String, Vec<EnrichmentResult>), String>>
         }
     }
     match (ids.is_empty(), first_error) {
-        (true, Some(e)) => Processed::Refused(e),
+        (true, Some(e)) => Processed::Refused(e.to_string()),
         _ => Processed::Calls(ids),
     }
 }
@@ -494,11 +537,7 @@ fn report_upload(name: &str, table: &str, outcome: &UploadOutcome) -> (Processed
     )
 }
 
-fn call_report(
-    audio: &DropPath,
-    metadata_from: &str,
-    result: &Result<(String, Vec<EnrichmentResult>), String>,
-) -> String {
+fn call_report(audio: &DropPath, metadata_from: &str, result: &DroppedCall) -> String {
     match result {
         Err(e) => format!(
             "REJECTED: {e}\n\naudio:      {}\nmetadata:   {metadata_from}\n",
@@ -540,33 +579,35 @@ fn split_extension(name: &str) -> (&str, &str) {
     }
 }
 
-async fn read_limited(file: &Path, limit: u64) -> Result<Bytes, String> {
-    let meta = tokio::fs::metadata(file)
-        .await
-        .map_err(|e| format!("reading the upload: {e}"))?;
+async fn read_limited(file: &Path, limit: u64) -> Result<Bytes, DropError> {
+    let meta = tokio::fs::metadata(file).await.map_err(DropError::Read)?;
     if meta.len() > limit {
-        return Err(format!(
-            "the file is {} bytes, over the limit of {limit} bytes",
-            meta.len()
-        ));
+        return Err(DropError::TooLarge {
+            size: meta.len(),
+            limit,
+        });
     }
     tokio::fs::read(file)
         .await
         .map(Bytes::from)
-        .map_err(|e| format!("reading the upload: {e}"))
+        .map_err(DropError::Read)
 }
 
 /// A sidecar's metadata: either a flat JSON object of values, or the API's
-/// shape `{"metadata": {...}, "timestamp": "..."}`. Numbers (exactly as
-/// written) and booleans become their text; null values are skipped; nested
-/// values keep their JSON.
-pub fn sidecar_metadata(bytes: &[u8]) -> Result<Metadata, String> {
+/// shape `{"metadata": {...}, "timestamp": "..."}`. Values become text by
+/// the API's rule ([`call_metadata::from_json`]): numbers exactly as
+/// written, booleans as `true`/`false`; null, arrays and objects are
+/// refused, naming the key.
+pub fn sidecar_metadata(bytes: &[u8]) -> Result<Metadata, SidecarError> {
     type Object = BTreeMap<String, Box<RawValue>>;
     let invalid = |e: serde_json::Error| {
         if e.is_data() {
-            "expected a JSON object of metadata".to_string()
+            SidecarError::NotAnObject
         } else {
-            format!("invalid JSON at line {}: {e}", e.line())
+            SidecarError::Json {
+                line: e.line(),
+                message: e.to_string(),
+            }
         }
     };
     let mut object: Object = serde_json::from_slice(bytes).map_err(invalid)?;
@@ -583,16 +624,7 @@ pub fn sidecar_metadata(bytes: &[u8]) -> Result<Metadata, String> {
             object.entry("timestamp".to_string()).or_insert(t);
         }
     }
-    let mut metadata = Metadata::new();
-    for (key, value) in object {
-        let text = match JsonMetadata::of(&value) {
-            JsonMetadata::Null => continue,
-            JsonMetadata::Text(text) => text,
-            JsonMetadata::Nested(_) => value.get().to_string(),
-        };
-        metadata.insert(key, text);
-    }
-    Ok(metadata)
+    Ok(call_metadata::from_json(object)?)
 }
 
 /// A manifest's rows: the audio file name (first column) and the metadata
@@ -600,13 +632,10 @@ pub fn sidecar_metadata(bytes: &[u8]) -> Result<Metadata, String> {
 pub fn manifest_rows(
     bytes: &[u8],
     limits: &callmeta_core::csv::Limits,
-) -> Result<Vec<(String, Metadata)>, String> {
-    let (header, rows) =
-        callmeta_core::csv::parse_records(bytes, limits).map_err(|e| format!("manifest: {e}"))?;
+) -> Result<Vec<(String, Metadata)>, ManifestError> {
+    let (header, rows) = callmeta_core::csv::parse_records(bytes, limits)?;
     if header.len() < 2 {
-        return Err(
-            "manifest: expected the audio file name in the first column and metadata after it".into(),
-        );
+        return Err(ManifestError::NoMetadataColumn);
     }
     Ok(rows
         .into_iter()
@@ -629,32 +658,56 @@ mod tests {
 
     #[test]
     fn sidecars_in_both_shapes() {
-        let flat =
-            sidecar_metadata(br#"{"agent_id": "cindy", "duration": 12, "vip": true, "x": null}"#).unwrap();
+        let flat = sidecar_metadata(br#"{"agent_id": "cindy", "duration": 12, "vip": true}"#).unwrap();
         assert_eq!(flat["agent_id"], "cindy");
         assert_eq!(flat["duration"], "12");
         assert_eq!(flat["vip"], "true");
-        assert!(!flat.contains_key("x"));
         let api =
             sidecar_metadata(br#"{"metadata": {"agent_id": "bob"}, "timestamp": "2026-01-30T12:34:56Z"}"#)
                 .unwrap();
         assert_eq!(api["agent_id"], "bob");
         assert_eq!(api["timestamp"], "2026-01-30T12:34:56Z");
         assert!(sidecar_metadata(b"[1,2]").is_err());
-        let err = sidecar_metadata(b"{\n\"a\": ").unwrap_err();
+        let err = sidecar_metadata(b"{\n\"a\": ").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn sidecar_numbers_are_kept_exactly_as_written() {
         let m = sidecar_metadata(
-            br#"{"big": 9007199254740993, "price": 1.50, "huge": 123456789012345678901234567890, "nested": {"a": [1, 2]}}"#,
+            br#"{"big": 9007199254740993, "price": 1.50, "huge": 123456789012345678901234567890}"#,
         )
         .unwrap();
         assert_eq!(m["big"], "9007199254740993");
         assert_eq!(m["price"], "1.50");
         assert_eq!(m["huge"], "123456789012345678901234567890");
-        assert_eq!(m["nested"], r#"{"a": [1, 2]}"#);
+    }
+
+    /// A sidecar's values follow the API's rule: what has no text form is
+    /// refused with its key, not skipped or kept as JSON.
+    #[test]
+    fn sidecar_values_the_api_refuses_are_refused() {
+        for (sidecar, expected) in [
+            (
+                &br#"{"agent_id": "cindy", "x": null}"#[..],
+                "metadata.x is null; metadata values must be strings",
+            ),
+            (
+                br#"{"nested": {"a": [1, 2]}}"#,
+                "metadata.nested is an object; metadata values must be strings",
+            ),
+            (
+                br#"{"metadata": {"list": [1]}, "timestamp": "2026-01-30T12:34:56Z"}"#,
+                "metadata.list is an array; metadata values must be strings",
+            ),
+            (
+                br#"{"s": "\udc00"}"#,
+                "metadata.s is a string that is not valid Unicode; metadata values must be strings",
+            ),
+        ] {
+            let err = sidecar_metadata(sidecar).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
     }
 
     #[test]
@@ -665,6 +718,9 @@ mod tests {
         assert_eq!(rows[0].0, "a.wav");
         assert_eq!(rows[0].1.len(), 1);
         assert_eq!(rows[1].1["queue"], "sales");
-        assert!(manifest_rows(b"file\na.wav\n", &limits).is_err());
+        assert!(matches!(
+            manifest_rows(b"file\na.wav\n", &limits),
+            Err(ManifestError::NoMetadataColumn)
+        ));
     }
 }

@@ -69,19 +69,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
+/// A line of a public key file that holds no OpenSSH public key.
+#[derive(Debug, thiserror::Error)]
+#[error("not an OpenSSH public key: {0}")]
+pub struct KeyLineError(#[from] russh::keys::ssh_key::Error);
+
 /// Checks one line of an OpenSSH public key file (`ALGORITHM BASE64
 /// [COMMENT]`) and returns its canonical `ALGORITHM BASE64` form and comment.
-pub fn parse_public_key_line(line: &str) -> Result<(String, String), String> {
+pub fn parse_public_key_line(line: &str) -> Result<(String, String), KeyLineError> {
     let line = line.trim();
-    let key = PublicKey::from_openssh(line).map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    let key = PublicKey::from_openssh(line)?;
     let comment = key.comment().to_string();
     let mut canonical = key.clone();
     canonical.set_comment("");
-    let text = canonical
-        .to_openssh()
-        .map_err(|e| format!("not an OpenSSH public key: {e}"))?
-        .trim()
-        .to_string();
+    let text = canonical.to_openssh()?.trim().to_string();
     Ok((text, comment))
 }
 

@@ -334,7 +334,8 @@ fn io_error(e: std::io::Error) -> StatusReply {
 
 impl SftpSession {
     fn resolve(&self, path: &str) -> Result<(DropPath, PathBuf), StatusReply> {
-        let parsed = DropPath::parse(path).map_err(|e| StatusCode::PermissionDenied.with_message(e))?;
+        let parsed =
+            DropPath::parse(path).map_err(|e| StatusCode::PermissionDenied.with_message(e.to_string()))?;
         let host = self.shared.dropbox.tree().file(&self.tenant.slug, &parsed);
         Ok((parsed, host))
     }

@@ -33,6 +33,15 @@ pub struct DropPath {
     parts: Vec<String>,
 }
 
+/// A client's path that names nothing in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path:?}: {why}")]
+pub struct PathError {
+    /// The path as the client gave it.
+    pub path: String,
+    pub why: &'static str,
+}
+
 /// Where an upload goes, from its place in the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -87,21 +96,25 @@ impl DropPath {
     /// Checks a client's path (absolute in the tenant's namespace, or
     /// relative to its root). `.` parts are dropped; `..` is refused rather
     /// than resolved, so no path can name anything outside the tree.
-    pub fn parse(path: &str) -> Result<DropPath, String> {
+    pub fn parse(path: &str) -> Result<DropPath, PathError> {
+        let refused = |why| PathError {
+            path: path.to_string(),
+            why,
+        };
         if path.contains(['\0', '\\']) {
-            return Err(format!("{path:?}: unsupported character in path"));
+            return Err(refused("unsupported character in path"));
         }
         let mut parts = Vec::new();
         for part in path.split('/') {
             match part {
                 "" | "." => {}
-                ".." => return Err(format!("{path:?}: `..` is not allowed")),
-                name if name.len() > 255 => return Err(format!("{path:?}: name too long")),
+                ".." => return Err(refused("`..` is not allowed")),
+                name if name.len() > 255 => return Err(refused("name too long")),
                 name => parts.push(name.to_string()),
             }
         }
         if parts.len() > 8 {
-            return Err(format!("{path:?}: too deep"));
+            return Err(refused("too deep"));
         }
         Ok(DropPath { parts })
     }

@@ -13,13 +13,13 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::AppState;
-use callmeta_app::store::{CallQuery, CallRecord, CallSource};
+use callmeta_app::store::{CallRecord, CallSource};
 use callmeta_app::usecases::backfill::{self as backfills, Backfill};
 use callmeta_app::usecases::calls::{self as uc, NewCall, format_timestamp, parse_timestamp};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateCall {
+pub(crate) struct CreateCall {
     /// The call's own metadata: string keys to string values (numbers and
     /// booleans are accepted and kept as their text, numbers exactly as
     /// written).
@@ -37,7 +37,7 @@ pub struct CreateCall {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CollisionView {
+pub(crate) struct CollisionView {
     pub key: String,
     pub kept_value: String,
     pub dropped_value: String,
@@ -46,7 +46,7 @@ pub struct CollisionView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EnrichmentView {
+pub(crate) struct EnrichmentView {
     #[schema(schema_with = crate::openapi::enrichment_status)]
     pub status: EnrichmentStatus,
     pub table: String,
@@ -62,7 +62,7 @@ pub struct EnrichmentView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallView {
+pub(crate) struct CallView {
     pub unique_id: String,
     #[schema(schema_with = crate::openapi::date_time)]
     pub timestamp: String,
@@ -80,7 +80,7 @@ pub struct CallView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallList {
+pub(crate) struct CallList {
     /// How many calls match the filters (all pages).
     pub count: u64,
     pub data: Vec<CallView>,
@@ -109,7 +109,7 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
     }
 }
 
-pub fn call_view(c: &CallRecord) -> CallView {
+pub(crate) fn call_view(c: &CallRecord) -> CallView {
     CallView {
         unique_id: c.unique_id.clone(),
         timestamp: format_timestamp(c.timestamp_ms),
@@ -140,7 +140,7 @@ pub fn call_view(c: &CallRecord) -> CallView {
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
     ),
     security(("token" = [])))]
-pub async fn create_call(
+pub(crate) async fn create_call(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<CreateCall>,
@@ -184,7 +184,7 @@ pub async fn create_call(
     responses((status = 200, body = CallView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_call(
+pub(crate) async fn get_call(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(unique_id): ApiPath<String>,
@@ -199,7 +199,7 @@ pub async fn get_call(
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, description = "No such call, or it has no recording", body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_call_audio(
+pub(crate) async fn get_call_audio(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(unique_id): ApiPath<String>,
@@ -207,8 +207,6 @@ pub async fn get_call_audio(
     let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
-
-pub const DEFAULT_LIMIT: u32 = 50;
 
 /// Calls, newest first, filtered by time and by any metadata key (own or added).
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
@@ -223,12 +221,12 @@ pub const DEFAULT_LIMIT: u32 = 50;
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
               (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn list_calls(
+pub(crate) async fn list_calls(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<CallList>, ApiError> {
-    let query = parse_call_query(&params)?;
+    let query = uc::parse_call_query(&params)?;
     let (count, calls) = uc::list_calls(&state.services, &tenant.id, &query).await?;
     Ok(Json(CallList {
         count,
@@ -236,72 +234,9 @@ pub async fn list_calls(
     }))
 }
 
-/// Parses the list filters shared by the API and the web app.
-pub fn parse_call_query(params: &[(String, String)]) -> Result<CallQuery, ApiError> {
-    let mut query = CallQuery {
-        limit: DEFAULT_LIMIT,
-        ..CallQuery::default()
-    };
-    let bad = |name: &str, detail: String| ApiError::bad_request(detail).with_field(name.to_string());
-    for (name, value) in params {
-        match name.as_str() {
-            // Syntax here; the bounds are the use case's.
-            "limit" => {
-                query.limit = value.parse::<u32>().map_err(|_| {
-                    bad(
-                        name,
-                        format!(
-                            "limit must be an integer from 1 to {}, not {value:?}",
-                            uc::MAX_LIMIT
-                        ),
-                    )
-                })?;
-            }
-            "offset" => {
-                // Bounded as the document says (int64), which is all a store can skip.
-                query.offset = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= i64::MAX as u64)
-                    .ok_or_else(|| {
-                        bad(
-                            name,
-                            format!("offset must be an integer from 0 to {}, not {value:?}", i64::MAX),
-                        )
-                    })?;
-            }
-            "timestamp_from" | "timestamp_to" => {
-                let ms = parse_timestamp(value).ok_or_else(|| {
-                    bad(
-                        name,
-                        format!("{name} must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not {value:?}"),
-                    )
-                })?;
-                if name == "timestamp_from" {
-                    query.from_ms = Some(ms);
-                } else {
-                    query.to_ms = Some(ms);
-                }
-            }
-            other => match other.strip_prefix("metadata.") {
-                Some(key) if !key.is_empty() => query.metadata.push((key.to_string(), value.clone())),
-                _ => {
-                    return Err(bad(
-                        name,
-                        format!(
-                            "unknown parameter {other:?}; expected limit, offset, timestamp_from, timestamp_to or metadata.KEY"
-                        ),
-                    ));
-                }
-            },
-        }
-    }
-    Ok(query)
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BackfillRequest {
+pub(crate) struct BackfillRequest {
     /// Report what would change without changing anything (default `true`).
     #[serde(default = "yes")]
     pub dry_run: bool,
@@ -323,7 +258,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BackfillView {
+pub(crate) struct BackfillView {
     /// Its id, for `GET /api/v1/backfills/{id}`.
     pub id: String,
     #[schema(schema_with = crate::openapi::backfill_state)]
@@ -365,7 +300,7 @@ impl From<Backfill> for BackfillView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BackfillList {
+pub(crate) struct BackfillList {
     pub data: Vec<BackfillView>,
 }
 
@@ -381,7 +316,7 @@ pub struct BackfillList {
               (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
               (status = 422, description = "A field has the wrong type", body = ErrorBody)),
     security(("token" = [])))]
-pub async fn backfill(
+pub(crate) async fn backfill(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<BackfillRequest>,
@@ -396,7 +331,7 @@ pub async fn backfill(
     for (k, v) in body.metadata {
         params.push((format!("metadata.{k}"), v));
     }
-    let query = parse_call_query(&params)?;
+    let query = uc::parse_call_query(&params)?;
     let done = backfills::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
     Ok(Json(done.into()))
 }
@@ -405,7 +340,7 @@ pub async fn backfill(
 #[utoipa::path(get, path = "/api/v1/backfills", tag = "calls",
     responses((status = 200, body = BackfillList), (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn list_backfills(
+pub(crate) async fn list_backfills(
     State(state): State<AppState>,
     Auth(tenant): Auth,
 ) -> Result<Json<BackfillList>, ApiError> {
@@ -421,7 +356,7 @@ pub async fn list_backfills(
     responses((status = 200, body = BackfillView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_backfill(
+pub(crate) async fn get_backfill(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(id): ApiPath<String>,

@@ -9,10 +9,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use callmeta_app::usecases::AppError;
+use callmeta_app::usecases::calls::CallQueryError;
 use callmeta_core::call_metadata::MetadataValueError;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorItem {
+pub(crate) struct ErrorItem {
     /// A stable machine-readable code, e.g. `not_found`, `invalid`, `rejected`.
     pub id: &'static str,
     pub title: &'static str,
@@ -23,12 +24,12 @@ pub struct ErrorItem {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     pub errors: Vec<ErrorItem>,
 }
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub item: ErrorItem,
     /// Seconds for a `Retry-After` header (a busy server).
@@ -36,7 +37,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, id: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        id: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             item: ErrorItem {
@@ -49,11 +55,11 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request", detail)
     }
 
-    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
         self.item.field = Some(field.into());
         self
     }
@@ -134,6 +140,13 @@ impl From<MetadataValueError> for ApiError {
             e.to_string(),
         )
         .with_field(field)
+    }
+}
+
+impl From<CallQueryError> for ApiError {
+    fn from(e: CallQueryError) -> Self {
+        let field = e.field().to_string();
+        ApiError::bad_request(e.to_string()).with_field(field)
     }
 }
 

@@ -14,7 +14,7 @@ use callmeta_app::store::Tenant;
 use callmeta_app::usecases::tenants;
 
 /// The tenant authenticated by `Authorization: Token T` (or `Bearer T`).
-pub struct Auth(pub Tenant);
+pub(crate) struct Auth(pub Tenant);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -43,9 +43,9 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// A JSON body; a malformed body or an unknown field gets a 400/422 saying where.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
-pub const MAX_JSON_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_JSON_BYTES: usize = 2 * 1024 * 1024;
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -67,7 +67,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every body is a JSON object; serde would also read a struct from an
     // array of its fields in order (`[]` being all defaults).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -103,7 +103,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Path parameters; a malformed one (not UTF-8 once decoded) gets a 400.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
@@ -115,7 +115,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 }
 
 /// Query parameters; a query that does not decode gets a 400.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;

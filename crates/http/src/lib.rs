@@ -1,67 +1,78 @@
 //! The HTTP adapter: the JSON API under `/api/v1` (and, later, the web app on
 //! the same listener). Handlers parse requests, call a use case and render its
-//! result; errors become replies only in [`error`].
+//! result; errors become replies only in `error`. Only [`router`] is public:
+//! the server mounts it; everything else is the crate's own.
 //!
-//! - [`extract`]: token authentication, JSON bodies, path and query parameters.
-//! - [`tables`], [`calls`]: the API handlers and their JSON views.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//! - `extract`: token authentication, JSON bodies, path and query parameters.
+//! - `tables`, `calls`, `siprec`: the API handlers and their JSON views.
+//! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 
-pub mod calls;
-pub mod error;
-pub mod extract;
-pub mod openapi;
-pub mod siprec;
-pub mod tables;
+mod calls;
+mod error;
+mod extract;
+mod openapi;
+mod siprec;
+mod tables;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 
+use callmeta_app::clock::Clock;
 use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
 
 #[derive(Clone)]
-pub struct AppState {
-    pub services: Arc<Services>,
-    pub token_cache: Arc<TokenCache>,
+pub(crate) struct AppState {
+    pub(crate) services: Arc<Services>,
+    pub(crate) token_cache: Arc<TokenCache>,
 }
 
 /// Recently authenticated tokens, keyed by their hash, so a busy client costs
 /// one database read per token per minute rather than one per request.
-#[derive(Default)]
-pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Tenant, Instant)>>,
+/// Entries are dated on the application's clock.
+pub(crate) struct TokenCache {
+    clock: Arc<dyn Clock>,
+    entries: Mutex<HashMap<String, (Tenant, i64)>>,
 }
 
-const TOKEN_TTL: Duration = Duration::from_secs(60);
+const TOKEN_TTL_MS: i64 = 60_000;
 
 impl TokenCache {
-    pub fn get(&self, token: &str) -> Option<Tenant> {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            entries: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Tenant> {
         let key = callmeta_app::usecases::tenants::hash_token(token);
+        let now = self.clock.now_ms();
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key)
-            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .filter(|(_, at)| now - at < TOKEN_TTL_MS)
             .map(|(t, _)| t.clone())
     }
 
-    pub fn put(&self, token: &str, tenant: Tenant) {
+    pub(crate) fn put(&self, token: &str, tenant: Tenant) {
         let key = callmeta_app::usecases::tenants::hash_token(token);
+        let now = self.clock.now_ms();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 10_000 {
-            map.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+            map.retain(|_, (_, at)| now - *at < TOKEN_TTL_MS);
         }
-        map.insert(key, (tenant, Instant::now()));
+        map.insert(key, (tenant, now));
     }
 }
 
 pub fn router(services: Arc<Services>) -> Router {
     let state = AppState {
+        token_cache: Arc::new(TokenCache::new(services.clock.clone())),
         services,
-        token_cache: Arc::new(TokenCache::default()),
     };
     let api = Router::new()
         .route("/tables", get(tables::list_tables))

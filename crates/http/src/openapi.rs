@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
          (name = "calls", description = "Calls and their enrichment"),
          (name = "siprec", description = "SIPREC key mapping and recording clients"))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct TokenAuth;
 
@@ -45,7 +45,7 @@ impl Modify for TokenAuth {
     }
 }
 
-pub async fn openapi_json() -> Result<Json<serde_json::Value>, crate::error::ApiError> {
+pub(crate) async fn openapi_json() -> Result<Json<serde_json::Value>, crate::error::ApiError> {
     let document = serde_json::to_value(ApiDoc::openapi()).map_err(|e| {
         tracing::error!(error = %e, "writing the OpenAPI document");
         crate::error::ApiError::new(

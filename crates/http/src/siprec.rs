@@ -17,7 +17,7 @@ use callmeta_app::usecases::siprec::{self as uc, SiprecSettings};
 /// SIPREC settings of the tenant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SiprecSettingsView {
+pub(crate) struct SiprecSettingsView {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::siprec_mapping, required = false)]
     pub mapping: BTreeMap<String, String>,
@@ -37,7 +37,7 @@ fn view(s: SiprecSettings) -> SiprecSettingsView {
 #[utoipa::path(get, path = "/api/v1/siprec", tag = "siprec",
     responses((status = 200, body = SiprecSettingsView), (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_settings(
+pub(crate) async fn get_settings(
     State(state): State<AppState>,
     Auth(tenant): Auth,
 ) -> Result<Json<SiprecSettingsView>, ApiError> {
@@ -54,7 +54,7 @@ pub async fn get_settings(
               (status = 413, description = "The body is over the JSON limit", body = ErrorBody),
               (status = 422, description = "A field is invalid (the SBC networks are the operator's); `field` names it", body = ErrorBody)),
     security(("token" = [])))]
-pub async fn put_settings(
+pub(crate) async fn put_settings(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<SiprecSettingsView>,

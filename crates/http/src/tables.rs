@@ -24,7 +24,7 @@ use callmeta_app::usecases::uploads;
 /// A table's settings. Only `key` is required.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TableConfig {
+pub(crate) struct TableConfig {
     #[schema(schema_with = crate::openapi::column_name)]
     pub key: ColumnName,
     #[serde(rename = "match", default)]
@@ -42,7 +42,7 @@ pub struct TableConfig {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VersionView {
+pub(crate) struct VersionView {
     pub id: String,
     pub table: String,
     #[schema(schema_with = crate::openapi::date_time)]
@@ -61,7 +61,7 @@ pub struct VersionView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TableView {
+pub(crate) struct TableView {
     pub name: String,
     pub key: String,
     #[serde(rename = "match")]
@@ -82,7 +82,7 @@ pub struct TableView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UploadResponse {
+pub(crate) struct UploadResponse {
     pub version: VersionView,
     /// The version became the active one.
     pub activated: bool,
@@ -91,7 +91,7 @@ pub struct UploadResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RejectedUpload {
+pub(crate) struct RejectedUpload {
     pub errors: Vec<ErrorItem>,
     /// The rejected version, recorded with its report; absent when the
     /// request itself was invalid and nothing was ingested.
@@ -100,12 +100,12 @@ pub struct RejectedUpload {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TableList {
+pub(crate) struct TableList {
     pub count: usize,
     pub data: Vec<TableView>,
 }
 
-pub fn version_view(v: &VersionRecord, active: Option<&str>) -> VersionView {
+pub(crate) fn version_view(v: &VersionRecord, active: Option<&str>) -> VersionView {
     let state = if !v.accepted {
         "rejected"
     } else if active == Some(v.id.as_str()) {
@@ -210,7 +210,7 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
         (status = 422, description = "Invalid settings (`errors` only), or the active data does not ingest under them (with the rejected `version`)", body = RejectedUpload),
     ),
     security(("token" = [])))]
-pub async fn put_table(
+pub(crate) async fn put_table(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(name): ApiPath<String>,
@@ -238,7 +238,7 @@ pub async fn put_table(
     responses((status = 200, body = TableView), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn get_table(
+pub(crate) async fn get_table(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(name): ApiPath<String>,
@@ -252,7 +252,7 @@ pub async fn get_table(
 #[utoipa::path(get, path = "/api/v1/tables", tag = "tables",
     responses((status = 200, body = TableList), (status = 401, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn list_tables(
+pub(crate) async fn list_tables(
     State(state): State<AppState>,
     Auth(tenant): Auth,
 ) -> Result<Json<TableList>, ApiError> {
@@ -281,7 +281,7 @@ pub async fn list_tables(
         (status = 503, description = "The ingest memory budget is taken; try again after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("token" = [])))]
-pub async fn put_table_data(
+pub(crate) async fn put_table_data(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(name): ApiPath<String>,

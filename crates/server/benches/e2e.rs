@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use callmeta::config::Config;
 use callmeta::startup::{App, open_services};
+use callmeta_app::clock::SystemClock;
 use callmeta_app::usecases::tables::{self, Channel};
 use callmeta_app::usecases::{tenants, uploads};
 use callmeta_core::csv::TableOptions;
@@ -149,7 +150,7 @@ async fn run(path: String, calls: usize) {
         http: "127.0.0.1:0".into(),
         ..Config::default()
     };
-    let services = open_services(&config).await.unwrap();
+    let services = open_services(&config, Arc::new(SystemClock)).await.unwrap();
     let created = tenants::create_tenant(&services, "bench", "bench-password")
         .await
         .unwrap();
@@ -294,7 +295,7 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
             blobs: Some(format!("file://{}", dir.path().join("blobs").display())),
             ..Config::default()
         };
-        apps.push(App::build(config).await.unwrap());
+        apps.push(App::build(config, Arc::new(SystemClock)).await.unwrap());
     }
     let bases: Vec<String> = apps.iter().map(|a| format!("http://{}", a.http_addr())).collect();
     let services = apps[0].services.clone();
@@ -446,7 +447,7 @@ async fn ftp_upload_to_active(path: &str) {
         sip: "127.0.0.1:0".into(),
         ..Config::default()
     };
-    let app = App::build(config).await.unwrap();
+    let app = App::build(config, Arc::new(SystemClock)).await.unwrap();
     let services = app.services.clone();
     let ftp = app.ftp_addr();
     tenants::create_tenant(&services, "bench", "bench-password")

@@ -164,10 +164,22 @@ impl Config {
 
     /// A commented example configuration holding the effective values.
     pub fn to_commented_toml(&self) -> String {
-        let opt = |v: &Option<String>| match v {
-            Some(v) => format!("{:?}", redact_url(v)),
-            None => "\"\"".to_string(),
-        };
+        [
+            self.general_section(),
+            self.limits_section(),
+            self.uploads_section(),
+            self.s3_section(),
+            self.transfer_section(),
+            self.http_server_section(),
+            self.logins_section(),
+            siprec_section(&self.siprec),
+            self.web_section(),
+        ]
+        .join("\n")
+    }
+
+    /// The top-level settings: listeners, store, blobs, timers, log.
+    fn general_section(&self) -> String {
         format!(
             r#"# callmeta configuration. Precedence: defaults < this file < CALLMETA_* environment < flags.
 # Read from --config FILE (or CALLMETA_CONFIG), else ./callmeta.toml when present.
@@ -198,8 +210,26 @@ job_lease_ms = {lease}
 shutdown_grace_secs = {grace}
 # Log filter.                                                         env: CALLMETA_LOG
 log = {log:?}
+"#,
+            data_dir = self.data_dir.display().to_string(),
+            http = self.http,
+            ftp = self.ftp,
+            sftp = self.sftp,
+            sip = self.sip,
+            sdt = opt(&self.sip_default_tenant),
+            database = opt(&self.database),
+            blobs = opt(&self.blobs),
+            refresh = self.refresh_interval_ms,
+            lease = self.job_lease_ms,
+            grace = self.shutdown_grace_secs,
+            log = self.log,
+        )
+    }
 
-[limits]
+    /// `[limits]`: the bounds of one upload.
+    fn limits_section(&self) -> String {
+        format!(
+            r#"[limits]
 # Largest upload, in bytes, on every channel (API and web form: 413;
 # FTP: 552; SFTP: a failure status; CLI: an error), refused while it
 # arrives, before anything is stored.                                 env: CALLMETA_LIMITS__MAX_FILE_BYTES
@@ -208,8 +238,17 @@ max_file_bytes = {mfb}
 max_columns = {mc}
 # Longest CSV field, in bytes.                                        env: CALLMETA_LIMITS__MAX_FIELD_BYTES
 max_field_bytes = {mfl}
+"#,
+            mfb = self.limits.max_file_bytes,
+            mc = self.limits.max_columns,
+            mfl = self.limits.max_field_bytes,
+        )
+    }
 
-[uploads]
+    /// `[uploads]`: the bounds of all uploads together.
+    fn uploads_section(&self) -> String {
+        format!(
+            r#"[uploads]
 # Memory all uploads being parsed may use together, in bytes; each
 # takes 1.5x its size while parsed (0: no budget).                    env: CALLMETA_UPLOADS__MEMORY_BUDGET_BYTES
 memory_budget_bytes = {umb}
@@ -220,8 +259,17 @@ budget_wait_ms = {ubw}
 # Bytes of rejected uploads' originals kept per tenant; past it the
 # oldest are deleted from blob storage (versions and reports stay).   env: CALLMETA_UPLOADS__REJECTED_QUOTA_BYTES
 rejected_quota_bytes = {urq}
+"#,
+            umb = self.uploads.memory_budget_bytes,
+            ubw = self.uploads.budget_wait_ms,
+            urq = self.uploads.rejected_quota_bytes,
+        )
+    }
 
-[s3]
+    /// `[s3]`: the S3-compatible blob storage (its secret redacted).
+    fn s3_section(&self) -> String {
+        format!(
+            r#"[s3]
 # For blobs = "s3://bucket"; each unset value comes from the AWS_* environment.
 # Endpoint of an S3-compatible server.                                env: CALLMETA_S3__ENDPOINT
 endpoint = {s3e}
@@ -230,8 +278,23 @@ access_key_id = {s3k}                                                # env: CALL
 secret_access_key = {s3s}                                            # env: CALLMETA_S3__SECRET_ACCESS_KEY
 # Allow a plain-HTTP endpoint.                                        env: CALLMETA_S3__ALLOW_HTTP
 allow_http = {s3h}
+"#,
+            s3e = opt(&self.s3.endpoint),
+            s3r = opt(&self.s3.region),
+            s3k = opt(&self.s3.access_key_id),
+            s3s = if self.s3.secret_access_key.is_some() {
+                "\"***\""
+            } else {
+                "\"\""
+            },
+            s3h = self.s3.allow_http,
+        )
+    }
 
-[transfer]
+    /// `[transfer]`: FTP/FTPS and SFTP.
+    fn transfer_section(&self) -> String {
+        format!(
+            r#"[transfer]
 # FTP passive-mode data ports, FIRST-LAST.                            env: CALLMETA_TRANSFER__PASSIVE_PORTS
 passive_ports = {pp:?}
 # Address in passive replies, behind NAT (empty: the one dialled).   env: CALLMETA_TRANSFER__PASSIVE_HOST
@@ -251,46 +314,7 @@ idle_secs = {tis}
 # address (0: no cap).                                                env: CALLMETA_TRANSFER__MAX_CONNECTIONS
 max_connections = {tmc}
 max_connections_per_address = {tmca}                                 # env: CALLMETA_TRANSFER__MAX_CONNECTIONS_PER_ADDRESS
-
-[http_server]
-# Seconds to send a request's head, from the connection's start or the
-# previous response (so also the longest a keep-alive connection idles). env: CALLMETA_HTTP_SERVER__HEADER_TIMEOUT_SECS
-header_timeout_secs = {hht}
-# Longest pause in a request body, in seconds; past that allowance the
-# body must also average min_body_bytes_per_sec.                     env: CALLMETA_HTTP_SERVER__BODY_TIMEOUT_SECS
-body_timeout_secs = {hbt}
-min_body_bytes_per_sec = {hbr}                                      # env: CALLMETA_HTTP_SERVER__MIN_BODY_BYTES_PER_SEC
-# Seconds a client may leave its response unread before it is cut.   env: CALLMETA_HTTP_SERVER__SEND_TIMEOUT_SECS
-send_timeout_secs = {hst}
-# Connections open at once: in total, and from one address (0: no cap;
-# behind a load balancer that connects from one address, raise or 0 it). env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS
-max_connections = {hmc}
-max_connections_per_address = {hmca}                                # env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS_PER_ADDRESS
-
-[logins]
-# Web, FTP and SFTP logins, throttled per (user, source address): after
-# max_failures failures the pair waits block_secs, doubled with each
-# further failure up to max_block_secs; the same user from another
-# address is not affected.                                            env: CALLMETA_LOGINS__MAX_FAILURES
-max_failures = {lmf}
-block_secs = {lbs}                                                   # env: CALLMETA_LOGINS__BLOCK_SECS
-max_block_secs = {lmb}                                               # env: CALLMETA_LOGINS__MAX_BLOCK_SECS
-# Failures from one address over all users before that address waits. env: CALLMETA_LOGINS__MAX_FAILURES_PER_ADDRESS
-max_failures_per_address = {lmfa}
-
-{siprec}
-[web]
-# How long a web app login lasts at most, in seconds.               env: CALLMETA_WEB__SESSION_SECS
-session_secs = {ws}
-# How long a web app login lasts without a request, in seconds.      env: CALLMETA_WEB__IDLE_SECS
-idle_secs = {wi}
-# Mark the session cookie Secure (served over HTTPS).                env: CALLMETA_WEB__SECURE_COOKIE
-secure_cookie = {wsc}
 "#,
-            ws = self.web.session_secs,
-            siprec = siprec_section(&self.siprec),
-            wi = self.web.idle_secs,
-            wsc = self.web.secure_cookie,
             pp = self.transfer.passive_ports,
             ph = opt(&self.transfer.passive_host),
             tc = self
@@ -310,44 +334,81 @@ secure_cookie = {wsc}
             tis = self.transfer.idle_secs,
             tmc = self.transfer.max_connections,
             tmca = self.transfer.max_connections_per_address,
+        )
+    }
+
+    /// `[http_server]`: slow and idle HTTP clients, connection caps.
+    fn http_server_section(&self) -> String {
+        format!(
+            r#"[http_server]
+# Seconds to send a request's head, from the connection's start or the
+# previous response (so also the longest a keep-alive connection idles). env: CALLMETA_HTTP_SERVER__HEADER_TIMEOUT_SECS
+header_timeout_secs = {hht}
+# Longest pause in a request body, in seconds; past that allowance the
+# body must also average min_body_bytes_per_sec.                     env: CALLMETA_HTTP_SERVER__BODY_TIMEOUT_SECS
+body_timeout_secs = {hbt}
+min_body_bytes_per_sec = {hbr}                                      # env: CALLMETA_HTTP_SERVER__MIN_BODY_BYTES_PER_SEC
+# Seconds a client may leave its response unread before it is cut.   env: CALLMETA_HTTP_SERVER__SEND_TIMEOUT_SECS
+send_timeout_secs = {hst}
+# Connections open at once: in total, and from one address (0: no cap;
+# behind a load balancer that connects from one address, raise or 0 it). env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS
+max_connections = {hmc}
+max_connections_per_address = {hmca}                                # env: CALLMETA_HTTP_SERVER__MAX_CONNECTIONS_PER_ADDRESS
+"#,
             hht = self.http_server.header_timeout_secs,
             hbt = self.http_server.body_timeout_secs,
             hbr = self.http_server.min_body_bytes_per_sec,
             hst = self.http_server.send_timeout_secs,
             hmc = self.http_server.max_connections,
             hmca = self.http_server.max_connections_per_address,
+        )
+    }
+
+    /// `[logins]`: the login throttle.
+    fn logins_section(&self) -> String {
+        format!(
+            r#"[logins]
+# Web, FTP and SFTP logins, throttled per (user, source address): after
+# max_failures failures the pair waits block_secs, doubled with each
+# further failure up to max_block_secs; the same user from another
+# address is not affected.                                            env: CALLMETA_LOGINS__MAX_FAILURES
+max_failures = {lmf}
+block_secs = {lbs}                                                   # env: CALLMETA_LOGINS__BLOCK_SECS
+max_block_secs = {lmb}                                               # env: CALLMETA_LOGINS__MAX_BLOCK_SECS
+# Failures from one address over all users before that address waits. env: CALLMETA_LOGINS__MAX_FAILURES_PER_ADDRESS
+max_failures_per_address = {lmfa}
+"#,
             lmf = self.logins.max_failures,
             lbs = self.logins.block_secs,
             lmb = self.logins.max_block_secs,
             lmfa = self.logins.max_failures_per_address,
-            s3e = opt(&self.s3.endpoint),
-            s3r = opt(&self.s3.region),
-            s3k = opt(&self.s3.access_key_id),
-            s3s = if self.s3.secret_access_key.is_some() {
-                "\"***\""
-            } else {
-                "\"\""
-            },
-            s3h = self.s3.allow_http,
-            data_dir = self.data_dir.display().to_string(),
-            http = self.http,
-            ftp = self.ftp,
-            sftp = self.sftp,
-            sip = self.sip,
-            sdt = opt(&self.sip_default_tenant),
-            database = opt(&self.database),
-            blobs = opt(&self.blobs),
-            refresh = self.refresh_interval_ms,
-            lease = self.job_lease_ms,
-            grace = self.shutdown_grace_secs,
-            log = self.log,
-            mfb = self.limits.max_file_bytes,
-            umb = self.uploads.memory_budget_bytes,
-            ubw = self.uploads.budget_wait_ms,
-            urq = self.uploads.rejected_quota_bytes,
-            mc = self.limits.max_columns,
-            mfl = self.limits.max_field_bytes,
         )
+    }
+
+    /// `[web]`: web app sessions.
+    fn web_section(&self) -> String {
+        format!(
+            r#"[web]
+# How long a web app login lasts at most, in seconds.               env: CALLMETA_WEB__SESSION_SECS
+session_secs = {ws}
+# How long a web app login lasts without a request, in seconds.      env: CALLMETA_WEB__IDLE_SECS
+idle_secs = {wi}
+# Mark the session cookie Secure (served over HTTPS).                env: CALLMETA_WEB__SECURE_COOKIE
+secure_cookie = {wsc}
+"#,
+            ws = self.web.session_secs,
+            wi = self.web.idle_secs,
+            wsc = self.web.secure_cookie,
+        )
+    }
+}
+
+/// An optional text setting as a TOML string (`""` when unset), with any
+/// password in a URL redacted.
+fn opt(v: &Option<String>) -> String {
+    match v {
+        Some(v) => format!("{:?}", redact_url(v)),
+        None => "\"\"".to_string(),
     }
 }
 

@@ -3,10 +3,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use callmeta::config::{Config, FlagOverrides};
 use callmeta::startup::{App, open_services};
+use callmeta_app::clock::SystemClock;
 use callmeta_app::usecases::{AppError, siprec, tables, tenants, uploads};
 use clap::{Parser, Subcommand};
 
@@ -150,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     init_tracing(&config, matches!(cli.command, Command::Serve { .. }));
     match cli.command {
         Command::Serve { .. } => {
-            let app = App::build(config).await?;
+            let app = App::build(config, Arc::new(SystemClock)).await?;
             println!(
                 "callmeta listening: http://{} ftp://{} sftp://{} sip:{}",
                 app.http_addr(),
@@ -162,13 +164,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::PrintConfig => print!("{}", config.to_commented_toml()),
         Command::Migrate => {
-            open_services(&config).await?;
+            open_services(&config, Arc::new(SystemClock)).await?;
             println!("the database schema is up to date");
         }
         Command::Tenant {
             command: TenantCommand::Create { slug, password },
         } => {
-            let services = open_services(&config).await?;
+            let services = open_services(&config, Arc::new(SystemClock)).await?;
             let created = tenants::create_tenant(&services, &slug, &password)
                 .await
                 .map_err(user_error)?;
@@ -191,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if keys.is_empty() {
                 anyhow::bail!("{}: no public key in the file", file.display());
             }
-            let services = open_services(&config).await?;
+            let services = open_services(&config, Arc::new(SystemClock)).await?;
             for (key, comment) in &keys {
                 tenants::add_public_key(&services, &slug, key, comment)
                     .await
@@ -205,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Tenant {
             command: TenantCommand::SipSource { command },
         } => {
-            let services = open_services(&config).await?;
+            let services = open_services(&config, Arc::new(SystemClock)).await?;
             let out = match command {
                 SipSourceCommand::Add { slug, network } => {
                     let (network, added) = siprec::add_sip_source(&services, &slug, &network)
@@ -254,7 +256,7 @@ async fn import(
     file: &std::path::Path,
     key: Option<&str>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let services = open_services(config).await?;
+    let services = open_services(config, Arc::new(SystemClock)).await?;
     let tenant = tenants::tenant_by_slug(&services, tenant)
         .await
         .map_err(user_error)?;

@@ -1,10 +1,10 @@
 //! Wiring: open the store and blob storage, load the active versions, bind the
 //! listeners. Production (`callmeta serve`) and the integration tests start
-//! the application the same way: `App::build(config)` then `run_until`.
+//! the application the same way: `App::build(config, clock)` then `run_until`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use callmeta_app::blobs::s3::S3Blobs;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
+use callmeta_app::clock::Clock;
 use callmeta_app::store::Store;
-use callmeta_app::store::postgres::PgStore;
-use callmeta_app::store::sqlite::SqliteStore;
 use callmeta_app::usecases::{Services, active_tables, backfill, tables, uploads};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
@@ -24,10 +23,12 @@ use callmeta_filedrop::keys;
 use callmeta_filedrop::sftp::SftpServer;
 use callmeta_filedrop::tree::DropTree;
 use callmeta_sip::SipServer;
+use callmeta_store::SqlStore;
 
-/// Opens the configured store and blob storage and loads the active versions.
-pub async fn open_services(config: &Config) -> anyhow::Result<Arc<Services>> {
-    open_services_as(config, None).await
+/// Opens the configured store and blob storage and loads the active versions;
+/// every use case takes its time from `clock`.
+pub async fn open_services(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Services>> {
+    open_services_as(config, None, clock).await
 }
 
 /// This server's name in job leases, kept in `<data dir>/node` so that a
@@ -46,25 +47,30 @@ fn node_name(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// [`open_services`] with a name in job leases (`None`: a random one).
-pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::Result<Arc<Services>> {
+pub async fn open_services_as(
+    config: &Config,
+    node: Option<String>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Services>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = match config.database.as_deref().filter(|s| !s.is_empty()) {
         None => Arc::new(
-            SqliteStore::open(&config.sqlite_path())
+            SqlStore::open_sqlite(&config.sqlite_path())
                 .await
                 .with_context(|| format!("opening {}", config.sqlite_path().display()))?,
         ),
-        Some(url) if url.starts_with("sqlite:") => Arc::new(
-            SqliteStore::open_url(url)
-                .await
-                .with_context(|| format!("opening {url}"))?,
-        ),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
-            PgStore::open(url)
-                .await
-                .with_context(|| format!("opening {}", crate::config::redact_url(url)))?,
-        ),
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+        {
+            Arc::new(
+                callmeta_store::open(url)
+                    .await
+                    .with_context(|| format!("opening {}", crate::config::redact_url(url)))?,
+            )
+        }
         Some(url) => bail!(
             "unsupported database URL {}: expected sqlite:PATH or postgres://...",
             crate::config::redact_url(url)
@@ -88,6 +94,7 @@ pub async fn open_services_as(config: &Config, node: Option<String>) -> anyhow::
         node,
         config.uploads.clone(),
         config.data_dir.join("spool"),
+        clock,
     );
     services.logins.configure(config.logins.clone());
     let loaded = active_tables::refresh(&services)
@@ -154,10 +161,12 @@ async fn bind_file_drop(
 
 impl App {
     /// Opens everything and binds the listeners (port 0 picks a free port).
-    pub async fn build(mut config: Config) -> anyhow::Result<App> {
+    /// `clock` is the time of every use case: the system clock in a server,
+    /// a clock the test moves in the tests.
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let services = open_services_as(&config, Some(node_name(&config.data_dir)?)).await?;
+        let services = open_services_as(&config, Some(node_name(&config.data_dir)?), clock).await?;
         uploads::clean_spool(&services.spool_dir, Duration::from_secs(3600));
         // Audio parts serve another node: with SQLite there is none.
         if config.siprec.audio_part_secs.is_none() {
@@ -225,77 +234,19 @@ impl App {
             let _ = rx.wait_for(|s| *s).await;
         };
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let services = self.services.clone();
         let interval = Duration::from_millis(self.config.refresh_interval_ms.max(50));
-        let refresher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut changes = services.store.version_changes();
-            loop {
-                match changes.as_mut() {
-                    Some(changes) => tokio::select! {
-                        _ = tick.tick() => {}
-                        changed = changes.changed() => {
-                            if changed.is_err() {
-                                tick.tick().await;
-                            }
-                        }
-                    },
-                    None => {
-                        tick.tick().await;
-                    }
-                }
-                if let Err(e) = active_tables::refresh(&services).await {
-                    tracing::warn!(error = %e, "refreshing the active versions failed; retrying");
-                }
-            }
-        });
+        let refresher = tokio::spawn(refresh_active_versions(self.services.clone(), interval));
         let ftp = tokio::spawn(self.ftp.run());
         let sftp = tokio::spawn(self.sftp.run());
         let sip = tokio::spawn(self.sip.run_until(stopped(stop.clone()), grace));
-        // Work left half-done by a node that stopped (this one included):
-        // first this node's own recordings, from its local files, then, on a
-        // timer, every job whose lease ran out.
-        let jobs = {
-            let services = self.services.clone();
-            let recordings = self.config.data_dir.join("recordings");
-            let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
-            tokio::spawn(async move {
-                let n = callmeta_sip::recover_recordings(services.clone(), &recordings).await;
-                if n > 0 {
-                    tracing::info!(
-                        recordings = n,
-                        "recordings of interrupted calls attached to their calls"
-                    );
-                }
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = tables::finish_stale_uploads(&services).await {
-                        tracing::warn!(error = %e, "finishing interrupted uploads failed; retrying");
-                    }
-                    if let Err(e) = callmeta_sip::finish_stale_recordings(&services).await {
-                        tracing::warn!(error = %e, "finishing interrupted recordings failed; retrying");
-                    }
-                }
-            })
-        };
+        let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
+        let jobs = tokio::spawn(finish_stale_work(
+            self.services.clone(),
+            self.config.data_dir.join("recordings"),
+            every,
+        ));
         // Back-fills run long: they go on in a loop of their own.
-        let backfills = {
-            let services = self.services.clone();
-            let every = Duration::from_millis((self.config.job_lease_ms / 3).max(100));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = backfill::resume_stale(&services).await {
-                        tracing::warn!(error = %e, "resuming interrupted back-fills failed; retrying");
-                    }
-                }
-            })
-        };
+        let backfills = tokio::spawn(resume_backfills(self.services.clone(), every));
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),
@@ -309,16 +260,7 @@ impl App {
                 // No new FTP/SFTP connections; sessions under way go on.
                 ftp.abort();
                 sftp.abort();
-                let deadline = tokio::time::Instant::now() + grace;
-                while dropbox.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if dropbox.in_flight() > 0 {
-                    tracing::warn!(
-                        uploads = dropbox.in_flight(),
-                        "shutting down with uploads still under way"
-                    );
-                }
+                wait_for_uploads(&dropbox, grace).await;
             }
         };
         let (result, _, _) = tokio::join!(
@@ -331,5 +273,82 @@ impl App {
         backfills.abort();
         tracing::info!("callmeta stopped");
         result.context("serving HTTP")
+    }
+}
+
+/// Reconciles the active versions with the store every `interval`, and at
+/// once when the store announces a change (PostgreSQL `NOTIFY`).
+async fn refresh_active_versions(services: Arc<Services>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = services.store.version_changes();
+    loop {
+        match changes.as_mut() {
+            Some(changes) => tokio::select! {
+                _ = tick.tick() => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        tick.tick().await;
+                    }
+                }
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
+        if let Err(e) = active_tables::refresh(&services).await {
+            tracing::warn!(error = %e, "refreshing the active versions failed; retrying");
+        }
+    }
+}
+
+/// Work left half-done by a node that stopped (this one included): first
+/// this node's own recordings, from its local files in `recordings`, then,
+/// every `every`, each upload and recording whose lease ran out.
+async fn finish_stale_work(services: Arc<Services>, recordings: PathBuf, every: Duration) {
+    let n = callmeta_sip::recover_recordings(services.clone(), &recordings).await;
+    if n > 0 {
+        tracing::info!(
+            recordings = n,
+            "recordings of interrupted calls attached to their calls"
+        );
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = tables::finish_stale_uploads(&services).await {
+            tracing::warn!(error = %e, "finishing interrupted uploads failed; retrying");
+        }
+        if let Err(e) = callmeta_sip::finish_stale_recordings(&services).await {
+            tracing::warn!(error = %e, "finishing interrupted recordings failed; retrying");
+        }
+    }
+}
+
+/// Every `every`, resumes the back-fills whose lease ran out.
+async fn resume_backfills(services: Arc<Services>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = backfill::resume_stale(&services).await {
+            tracing::warn!(error = %e, "resuming interrupted back-fills failed; retrying");
+        }
+    }
+}
+
+/// Waits, at most `grace`, for the FTP/SFTP uploads under way to be
+/// processed.
+async fn wait_for_uploads(dropbox: &Dropbox, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while dropbox.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if dropbox.in_flight() > 0 {
+        tracing::warn!(
+            uploads = dropbox.in_flight(),
+            "shutting down with uploads still under way"
+        );
     }
 }

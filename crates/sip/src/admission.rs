@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 /// The bounds (from `[siprec]`).
 #[derive(Debug, Clone, Copy)]
-pub struct AdmissionLimits {
+pub(crate) struct AdmissionLimits {
     pub calls_per_source: usize,
     pub calls_per_tenant: usize,
     /// New calls per second; twice as many may come in a burst.
@@ -138,7 +138,7 @@ enum Refusal {
 
 /// Why an INVITE is refused: the text of its `503` and its `Retry-After`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub why: String,
     pub retry_after_secs: u64,
 }
@@ -151,21 +151,21 @@ struct Inner {
 
 /// The admission counters of one listener.
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     limits: AdmissionLimits,
     inner: Arc<Mutex<Inner>>,
 }
 
 /// A call admitted: it counts against its source and tenant until dropped.
 #[derive(Debug)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     inner: Arc<Mutex<Inner>>,
     source: IpAddr,
     tenant: TenantId,
 }
 
 impl Ticket {
-    pub fn tenant(&self) -> &TenantId {
+    pub(crate) fn tenant(&self) -> &TenantId {
         &self.tenant
     }
 }
@@ -180,7 +180,7 @@ impl Drop for Ticket {
 }
 
 impl Admission {
-    pub fn new(limits: AdmissionLimits) -> Admission {
+    pub(crate) fn new(limits: AdmissionLimits) -> Admission {
         Admission {
             limits,
             inner: Arc::new(Mutex::new(Inner {
@@ -191,7 +191,7 @@ impl Admission {
     }
 
     /// Admits a new call from `source` for `tenant`, or says why not.
-    pub fn admit(&self, source: IpAddr, tenant: &TenantId, now: Instant) -> Result<Ticket, Refused> {
+    pub(crate) fn admit(&self, source: IpAddr, tenant: &TenantId, now: Instant) -> Result<Ticket, Refused> {
         let source = source.to_canonical();
         let limits = self.limits;
         let Ok(mut inner) = self.inner.lock() else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use callmeta_app::store::{CallSource, TenantId};
 use callmeta_app::usecases::calls::{self, NewCall};
 use callmeta_app::usecases::recordings::{self, InProgress};
-use callmeta_app::usecases::{Services, siprec};
+use callmeta_app::usecases::{AppError, Services, siprec};
 use callmeta_siprec::flatten::{FlattenOptions, flatten};
 use callmeta_siprec::metadata::Metadata as RecordingMetadata;
 use callmeta_siprec::recording::{RecordingBody, parse_body};
@@ -40,7 +40,7 @@ const T2: Duration = Duration::from_secs(4);
 /// (a source registered with the CLI takes effect within this).
 const ROUTES_TTL: Duration = Duration::from_secs(1);
 
-pub struct Dialogs {
+pub(crate) struct Dialogs {
     context: Arc<Context>,
     ports: PortPool,
     dialogs: std::sync::Mutex<HashMap<String, Arc<Dialog>>>,
@@ -102,7 +102,7 @@ enum Ending {
 }
 
 impl Dialogs {
-    pub fn new(context: Arc<Context>) -> Arc<Dialogs> {
+    pub(crate) fn new(context: Arc<Context>) -> Arc<Dialogs> {
         let range = parse_range(&context.settings.rtp_ports);
         let admission = Admission::new(context.settings.admission_limits());
         Arc::new(Dialogs {
@@ -120,7 +120,7 @@ impl Dialogs {
     }
 
     /// From now on, new INVITEs are answered `503` with `Retry-After`.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -133,7 +133,7 @@ impl Dialogs {
 
     /// Calls under way (refused and finished dialogs are kept a while for
     /// retransmissions; they do not count).
-    pub async fn active(&self) -> usize {
+    pub(crate) async fn active(&self) -> usize {
         let mut active = 0;
         for (_, dialog) in self.snapshot() {
             if !dialog.state.lock().await.finished {
@@ -145,7 +145,7 @@ impl Dialogs {
 
     /// Ends every call still under way as if its BYE had come: its
     /// recording so far is attached to it (at shutdown, after the grace).
-    pub async fn finish_all(&self) {
+    pub(crate) async fn finish_all(&self) {
         for (call_id, dialog) in self.snapshot() {
             let state = dialog.state.lock().await;
             self.finish(&call_id, state).await;
@@ -155,7 +155,7 @@ impl Dialogs {
     /// Ends the dialogs that are over without a BYE; run every second (or
     /// every 4×T1 when T1 is shorter). A dialog being answered is left
     /// alone.
-    pub async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         let now = Instant::now();
         let settings = &self.context.settings;
         let rtp_timeout = Duration::from_secs(settings.rtp_timeout_secs.max(1));
@@ -220,7 +220,7 @@ impl Dialogs {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, mut message: Message, reply: Reply) {
+    pub(crate) async fn handle(self: Arc<Self>, mut message: Message, reply: Reply) {
         let Some(method) = message.method().cloned() else {
             return; // responses: we originate no requests
         };
@@ -295,7 +295,7 @@ impl Dialogs {
     }
 
     /// The operator's routing table, read again once it is [`ROUTES_TTL`] old.
-    async fn routes(&self) -> Result<Arc<siprec::Routes>, String> {
+    async fn routes(&self) -> Result<Arc<siprec::Routes>, AppError> {
         let mut cached = self.routes.lock().await;
         if let Some((at, routes)) = cached.as_ref()
             && at.elapsed() < ROUTES_TTL
@@ -311,65 +311,31 @@ impl Dialogs {
             Err(e) => match cached.as_ref() {
                 // The store is briefly unavailable: keep routing as before.
                 Some((_, routes)) => Ok(routes.clone()),
-                None => Err(e.to_string()),
+                None => Err(e),
             },
         }
     }
 
     async fn invite(self: &Arc<Self>, call_id: String, message: Message, reply: Reply) {
         let cseq = message.cseq().map(|c| c.number).unwrap_or(0);
-        // The dialog is looked up and, if new, inserted at once, so that a
-        // retransmission arriving while the INVITE is being answered finds
-        // it (and waits for its answer) instead of starting a second call.
-        let (dialog, fresh) = {
-            let Ok(mut dialogs) = self.dialogs.lock() else {
-                return;
-            };
-            match dialogs.get(&call_id) {
-                Some(existing) => (existing.clone(), false),
-                None => {
-                    let dialog = Arc::new(Dialog::new(&message, &reply, cseq));
-                    dialogs.insert(call_id.clone(), dialog.clone());
-                    (dialog, true)
-                }
-            }
+        let Some((dialog, fresh)) = self.dialog_for_invite(&call_id, &message, &reply, cseq) else {
+            return;
         };
         if !fresh {
-            // A retransmitted INVITE gets the response already sent; anything
-            // else with this Call-ID is refused without touching the dialog.
-            if !dialog.belongs(&message, &reply, false) {
-                return self
-                    .respond_error(&message, &reply, 482, "this Call-ID belongs to another dialog")
-                    .await;
-            }
-            let state = dialog.state.lock().await;
-            if state.invite_cseq == cseq {
-                if let Some(response) = &state.invite_response {
-                    reply.send(response).await;
-                }
-                return;
-            }
-            drop(state);
-            return self
-                .respond_error(&message, &reply, 482, "a second INVITE for this Call-ID")
-                .await;
+            return self.invite_again(&dialog, &message, &reply, cseq).await;
         }
         let mut state = dialog.state.lock().await;
         // Who the call is for, and whether its source and tenant may start
         // one now: a refusal is sent and the dialog forgotten at once.
-        let refusal = match self.admit(&message, &reply).await {
-            Ok(ticket) => {
-                state.ticket = Some(ticket);
-                None
+        match self.admit(&message, &reply).await {
+            Ok(ticket) => state.ticket = Some(ticket),
+            Err(response) => {
+                state.invite_response = Some(response.clone());
+                state.finished = true;
+                drop(state);
+                self.remove(&call_id);
+                return reply.send(&response).await;
             }
-            Err(response) => Some(response),
-        };
-        if let Some(response) = refusal {
-            state.invite_response = Some(response.clone());
-            state.finished = true;
-            drop(state);
-            self.remove(&call_id);
-            return reply.send(&response).await;
         }
         let tenant = match state.ticket.as_ref() {
             Some(ticket) => ticket.tenant().clone(),
@@ -384,16 +350,9 @@ impl Dialogs {
             Ok(response) => response,
             Err((status, why)) => {
                 tracing::info!(call_id, status, why, "INVITE refused");
-                let mut b = message
-                    .response(status)
-                    .to_tag(&dialog.to_tag)
-                    .header("Warning", &warning(&why));
-                if status == 415 {
-                    b = b.header("Accept", ACCEPT);
-                }
                 state.finished = true;
                 self.release(&mut state);
-                b.build()
+                invite_refusal(&message, &dialog, status, &why)
             }
         };
         state.invite_response = Some(response.clone());
@@ -404,37 +363,59 @@ impl Dialogs {
             state.last_activity = Instant::now();
         }
         drop(state);
-        let t1 = self.t1();
         if !success {
             // Keep the final response a while for retransmitted INVITEs.
             let this = self.clone();
+            let t1 = self.t1();
             tokio::spawn(async move {
                 tokio::time::sleep(t1 * 64).await;
                 this.remove(&call_id);
             });
+        } else if reply.is_udp() {
+            retransmit_until_ack(dialog, reply, response, self.t1());
+        }
+    }
+
+    /// The dialog of an INVITE's Call-ID and whether it is new. It is looked
+    /// up and, if new, inserted at once, so that a retransmission arriving
+    /// while the INVITE is being answered finds it (and waits for its
+    /// answer) instead of starting a second call.
+    fn dialog_for_invite(
+        &self,
+        call_id: &str,
+        message: &Message,
+        reply: &Reply,
+        cseq: u32,
+    ) -> Option<(Arc<Dialog>, bool)> {
+        let mut dialogs = self.dialogs.lock().ok()?;
+        Some(match dialogs.get(call_id) {
+            Some(existing) => (existing.clone(), false),
+            None => {
+                let dialog = Arc::new(Dialog::new(message, reply, cseq));
+                dialogs.insert(call_id.to_string(), dialog.clone());
+                (dialog, true)
+            }
+        })
+    }
+
+    /// An INVITE for a known Call-ID: a retransmission gets the response
+    /// already sent; anything else is refused without touching the dialog.
+    async fn invite_again(&self, dialog: &Dialog, message: &Message, reply: &Reply, cseq: u32) {
+        if !dialog.belongs(message, reply, false) {
+            return self
+                .respond_error(message, reply, 482, "this Call-ID belongs to another dialog")
+                .await;
+        }
+        let state = dialog.state.lock().await;
+        if state.invite_cseq == cseq {
+            if let Some(response) = &state.invite_response {
+                reply.send(response).await;
+            }
             return;
         }
-        if reply.is_udp() {
-            // Retransmit the 200 OK until the ACK (RFC 3261 §13.3.1.4); the
-            // sweep ends the dialog if none comes within 64×T1.
-            let dialog = dialog.clone();
-            tokio::spawn(async move {
-                let mut interval = t1;
-                let mut waited = Duration::ZERO;
-                while waited < t1 * 64 && !dialog.acked.load(Ordering::SeqCst) {
-                    tokio::select! {
-                        _ = dialog.ack.notified() => return,
-                        _ = tokio::time::sleep(interval) => {}
-                    }
-                    if dialog.acked.load(Ordering::SeqCst) || dialog.state.lock().await.finished {
-                        return;
-                    }
-                    waited += interval;
-                    interval = (interval * 2).min(T2);
-                    reply.send(&response).await;
-                }
-            });
-        }
+        drop(state);
+        self.respond_error(message, reply, 482, "a second INVITE for this Call-ID")
+            .await
     }
 
     /// The routing and admission of a new INVITE: its place in the counts,
@@ -478,22 +459,7 @@ impl Dialogs {
         state: &mut State,
         dialog: &Dialog,
     ) -> Result<Vec<u8>, (u16, String)> {
-        let services = self.services();
-        let body = parse_body(message).map_err(|e| (e.status(), e.to_string()))?;
-        let Some(offer) = body.sdp.clone() else {
-            return Err((488, "the INVITE has no SDP offer".into()));
-        };
-        let plans = sdp::plan(&offer);
-        let max_streams = self.context.settings.max_streams.max(1);
-        if plans.len() > max_streams {
-            return Err((
-                488,
-                format!(
-                    "{} media streams offered; at most {max_streams} are recorded",
-                    plans.len()
-                ),
-            ));
-        }
+        let (body, offer, plans) = self.offer(message)?;
         if self.context.settings.answer_delay_ms > 0 {
             let delay = Duration::from_millis(self.context.settings.answer_delay_ms);
             tokio::select! {
@@ -525,7 +491,7 @@ impl Dialogs {
             source: CallSource::Siprec,
             audio: None,
         };
-        let (call, created) = calls::create_call(services, &tenant, new)
+        let (call, created) = calls::create_call(self.services(), &tenant, new)
             .await
             .map_err(|e| (500, format!("the call could not be stored: {e}")))?;
         if !created {
@@ -535,34 +501,14 @@ impl Dialogs {
                 format!("this Call-ID was already recorded as call {}", call.unique_id),
             ));
         }
-        let file = self
-            .context
-            .recordings
-            .join(&tenant.0)
-            .join(format!("{}.wav", call.unique_id));
         let sockets: Vec<Option<tokio::net::UdpSocket>> = plans
             .iter()
             .zip(sockets)
             .map(|(plan, socket)| plan.accepted().then_some(socket))
             .collect();
-        let in_progress = Arc::new(
-            recordings::begin(services, &tenant, &call.unique_id)
-                .await
-                .map_err(|e| {
-                    (
-                        500,
-                        format!("the recording could not be recorded as under way: {e}"),
-                    )
-                })?,
-        );
-        let part_secs = self.context.settings.audio_part_secs.unwrap_or(0);
-        let parts = (part_secs > 0).then(|| Parts {
-            services: services.clone(),
-            recording: in_progress.clone(),
-            every: u32::try_from(part_secs).unwrap_or(u32::MAX),
-        });
-        let recording = Recording::start(&plans, sockets, file, parts, dialog.peer.ip())
-            .map_err(|e| (500, format!("recording: {e}")))?;
+        let (recording, in_progress) = self
+            .start_recording(&tenant, &call.unique_id, &plans, sockets, dialog)
+            .await?;
         tracing::info!(call_id, unique_id = %call.unique_id, streams = accepted, "recording started");
         state.unique_id = Some(call.unique_id);
         state.offer_plans = plans;
@@ -577,6 +523,67 @@ impl Dialogs {
             .header("Supported", SUPPORTED)
             .body("application/sdp", answer.into_bytes())
             .build())
+    }
+
+    /// The INVITE's body, its SDP offer and the plan of each offered stream,
+    /// or why it cannot be recorded (no offer, too many streams).
+    fn offer(
+        &self,
+        message: &Message,
+    ) -> Result<(RecordingBody, SessionDescription, Vec<sdp::StreamPlan>), (u16, String)> {
+        let body = parse_body(message).map_err(|e| (e.status(), e.to_string()))?;
+        let Some(offer) = body.sdp.clone() else {
+            return Err((488, "the INVITE has no SDP offer".into()));
+        };
+        let plans = sdp::plan(&offer);
+        let max_streams = self.context.settings.max_streams.max(1);
+        if plans.len() > max_streams {
+            return Err((
+                488,
+                format!(
+                    "{} media streams offered; at most {max_streams} are recorded",
+                    plans.len()
+                ),
+            ));
+        }
+        Ok((body, offer, plans))
+    }
+
+    /// The call's recording job, then its recording into
+    /// `<recordings>/<tenant>/<call>.wav` (and in parts, when configured).
+    async fn start_recording(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+        plans: &[sdp::StreamPlan],
+        sockets: Vec<Option<tokio::net::UdpSocket>>,
+        dialog: &Dialog,
+    ) -> Result<(Recording, Arc<InProgress>), (u16, String)> {
+        let services = self.services();
+        let file = self
+            .context
+            .recordings
+            .join(&tenant.0)
+            .join(format!("{unique_id}.wav"));
+        let in_progress = Arc::new(
+            recordings::begin(services, tenant, unique_id)
+                .await
+                .map_err(|e| {
+                    (
+                        500,
+                        format!("the recording could not be recorded as under way: {e}"),
+                    )
+                })?,
+        );
+        let part_secs = self.context.settings.audio_part_secs.unwrap_or(0);
+        let parts = (part_secs > 0).then(|| Parts {
+            services: services.clone(),
+            recording: in_progress.clone(),
+            every: u32::try_from(part_secs).unwrap_or(u32::MAX),
+        });
+        let recording = Recording::start(plans, sockets, file, parts, dialog.peer.ip())
+            .map_err(|e| (500, format!("recording: {e}")))?;
+        Ok((recording, in_progress))
     }
 
     fn answer(&self, offer: &SessionDescription, state: &mut State, base: u16, reply: &Reply) -> String {
@@ -800,6 +807,38 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A `Warning` header's value: why, without quotes or control characters.
+/// The final response refusing an INVITE the dialog had started on.
+fn invite_refusal(message: &Message, dialog: &Dialog, status: u16, why: &str) -> Vec<u8> {
+    let mut b = message
+        .response(status)
+        .to_tag(&dialog.to_tag)
+        .header("Warning", &warning(why));
+    if status == 415 {
+        b = b.header("Accept", ACCEPT);
+    }
+    b.build()
+}
+
+/// Retransmits the 200 OK over UDP until the ACK (RFC 3261 §13.3.1.4); the
+/// sweep ends the dialog if none comes within 64×T1.
+fn retransmit_until_ack(dialog: Arc<Dialog>, reply: Reply, response: Vec<u8>, t1: Duration) {
+    tokio::spawn(async move {
+        let mut interval = t1;
+        let mut waited = Duration::ZERO;
+        while waited < t1 * 64 && !dialog.acked.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = dialog.ack.notified() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if dialog.acked.load(Ordering::SeqCst) || dialog.state.lock().await.finished {
+                return;
+            }
+            waited += interval;
+            interval = (interval * 2).min(T2);
+            reply.send(&response).await;
+        }
+    });
+}
 fn warning(why: &str) -> String {
     let why: String = why
         .chars()

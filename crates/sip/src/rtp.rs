@@ -18,13 +18,13 @@ use tokio::task::JoinHandle;
 
 /// RTP ports: each call takes a block (stream k on base + 2k; the odd ports
 /// are left for RTCP).
-pub struct PortPool {
+pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     state: Mutex<(u16, HashSet<u16>)>,
 }
 
 impl PortPool {
-    pub fn new(range: RangeInclusive<u16>) -> Self {
+    pub(crate) fn new(range: RangeInclusive<u16>) -> Self {
         let start = *range.start() + (*range.start() % 2);
         Self {
             range,
@@ -33,7 +33,7 @@ impl PortPool {
     }
 
     /// Binds `count` sockets on `ip`: base, base + 2, ...
-    pub async fn allocate(&self, ip: IpAddr, count: usize) -> std::io::Result<(u16, Vec<UdpSocket>)> {
+    pub(crate) async fn allocate(&self, ip: IpAddr, count: usize) -> std::io::Result<(u16, Vec<UdpSocket>)> {
         let span = (count.max(1) * 2) as u32;
         let size = (*self.range.end() as u32 + 1).saturating_sub(*self.range.start() as u32);
         if span > size {
@@ -93,7 +93,7 @@ impl PortPool {
         Err(std::io::Error::other("no free RTP ports"))
     }
 
-    pub fn release(&self, base: u16, count: usize) {
+    pub(crate) fn release(&self, base: u16, count: usize) {
         if let Ok(mut state) = self.state.lock() {
             for k in 0..count as u16 {
                 state.1.remove(&(base + 2 * k));
@@ -105,7 +105,7 @@ impl PortPool {
 type Shared = Arc<Mutex<StreamRecorder>>;
 
 /// The recording of one call.
-pub struct Recording {
+pub(crate) struct Recording {
     /// One per answered m-line (`None`: rejected, or not recorded).
     recorders: Vec<Option<Shared>>,
     receivers: Vec<JoinHandle<()>>,
@@ -122,11 +122,48 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Where and how often a recording also stores its audio in parts, for
 /// another node to finish it.
-pub struct Parts {
+pub(crate) struct Parts {
     pub services: Arc<Services>,
     pub recording: Arc<InProgress>,
     /// Every this many flushes (seconds).
     pub every: u32,
+}
+
+/// Appends what each channel received to the file every second (and, with
+/// `parts`, stores the audio as a part in blob storage every `parts.every`
+/// seconds), until the task is aborted.
+async fn flush_every_second(
+    left: Option<Shared>,
+    right: Option<Shared>,
+    file: PathBuf,
+    parts: Option<Parts>,
+) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Audio written to the file but not yet stored as a part.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut ticks = 0u32;
+    loop {
+        tick.tick().await;
+        let (left, right, file) = (left.clone(), right.clone(), file.clone());
+        if let Ok(Ok(written)) = tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await
+            && parts.is_some()
+        {
+            pending.extend_from_slice(&written);
+        }
+        ticks += 1;
+        if let Some(parts) = &parts
+            && ticks.is_multiple_of(parts.every.max(1))
+            && !pending.is_empty()
+        {
+            let audio = bytes::Bytes::from(std::mem::take(&mut pending));
+            if let Err(e) = recordings::save_part(&parts.services, &parts.recording, audio.clone()).await {
+                // Kept, and tried again with the next part.
+                tracing::warn!(unique_id = %parts.recording.unique_id, error = %e, "storing a recording part failed");
+                pending = audio.to_vec();
+            }
+        }
+    }
 }
 
 impl Recording {
@@ -137,7 +174,7 @@ impl Recording {
     /// comes from the address its offer named or from the SIP peer's
     /// address is latched (symmetric RTP), and packets from anywhere else
     /// are dropped, so nobody else can inject audio into the call.
-    pub fn start(
+    pub(crate) fn start(
         plans: &[StreamPlan],
         sockets: Vec<Option<UdpSocket>>,
         file: PathBuf,
@@ -190,38 +227,12 @@ impl Recording {
             packets,
         };
         let (left, right) = recording.channel_recorders();
-        let file = recording.file.clone();
-        recording.flusher = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FLUSH_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Audio written to the file but not yet stored as a part.
-            let mut pending: Vec<u8> = Vec::new();
-            let mut ticks = 0u32;
-            loop {
-                tick.tick().await;
-                let (left, right, file) = (left.clone(), right.clone(), file.clone());
-                if let Ok(Ok(written)) =
-                    tokio::task::spawn_blocking(move || flush(&left, &right, &file, false)).await
-                    && parts.is_some()
-                {
-                    pending.extend_from_slice(&written);
-                }
-                ticks += 1;
-                if let Some(parts) = &parts
-                    && ticks.is_multiple_of(parts.every.max(1))
-                    && !pending.is_empty()
-                {
-                    let audio = bytes::Bytes::from(std::mem::take(&mut pending));
-                    if let Err(e) =
-                        recordings::save_part(&parts.services, &parts.recording, audio.clone()).await
-                    {
-                        // Kept, and tried again with the next part.
-                        tracing::warn!(unique_id = %parts.recording.unique_id, error = %e, "storing a recording part failed");
-                        pending = audio.to_vec();
-                    }
-                }
-            }
-        }));
+        recording.flusher = Some(tokio::spawn(flush_every_second(
+            left,
+            right,
+            recording.file.clone(),
+            parts,
+        )));
         Ok(recording)
     }
 
@@ -232,7 +243,7 @@ impl Recording {
 
     /// Stops receiving, writes the rest and finalises the file; returns its
     /// path (the caller stores it and removes it).
-    pub async fn finish(mut self) -> std::io::Result<PathBuf> {
+    pub(crate) async fn finish(mut self) -> std::io::Result<PathBuf> {
         for task in self.receivers.drain(..) {
             task.abort();
         }
@@ -332,7 +343,7 @@ fn flush(left: &Option<Shared>, right: &Option<Shared>, file: &Path, all: bool) 
 
 /// A playable WAV of parts stored by a recording (audio as [`flush`]
 /// writes it).
-pub fn wav_of_parts(parts: &[bytes::Bytes]) -> Vec<u8> {
+pub(crate) fn wav_of_parts(parts: &[bytes::Bytes]) -> Vec<u8> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut wav = Vec::with_capacity(44 + len);
     wav.extend_from_slice(&media::wav_header(
@@ -347,7 +358,7 @@ pub fn wav_of_parts(parts: &[bytes::Bytes]) -> Vec<u8> {
 }
 
 /// Writes the sizes into the header of a file written incrementally.
-pub fn finalize(file: &Path) -> std::io::Result<()> {
+pub(crate) fn finalize(file: &Path) -> std::io::Result<()> {
     let len = std::fs::metadata(file)?.len();
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
     let mut header = [0u8; 44];

@@ -26,7 +26,7 @@ use crate::dialog::Dialogs;
 
 /// Where a response goes, and where the request came in.
 #[derive(Clone, Debug)]
-pub enum Reply {
+pub(crate) enum Reply {
     Udp {
         socket: Arc<Udp>,
         to: SocketAddr,
@@ -46,7 +46,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub async fn send(&self, bytes: &[u8]) {
+    pub(crate) async fn send(&self, bytes: &[u8]) {
         match self {
             Reply::Udp { socket, to, local } => {
                 if let Err(e) = socket.send(bytes, *to, *local).await {
@@ -64,11 +64,11 @@ impl Reply {
         }
     }
 
-    pub fn is_udp(&self) -> bool {
+    pub(crate) fn is_udp(&self) -> bool {
         matches!(self, Reply::Udp { .. })
     }
 
-    pub fn peer(&self) -> SocketAddr {
+    pub(crate) fn peer(&self) -> SocketAddr {
         match self {
             Reply::Udp { to, .. } => *to,
             Reply::Tcp { peer, .. } => *peer,
@@ -77,7 +77,7 @@ impl Reply {
 
     /// The local address the request arrived on (IPv4-mapped addresses as
     /// IPv4).
-    pub fn local_ip(&self) -> IpAddr {
+    pub(crate) fn local_ip(&self) -> IpAddr {
         match self {
             Reply::Udp { local, .. } => local.to_canonical(),
             Reply::Tcp { local, .. } => local.ip().to_canonical(),
@@ -85,7 +85,7 @@ impl Reply {
     }
 
     /// The TCP connection the request came on.
-    pub fn connection(&self) -> Option<u64> {
+    pub(crate) fn connection(&self) -> Option<u64> {
         match self {
             Reply::Udp { .. } => None,
             Reply::Tcp { connection, .. } => Some(*connection),
@@ -93,7 +93,7 @@ impl Reply {
     }
 
     /// The transport name for Via/Contact.
-    pub fn transport(&self) -> &'static str {
+    pub(crate) fn transport(&self) -> &'static str {
         if self.is_udp() { "udp" } else { "tcp" }
     }
 }
@@ -102,7 +102,7 @@ impl Reply {
 /// datagram's destination address (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) and
 /// sends each response from the address its request was sent to.
 #[derive(Debug)]
-pub struct Udp {
+pub(crate) struct Udp {
     socket: UdpSocket,
     /// The bound address, when it is not a wildcard.
     fixed: Option<IpAddr>,
@@ -235,7 +235,7 @@ fn send_from(socket: &UdpSocket, bytes: &[u8], to: SocketAddr, from: IpAddr) -> 
 
 /// What the listener bounds (from `[siprec]`).
 #[derive(Debug, Clone)]
-pub struct TransportLimits {
+pub(crate) struct TransportLimits {
     /// Messages being handled at once, over both transports.
     pub max_in_flight: usize,
     pub max_tcp_connections: usize,
@@ -248,7 +248,7 @@ pub struct TransportLimits {
     pub tcp_send_queue: usize,
 }
 
-pub struct Transport {
+pub(crate) struct Transport {
     udp: Arc<Udp>,
     tcp: TcpListener,
     limits: TransportLimits,
@@ -258,7 +258,7 @@ pub struct Transport {
 const MAX_DATAGRAM: usize = 65_535;
 
 impl Transport {
-    pub async fn bind(addr: &str, limits: TransportLimits) -> std::io::Result<Transport> {
+    pub(crate) async fn bind(addr: &str, limits: TransportLimits) -> std::io::Result<Transport> {
         // Port 0: find a port free for both UDP and TCP.
         let mut last_error = None;
         for _ in 0..20 {
@@ -281,13 +281,13 @@ impl Transport {
         Err(last_error.unwrap_or_else(|| std::io::Error::other("no free SIP port")))
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.udp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    pub async fn run(self, dialogs: Arc<Dialogs>) {
+    pub(crate) async fn run(self, dialogs: Arc<Dialogs>) {
         let in_flight = Arc::new(Semaphore::new(self.limits.max_in_flight.max(1)));
         let udp = self.udp.clone();
         let udp_dialogs = dialogs.clone();
@@ -452,23 +452,10 @@ impl Connection {
         let local = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (mut read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.limits.tcp_send_queue.max(1));
+        let (mut read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(self.limits.tcp_send_queue.max(1));
         let stalled = Arc::new(Notify::new());
-        let write_timeout = self.limits.tcp_idle;
-        let writer_stalled = stalled.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                match tokio::time::timeout(write_timeout, write.write_all(&bytes)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        writer_stalled.notify_one();
-                        break;
-                    }
-                }
-            }
-        });
+        let writer = tokio::spawn(write_queued(write, rx, self.limits.tcp_idle, stalled.clone()));
         let reply = Reply::Tcp {
             tx: tx.clone(),
             peer,
@@ -482,29 +469,9 @@ impl Connection {
         // When the message under way started (its first byte arrived).
         let mut message_started: Option<Instant> = None;
         let mut idle_since = Instant::now();
-        'conn: loop {
-            loop {
-                match sip::frame_length(&buf, &limits) {
-                    Ok(Framing::Complete(n)) => {
-                        let message: Vec<u8> = buf.drain(..n).collect();
-                        dispatch(&self.dialogs, &self.in_flight, &message, reply.clone());
-                    }
-                    Ok(Framing::KeepAlive(n)) => {
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            reply.send(b"\r\n").await;
-                        }
-                        buf.drain(..n);
-                    }
-                    Ok(Framing::NeedMore) => break,
-                    Err(e) => {
-                        // The stream cannot be resynchronised: answer if we can, close.
-                        tracing::info!(%peer, error = %e, "unframeable SIP stream; closing it");
-                        if let Some(response) = bare_error_response(&buf, e.status(), &e.to_string()) {
-                            reply.send(&response).await;
-                        }
-                        break 'conn;
-                    }
-                }
+        loop {
+            if !self.dispatch_buffered(&mut buf, &limits, &reply).await {
+                break;
             }
             let now = Instant::now();
             if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
@@ -545,6 +512,54 @@ impl Connection {
             .is_err()
         {
             abort.abort();
+        }
+    }
+
+    /// Dispatches every whole message at the front of `buf` and answers
+    /// keep-alives; false when the stream cannot be framed (it cannot be
+    /// resynchronised: answered if possible, to be closed).
+    async fn dispatch_buffered(&self, buf: &mut Vec<u8>, limits: &sip::Limits, reply: &Reply) -> bool {
+        loop {
+            match sip::frame_length(buf, limits) {
+                Ok(Framing::Complete(n)) => {
+                    let message: Vec<u8> = buf.drain(..n).collect();
+                    dispatch(&self.dialogs, &self.in_flight, &message, reply.clone());
+                }
+                Ok(Framing::KeepAlive(n)) => {
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        reply.send(b"\r\n").await;
+                    }
+                    buf.drain(..n);
+                }
+                Ok(Framing::NeedMore) => return true,
+                Err(e) => {
+                    tracing::info!(peer = %self.peer, error = %e, "unframeable SIP stream; closing it");
+                    if let Some(response) = bare_error_response(buf, e.status(), &e.to_string()) {
+                        reply.send(&response).await;
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a connection's queued responses; a peer that leaves one unread
+/// for `timeout` is `stalled`, and the connection is closed.
+async fn write_queued(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    stalled: Arc<Notify>,
+) {
+    while let Some(bytes) = rx.recv().await {
+        match tokio::time::timeout(timeout, write.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                stalled.notify_one();
+                break;
+            }
         }
     }
 }

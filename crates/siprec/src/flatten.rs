@@ -320,6 +320,12 @@ fn metadata_keys(out: &mut Out, md: &Metadata) {
             flatten_extension(out, "", ext);
         }
     }
+    participant_keys(out, md);
+    stream_keys(out, md);
+}
+
+/// `participant_N_...` for the first [`MAX_ENTITIES`] participants.
+fn participant_keys(out: &mut Out, md: &Metadata) {
     for (i, p) in md.participants.iter().take(MAX_ENTITIES).enumerate() {
         let prefix = format!("participant_{}_", i + 1);
         out.put(&format!("{prefix}id"), &p.id);
@@ -343,6 +349,10 @@ fn metadata_keys(out: &mut Out, md: &Metadata) {
             flatten_extension(out, &prefix, ext);
         }
     }
+}
+
+/// `stream_N_...` for the first [`MAX_ENTITIES`] streams.
+fn stream_keys(out: &mut Out, md: &Metadata) {
     for (i, s) in md.streams.iter().take(MAX_ENTITIES).enumerate() {
         let prefix = format!("stream_{}_", i + 1);
         out.put(&format!("{prefix}id"), &s.id);
@@ -519,8 +529,31 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
     let empty = Vec::new();
     let exts = md.map_or(empty, all_extensions);
     let participants: &[Participant] = md.map_or(&[], |m| &m.participants);
+    if let Some(secs) = call_datetime(headers, md) {
+        out.put("datetime", &format_utc(secs));
+    }
+    let (caller_number, callee_number) = party_keys(out, participants, &exts, options);
+    let direction = call_direction(headers, &exts);
+    if let Some(d) = direction {
+        out.put(
+            "call_direction",
+            if d == Direction::Inbound {
+                "inbound"
+            } else {
+                "outbound"
+            },
+        );
+    }
+    let phonenumber = external_number(direction, caller_number.as_ref(), callee_number.as_ref());
+    if let Some(n) = phonenumber {
+        out.put("phonenumber", n);
+    }
+    original_call_id_keys(out, headers, md, &exts);
+}
 
-    // datetime
+/// When the call started: the first time in the metadata (associations,
+/// sessions, groups, participants, streams), else the request's `Date`.
+fn call_datetime(headers: &[Header], md: Option<&Metadata>) -> Option<i64> {
     let mut times: Vec<&str> = Vec::new();
     if let Some(m) = md {
         times.extend(
@@ -539,16 +572,21 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
         times.extend(m.participants.iter().filter_map(|p| p.associate_time.as_deref()));
         times.extend(m.streams.iter().filter_map(|s| s.associate_time.as_deref()));
     }
-    let datetime = times.iter().find_map(|t| parse_iso8601(t)).or_else(|| {
+    times.iter().find_map(|t| parse_iso8601(t)).or_else(|| {
         header_values(headers, "Date")
             .into_iter()
             .find_map(parse_http_date)
-    });
-    if let Some(secs) = datetime {
-        out.put("datetime", &format_utc(secs));
-    }
+    })
+}
 
-    // caller and callee
+/// The caller and the callee: `caller_number`, `callee_number` (normalised,
+/// also returned), `caller_name`, `callee_name`.
+fn party_keys(
+    out: &mut Out,
+    participants: &[Participant],
+    exts: &[&ExtensionElement],
+    options: &FlattenOptions,
+) -> (Option<String>, Option<String>) {
     let flags: Vec<Option<bool>> = participants.iter().map(calling_flag).collect();
     let caller_idx = flags
         .iter()
@@ -568,13 +606,13 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
     // BroadWorks callingPartyNumber/calledPartyNumber, Ribbon fromhdr/tohdr.
     if let Some(n) = ["callingpartynumber", "fromhdr"]
         .iter()
-        .find_map(|name| ext_text(&exts, name).and_then(number_in))
+        .find_map(|name| ext_text(exts, name).and_then(number_in))
     {
         caller.number = Some(n);
     }
     if let Some(n) = ["calledpartynumber", "tohdr"]
         .iter()
-        .find_map(|name| ext_text(&exts, name).and_then(number_in))
+        .find_map(|name| ext_text(exts, name).and_then(number_in))
     {
         callee.number = Some(n);
     }
@@ -592,11 +630,15 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
     if let Some(n) = &callee.name {
         out.put("callee_name", n);
     }
+    (caller_number, callee_number)
+}
 
-    // direction and the external party's number
-    let direction = if find_ext(&exts, &|el| lname(el) == "termcall").is_some() {
+/// Inbound or outbound: BroadWorks `termCall`/`origCall`, else an
+/// `X-Call-Direction` or `X-Direction` header.
+fn call_direction(headers: &[Header], exts: &[&ExtensionElement]) -> Option<Direction> {
+    if find_ext(exts, &|el| lname(el) == "termcall").is_some() {
         Some(Direction::Inbound)
-    } else if find_ext(&exts, &|el| lname(el) == "origcall").is_some() {
+    } else if find_ext(exts, &|el| lname(el) == "origcall").is_some() {
         Some(Direction::Outbound)
     } else {
         ["X-Call-Direction", "X-Direction"].iter().find_map(|h| {
@@ -608,38 +650,44 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
                     _ => None,
                 })
         })
-    };
-    if let Some(d) = direction {
-        out.put(
-            "call_direction",
-            if d == Direction::Inbound {
-                "inbound"
-            } else {
-                "outbound"
-            },
-        );
     }
+}
+
+/// The external party's number (`phonenumber`): the caller's on an inbound
+/// call, the callee's on an outbound one, if public; else the first public
+/// number; else the first number.
+fn external_number<'a>(
+    direction: Option<Direction>,
+    caller_number: Option<&'a String>,
+    callee_number: Option<&'a String>,
+) -> Option<&'a String> {
     let external = match direction {
-        Some(Direction::Inbound) => caller_number.as_ref(),
-        Some(Direction::Outbound) => callee_number.as_ref(),
+        Some(Direction::Inbound) => caller_number,
+        Some(Direction::Outbound) => callee_number,
         None => None,
     };
-    let phonenumber = external
+    external
         .filter(|n| looks_public(n))
         .or_else(|| {
-            [caller_number.as_ref(), callee_number.as_ref()]
+            [caller_number, callee_number]
                 .into_iter()
                 .flatten()
                 .find(|n| looks_public(n))
         })
-        .or(caller_number.as_ref())
-        .or(callee_number.as_ref());
-    if let Some(n) = phonenumber {
-        out.put("phonenumber", n);
-    }
+        .or(caller_number)
+        .or(callee_number)
+}
 
-    // original call id
-    let acme_call_id = find_ext(&exts, &|el| {
+/// `ucid` (Avaya) and `original_call_id`: the Call-ID of the recorded call,
+/// from Acme's header extension, a `callId` extension, the session's SIP
+/// session id, a vendor header, or the UCID, in that order.
+fn original_call_id_keys(
+    out: &mut Out,
+    headers: &[Header],
+    md: Option<&Metadata>,
+    exts: &[&ExtensionElement],
+) {
+    let acme_call_id = find_ext(exts, &|el| {
         lname(el) == "header"
             && el
                 .attributes
@@ -659,7 +707,7 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
     let vendor_header = CALL_ID_HEADERS
         .iter()
         .find_map(|h| header_values(headers, h).first().copied());
-    let ucid = ext_text(&exts, "ucid").and_then(avaya_ucid).or_else(|| {
+    let ucid = ext_text(exts, "ucid").and_then(avaya_ucid).or_else(|| {
         header_values(headers, "User-to-User")
             .into_iter()
             .find_map(avaya_ucid)
@@ -668,7 +716,7 @@ fn product_keys(out: &mut Out, headers: &[Header], md: Option<&Metadata>, option
         out.put("ucid", ucid);
     }
     let original = acme_call_id
-        .or_else(|| ext_text(&exts, "callid"))
+        .or_else(|| ext_text(exts, "callid"))
         .or(session_id)
         .or(vendor_header)
         .or(ucid.as_deref());

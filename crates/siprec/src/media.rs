@@ -313,47 +313,7 @@ impl StreamRecorder {
             self.stats.ignored += 1;
             return PushOutcome::Ignored;
         }
-        let arrival_pos = arrival.map(samples_of);
-        let max_gap = samples_of(self.config.max_gap);
-        let end = i64::try_from(self.end).unwrap_or(i64::MAX);
-        let restart_pos = arrival_pos.map_or(end, |a| a.max(end));
-        let position = match &mut self.timeline {
-            Some(t) if t.ssrc == packet.ssrc => {
-                let delta = i64::from(packet.timestamp.wrapping_sub(t.last_ts) as i32);
-                let ext = t.last_ext + delta;
-                let pos = t.anchor_pos + ext;
-                let far_from_stream = pos > end + max_gap || pos < end - max_gap;
-                let far_from_clock = arrival_pos.is_some_and(|a| pos > a + max_gap || pos < a - max_gap);
-                if far_from_stream || far_from_clock {
-                    self.stats.discontinuities += 1;
-                    *t = Timeline {
-                        ssrc: packet.ssrc,
-                        last_ts: packet.timestamp,
-                        last_ext: 0,
-                        anchor_pos: restart_pos,
-                    };
-                    restart_pos
-                } else {
-                    if delta > 0 {
-                        t.last_ts = packet.timestamp;
-                        t.last_ext = ext;
-                    }
-                    pos
-                }
-            }
-            previous => {
-                if previous.is_some() {
-                    self.stats.ssrc_changes += 1;
-                }
-                *previous = Some(Timeline {
-                    ssrc: packet.ssrc,
-                    last_ts: packet.timestamp,
-                    last_ext: 0,
-                    anchor_pos: restart_pos,
-                });
-                restart_pos
-            }
-        };
+        let position = self.position(packet, arrival.map(samples_of));
         let Ok(position) = u64::try_from(position) else {
             self.stats.late += 1;
             return PushOutcome::Late;
@@ -380,6 +340,49 @@ impl StreamRecorder {
         PushOutcome::Placed {
             position,
             samples: packet.payload.len(),
+        }
+    }
+
+    /// Where `packet` goes, in samples from the call start: along its
+    /// stream's timeline, or where a new timeline starts (a new SSRC, or a
+    /// jump of more than `max_gap` from the stream's end or from the
+    /// packet's arrival at `arrival_pos`).
+    fn position(&mut self, packet: &RtpPacket, arrival_pos: Option<i64>) -> i64 {
+        let max_gap = samples_of(self.config.max_gap);
+        let end = i64::try_from(self.end).unwrap_or(i64::MAX);
+        let restart_pos = arrival_pos.map_or(end, |a| a.max(end));
+        let restart = Timeline {
+            ssrc: packet.ssrc,
+            last_ts: packet.timestamp,
+            last_ext: 0,
+            anchor_pos: restart_pos,
+        };
+        match &mut self.timeline {
+            Some(t) if t.ssrc == packet.ssrc => {
+                let delta = i64::from(packet.timestamp.wrapping_sub(t.last_ts) as i32);
+                let ext = t.last_ext + delta;
+                let pos = t.anchor_pos + ext;
+                let far_from_stream = pos > end + max_gap || pos < end - max_gap;
+                let far_from_clock = arrival_pos.is_some_and(|a| pos > a + max_gap || pos < a - max_gap);
+                if far_from_stream || far_from_clock {
+                    self.stats.discontinuities += 1;
+                    *t = restart;
+                    restart_pos
+                } else {
+                    if delta > 0 {
+                        t.last_ts = packet.timestamp;
+                        t.last_ext = ext;
+                    }
+                    pos
+                }
+            }
+            previous => {
+                if previous.is_some() {
+                    self.stats.ssrc_changes += 1;
+                }
+                *previous = Some(restart);
+                restart_pos
+            }
         }
     }
 

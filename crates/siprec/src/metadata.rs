@@ -243,55 +243,15 @@ impl Metadata {
         if self.recording_id.is_none() {
             self.recording_id = update.recording_id;
         }
-        merge_by(
-            &mut self.groups,
-            update.groups,
-            |g| &g.id,
-            |old, new| {
-                set_opt(&mut old.associate_time, new.associate_time);
-                replace_nonempty(&mut old.extensions, new.extensions);
-                merge_extra(&mut old.extra, new.extra);
-            },
-        );
-        merge_by(
-            &mut self.sessions,
-            update.sessions,
-            |s| &s.id,
-            |old, new| {
-                set_opt(&mut old.group_ref, new.group_ref);
-                replace_nonempty(&mut old.sip_session_ids, new.sip_session_ids);
-                set_opt(&mut old.start_time, new.start_time);
-                set_opt(&mut old.stop_time, new.stop_time);
-                set_opt(&mut old.associate_time, new.associate_time);
-                replace_nonempty(&mut old.extensions, new.extensions);
-                merge_extra(&mut old.extra, new.extra);
-            },
-        );
+        merge_by(&mut self.groups, update.groups, |g| &g.id, merge_group);
+        merge_by(&mut self.sessions, update.sessions, |s| &s.id, merge_session);
         merge_by(
             &mut self.participants,
             update.participants,
             |p| &p.id,
-            |old, new| {
-                set_opt(&mut old.aor, new.aor);
-                set_opt(&mut old.name, new.name);
-                set_opt(&mut old.session, new.session);
-                set_opt(&mut old.associate_time, new.associate_time);
-                replace_nonempty(&mut old.extensions, new.extensions);
-                merge_extra(&mut old.extra, new.extra);
-            },
+            merge_participant,
         );
-        merge_by(
-            &mut self.streams,
-            update.streams,
-            |s| &s.id,
-            |old, new| {
-                set_opt(&mut old.session, new.session);
-                set_opt(&mut old.label, new.label);
-                set_opt(&mut old.associate_time, new.associate_time);
-                replace_nonempty(&mut old.extensions, new.extensions);
-                merge_extra(&mut old.extra, new.extra);
-            },
-        );
+        merge_by(&mut self.streams, update.streams, |s| &s.id, merge_stream);
         merge_by(
             &mut self.session_recording_assocs,
             update.session_recording_assocs,
@@ -325,6 +285,41 @@ impl Metadata {
         self.extensions.extend(update.extensions);
         merge_extra(&mut self.extra, update.extra);
     }
+}
+
+// A partial update of a known entity: the fields it carries replace the old.
+
+fn merge_group(old: &mut Group, new: Group) {
+    set_opt(&mut old.associate_time, new.associate_time);
+    replace_nonempty(&mut old.extensions, new.extensions);
+    merge_extra(&mut old.extra, new.extra);
+}
+
+fn merge_session(old: &mut Session, new: Session) {
+    set_opt(&mut old.group_ref, new.group_ref);
+    replace_nonempty(&mut old.sip_session_ids, new.sip_session_ids);
+    set_opt(&mut old.start_time, new.start_time);
+    set_opt(&mut old.stop_time, new.stop_time);
+    set_opt(&mut old.associate_time, new.associate_time);
+    replace_nonempty(&mut old.extensions, new.extensions);
+    merge_extra(&mut old.extra, new.extra);
+}
+
+fn merge_participant(old: &mut Participant, new: Participant) {
+    set_opt(&mut old.aor, new.aor);
+    set_opt(&mut old.name, new.name);
+    set_opt(&mut old.session, new.session);
+    set_opt(&mut old.associate_time, new.associate_time);
+    replace_nonempty(&mut old.extensions, new.extensions);
+    merge_extra(&mut old.extra, new.extra);
+}
+
+fn merge_stream(old: &mut Stream, new: Stream) {
+    set_opt(&mut old.session, new.session);
+    set_opt(&mut old.label, new.label);
+    set_opt(&mut old.associate_time, new.associate_time);
+    replace_nonempty(&mut old.extensions, new.extensions);
+    merge_extra(&mut old.extra, new.extra);
 }
 
 fn merge_by<T>(old: &mut Vec<T>, new: Vec<T>, id: impl Fn(&T) -> &String, update: impl Fn(&mut T, T)) {
@@ -510,95 +505,106 @@ pub fn parse(body: &[u8]) -> Result<Metadata, MetadataError> {
     })?;
     check_depth(&doc)?;
     let root = doc.root_element();
-    let root_name = norm(root.tag_name().name());
-    let dialect = match dialect_of(root.tag_name().namespace()) {
-        Some(d) if root_name == "recording" || root_name == "recordingmetadata" => {
-            if root_name == "recordingmetadata" {
-                Dialect::BroadWorks
-            } else {
-                d
-            }
-        }
-        _ => {
-            return Err(MetadataError::NotRecordingMetadata(
-                root.tag_name().name().chars().take(80).collect(),
-            ));
-        }
-    };
-    let mut md = Metadata::empty(dialect);
+    let mut md = Metadata::empty(root_dialect(root)?);
     // extensiondata with a parent attribute, attached once every id is known.
     let mut parented: Vec<(String, Vec<ExtensionElement>)> = Vec::new();
     for child in elements(root) {
-        if !is_recording_ns(child) {
+        if is_recording_ns(child) {
+            read_element(&mut md, &mut parented, child);
+        } else {
             md.extensions.push(extension(child, 1));
-            continue;
         }
-        match norm(child.tag_name().name()).as_str() {
-            "datamode" => {
-                if text(child).is_some_and(|t| t.eq_ignore_ascii_case("partial")) {
-                    md.data_mode = DataMode::Partial;
+    }
+    attach_parented(&mut md, parented);
+    Ok(md)
+}
+
+/// The dialect of a document, from its root element (`recording`, or
+/// BroadWorks' `recordingMetadata`) and its namespace.
+fn root_dialect(root: Node) -> Result<Dialect, MetadataError> {
+    let root_name = norm(root.tag_name().name());
+    match dialect_of(root.tag_name().namespace()) {
+        Some(_) if root_name == "recordingmetadata" => Ok(Dialect::BroadWorks),
+        Some(d) if root_name == "recording" => Ok(d),
+        _ => Err(MetadataError::NotRecordingMetadata(
+            root.tag_name().name().chars().take(80).collect(),
+        )),
+    }
+}
+
+/// One child of the root in the recording namespace, into `md`;
+/// `extensiondata` naming a parent is kept in `parented` for later.
+fn read_element(md: &mut Metadata, parented: &mut Vec<(String, Vec<ExtensionElement>)>, child: Node) {
+    match norm(child.tag_name().name()).as_str() {
+        "datamode" => {
+            if text(child).is_some_and(|t| t.eq_ignore_ascii_case("partial")) {
+                md.data_mode = DataMode::Partial;
+            }
+        }
+        "recording" => {
+            md.recording_id = attr(child, &["id"]);
+            for c in elements(child) {
+                if let Some(t) = text(c) {
+                    md.extra
+                        .push((format!("recording_{}", extra_name(c.tag_name().name())), t));
                 }
             }
-            "recording" => {
-                md.recording_id = attr(child, &["id"]);
-                for c in elements(child) {
-                    if let Some(t) = text(c) {
-                        md.extra
-                            .push((format!("recording_{}", extra_name(c.tag_name().name())), t));
-                    }
+        }
+        "group" => md.groups.push(parse_group(child)),
+        "session" => md.sessions.push(parse_session(child)),
+        "participant" => {
+            let (p, send, recv) = parse_participant(child);
+            if !send.is_empty() || !recv.is_empty() {
+                push_assoc(&mut md.participant_stream_assocs, &p.id, send, recv);
+            }
+            md.participants.push(p);
+        }
+        "stream" => md.streams.push(parse_stream(child)),
+        "sessionrecordingassoc" => md.session_recording_assocs.push(SessionRecordingAssoc {
+            session_id: attr(child, &["sessionid", "session", "id"]).unwrap_or_default(),
+            associate_time: child_text(child, "associatetime"),
+            disassociate_time: child_text(child, "disassociatetime"),
+        }),
+        "participantsessionassoc" => md.participant_session_assocs.push(ParticipantSessionAssoc {
+            participant_id: attr(child, &["participantid", "participant"]).unwrap_or_default(),
+            session_id: attr(child, &["sessionid", "session"]).unwrap_or_default(),
+            associate_time: child_text(child, "associatetime"),
+            disassociate_time: child_text(child, "disassociatetime"),
+        }),
+        "participantstreamassoc" => {
+            let id = attr(child, &["participantid", "participant", "id"]).unwrap_or_default();
+            let (mut send, mut recv) = (Vec::new(), Vec::new());
+            for c in elements(child) {
+                match norm(c.tag_name().name()).as_str() {
+                    "send" => send.extend(stream_refs(c)),
+                    "recv" => recv.extend(stream_refs(c)),
+                    _ => {}
                 }
             }
-            "group" => md.groups.push(parse_group(child)),
-            "session" => md.sessions.push(parse_session(child)),
-            "participant" => {
-                let (p, send, recv) = parse_participant(child);
-                if !send.is_empty() || !recv.is_empty() {
-                    push_assoc(&mut md.participant_stream_assocs, &p.id, send, recv);
-                }
-                md.participants.push(p);
+            push_assoc(&mut md.participant_stream_assocs, &id, send, recv);
+        }
+        "extensiondata" => {
+            let ext: Vec<ExtensionElement> = elements(child).map(|c| extension(c, 2)).collect();
+            match attr(child, &["parent"]) {
+                Some(parent) if !parent.is_empty() => parented.push((parent, ext)),
+                _ => md.extensions.extend(ext),
             }
-            "stream" => md.streams.push(parse_stream(child)),
-            "sessionrecordingassoc" => md.session_recording_assocs.push(SessionRecordingAssoc {
-                session_id: attr(child, &["sessionid", "session", "id"]).unwrap_or_default(),
-                associate_time: child_text(child, "associatetime"),
-                disassociate_time: child_text(child, "disassociatetime"),
-            }),
-            "participantsessionassoc" => md.participant_session_assocs.push(ParticipantSessionAssoc {
-                participant_id: attr(child, &["participantid", "participant"]).unwrap_or_default(),
-                session_id: attr(child, &["sessionid", "session"]).unwrap_or_default(),
-                associate_time: child_text(child, "associatetime"),
-                disassociate_time: child_text(child, "disassociatetime"),
-            }),
-            "participantstreamassoc" => {
-                let id = attr(child, &["participantid", "participant", "id"]).unwrap_or_default();
-                let (mut send, mut recv) = (Vec::new(), Vec::new());
-                for c in elements(child) {
-                    match norm(c.tag_name().name()).as_str() {
-                        "send" => send.extend(stream_refs(c)),
-                        "recv" => recv.extend(stream_refs(c)),
-                        _ => {}
-                    }
-                }
-                push_assoc(&mut md.participant_stream_assocs, &id, send, recv);
-            }
-            "extensiondata" => {
-                let ext: Vec<ExtensionElement> = elements(child).map(|c| extension(c, 2)).collect();
-                match attr(child, &["parent"]) {
-                    Some(parent) if !parent.is_empty() => parented.push((parent, ext)),
-                    _ => md.extensions.extend(ext),
-                }
-            }
-            _ => {
-                if let Some(t) = text(child)
-                    && elements(child).next().is_none()
-                {
-                    md.extra.push((extra_name(child.tag_name().name()), t));
-                } else if elements(child).next().is_some() {
-                    md.extensions.push(extension(child, 1));
-                }
+        }
+        _ => {
+            if let Some(t) = text(child)
+                && elements(child).next().is_none()
+            {
+                md.extra.push((extra_name(child.tag_name().name()), t));
+            } else if elements(child).next().is_some() {
+                md.extensions.push(extension(child, 1));
             }
         }
     }
+}
+
+/// Extension data goes to the session, participant, group or stream it
+/// names (in that order), or to the recording when it names none.
+fn attach_parented(md: &mut Metadata, parented: Vec<(String, Vec<ExtensionElement>)>) {
     for (parent, ext) in parented {
         if let Some(s) = md.sessions.iter_mut().find(|s| s.id == parent) {
             s.extensions.extend(ext);
@@ -612,7 +618,6 @@ pub fn parse(body: &[u8]) -> Result<Metadata, MetadataError> {
             md.extensions.extend(ext);
         }
     }
-    Ok(md)
 }
 
 /// Refuses documents nested deeper than [`MAX_DEPTH`], in one pass over the

@@ -238,48 +238,13 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
             ("s", None) => sdp.session_name = Some(value.to_string()),
             ("c", None) => sdp.connection = parse_connection(value),
             ("c", Some(m)) => m.connection = parse_connection(value),
-            ("a", media) => {
-                let (name, val) = match value.split_once(':') {
-                    Some((n, v)) => (n.trim(), Some(v.trim())),
-                    None => (value, None),
-                };
-                let dir = Direction::parse(&name.to_ascii_lowercase());
-                match media {
-                    None => {
-                        if dir.is_some() {
-                            sdp.direction = dir;
-                        }
-                    }
-                    Some(m) => {
-                        if let Some(d) = dir {
-                            m.direction = Some(d);
-                            continue;
-                        }
-                        match (name.to_ascii_lowercase().as_str(), val) {
-                            ("rtpmap", Some(v)) => {
-                                if let Some(map) = parse_rtpmap(v)
-                                    && m.rtpmaps.len() < 64
-                                {
-                                    m.rtpmaps.push(map);
-                                }
-                            }
-                            ("fmtp", Some(v)) => {
-                                if let Some((f, p)) = v.split_once(char::is_whitespace)
-                                    && m.fmtps.len() < 64
-                                {
-                                    m.fmtps.push((f.to_string(), p.trim().to_string()));
-                                }
-                            }
-                            ("label", Some(v)) => m.label = Some(v.to_string()),
-                            _ => {
-                                if m.attributes.len() < 64 {
-                                    m.attributes.push((name.to_string(), val.map(str::to_string)));
-                                }
-                            }
-                        }
-                    }
+            ("a", None) => {
+                let (name, _) = split_attribute(value);
+                if let Some(d) = Direction::parse(&name.to_ascii_lowercase()) {
+                    sdp.direction = Some(d);
                 }
             }
+            ("a", Some(m)) => media_attribute(m, value),
             _ => {}
         }
     }
@@ -287,6 +252,46 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
         return Err(SdpError::NoMedia);
     }
     Ok(sdp)
+}
+
+/// `name:value` or a bare `name`.
+fn split_attribute(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (value, None),
+    }
+}
+
+/// An `a=` line of a media section (at most 64 of each kind are kept).
+fn media_attribute(m: &mut Media, value: &str) {
+    let (name, val) = split_attribute(value);
+    let lower = name.to_ascii_lowercase();
+    if let Some(d) = Direction::parse(&lower) {
+        m.direction = Some(d);
+        return;
+    }
+    match (lower.as_str(), val) {
+        ("rtpmap", Some(v)) => {
+            if let Some(map) = parse_rtpmap(v)
+                && m.rtpmaps.len() < 64
+            {
+                m.rtpmaps.push(map);
+            }
+        }
+        ("fmtp", Some(v)) => {
+            if let Some((f, p)) = v.split_once(char::is_whitespace)
+                && m.fmtps.len() < 64
+            {
+                m.fmtps.push((f.to_string(), p.trim().to_string()));
+            }
+        }
+        ("label", Some(v)) => m.label = Some(v.to_string()),
+        _ => {
+            if m.attributes.len() < 64 {
+                m.attributes.push((name.to_string(), val.map(str::to_string)));
+            }
+        }
+    }
 }
 
 /// A G.711 codec we record.

@@ -52,8 +52,8 @@ impl Default for WebSettings {
 
 #[derive(Clone)]
 pub(crate) struct WebState {
-    pub services: Arc<Services>,
-    pub settings: Arc<WebSettings>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) settings: Arc<WebSettings>,
 }
 
 /// What a multipart form adds to its file (boundaries, the CSRF field,

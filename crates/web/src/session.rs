@@ -8,10 +8,10 @@ use callmeta_app::usecases::web_sessions::{self, WebSession};
 
 use crate::WebState;
 
-pub const COOKIE: &str = "callmeta_session";
+pub(crate) const COOKIE: &str = "callmeta_session";
 
 /// The token in the request's session cookie, if any.
-pub fn token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -23,20 +23,20 @@ pub fn token(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-pub fn set_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
+pub(crate) fn set_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
     format!(
         "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     )
 }
 
-pub fn clear_cookie() -> String {
+pub(crate) fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
 /// A logged-in request; without a valid session the page answers with a
 /// redirect to the login form, which comes back here afterwards.
-pub struct LoggedIn(pub WebSession);
+pub(crate) struct LoggedIn(pub WebSession);
 
 impl FromRequestParts<WebState> for LoggedIn {
     type Rejection = Response;
@@ -74,7 +74,7 @@ impl FromRequestParts<WebState> for LoggedIn {
 }
 
 /// Percent-encodes a query value.
-pub fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {

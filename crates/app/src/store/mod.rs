@@ -1,13 +1,10 @@
-//! Durable state behind one trait, [`Store`], with one implementation per
-//! database: [`sqlite`] (the embedded default) and, later, PostgreSQL. Every
-//! method that touches tenant data takes a [`TenantId`], so a caller cannot
-//! forget whose data it asks for. Times are epoch milliseconds and ids are
-//! text in every backend; structured values (options, reports, metadata,
-//! enrichment) are stored as JSON text.
-
-pub mod postgres;
-mod rows;
-pub mod sqlite;
+//! The storage port: durable state behind one trait, [`Store`], and the
+//! records it holds. The implementations (SQLite and PostgreSQL, one set of
+//! SQL) live in the `callmeta-store` crate; this crate names no SQL. A
+//! method that reads or writes one tenant's data takes its [`TenantId`];
+//! the few that span tenants say so (the registry of tables, the SBC
+//! routing table, job leases and web sessions, which are found by a key
+//! that already belongs to one tenant). Times are epoch milliseconds.
 
 use async_trait::async_trait;
 use callmeta_core::csv::{Report, TableOptions};
@@ -26,16 +23,26 @@ impl std::fmt::Display for TenantId {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong in the store, whichever database it is; each message
+/// says what was being done.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
+    /// The write would break a uniqueness rule (a taken slug, a call's
+    /// `external_id` already used).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// What the store holds cannot be read back as a record.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database cannot be reached now (connection lost, pool
+    /// exhausted, writer stopped): the same request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the statement.
+    #[error("the database failed: {0}")]
+    Failed(String),
 }
 
 #[derive(Clone)]
@@ -426,13 +433,4 @@ pub trait Store: Send + Sync + 'static {
     fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
-}
-
-pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
-    // Serialising these plain structs and maps cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
-}
-
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

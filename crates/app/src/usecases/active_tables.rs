@@ -86,6 +86,7 @@ pub async fn hold_installs(services: &Services) -> tokio::sync::MutexGuard<'_, (
 /// Installs a version just activated by this process, unless the store says
 /// another one became active since (then the next refresh installs that one).
 /// `_held`: from [`hold_installs`], taken before the version was recorded.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version = version.unwrap_or_default()))]
 pub async fn install(
     services: &Services,
     _held: &tokio::sync::MutexGuard<'_, ()>,
@@ -113,6 +114,7 @@ pub async fn install(
 
 /// Brings the in-memory versions in line with the store. Returns how many
 /// tables changed.
+#[tracing::instrument(skip_all)]
 pub async fn refresh(services: &Services) -> Result<usize, AppError> {
     let _guard = services.tables.install.lock().await;
     let states = services.store.table_states().await?;

@@ -16,7 +16,7 @@ use callmeta_core::enrich::EnrichmentResult;
 
 use super::calls::enrich_now;
 use super::jobs::{self, Held};
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{BackfillRecord, CallQuery, JobKind, StoreError, TenantId};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -110,6 +110,7 @@ fn from_record(record: BackfillRecord) -> Result<Backfill, AppError> {
 
 /// Re-enriches the tenant's calls matching `filter` (its limit and offset are
 /// ignored) from the current snapshot of active versions; returns when done.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = tracing::field::Empty, dry_run = dry_run))]
 pub async fn backfill(
     services: &Services,
     tenant: &TenantId,
@@ -122,7 +123,7 @@ pub async fn backfill(
         offset: 0,
         ..filter.clone()
     })?;
-    let now = now_ms();
+    let now = services.now_ms();
     let report = BackfillReport {
         dry_run,
         ..Default::default()
@@ -137,6 +138,7 @@ pub async fn backfill(
         filter: to_json(&BackfillFilter::of(filter)),
         report: to_json(&report),
     };
+    tracing::Span::current().record("backfill", record.id.as_str());
     services.store.insert_backfill(&record).await?;
     let progress = Progress { after: None, report };
     let held = jobs::start(
@@ -151,6 +153,7 @@ pub async fn backfill(
 }
 
 /// A back-fill of the tenant's.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = id))]
 pub async fn get(services: &Services, tenant: &TenantId, id: &str) -> Result<Backfill, AppError> {
     match services.store.backfill(tenant, id).await {
         Ok(record) => from_record(record),
@@ -160,6 +163,7 @@ pub async fn get(services: &Services, tenant: &TenantId, id: &str) -> Result<Bac
 }
 
 /// The tenant's latest back-fills, newest first.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list(services: &Services, tenant: &TenantId, limit: u32) -> Result<Vec<Backfill>, AppError> {
     services
         .store
@@ -172,6 +176,7 @@ pub async fn list(services: &Services, tenant: &TenantId, limit: u32) -> Result<
 
 /// Goes on with the back-fills whose node stopped, from their last saved
 /// page; each is claimed by exactly one node. Returns how many finished.
+#[tracing::instrument(skip_all)]
 pub async fn resume_stale(services: &Services) -> Result<usize, AppError> {
     let mut finished = 0;
     while let Some((job, held)) = jobs::claim_stale(services, JobKind::Backfill).await? {
@@ -204,6 +209,7 @@ pub async fn resume_stale(services: &Services) -> Result<usize, AppError> {
 }
 
 /// Walks the calls after `progress`, saving it after each page.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, backfill = %backfill.id))]
 async fn run(
     services: &Services,
     mut backfill: Backfill,
@@ -230,7 +236,7 @@ async fn run(
         let report = &mut progress.report;
         for mut call in calls {
             report.examined += 1;
-            let fresh = enrich_now(services, tenant, &call.metadata, now_ms());
+            let fresh = enrich_now(services, tenant, &call.metadata, services.now_ms());
             count(&mut report.before, &call.enrichment);
             count(&mut report.after, &fresh);
             if same(&call.enrichment, &fresh) {
@@ -239,7 +245,7 @@ async fn run(
             report.changed += 1;
             if !dry_run {
                 call.enrichment = fresh;
-                call.updated_ms = now_ms();
+                call.updated_ms = services.now_ms();
                 services.store.update_call(tenant, &call).await?;
             }
         }
@@ -247,7 +253,7 @@ async fn run(
         jobs::checkpoint(services, &held, &to_json(&progress)).await?;
         save(services, tenant, &backfill, &progress.report, None).await?;
     }
-    let finished = now_ms();
+    let finished = services.now_ms();
     save(services, tenant, &backfill, &progress.report, Some(finished)).await?;
     jobs::done(services, held).await?;
     backfill.report = progress.report;
@@ -268,7 +274,7 @@ async fn save(
         id: backfill.id.clone(),
         tenant: tenant.clone(),
         created_ms: backfill.created_ms,
-        updated_ms: now_ms(),
+        updated_ms: services.now_ms(),
         finished_ms,
         dry_run: report.dry_run,
         filter: to_json(&backfill.filter),

@@ -3,7 +3,7 @@
 
 use callmeta_core::enrich::{self, EnrichmentResult, Metadata, TableView};
 
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{CallQuery, CallRecord, CallSource, StoreError, TenantId};
 
 pub struct NewCall {
@@ -79,30 +79,121 @@ pub fn enrich_now(
     enrich::enrich(metadata, &views, at_ms)
 }
 
-/// A JSON value given as a metadata value, on every channel that takes
-/// JSON (the API, FTP/SFTP sidecars).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JsonMetadata {
-    /// Its text: a string's contents; a number exactly as it was written
-    /// (`9007199254740993` and `1.50` stay that: a number is never read
-    /// into a float and printed back); `true` or `false`.
-    Text(String),
-    Null,
-    /// An array or an object (`"an array"`, `"an object"`).
-    Nested(&'static str),
+/// Calls in one page when a query does not say (`limit`).
+pub const DEFAULT_LIMIT: u32 = 50;
+
+/// Why a call list query could not be read: the one message the API
+/// (400, `field` naming the parameter) and the web app (its error page)
+/// show alike. The bounds of a readable query are [`check_query`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallQueryError {
+    #[error("limit must be an integer from 1 to {MAX_LIMIT}, not {0:?}")]
+    Limit(String),
+    #[error("offset must be an integer from 0 to {max}, not {0:?}", max = i64::MAX)]
+    Offset(String),
+    #[error("page must be an integer from 1, not {0:?}")]
+    Page(String),
+    #[error("give offset or page, not both")]
+    OffsetAndPage,
+    /// `name`: the parameter as given (`timestamp_from`, `from`, ...).
+    #[error("{name} must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not {value:?}")]
+    Timestamp { name: String, value: String },
+    #[error(
+        "unknown parameter {0:?}; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY"
+    )]
+    Unknown(String),
 }
 
-impl JsonMetadata {
-    /// The rule of [`callmeta_core::call_metadata`], for callers that treat
-    /// null and nested values their own way (an FTP sidecar keeps nested
-    /// values as their JSON text).
-    pub fn of(raw: &serde_json::value::RawValue) -> JsonMetadata {
-        match callmeta_core::call_metadata::text_of(raw) {
-            Ok(text) => JsonMetadata::Text(text),
-            Err("null") => JsonMetadata::Null,
-            Err(kind) => JsonMetadata::Nested(kind),
+impl CallQueryError {
+    /// The parameter concerned.
+    pub fn field(&self) -> &str {
+        match self {
+            CallQueryError::Limit(_) => "limit",
+            CallQueryError::Offset(_) => "offset",
+            CallQueryError::Page(_) | CallQueryError::OffsetAndPage => "page",
+            CallQueryError::Timestamp { name, .. } => name,
+            CallQueryError::Unknown(name) => name,
         }
     }
+}
+
+/// Reads a call list query from its name/value pairs (a query string), the
+/// same on every channel:
+///
+/// - `limit` (default [`DEFAULT_LIMIT`]) and `offset`, or `page` (from 1:
+///   `offset` is `(page - 1) * limit`);
+/// - `timestamp_from`, `timestamp_to`: RFC 3339, inclusive; `from` and `to`
+///   are the same, and also take a form's `datetime-local` value
+///   (`2026-01-30T12:34`, read as UTC);
+/// - `metadata.KEY=VALUE`, once per key.
+///
+/// Only the syntax is checked here; [`list_calls`] checks the bounds.
+pub fn parse_call_query(pairs: &[(String, String)]) -> Result<CallQuery, CallQueryError> {
+    let mut query = CallQuery {
+        limit: DEFAULT_LIMIT,
+        ..CallQuery::default()
+    };
+    let mut offset = None;
+    let mut page = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "limit" => {
+                query.limit = value
+                    .parse::<u32>()
+                    .map_err(|_| CallQueryError::Limit(value.clone()))?;
+            }
+            // Bounded as the API's document says (int64), which is all a
+            // store can skip.
+            "offset" => {
+                offset = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n <= i64::MAX as u64)
+                        .ok_or_else(|| CallQueryError::Offset(value.clone()))?,
+                );
+            }
+            "page" => {
+                page = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| CallQueryError::Page(value.clone()))?,
+                );
+            }
+            "timestamp_from" | "from" => query.from_ms = Some(query_time(name, value)?),
+            "timestamp_to" | "to" => query.to_ms = Some(query_time(name, value)?),
+            other => match other.strip_prefix("metadata.") {
+                Some(key) if !key.is_empty() => query.metadata.push((key.to_string(), value.clone())),
+                _ => return Err(CallQueryError::Unknown(other.to_string())),
+            },
+        }
+    }
+    query.offset = match (offset, page) {
+        (Some(_), Some(_)) => return Err(CallQueryError::OffsetAndPage),
+        (Some(offset), None) => offset,
+        // Saturates: a page past the bound on offsets is refused by it.
+        (None, Some(page)) => (page - 1).saturating_mul(u64::from(query.limit)),
+        (None, None) => 0,
+    };
+    Ok(query)
+}
+
+/// A query's time: RFC 3339; `from` and `to` also take a `datetime-local`
+/// value (`YYYY-MM-DDTHH:MM[:SS]`, no zone: UTC).
+fn query_time(name: &str, value: &str) -> Result<i64, CallQueryError> {
+    let text = value.trim();
+    let local_form = matches!(name, "from" | "to");
+    let parsed = match text.len() {
+        16 if local_form => parse_timestamp(&format!("{text}:00Z")),
+        19 if local_form => parse_timestamp(&format!("{text}Z")),
+        _ => parse_timestamp(text),
+    };
+    parsed.ok_or_else(|| CallQueryError::Timestamp {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
 }
 
 /// Checks a list query against the bounds; `OverLimit` names the parameter.
@@ -200,6 +291,7 @@ pub fn format_timestamp(ms: i64) -> String {
 /// Creates a call: stored durably (with its enrichment) before this returns.
 /// A repeated `external_id` returns the existing call (`false`) instead of a
 /// duplicate, so a client may retry safely.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = tracing::field::Empty))]
 pub async fn create_call(
     services: &Services,
     tenant: &TenantId,
@@ -224,13 +316,14 @@ pub async fn create_call(
             Err(e) => return Err(e.into()),
         }
     }
-    let now = now_ms();
+    let now = services.now_ms();
     let timestamp_ms = new
         .timestamp_ms
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
         .unwrap_or(now);
     let enrichment = enrich_now(services, tenant, &new.metadata, now);
     let unique_id = new_id();
+    tracing::Span::current().record("call_id", unique_id.as_str());
     let audio_key = match new.audio {
         Some(audio) => Some(store_audio(services, tenant, &unique_id, audio).await?),
         None => None,
@@ -260,6 +353,7 @@ pub async fn create_call(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn get_call(
     services: &Services,
     tenant: &TenantId,
@@ -298,6 +392,7 @@ async fn store_audio(
 /// new snapshot) and enriches it again from the versions active now; the
 /// new results replace the old ones, as the metadata they were computed from
 /// did.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn update_call_metadata(
     services: &Services,
     tenant: &TenantId,
@@ -309,7 +404,7 @@ pub async fn update_call_metadata(
     if call.metadata == metadata {
         return Ok(call);
     }
-    let now = now_ms();
+    let now = services.now_ms();
     call.enrichment = enrich_now(services, tenant, &metadata, now);
     call.metadata = metadata;
     call.updated_ms = now;
@@ -319,6 +414,7 @@ pub async fn update_call_metadata(
 
 /// Stores a call's recording (the end of a SIPREC call, or what was
 /// received before a crash) and links it to the call.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn attach_audio(
     services: &Services,
     tenant: &TenantId,
@@ -328,12 +424,13 @@ pub async fn attach_audio(
     let mut call = get_call(services, tenant, unique_id).await?;
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
-    call.updated_ms = now_ms();
+    call.updated_ms = services.now_ms();
     services.store.update_call(tenant, &call).await?;
     Ok(call)
 }
 
 /// A call's recording and its content type; `NotFound` when it has none.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
     tenant: &TenantId,
@@ -349,6 +446,7 @@ pub async fn call_audio(
 
 /// The calls matching `query`, newest first, and how many match; a query
 /// beyond the bounds ([`check_query`]) is refused before it reaches the store.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_calls(
     services: &Services,
     tenant: &TenantId,
@@ -356,4 +454,83 @@ pub async fn list_calls(
 ) -> Result<(u64, Vec<CallRecord>), AppError> {
     check_query(query)?;
     Ok(services.store.list_calls(tenant, query).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query read from `query` (`name=value&...`, no escapes), shown as
+    /// its fields, or the error and the field it names.
+    fn check(query: &str, expected: &str) {
+        let pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let actual = match parse_call_query(&pairs) {
+            Ok(q) => format!(
+                "limit={} offset={} from={:?} to={:?} metadata={:?}",
+                q.limit, q.offset, q.from_ms, q.to_ms, q.metadata
+            ),
+            Err(e) => format!("{}: {e}", e.field()),
+        };
+        assert_eq!(actual, expected, "{query}");
+    }
+
+    #[test]
+    fn call_queries() {
+        check("", "limit=50 offset=0 from=None to=None metadata=[]");
+        check(
+            "limit=2&offset=1&metadata.team_name=diamond&metadata.agent_id=alice",
+            r#"limit=2 offset=1 from=None to=None metadata=[("team_name", "diamond"), ("agent_id", "alice")]"#,
+        );
+        check("page=3", "limit=50 offset=100 from=None to=None metadata=[]");
+        check(
+            "page=2&limit=10",
+            "limit=10 offset=10 from=None to=None metadata=[]",
+        );
+        check(
+            "page=18446744073709551615",
+            "limit=50 offset=18446744073709551615 from=None to=None metadata=[]",
+        );
+        check(
+            "timestamp_from=2026-01-30T12:00:01Z&timestamp_to=2026-01-30T13:00:00%2B01:00",
+            "timestamp_to: timestamp_to must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not \"2026-01-30T13:00:00%2B01:00\"",
+        );
+        check(
+            "timestamp_from=2026-01-30T12:00:01Z&timestamp_to=2026-01-30T13:00:00+01:00",
+            "limit=50 offset=0 from=Some(1769774401000) to=Some(1769774400000) metadata=[]",
+        );
+        // A form's datetime-local values, read as UTC, on `from` and `to` only.
+        check(
+            "from=2026-01-30T11:30&to=2026-01-30T12:10:05",
+            "limit=50 offset=0 from=Some(1769772600000) to=Some(1769775005000) metadata=[]",
+        );
+        check(
+            "timestamp_from=2026-01-30T11:30",
+            "timestamp_from: timestamp_from must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not \"2026-01-30T11:30\"",
+        );
+        check(
+            "limit=-1",
+            "limit: limit must be an integer from 1 to 1000, not \"-1\"",
+        );
+        check(
+            "offset=9223372036854775808",
+            "offset: offset must be an integer from 0 to 9223372036854775807, not \"9223372036854775808\"",
+        );
+        check("page=0", "page: page must be an integer from 1, not \"0\"");
+        check("page=2&offset=3", "page: give offset or page, not both");
+        check(
+            "colour=red",
+            "colour: unknown parameter \"colour\"; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY",
+        );
+        check(
+            "metadata.=x",
+            "metadata.: unknown parameter \"metadata.\"; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY",
+        );
+    }
 }

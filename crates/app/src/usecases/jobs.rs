@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{AppError, Services, now_ms};
+use super::{AppError, Services};
+use crate::clock::Clock;
 use crate::store::{Job, JobKind, Store, StoreError, TenantId};
 
 /// The jobs this node works on, whose leases it renews.
@@ -62,6 +63,7 @@ fn hold(services: &Services, id: &str) -> Held {
             services.node.clone(),
             services.job_lease_ms,
             Arc::downgrade(&services.leases),
+            services.clock.clone(),
         ));
     }
     Held {
@@ -72,7 +74,13 @@ fn hold(services: &Services, id: &str) -> Held {
 
 /// Renews the leases of the jobs held, every third of the lease, until the
 /// services are gone.
-async fn renew(store: Arc<dyn Store>, node: String, lease_ms: u64, leases: Weak<Leases>) {
+async fn renew(
+    store: Arc<dyn Store>,
+    node: String,
+    lease_ms: u64,
+    leases: Weak<Leases>,
+    clock: Arc<dyn Clock>,
+) {
     let every = std::time::Duration::from_millis((lease_ms / 3).max(1));
     loop {
         tokio::time::sleep(every).await;
@@ -84,7 +92,10 @@ async fn renew(store: Arc<dyn Store>, node: String, lease_ms: u64, leases: Weak<
         if ids.is_empty() {
             continue;
         }
-        match store.renew_jobs(&node, &ids, now_ms() + lease_ms as i64).await {
+        match store
+            .renew_jobs(&node, &ids, clock.now_ms() + lease_ms as i64)
+            .await
+        {
             Ok(n) if n < ids.len() as u64 => {
                 tracing::warn!(
                     held = ids.len(),
@@ -99,6 +110,7 @@ async fn renew(store: Arc<dyn Store>, node: String, lease_ms: u64, leases: Weak<
 }
 
 /// Records new work, leased to this node and held.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, job = id, kind = kind.as_str()))]
 pub async fn start(
     services: &Services,
     kind: JobKind,
@@ -106,7 +118,7 @@ pub async fn start(
     tenant: &TenantId,
     payload: serde_json::Value,
 ) -> Result<Held, AppError> {
-    let now = now_ms();
+    let now = services.now_ms();
     let job = Job {
         id: id.to_string(),
         kind,
@@ -124,8 +136,9 @@ pub async fn start(
 }
 
 /// Claims the oldest job of `kind` that a stopped node left, if any.
+#[tracing::instrument(skip_all, fields(kind = kind.as_str()))]
 pub async fn claim_stale(services: &Services, kind: JobKind) -> Result<Option<(Job, Held)>, AppError> {
-    let now = now_ms();
+    let now = services.now_ms();
     let job = services
         .store
         .claim_stale_job(kind, &services.node, now, now + services.job_lease_ms as i64)
@@ -139,8 +152,9 @@ pub async fn claim_stale(services: &Services, kind: JobKind) -> Result<Option<(J
 /// Claims one job if this node's name already holds it (it was this node
 /// before a restart) or its lease ran out; `None` if it is finished or
 /// another node works on it.
+#[tracing::instrument(skip_all, fields(job = id))]
 pub async fn take(services: &Services, id: &str) -> Result<Option<(Job, Held)>, AppError> {
-    let now = now_ms();
+    let now = services.now_ms();
     let job = services
         .store
         .take_job(id, &services.node, now, now + services.job_lease_ms as i64)
@@ -153,6 +167,7 @@ pub async fn take(services: &Services, id: &str) -> Result<Option<(Job, Held)>, 
 
 /// Records the progress of work done in steps; `Conflict` if another node
 /// took the job over meanwhile (this node's lease had run out).
+#[tracing::instrument(skip_all, fields(job = %held.id))]
 pub async fn checkpoint(
     services: &Services,
     held: &Held,
@@ -169,6 +184,7 @@ pub async fn checkpoint(
 }
 
 /// The work is done (or given up): the job is forgotten.
+#[tracing::instrument(skip_all, fields(job = %held.id))]
 pub async fn done(services: &Services, held: Held) -> Result<(), AppError> {
     services.store.delete_job(&held.id).await?;
     Ok(())

@@ -12,18 +12,19 @@
 //! trying one password on many tenants slows down the same way.
 //!
 //! A pair's failures are forgotten after `max_block_secs` without one, and at
-//! its next successful login. Time comes from a [`Clock`], so tests advance
-//! it instead of sleeping. The state is in memory, per node: behind a load
-//! balancer each node counts on its own, which at most multiplies an
-//! attacker's guesses by the number of nodes.
+//! its next successful login. Time comes from the application's [`Clock`],
+//! so tests advance it instead of sleeping. The state is in memory, per
+//! node: behind a load balancer each node counts on its own, which at most
+//! multiplies an attacker's guesses by the number of nodes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
 
 /// The login throttle's settings (`[logins]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,50 +53,6 @@ impl Default for LoginSettings {
     }
 }
 
-/// Where the throttle's time comes from.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic clock of the machine.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
-/// A clock that moves only when told to (tests).
-#[derive(Debug)]
-pub struct ManualClock {
-    start: Instant,
-    elapsed_ms: AtomicU64,
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            elapsed_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl ManualClock {
-    pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.elapsed_ms.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        self.start + Duration::from_millis(self.elapsed_ms.load(Ordering::SeqCst))
-    }
-}
-
 #[derive(Debug)]
 pub struct LoginThrottle {
     clock: Arc<dyn Clock>,
@@ -112,8 +69,9 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
-    last: Instant,
-    blocked_until: Instant,
+    /// Epoch milliseconds of the application's clock.
+    last: i64,
+    blocked_until: i64,
 }
 
 /// Entries kept at most; past it, those no longer blocking are dropped. Only
@@ -122,12 +80,6 @@ const MAX_ENTRIES: usize = 100_000;
 
 /// Longest user name kept as a key.
 const MAX_USER_BYTES: usize = 128;
-
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        Self::new(LoginSettings::default(), Arc::new(SystemClock))
-    }
-}
 
 impl LoginThrottle {
     pub fn new(settings: LoginSettings, clock: Arc<dyn Clock>) -> Self {
@@ -152,10 +104,8 @@ impl LoginThrottle {
         let Ok(state) = self.state.lock() else {
             return Ok(());
         };
-        let now = self.clock.now();
-        let wait = |f: Option<&Failures>| {
-            f.map_or(Duration::ZERO, |f| f.blocked_until.saturating_duration_since(now))
-        };
+        let now = self.clock.now_ms();
+        let wait = |f: Option<&Failures>| f.map_or(Duration::ZERO, |f| ms_between(now, f.blocked_until));
         let wait = wait(state.pairs.get(&(key(user), address))).max(wait(state.addresses.get(&address)));
         if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
@@ -165,11 +115,11 @@ impl LoginThrottle {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let now = self.clock.now();
+        let now = self.clock.now_ms();
         let settings = state.settings.clone();
         if state.pairs.len() + state.addresses.len() > MAX_ENTRIES {
             let forget = Duration::from_secs(settings.max_block_secs);
-            let live = |f: &mut Failures| now.saturating_duration_since(f.last.max(f.blocked_until)) < forget;
+            let live = |f: &mut Failures| ms_between(f.last.max(f.blocked_until), now) < forget;
             state.pairs.retain(|_, f| live(f));
             state.addresses.retain(|_, f| live(f));
             if state.pairs.len() + state.addresses.len() > MAX_ENTRIES {
@@ -207,12 +157,17 @@ fn key(user: &str) -> String {
     user[..end].to_lowercase()
 }
 
-fn bump(f: &mut Failures, now: Instant, settings: &LoginSettings, free: u32) {
+/// The time from `from` to `to`, zero if `to` is not later.
+fn ms_between(from: i64, to: i64) -> Duration {
+    Duration::from_millis(u64::try_from(to.saturating_sub(from)).unwrap_or(0))
+}
+
+fn bump(f: &mut Failures, now: i64, settings: &LoginSettings, free: u32) {
     // Quiet for `max_block_secs` after the last failure and its wait: a
     // fresh start. (Counted from the end of the wait, or an attacker at the
     // longest wait would get `max_failures` free guesses after each one.)
     let quiet_since = f.last.max(f.blocked_until);
-    if now.saturating_duration_since(quiet_since) >= Duration::from_secs(settings.max_block_secs) {
+    if ms_between(quiet_since, now) >= Duration::from_secs(settings.max_block_secs) {
         f.count = 0;
     }
     f.count = f.count.saturating_add(1);
@@ -225,13 +180,15 @@ fn bump(f: &mut Failures, now: Instant, settings: &LoginSettings, free: u32) {
             .max(1)
             .saturating_mul(1u64 << doublings)
             .min(settings.max_block_secs.max(1));
-        f.blocked_until = now + Duration::from_secs(secs);
+        let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        f.blocked_until = now.saturating_add(ms);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     fn throttle(max_failures: u32, per_address: u32) -> (LoginThrottle, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use callmeta_core::csv::Limits;
 
 use crate::blobs::{BlobError, BlobStore};
+use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use active_tables::ActiveTables;
 
@@ -64,13 +65,20 @@ pub struct Services {
     pub spool_dir: PathBuf,
     /// Failed logins of every channel (web, FTP, SFTP), per (user, address).
     pub logins: logins::LoginThrottle,
+    /// Where every timestamp the use cases store or compare comes from.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The default lease of an upload being ingested.
 pub const DEFAULT_JOB_LEASE_MS: u64 = 30_000;
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         Self::for_node(
             store,
             blobs,
@@ -79,11 +87,14 @@ impl Services {
             None,
             uploads::UploadPolicy::default(),
             std::env::temp_dir().join("callmeta-spool"),
+            clock,
         )
     }
 
     /// `node`: this process's name in job leases (`None`: a random one);
-    /// `spool_dir`: where uploads are received.
+    /// `spool_dir`: where uploads are received; `clock`: the time of every
+    /// use case.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_node(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
@@ -92,6 +103,7 @@ impl Services {
         node: Option<String>,
         upload_policy: uploads::UploadPolicy,
         spool_dir: PathBuf,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -104,8 +116,14 @@ impl Services {
             ingest_budget: uploads::IngestBudget::new(upload_policy.memory_budget_bytes),
             uploads: upload_policy,
             spool_dir,
-            logins: logins::LoginThrottle::default(),
+            logins: logins::LoginThrottle::new(logins::LoginSettings::default(), clock.clone()),
+            clock,
         })
+    }
+
+    /// The time of the use cases, in epoch milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
@@ -170,14 +188,6 @@ impl From<BlobError> for AppError {
     fn from(e: BlobError) -> Self {
         AppError::Unexpected(anyhow::Error::new(e))
     }
-}
-
-/// Wall-clock time in epoch milliseconds: the one clock of the application.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub fn new_id() -> String {

@@ -47,6 +47,7 @@ fn part_key(tenant: &TenantId, unique_id: &str, n: u32) -> String {
 }
 
 /// Records that the call's recording is under way on this node.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn begin(services: &Services, tenant: &TenantId, unique_id: &str) -> Result<InProgress, AppError> {
     let held = jobs::start(
         services,
@@ -66,6 +67,7 @@ pub async fn begin(services: &Services, tenant: &TenantId, unique_id: &str) -> R
 
 /// Stores the audio received since the last part as the next part. Parts
 /// are stored one at a time, in order.
+#[tracing::instrument(skip_all, fields(tenant = %recording.tenant, call_id = %recording.unique_id))]
 pub async fn save_part(services: &Services, recording: &InProgress, audio: Bytes) -> Result<(), AppError> {
     if audio.is_empty() {
         return Ok(());
@@ -81,6 +83,7 @@ pub async fn save_part(services: &Services, recording: &InProgress, audio: Bytes
 
 /// Attaches the whole recording to its call and forgets the parts and the
 /// job.
+#[tracing::instrument(skip_all, fields(tenant = %recording.tenant, call_id = %recording.unique_id))]
 pub async fn complete(
     services: &Services,
     recording: &InProgress,
@@ -100,6 +103,7 @@ pub async fn complete(
 /// Gives up a recording whose dialog never started (its `200 OK` was never
 /// acknowledged and no audio came): the call is removed with its parts and
 /// its job, as if the INVITE had been refused.
+#[tracing::instrument(skip_all, fields(tenant = %recording.tenant, call_id = %recording.unique_id))]
 pub async fn discard(services: &Services, recording: &InProgress) -> Result<(), AppError> {
     services
         .store
@@ -136,6 +140,7 @@ pub struct Unfinished {
 }
 
 /// Claims a recording left by a node that stopped, if any.
+#[tracing::instrument(skip_all)]
 pub async fn claim_stale(services: &Services) -> Result<Option<Unfinished>, AppError> {
     match jobs::claim_stale(services, JobKind::Recording).await? {
         Some((job, held)) => unfinished(services, job, held).await.map(Some),
@@ -146,6 +151,7 @@ pub async fn claim_stale(services: &Services) -> Result<Option<Unfinished>, AppE
 /// Claims the recording of one call, found in this node's local files after
 /// a restart; `None` if it was finished (by this node or another) or another
 /// node is finishing it.
+#[tracing::instrument(skip_all, fields(call_id = unique_id))]
 pub async fn take(services: &Services, unique_id: &str) -> Result<Option<Unfinished>, AppError> {
     match jobs::take(services, unique_id).await? {
         Some((job, held)) if job.kind == JobKind::Recording => {
@@ -171,6 +177,7 @@ async fn unfinished(services: &Services, job: Job, held: Held) -> Result<Unfinis
 }
 
 /// The parts stored so far, in order.
+#[tracing::instrument(skip_all, fields(tenant = %recording.tenant, call_id = %recording.unique_id))]
 pub async fn parts(services: &Services, recording: &Unfinished) -> Result<Vec<Bytes>, AppError> {
     let mut parts = Vec::new();
     loop {
@@ -185,6 +192,7 @@ pub async fn parts(services: &Services, recording: &Unfinished) -> Result<Vec<By
 
 /// Attaches what could be recovered (unless the call already has audio or
 /// nothing was), then forgets the parts and the job.
+#[tracing::instrument(skip_all, fields(tenant = %recording.tenant, call_id = %recording.unique_id))]
 pub async fn finish(
     services: &Services,
     recording: Unfinished,

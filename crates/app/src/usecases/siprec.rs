@@ -16,7 +16,7 @@ use callmeta_core::enrich::Metadata;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{AppError, Services, now_ms, tenants};
+use super::{AppError, Services, tenants};
 use crate::store::{StoreError, TenantId};
 
 /// Mappings at most per tenant.
@@ -48,6 +48,7 @@ fn valid_key(key: &str) -> bool {
 /// Replaces the tenant's key mapping. The source addresses are the
 /// operator's: sending back the registered ones (or none) is fine, asking
 /// for others is refused rather than silently ignored.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn put_settings(
     services: &Services,
     tenant: &TenantId,
@@ -93,7 +94,7 @@ pub async fn put_settings(
     .map_err(anyhow::Error::new)?;
     services
         .store
-        .put_siprec_settings(tenant, &stored, now_ms())
+        .put_siprec_settings(tenant, &stored, services.now_ms())
         .await?;
     Ok(SiprecSettings {
         mapping: settings.mapping,
@@ -101,6 +102,7 @@ pub async fn put_settings(
     })
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn settings(services: &Services, tenant: &TenantId) -> Result<SiprecSettings, AppError> {
     let source_addresses = sources_of(services, tenant).await?;
     let Some(stored) = services.store.siprec_settings(tenant).await? else {
@@ -153,6 +155,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 
 /// Registers a network as one of a tenant's SBCs (operator, CLI). Returns
 /// the canonical network and whether it is new.
+#[tracing::instrument(skip_all, fields(slug = slug, network = network))]
 pub async fn add_sip_source(
     services: &Services,
     slug: &str,
@@ -170,12 +173,13 @@ pub async fn add_sip_source(
     }
     let added = services
         .store
-        .add_sip_source(&tenant.id, &network, now_ms())
+        .add_sip_source(&tenant.id, &network, services.now_ms())
         .await?;
     Ok((network, added))
 }
 
 /// Removes a registration; `NotFound` if the tenant had no such network.
+#[tracing::instrument(skip_all, fields(slug = slug, network = network))]
 pub async fn remove_sip_source(services: &Services, slug: &str, network: &str) -> Result<String, AppError> {
     let tenant = tenants::tenant_by_slug(services, slug).await?;
     let network = parse_network(network)
@@ -191,6 +195,7 @@ pub async fn remove_sip_source(services: &Services, slug: &str, network: &str) -
 }
 
 /// The networks registered for one tenant.
+#[tracing::instrument(skip_all, fields(slug = slug))]
 pub async fn list_sip_sources(services: &Services, slug: &str) -> Result<Vec<String>, AppError> {
     let tenant = tenants::tenant_by_slug(services, slug).await?;
     sources_of(services, &tenant.id).await
@@ -211,6 +216,7 @@ pub struct Refused(pub String);
 
 impl Routes {
     /// Reads the registrations and resolves the default tenant's slug.
+    #[tracing::instrument(skip_all)]
     pub async fn load(services: &Services, default_tenant: Option<&str>) -> Result<Routes, AppError> {
         let mut sources = Vec::new();
         for source in services.store.sip_sources().await? {
@@ -298,6 +304,7 @@ pub enum Route {
 }
 
 /// The tenant of a SIPREC call, or why there is none.
+#[tracing::instrument(skip_all, fields(%source, user = request_user))]
 pub async fn route_call(
     services: &Services,
     routes: &Routes,

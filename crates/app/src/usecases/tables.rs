@@ -30,7 +30,7 @@ use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
 use super::uploads::{self, Received};
-use super::{AppError, Services, active_tables, jobs, new_id, now_ms};
+use super::{AppError, Services, active_tables, jobs, new_id};
 use crate::spool::SpoolSource;
 use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
@@ -88,6 +88,7 @@ fn validate_options(options: &TableOptions) -> Result<(), AppError> {
 /// original bytes, so every version says which settings built it; if the
 /// active data does not ingest under the new settings (say, the new key
 /// column is missing), nothing changes and the report says why.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version = tracing::field::Empty))]
 pub async fn configure_table(
     services: &Services,
     tenant: &TenantId,
@@ -128,13 +129,17 @@ pub async fn configure_table(
         }
         _ => {
             let held = active_tables::hold_installs(services).await;
-            let table = services.store.put_table(tenant, name, &options, now_ms()).await?;
+            let table = services
+                .store
+                .put_table(tenant, name, &options, services.now_ms())
+                .await?;
             active_tables::install(services, &held, tenant, name, &options, None, None).await?;
             Ok((table, None))
         }
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name))]
 pub async fn table_details(
     services: &Services,
     tenant: &TenantId,
@@ -150,6 +155,7 @@ pub async fn table_details(
 }
 
 /// Calls enriched from a version of a table: (results, matched).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version))]
 pub async fn match_counts(
     services: &Services,
     tenant: &TenantId,
@@ -159,6 +165,7 @@ pub async fn match_counts(
     Ok(services.store.version_match_counts(tenant, name, version).await?)
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {
     Ok(services
         .store
@@ -177,6 +184,7 @@ fn not_found(e: StoreError, name: &TableName) -> AppError {
 }
 
 /// The table an upload goes to; its absence is explained with how to fix it.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name))]
 pub async fn require_table(
     services: &Services,
     tenant: &TenantId,
@@ -193,6 +201,7 @@ pub async fn require_table(
 /// Uploads a new version of a table (any channel), from an upload received
 /// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
 /// for its share of the ingest memory budget.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
@@ -240,6 +249,8 @@ async fn ingest_and_record(
     progress: Option<Box<dyn FnMut(u64) + Send>>,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
+    // The span of the upload (or of the settings change) names its version.
+    tracing::Span::current().record("version", id.as_str());
     let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
     let upload = Arc::new(upload);
     // The original is stored while the CSV is parsed (on another core);
@@ -264,7 +275,7 @@ async fn ingest_and_record(
     let version = VersionRecord {
         id: id.clone(),
         table: name.clone(),
-        created_ms: now_ms(),
+        created_ms: services.now_ms(),
         channel: channel.as_str().to_string(),
         filename,
         sha256: report.sha256.clone(),
@@ -298,6 +309,7 @@ async fn ingest_and_record(
 /// `[uploads] rejected_quota_bytes`: the newest are kept, the oldest past the
 /// quota are deleted from blob storage (their versions and reports stay).
 /// A failure is logged and retried at the next rejected upload.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn enforce_rejected_quota(services: &Services, tenant: &TenantId) {
     let quota = services.uploads.rejected_quota_bytes;
     let kept = match services.store.rejected_originals(tenant).await {
@@ -348,6 +360,7 @@ impl IngestPayload {
 /// claimed by exactly one node, ingested from its stored original and
 /// recorded as a version; it becomes active unless a newer version of its
 /// table was activated meanwhile. Returns how many were finished.
+#[tracing::instrument(skip_all)]
 pub async fn finish_stale_uploads(services: &Services) -> Result<usize, AppError> {
     let mut finished = 0;
     while let Some((job, held)) = jobs::claim_stale(services, JobKind::Ingest).await? {
@@ -386,6 +399,7 @@ pub async fn finish_stale_uploads(services: &Services) -> Result<usize, AppError
     Ok(finished)
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %job.tenant, table = %payload.table, version = %job.id))]
 async fn finish_upload(
     services: &Services,
     job: &Job,

@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{AppError, Services, new_id, now_ms};
+use super::{AppError, Services, new_id};
 use crate::store::{StoreError, Tenant, TenantId};
 
 #[derive(Debug, Serialize)]
@@ -28,6 +28,7 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+#[tracing::instrument(skip_all, fields(slug = slug))]
 pub async fn create_tenant(
     services: &Services,
     slug: &str,
@@ -51,7 +52,7 @@ pub async fn create_tenant(
         id: TenantId(new_id()),
         slug: slug.clone(),
         password_hash,
-        created_ms: now_ms(),
+        created_ms: services.now_ms(),
     };
     services.store.create_tenant(&tenant, &hash_token(&token)).await?;
     Ok(CreatedTenant {
@@ -72,9 +73,13 @@ fn hash_password(password: &str) -> Result<String, AppError> {
         .to_string())
 }
 
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
 pub async fn authenticate_token(services: &Services, token: &str) -> Result<Tenant, AppError> {
     match services.store.tenant_by_token(&hash_token(token)).await {
-        Ok(t) => Ok(t),
+        Ok(t) => {
+            tracing::Span::current().record("tenant", tracing::field::display(&t.id));
+            Ok(t)
+        }
         Err(StoreError::NotFound) => Err(AppError::Unauthorized),
         Err(e) => Err(e.into()),
     }
@@ -83,6 +88,7 @@ pub async fn authenticate_token(services: &Services, token: &str) -> Result<Tena
 /// A login with a tenant's password (web app, FTP, SFTP) from `from`:
 /// throttled per (user, address) by [`super::logins`], `Throttled` while the
 /// pair must wait, `Unauthorized` for an unknown tenant or a wrong password.
+#[tracing::instrument(skip_all, fields(user = slug, %from))]
 pub async fn log_in(
     services: &Services,
     slug: &str,
@@ -157,6 +163,7 @@ fn dummy_hash() -> &'static str {
 /// Lets a tenant log in over SFTP with an SSH key. `public_key` is the
 /// `ALGORITHM BASE64` part of an OpenSSH public key line, already checked by
 /// the caller (the SFTP adapter knows the key formats).
+#[tracing::instrument(skip_all, fields(slug = slug))]
 pub async fn add_public_key(
     services: &Services,
     slug: &str,
@@ -166,17 +173,19 @@ pub async fn add_public_key(
     let tenant = tenant_by_slug(services, slug).await?;
     services
         .store
-        .add_tenant_key(&tenant.id, public_key, comment, super::now_ms())
+        .add_tenant_key(&tenant.id, public_key, comment, services.now_ms())
         .await?;
     Ok(tenant)
 }
 
 /// The tenant's SSH public keys (`ALGORITHM BASE64`).
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn public_keys(services: &Services, tenant: &TenantId) -> Result<Vec<String>, AppError> {
     Ok(services.store.tenant_keys(tenant).await?)
 }
 
 /// A tenant by its slug; `NotFound` names the slug.
+#[tracing::instrument(skip_all, fields(slug = slug))]
 pub async fn tenant_by_slug(services: &Services, slug: &str) -> Result<Tenant, AppError> {
     let parsed = TenantSlug::parse(slug).map_err(|_| AppError::NotFound(format!("tenant {slug:?}")))?;
     match services.store.tenant_by_slug(&parsed).await {

@@ -127,6 +127,7 @@ fn busy() -> AppError {
 
 /// Waits for the memory to parse an upload of `len` bytes, at most
 /// `[uploads] budget_wait_ms`; the share is held until dropped.
+#[tracing::instrument(skip_all, fields(bytes = len))]
 pub async fn reserve_memory(services: &Services, len: u64) -> Result<BudgetShare<'_>, AppError> {
     let wait = Duration::from_millis(services.uploads.budget_wait_ms);
     services.ingest_budget.reserve(len, wait).await
@@ -312,6 +313,7 @@ impl Received {
     /// Receives a local file (a CLI import, an FTP/SFTP upload in the drop
     /// tree): copied into the spool, so that what is parsed and stored cannot
     /// change under the parser when the client writes that file again.
+    #[tracing::instrument(skip_all, fields(file = %source.display()))]
     pub async fn from_file(services: &Services, source: &Path) -> Result<Received, AppError> {
         let context = || format!("reading the upload {}", source.display());
         let mut file = tokio::fs::File::open(source)
@@ -333,6 +335,7 @@ impl Received {
 
     /// Bytes already in memory (a test, a benchmark): written to the spool
     /// and dropped, under the size limit.
+    #[tracing::instrument(skip_all, fields(bytes = bytes.len()))]
     pub async fn from_bytes(services: &Services, bytes: Bytes) -> Result<Received, AppError> {
         check_declared_size(services, bytes.len() as u64)?;
         Self::from_stored(services, bytes).await

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use rand::RngCore;
 
-use super::{AppError, Services, now_ms, tenants};
+use super::{AppError, Services, tenants};
 use crate::store::{TenantId, WebSessionRecord};
 
 /// A logged-in session.
@@ -42,6 +42,7 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// Checks the tenant's password (throttled per user and address, like FTP
 /// and SFTP logins) and opens a session; returns the cookie's token and the
 /// session.
+#[tracing::instrument(skip_all, fields(user = slug, %from))]
 pub async fn login(
     services: &Services,
     slug: &str,
@@ -51,7 +52,7 @@ pub async fn login(
 ) -> Result<(String, WebSession), AppError> {
     let tenant = tenants::log_in(services, slug.trim(), password, from).await?;
     let token = random_hex();
-    let now = now_ms();
+    let now = services.now_ms();
     let record = WebSessionRecord {
         token_hash: tenants::hash_token(&token),
         tenant: tenant.id.clone(),
@@ -77,14 +78,16 @@ fn session(record: WebSessionRecord) -> WebSession {
 
 /// The session of a cookie's token, now used; `Unauthorized` if unknown,
 /// past its absolute end or idle too long.
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
 pub async fn current(services: &Services, token: &str) -> Result<WebSession, AppError> {
     let hash = tenants::hash_token(token);
-    let now = now_ms();
+    let now = services.now_ms();
     let record = services
         .store
         .web_session(&hash, now)
         .await?
         .ok_or(AppError::Unauthorized)?;
+    tracing::Span::current().record("tenant", tracing::field::display(&record.tenant));
     // Recording every request would make each page view a write; a quarter
     // of the idle lifetime (at most a minute) keeps the idle end honest.
     if now - record.last_seen_ms >= (record.idle_ms / 4).min(TOUCH_EVERY_MS) {
@@ -93,6 +96,7 @@ pub async fn current(services: &Services, token: &str) -> Result<WebSession, App
     Ok(session(record))
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn logout(services: &Services, token: &str) -> Result<(), AppError> {
     Ok(services
         .store

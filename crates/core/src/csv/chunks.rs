@@ -177,21 +177,22 @@ impl Decoding {
 fn find_cut(buf: &[u8], from: usize, utf16: Option<bool>) -> Result<usize, usize> {
     match utf16 {
         None => {
-            let Some(found) = buf[from.min(buf.len())..]
+            let mut i = from;
+            if let Some(found) = buf[i.min(buf.len())..]
                 .iter()
                 .position(|&b| b == b'\n' || b == b'\r')
-            else {
-                return Err(buf.len().max(from));
-            };
-            let i = from + found;
-            if buf[i] == b'\n' {
-                return Ok(i + 1);
+            {
+                i += found;
+                if buf[i] == b'\n' {
+                    return Ok(i + 1);
+                }
+                match buf.get(i + 1) {
+                    None => return Err(i),
+                    Some(b'\n') => return Ok(i + 2),
+                    Some(_) => return Ok(i + 1),
+                }
             }
-            match buf.get(i + 1) {
-                None => Err(i),
-                Some(b'\n') => Ok(i + 2),
-                Some(_) => Ok(i + 1),
-            }
+            Err(buf.len().max(from))
         }
         Some(big_endian) => {
             let unit = |i: usize| -> Option<u16> {

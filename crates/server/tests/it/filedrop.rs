@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::helpers::{SPEC_TABLE, Tenant, TestApp, test_config};
+use crate::helpers::{SPEC_TABLE, Tenant, TestApp, eventually, test_config};
 
 pub(crate) fn have(tool: &str) -> bool {
     let found = std::process::Command::new("sh")
@@ -365,11 +365,18 @@ async fn an_aborted_ftp_upload_leaves_the_previous_version_active() {
     write.write_all(b"STOR partial.csv\r\n").await.unwrap();
     expect("150").await;
     let mut data = data;
-    data.write_all(b"agent_id,team_name\nzed,onyx\nyan,")
-        .await
-        .unwrap();
+    let sent = b"agent_id,team_name\nzed,onyx\nyan,";
+    data.write_all(sent).await.unwrap();
     data.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Cut off once the server has written what was sent.
+    let partial = app.data_dir.join("drop/acme/partial.csv");
+    eventually("the partial file written", Duration::from_secs(10), || async {
+        match std::fs::metadata(&partial).map(|m| m.len()) {
+            Ok(len) if len == sent.len() as u64 => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
     // Reset rather than close: the transfer is cut, not finished.
     let std = data.into_std().unwrap();
     socket2::SockRef::from(&std)
@@ -377,14 +384,22 @@ async fn an_aborted_ftp_upload_leaves_the_previous_version_active() {
         .unwrap();
     drop(std);
     drop(write);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server discards the cut-off file: that is the end of its handling.
+    eventually("the partial file discarded", Duration::from_secs(10), || async {
+        if partial.exists() {
+            Err("still there")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 
     let table = active_version(&app, &acme, "crm").await;
     assert_eq!(table["active_version"]["id"], first["version"]["id"], "{table}");
     assert_eq!(table["versions"].as_array().map(Vec::len), Some(1), "{table}");
     assert!(
-        !app.data_dir.join("drop/acme/partial.csv").exists(),
-        "the partial file is discarded"
+        !app.data_dir.join("drop/acme/partial.csv.report.txt").exists(),
+        "no report: nothing was processed"
     );
 }
 
@@ -424,14 +439,13 @@ async fn an_sftp_client_killed_mid_upload_leaves_the_previous_version_active() {
         .spawn()
         .unwrap();
     let partial = app.data_dir.join("drop/acme/big.csv");
-    let started = std::time::Instant::now();
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 16_384 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the upload under way", Duration::from_secs(20), || async {
+        match std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) {
+            len if len >= 16_384 => Ok(()),
+            len => Err(format!("{len} bytes received")),
+        }
+    })
+    .await;
     // sshpass and sftp both go: the SSH connection drops mid-transfer.
     let pid = client.id().unwrap();
     let sent = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
@@ -444,14 +458,14 @@ async fn an_sftp_client_killed_mid_upload_leaves_the_previous_version_active() {
         "killed after {sent} of {} bytes",
         export.len()
     );
-    let gone = std::time::Instant::now();
-    while partial.exists() {
-        assert!(
-            gone.elapsed() < Duration::from_secs(10),
-            "the partial file is discarded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the partial file discarded", Duration::from_secs(10), || async {
+        if partial.exists() {
+            Err("still there")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let table = active_version(&app, &acme, "crm").await;
     assert_eq!(table["active_version"]["id"], first["version"]["id"], "{table}");
     assert_eq!(table["versions"].as_array().map(Vec::len), Some(1), "{table}");

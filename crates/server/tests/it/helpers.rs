@@ -1,8 +1,12 @@
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use callmeta::config::Config;
 use callmeta::startup::App;
+use callmeta_app::clock::ManualClock;
 use serde_json::Value;
 use sqlx::Connection;
 
@@ -15,6 +19,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The database URL when not the embedded SQLite.
     pub database: Option<String>,
+    /// The app's clock: it stands still until the test moves it (what
+    /// expires, expires when the test says so). It starts at the wall-clock
+    /// time the app was started.
+    pub clock: Arc<ManualClock>,
     _dir: Option<tempfile::TempDir>,
     _db: Option<PgDatabase>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -80,7 +88,8 @@ impl TestApp {
         }
         let data_dir = config.data_dir.clone();
         let database = config.database.clone();
-        let app = App::build(config).await.expect("app builds");
+        let clock = Arc::new(ManualClock::default());
+        let app = App::build(config, clock.clone()).await.expect("app builds");
         let base = format!("http://{}", app.http_addr());
         let (ftp, sftp, sip) = (app.ftp_addr(), app.sftp_addr(), app.sip_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -95,6 +104,7 @@ impl TestApp {
             data_dir,
             http: reqwest::Client::new(),
             database,
+            clock,
             _dir: None,
             _db: None,
             shutdown: Some(tx),
@@ -259,8 +269,11 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// `None` when `CALLMETA_TEST_DATABASE_URL` is not set: the test is
+    /// skipped, with a line saying so, unless `CALLMETA_TEST_CLIENTS=required`
+    /// (CI), where it fails.
     pub async fn create() -> Option<PgDatabase> {
-        let admin_url = std::env::var("CALLMETA_TEST_DATABASE_URL").ok()?;
+        let admin_url = postgres_url()?;
         let name = format!("callmeta_test_{}", uuid_like());
         let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
             .await
@@ -294,6 +307,55 @@ impl Drop for PgDatabase {
             });
         })
         .join();
+    }
+}
+
+/// The PostgreSQL server of the tests, `CALLMETA_TEST_DATABASE_URL`; without
+/// it, `None` and a line saying the calling test is skipped, or, when
+/// `CALLMETA_TEST_CLIENTS=required` (as `.ci/run` sets), a failure: in CI no
+/// PostgreSQL test passes by not running.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("CALLMETA_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let test = std::thread::current().name().unwrap_or("this test").to_string();
+            assert!(
+                std::env::var("CALLMETA_TEST_CLIENTS").as_deref() != Ok("required"),
+                "{test} needs PostgreSQL: set CALLMETA_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test); CALLMETA_TEST_CLIENTS=required does not let it be skipped"
+            );
+            eprintln!(
+                "skipping {test}: CALLMETA_TEST_DATABASE_URL is not set, so there is no PostgreSQL to run it on"
+            );
+            None
+        }
+    }
+}
+
+/// Polls `check` until it returns `Ok`, for at most `within`, and returns
+/// its value; past the deadline the test fails with `what` and the last
+/// `Err` (what was seen instead). Tests wait with this for what happens on
+/// its own (a background task, another process), never with a fixed sleep.
+/// The polls start 5 ms apart and back off to 100 ms, so that a check that
+/// sends something (an INVITE) is not repeated hundreds of times.
+pub async fn eventually<T, E, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if started.elapsed() >= within => {
+                panic!("{what}: not within {within:?}; last seen: {seen}")
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
     }
 }
 

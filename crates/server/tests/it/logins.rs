@@ -82,6 +82,17 @@ async fn failed_web_logins_block_one_user_from_one_address_only_and_ftp_shares_t
         assert!(!ftp_login(&app, "acme", &acme.password, "127.0.0.1").await);
         assert!(ftp_login(&app, "acme", &acme.password, "127.0.0.2").await);
     }
+
+    // The wait ends when it says: a second before, still refused; then the
+    // right password works from the attacker's address too.
+    let r = web_login(&attacker, &app, "acme", &acme.password).await;
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    app.clock.advance(Duration::from_secs(wait - 1));
+    let r = web_login(&attacker, &app, "acme", &acme.password).await;
+    assert_eq!(r.status(), 429, "refused until the wait is over");
+    app.clock.advance(Duration::from_secs(1));
+    let r = web_login(&attacker, &app, "acme", &acme.password).await;
+    assert_eq!(r.status(), 303, "the wait is over");
 }
 
 #[tokio::test]

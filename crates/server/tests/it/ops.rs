@@ -44,6 +44,35 @@ fn migrate_brings_a_new_database_up_to_date() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
 
+/// The final answer to an INVITE without an offer, sent from `socket`.
+async fn invite_answer(socket: &tokio::net::UdpSocket, sip: std::net::SocketAddr, call_id: &str) -> String {
+    use std::time::Duration;
+
+    let branch = format!("z9hG4bK-{call_id}-{}", next_probe());
+    let invite = format!(
+        "INVITE sip:acme@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\nFrom: <sip:sbc@{local}>;tag=1\r\nTo: <sip:acme@{sip}>\r\nCall-ID: {call_id}-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:sbc@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        local = socket.local_addr().unwrap()
+    );
+    socket.send_to(invite.as_bytes(), sip).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+            .await
+            .expect("the recorder answers")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !answer.starts_with("SIP/2.0 100") && answer.contains(&branch) {
+            return answer;
+        }
+    }
+}
+
+fn next_probe() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A shutdown drains: a call under way goes on to its BYE and keeps its
 /// audio, a new INVITE is answered 503, an FTP upload under way completes
 /// and becomes the active version; then the server stops.
@@ -95,30 +124,42 @@ async fn a_shutdown_lets_calls_and_uploads_under_way_finish() {
         .arg(format!("ftp://{}:{}@{}/", t.slug, t.password, ftp))
         .output();
     let upload = tokio::spawn(upload);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both under way: the call exists (it is created before its INVITE is
+    // answered) and the export has started to arrive in the drop tree.
+    let dropped = app.data_dir.join("drop/acme/crm.csv");
+    eventually(
+        "the call and the upload under way",
+        Duration::from_secs(20),
+        || async {
+            let (_, calls) = app.get(&t, "/api/v1/calls").await;
+            let received = std::fs::metadata(&dropped).map(|m| m.len()).unwrap_or(0);
+            if calls["count"] == 1 && received > 0 {
+                Ok(())
+            } else {
+                Err(format!("{} calls, {received} bytes received", calls["count"]))
+            }
+        },
+    )
+    .await;
 
     // Stop while both are under way.
     let stopping = Instant::now();
     let stopped = tokio::spawn(app.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let invite = format!(
-        "INVITE sip:acme@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-late\r\nFrom: <sip:sbc@{local}>;tag=1\r\nTo: <sip:acme@{sip}>\r\nCall-ID: late-call\r\nCSeq: 1 INVITE\r\nContact: <sip:sbc@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
-        local = socket.local_addr().unwrap()
-    );
-    socket.send_to(invite.as_bytes(), sip).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut answer = String::new();
-    for _ in 0..5 {
-        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
-            .await
-            .expect("the recorder answers while draining")
-            .unwrap();
-        answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !answer.starts_with("SIP/2.0 100") {
-            break;
+    // An INVITE (one the recorder answers without keeping anything) until the
+    // answer says the recorder is draining: from an address no tenant
+    // registered, it is refused 403 before the shutdown and 503 after.
+    let unregistered = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    eventually("the recorder draining", Duration::from_secs(5), || async {
+        let answer = invite_answer(&unregistered, sip, "probe").await;
+        if answer.starts_with("SIP/2.0 503") {
+            Ok(())
+        } else {
+            Err(answer)
         }
-    }
+    })
+    .await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let answer = invite_answer(&socket, sip, "late-call").await;
     assert!(
         answer.starts_with("SIP/2.0 503"),
         "a new call while draining: {answer}"

@@ -53,13 +53,11 @@ async fn start_s3() -> Option<S3Server> {
     let endpoint = format!("http://127.0.0.1:{port}");
     let server = S3Server { child, endpoint };
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(&server.endpoint).send().await.is_ok() {
-            return Some(server);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto_server did not start on {}", server.endpoint);
+    eventually("moto_server answering", Duration::from_secs(10), || async {
+        http.get(&server.endpoint).send().await.map(drop)
+    })
+    .await;
+    Some(server)
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use callmeta_app::clock::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -13,8 +14,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
     let Some(db) = PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the two-node test is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     let shared = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", shared.path().join("blobs").display());
@@ -36,20 +36,22 @@ async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
         let (status, body) = uploader.upload(&t, "crm", csv).await;
         assert_eq!(status, 201, "{body}");
         let activated = Instant::now();
-        loop {
-            let (status, call) = caller
-                .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
-                .await;
-            assert_eq!(status, 201);
-            if call["metadata"]["team_name"] == team {
-                break;
-            }
-            assert!(
-                activated.elapsed() < Duration::from_secs(1),
-                "the other node still enriches from the previous version after a second: {call}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the other node enriching from the new version",
+            Duration::from_secs(1),
+            || async {
+                let (status, call) = caller
+                    .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
+                    .await;
+                assert_eq!(status, 201);
+                if call["metadata"]["team_name"] == team {
+                    Ok(())
+                } else {
+                    Err(call)
+                }
+            },
+        )
+        .await;
         eprintln!("version reached the other node in {:?}", activated.elapsed());
     }
     // Both nodes list the same calls.
@@ -60,14 +62,23 @@ async fn a_version_activated_on_one_node_reaches_the_other_within_a_second() {
     b.stop().await;
 }
 
-/// Every file under `dir`, recursively.
+/// The job lease of the nodes of these tests.
+const LEASE_MS: i64 = 1_500;
+
 /// Node B, in this process, with a job lease of 1.5 s.
 async fn spawn_node_b(db: &PgDatabase, blobs: &str, shared: &std::path::Path) -> TestApp {
     let mut config = test_config(&shared.join("b"));
     config.database = Some(db.url.clone());
     config.blobs = Some(blobs.to_string());
-    config.job_lease_ms = 1_500;
+    config.job_lease_ms = LEASE_MS as u64;
     TestApp::spawn_with(config).await
+}
+
+/// Moves node B's clock past the lease of every job a killed node held:
+/// that node renewed its leases, on the wall clock, until it died, for
+/// `LEASE_MS` at most. B claims them at its next look for stale jobs.
+fn past_the_leases_of_a_killed_node(b: &TestApp) {
+    b.clock.advance_to(SystemClock.now_ms() + LEASE_MS + 1);
 }
 
 /// A real `callmeta serve` process on `database` and `blobs` with a job
@@ -83,6 +94,7 @@ fn spawn_node(
     spawn_serve(data_dir, &["--database", database, "--blobs", blobs], &env)
 }
 
+/// Every file under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -102,8 +114,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes_it() {
     let Some(db) = PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     let shared = tempfile::tempdir().unwrap();
     let blob_dir = shared.path().join("blobs");
@@ -135,20 +146,29 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes
                 .await
         }
     });
-    // The original reaches blob storage while the CSV is parsed: kill then.
-    let started = Instant::now();
-    while files_under(&blob_dir).len() == before {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "node A never started ingesting"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // Its ingest job is recorded right after the original; the CSV takes
-    // longer to parse than this.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The original reaches blob storage while the CSV is parsed, and its
+    // ingest job is recorded right after it: kill then.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    eventually(
+        "node A ingesting (its original stored, its job recorded)",
+        Duration::from_secs(30),
+        || async {
+            let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'ingest'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let stored = files_under(&blob_dir).len() > before;
+            if jobs == 1 && stored {
+                Ok(())
+            } else {
+                Err(format!("{jobs} ingest jobs, original stored: {stored}"))
+            }
+        },
+    )
+    .await;
     a.kill().unwrap();
     a.wait().unwrap();
+    pool.close().await;
     assert!(
         upload.await.unwrap().is_err(),
         "the client sees the connection drop"
@@ -166,45 +186,44 @@ async fn a_node_killed_mid_ingestion_leaves_no_half_version_and_another_finishes
     // Once A's lease on the upload runs out, B finishes it from the stored
     // original: one new version, complete, active.
     let killed = Instant::now();
-    let table = loop {
+    past_the_leases_of_a_killed_node(&b);
+    let table = eventually("node B finishing the upload", Duration::from_secs(15), || async {
         let (_, table) = b.get(&t, "/api/v1/tables/crm").await;
         // The table and its versions are two reads: wait for the activation.
         if table["active_version"]["rows"] == 400_000 {
-            break table;
+            Ok(table)
+        } else {
+            Err(table)
         }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "node B never finished the upload: {table}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     eprintln!("node B finished the upload {:?} after the kill", killed.elapsed());
     assert_eq!(table["versions"].as_array().unwrap().len(), 2, "{table}");
     assert_eq!(table["active_version"]["rows"], 400_000, "{table}");
     assert_ne!(table["active_version"]["id"], first_id);
     // The store points at it first, then B's memory: calls follow at once.
-    let activated = Instant::now();
-    loop {
-        let (_, call) = b
-            .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "agent15"}}))
-            .await;
-        if call["metadata"]["team_name"] == "team1" {
-            break;
-        }
-        assert!(
-            activated.elapsed() < Duration::from_secs(1),
-            "calls are not enriched from the finished upload: {call}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "calls enriched from the finished upload",
+        Duration::from_secs(1),
+        || async {
+            let (_, call) = b
+                .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": "agent15"}}))
+                .await;
+            if call["metadata"]["team_name"] == "team1" {
+                Ok(())
+            } else {
+                Err(call)
+            }
+        },
+    )
+    .await;
     b.stop().await;
 }
 
 #[tokio::test]
 async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
     let Some(db) = PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the two-node test is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     if !crate::siprec::have_sipp() {
         return;
@@ -277,8 +296,7 @@ async fn an_ftp_upload_to_one_node_enriches_a_siprec_call_taken_by_the_other() {
 #[tokio::test]
 async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     let Some(db) = PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     if !crate::siprec::have_sipp() {
         return;
@@ -316,17 +334,17 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
             .map(|m| m.len())
             .sum::<u64>()
     };
-    let started = Instant::now();
-    while stored() < 16_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "node A never stored audio parts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("node A storing audio parts", Duration::from_secs(20), || async {
+        match stored() {
+            bytes if bytes >= 16_000 => Ok(()),
+            bytes => Err(format!("{bytes} bytes stored")),
+        }
+    })
+    .await;
     a.kill().unwrap();
     a.wait().unwrap();
     let killed = Instant::now();
+    past_the_leases_of_a_killed_node(&b);
     call.abort(); // sipp would wait for its BYE to be answered
 
     // B finishes the recording from the parts A stored, once A's lease ran
@@ -334,17 +352,19 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     let (_, list) = b.get(&t, "/api/v1/calls").await;
     assert_eq!(list["count"], 1, "{list}");
     let id = list["data"][0]["unique_id"].as_str().unwrap().to_string();
-    loop {
-        let (_, call) = b.get(&t, &format!("/api/v1/calls/{id}")).await;
-        if call["audio_state"] == "available" {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "node B never finished the recording: {call}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "node B finishing the recording",
+        Duration::from_secs(15),
+        || async {
+            let (_, call) = b.get(&t, &format!("/api/v1/calls/{id}")).await;
+            if call["audio_state"] == "available" {
+                Ok(())
+            } else {
+                Err(call)
+            }
+        },
+    )
+    .await;
     eprintln!(
         "node B finished the recording {:?} after the kill",
         killed.elapsed()
@@ -370,14 +390,13 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
     let local: Vec<_> = files_under(&a_dir.join("recordings"));
     assert_eq!(local.len(), 1, "A's local file of the call: {local:?}");
     let (mut a, _, _) = spawn_node(&db.url, &blobs, &a_dir, &part_secs);
-    let restarted = Instant::now();
-    while !files_under(&a_dir.join("recordings")).is_empty() {
-        assert!(
-            restarted.elapsed() < Duration::from_secs(10),
-            "A kept its local file"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("A removing its local file", Duration::from_secs(10), || async {
+        match files_under(&a_dir.join("recordings")) {
+            files if files.is_empty() => Ok(()),
+            files => Err(format!("{files:?}")),
+        }
+    })
+    .await;
     a.kill().unwrap();
     a.wait().unwrap();
     assert_eq!(
@@ -391,8 +410,7 @@ async fn a_node_killed_mid_call_has_its_recording_finished_by_the_other() {
 #[tokio::test]
 async fn a_node_killed_mid_backfill_has_it_finished_by_the_other() {
     let Some(db) = PgDatabase::create().await else {
-        eprintln!("CALLMETA_TEST_DATABASE_URL is not set: the node-kill test is not run");
-        return;
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
     };
     let shared = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", shared.path().join("blobs").display());
@@ -443,44 +461,43 @@ async fn a_node_killed_mid_backfill_has_it_finished_by_the_other() {
                 .await
         }
     });
-    let started = Instant::now();
-    let id = loop {
+    let id = eventually("node A saving a page", Duration::from_secs(30), || async {
         let (_, list) = b.get(&t, "/api/v1/backfills").await;
-        if let Some(fill) = list["data"].as_array().and_then(|d| d.first())
-            && fill["examined"].as_u64().unwrap_or(0) >= 500
-        {
-            assert_eq!(
-                fill["state"], "running",
-                "killed too late to test anything: {fill}"
-            );
-            break fill["id"].as_str().unwrap().to_string();
+        match list["data"].as_array().and_then(|d| d.first()) {
+            Some(fill) if fill["examined"].as_u64().unwrap_or(0) >= 500 => {
+                assert_eq!(
+                    fill["state"], "running",
+                    "killed too late to test anything: {fill}"
+                );
+                Ok(fill["id"].as_str().unwrap().to_string())
+            }
+            _ => Err(list),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "node A never saved a page: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    })
+    .await;
     a.kill().unwrap();
     a.wait().unwrap();
     let killed = Instant::now();
+    past_the_leases_of_a_killed_node(&b);
     assert!(
         request.await.unwrap().is_err(),
         "the client sees the connection drop"
     );
 
     // B goes on from A's last saved page once A's lease ran out.
-    let fill = loop {
-        let (_, fill) = b.get(&t, &format!("/api/v1/backfills/{id}")).await;
-        if fill["state"] == "finished" {
-            break fill;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "node B never finished the back-fill: {fill}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let fill = eventually(
+        "node B finishing the back-fill",
+        Duration::from_secs(30),
+        || async {
+            let (_, fill) = b.get(&t, &format!("/api/v1/backfills/{id}")).await;
+            if fill["state"] == "finished" {
+                Ok(fill)
+            } else {
+                Err(fill)
+            }
+        },
+    )
+    .await;
     eprintln!(
         "node B finished the back-fill {:?} after the kill: {fill}",
         killed.elapsed()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
-use crate::helpers::{SPEC_TABLE, Tenant, TestApp};
+use crate::helpers::{SPEC_TABLE, Tenant, TestApp, eventually};
 
 pub(crate) fn have_sipp() -> bool {
     let found = std::process::Command::new("sipp").arg("-v").output().is_ok();
@@ -90,18 +90,17 @@ pub(crate) async fn recording(app: &TestApp, t: &Tenant, id: &str) -> bytes::Byt
     r.bytes().await.unwrap()
 }
 
-/// Waits for a call's recording to be attached (at the BYE); its `audio_state`.
+/// Waits (up to 5 s) for a call's recording to be attached (at the BYE);
+/// its `audio_state` then.
 pub(crate) async fn audio_state(app: &TestApp, t: &Tenant, id: &str) -> Value {
-    let mut state = Value::Null;
-    for _ in 0..50 {
+    eventually("the recording attached", Duration::from_secs(5), || async {
         let (_, c) = app.get(t, &format!("/api/v1/calls/{id}")).await;
-        state = c["audio_state"].clone();
-        if state == "available" {
-            break;
+        match &c["audio_state"] {
+            state if state == "available" => Ok(state.clone()),
+            _ => Err(c),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    state
+    })
+    .await
 }
 
 /// G.711 µ-law encoding of one linear sample.
@@ -679,14 +678,13 @@ async fn a_crash_mid_call_leaves_the_audio_received_so_far() {
             .map(|m| m.len().saturating_sub(44))
             .sum::<u64>()
     };
-    let started = std::time::Instant::now();
-    while recorded() < 16_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the server never wrote audio"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the server writing audio", Duration::from_secs(20), || async {
+        match recorded() {
+            bytes if bytes >= 16_000 => Ok(()),
+            bytes => Err(format!("{bytes} bytes recorded")),
+        }
+    })
+    .await;
     server.kill().unwrap();
     server.wait().unwrap();
     call.abort(); // sipp would wait for its BYE to be answered
@@ -729,7 +727,7 @@ async fn a_recording_left_on_disk_without_its_job_is_attached_at_the_next_start(
         .await;
     let id = call["unique_id"].as_str().unwrap().to_string();
     app.stop().await;
-    let store = callmeta_app::store::sqlite::SqliteStore::open(&data.path().join("callmeta.db"))
+    let store = callmeta_store::SqlStore::open_sqlite(&data.path().join("callmeta.db"))
         .await
         .unwrap();
     let tenant = store

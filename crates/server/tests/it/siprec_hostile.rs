@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::helpers::{Tenant, TestApp, test_config};
+use crate::helpers::{Tenant, TestApp, eventually, test_config};
 use crate::siprec::{audio_state, recording, wav_summary};
 
 /// A raw SIP peer on UDP.
@@ -248,6 +248,7 @@ async fn a_dialog_belongs_to_its_peer() {
         media.send_to(&packet, rtp_to).await.unwrap();
         let loud = rtp(i, 8000 + u32::from(i) * 160, 9, 0x00);
         injector.send_to(&loud, rtp_to).await.unwrap();
+        // Paced like real RTP: one second of audio takes a second.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let jump = rtp(50, 8000 * 600, 7, 0xA0);
@@ -353,25 +354,27 @@ async fn a_tenant_cannot_claim_an_sbc() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Unregistered now (within the routing table's one-second reuse).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for attempt in 0.. {
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    eventually("the source unregistered", Duration::from_secs(5), || async {
+        let call_id = format!(
+            "moved-2-{}",
+            attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let d = Dialog {
-            call_id: format!("moved-2-{attempt}"),
+            call_id: call_id.clone(),
             from_tag: "m2".into(),
             to_tag: String::new(),
         };
         sbc.send(&invite("acme", sbc.addr(), &d, &sdp("127.0.0.1", 40_000, 1)))
             .await;
-        let response = sbc.response("INVITE", &format!("moved-2-{attempt}")).await;
+        let response = sbc.response("INVITE", &call_id).await;
         if response.starts_with("SIP/2.0 403") {
-            break;
+            Ok(())
+        } else {
+            Err(response)
         }
-        assert!(
-            Instant::now() < deadline,
-            "still routed after removal: {response}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    })
+    .await;
 }
 
 /// More m-lines than a call may have: 488, no call, no ports. Two
@@ -554,16 +557,18 @@ async fn dialogs_end_without_their_bye() {
     )
     .await;
     assert_eq!(calls(&app, &acme).await["count"], 1);
-    loop {
-        if calls(&app, &acme).await["count"] == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the unacknowledged call is still there"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The sweep runs on the recorder's SIP timers (64xT1), real time.
+    eventually(
+        "the unacknowledged call ended",
+        Duration::from_secs(15),
+        || async {
+            match calls(&app, &acme).await {
+                list if list["count"] == 0 => Ok(()),
+                list => Err(list),
+            }
+        },
+    )
+    .await;
     let no_ack = started.elapsed();
 
     // Acknowledged, then silent.
@@ -593,16 +598,13 @@ async fn dialogs_end_without_their_bye() {
         .unwrap()
         .to_string();
     let silent_started = Instant::now();
-    loop {
-        if app.get(&acme, &format!("/api/v1/calls/{id}")).await.1["audio_state"] == "available" {
-            break;
+    eventually("the silent call ended", Duration::from_secs(10), || async {
+        match app.get(&acme, &format!("/api/v1/calls/{id}")).await.1 {
+            call if call["audio_state"] == "available" => Ok(()),
+            call => Err(call),
         }
-        assert!(
-            silent_started.elapsed() < Duration::from_secs(10),
-            "the silent call was not ended"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let silent = silent_started.elapsed();
     let bye = request("BYE", "srs", sbc.addr(), &d, Some(&d.to_tag), 2, "", "");
     sbc.exchange(&bye, "BYE", "SIP/2.0 481").await;
@@ -636,6 +638,8 @@ async fn dialogs_end_without_their_bye() {
             .send_to(&rtp(i, u32::from(i) * 160, 3, 0xA0), rtp_to)
             .await
             .unwrap();
+        // Paced like real RTP (a packet every 20 ms): the call must be
+        // alive with audio when max_call_secs ends it.
         tokio::time::sleep(Duration::from_millis(20)).await;
         if i % 25 == 0 {
             let list = calls(&app, &acme).await;

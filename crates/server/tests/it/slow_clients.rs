@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, test_config};
+use crate::helpers::{TestApp, eventually, test_config};
 
 /// Reads until the server closes the connection (or resets it); what it sent.
 async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
@@ -68,6 +68,8 @@ async fn a_slowloris_flood_is_cut_at_the_header_timeout_while_other_requests_are
                         Ok(0) | Err(_) => return opened.elapsed(),
                         Ok(_) => {} // a 408 or similar, then the close
                     },
+                    // The slowness is what is tested: a header line every
+                    // 300 ms keeps a naive server waiting for ever.
                     () = tokio::time::sleep(Duration::from_millis(300)) => {
                         if stream.write_all(b"X-Slow: still typing\r\n").await.is_err() {
                             return opened.elapsed();
@@ -168,15 +170,13 @@ async fn connections_over_the_per_address_cap_get_503_and_slots_free_up() {
 
     // Closing the idle connections frees their slots.
     drop(idle);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let client = reqwest::Client::new();
-        match client.get(app.url("/healthz")).send().await {
-            Ok(r) if r.status() == 200 => break,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => panic!("slots were not freed: {other:?}"),
+    eventually("the slots freed", Duration::from_secs(5), || async {
+        match reqwest::Client::new().get(app.url("/healthz")).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -199,6 +199,7 @@ async fn a_request_body_below_the_rate_floor_is_cut() {
     // 10 bytes every 200 ms: 50 bytes per second, far below the floor.
     let trickle = async {
         while started.elapsed() < Duration::from_secs(20) {
+            // The trickle is what is tested, against the server's own timer.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if writer.write_all(b"\"k\": \"v\", ").await.is_err() {
                 break;

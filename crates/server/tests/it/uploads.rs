@@ -1,6 +1,8 @@
 //! CSV uploads through the API: real-world exports, rejections, limits,
 //! versions and restarts.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -214,14 +216,17 @@ async fn a_cli_import_reaches_a_running_server() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("now active"), "{stdout}");
     // The server picks the version up on its next refresh (200 ms in tests).
-    let mut team = Value::Null;
-    for _ in 0..50 {
-        team = team_of(&app, &t, "erin").await;
-        if team != Value::Null {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let team = eventually(
+        "the server enriching from the CLI's version",
+        Duration::from_secs(5),
+        || async {
+            match team_of(&app, &t, "erin").await {
+                Value::Null => Err(Value::Null),
+                team => Ok(team),
+            }
+        },
+    )
+    .await;
     assert_eq!(team, "topaz");
     let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
     assert_eq!(table["active_version"]["channel"], "cli");

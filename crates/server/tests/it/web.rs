@@ -242,16 +242,23 @@ async fn every_post_needs_the_session_csrf_token_and_logout_ends_the_session() {
 async fn a_session_expires() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.web.session_secs = 1;
+    config.web.session_secs = 600;
+    config.web.idle_secs = 3_600;
     let app = TestApp::spawn_with(config).await;
     let t = app.create_tenant("acme");
     let cookie = login_cookie(&app, &t).await;
     assert_eq!(page(&app, &cookie, "/calls").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.clock.advance(Duration::from_millis(599_999));
+    assert_eq!(
+        page(&app, &cookie, "/calls").await.0,
+        200,
+        "valid until the end of its lifetime"
+    );
+    app.clock.advance(Duration::from_millis(1));
     assert_eq!(
         page(&app, &cookie, "/calls").await.0,
         303,
-        "expired after its lifetime"
+        "expired at the end of its lifetime, in use or not"
     );
 }
 
@@ -259,16 +266,16 @@ async fn a_session_expires() {
 async fn a_session_in_use_lasts_and_an_unused_one_ends_after_its_idle_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.web.idle_secs = 2;
+    config.web.idle_secs = 120;
     let app = TestApp::spawn_with(config).await;
     let t = app.create_tenant("acme");
     let cookie = login_cookie(&app, &t).await;
-    // Used every 0.5 s for 3.5 s: longer than the idle time, still valid.
+    // Used every 30 s for 3.5 min: longer than the idle time, still valid.
     for _ in 0..7 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.clock.advance(Duration::from_secs(30));
         assert_eq!(page(&app, &cookie, "/calls").await.0, 200, "in use");
     }
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    app.clock.advance(Duration::from_secs(150));
     let (status, _, location) = page(&app, &cookie, "/calls").await;
     assert_eq!(status, 303, "ended after resting longer than its idle time");
     assert_eq!(location.as_deref(), Some("/?next=%2Fcalls"));
@@ -342,14 +349,17 @@ async fn the_calls_filter_is_a_shareable_url() {
 // ------------------------------------------------------------ the browser
 
 struct Browser {
-    driver: std::process::Child,
+    _driver: Driver,
     client: fantoccini::Client,
 }
 
-impl Drop for Browser {
+/// chromedriver, killed when the test ends (or fails).
+struct Driver(std::process::Child);
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -389,21 +399,19 @@ async fn browser() -> Option<Browser> {
     let url = format!("http://127.0.0.1:{port}");
     // Both rustls back-ends are in the tree: name one for the client.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    for _ in 0..100 {
-        if let Ok(client) = fantoccini::ClientBuilder::rustls()
+    let driver = Driver(driver);
+    let client = eventually("chromedriver answering", Duration::from_secs(10), || async {
+        fantoccini::ClientBuilder::rustls()
             .expect("TLS roots")
             .capabilities(caps.clone())
             .connect(&url)
             .await
-        {
-            return Some(Browser { driver, client });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut driver = driver;
-    let _ = driver.kill();
-    let _ = driver.wait();
-    panic!("chromedriver did not answer on {url}");
+    })
+    .await;
+    Some(Browser {
+        _driver: driver,
+        client,
+    })
 }
 
 /// Clicks what submits a form or follows a link, and returns once the next
@@ -416,31 +424,35 @@ async fn click_and_load(c: &fantoccini::Client, css: &str) {
         .click()
         .await
         .unwrap();
-    for _ in 0..150 {
-        let loaded = c
-            .execute(
-                "return window.__leaving === undefined && document.readyState === 'complete';",
-                vec![],
-            )
-            .await;
-        if loaded.ok().and_then(|v| v.as_bool()) == Some(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("clicking {css} loaded no new page");
+    eventually(
+        &format!("clicking {css} loading a new page"),
+        Duration::from_secs(15),
+        || async {
+            let loaded = c
+                .execute(
+                    "return window.__leaving === undefined && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await;
+            match loaded.map(|v| v.as_bool()) {
+                Ok(Some(true)) => Ok(()),
+                seen => Err(format!("{seen:?}")),
+            }
+        },
+    )
+    .await;
 }
 
-/// Polls `done` until it holds, for up to 10 s.
+/// Polls `done` until it holds, for up to 10 s; fails showing the page.
 async fn wait_for(c: &fantoccini::Client, what: &str, done: impl AsyncFn() -> bool) {
-    for _ in 0..100 {
+    eventually(what, Duration::from_secs(10), || async {
         if done().await {
-            return;
+            Ok(())
+        } else {
+            Err(format!("page: {}", c.source().await.unwrap_or_default()))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let body = c.source().await.unwrap_or_default();
-    panic!("{what}: not seen within 10 s; page: {body}");
+    })
+    .await;
 }
 
 fn screenshots_dir() -> PathBuf {

@@ -14,14 +14,14 @@ use callmeta_siprec::sip::Message;
 
 use crate::support::{as_message, fixtures};
 
-pub struct Processed {
+pub(crate) struct Processed {
     pub message: Message,
     pub body: RecordingBody,
     pub answer: Option<sdp::Answer>,
     pub keys: BTreeMap<String, String>,
 }
 
-pub fn process(bytes: &[u8]) -> Processed {
+pub(crate) fn process(bytes: &[u8]) -> Processed {
     let message = Message::parse(bytes).expect("fixture parses as SIP");
     let body = parse_body(&message).expect("fixture body parses");
     let options = AnswerOptions {
@@ -47,7 +47,7 @@ pub fn process(bytes: &[u8]) -> Processed {
 }
 
 /// A fixture by name, as a CRLF message, processed.
-pub fn fixture(name: &str) -> Processed {
+pub(crate) fn fixture(name: &str) -> Processed {
     let (_, text) = fixtures()
         .into_iter()
         .find(|(n, _)| n == name)
@@ -442,7 +442,7 @@ fn a_partial_update_adds_and_updates_participants() {
     assert_eq!(md.sessions.len(), 1, "the session is kept");
 }
 
-pub fn merged(names: &[&str]) -> Metadata {
+pub(crate) fn merged(names: &[&str]) -> Metadata {
     let mut merged: Option<Metadata> = None;
     for name in names {
         let md = fixture(name).body.metadata.expect("metadata");

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-pub fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/siprec")
 }
 
 /// Every fixture: (name without `.txt`, text without its source comment).
-pub fn fixtures() -> Vec<(String, String)> {
+pub(crate) fn fixtures() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(fixtures_dir()).expect("fixtures directory") {
         let path = entry.expect("fixture entry").path();
@@ -28,7 +28,7 @@ pub fn fixtures() -> Vec<(String, String)> {
 }
 
 /// Each fixture opens with `# ...` lines naming its public source.
-pub fn strip_comment(text: &str) -> String {
+pub(crate) fn strip_comment(text: &str) -> String {
     text.split_inclusive('\n')
         .skip_while(|l| l.starts_with('#'))
         .collect()
@@ -129,7 +129,7 @@ Contact: <sip:src@192.0.2.10:5060>\n";
 /// part alone (headers then content). Bodies are wrapped in the INVITE (or,
 /// for a lone metadata part, the UPDATE) that carried them. RFC 7865's own
 /// example elides the boundary lines; they are put back.
-pub fn as_message(fixture: &str, crlf: bool) -> String {
+pub(crate) fn as_message(fixture: &str, crlf: bool) -> String {
     let text = render_placeholders(fixture);
     let trimmed = text.trim_start_matches(['\r', '\n']);
     let first = trimmed.lines().next().unwrap_or_default();

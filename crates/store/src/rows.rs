@@ -1,51 +1,54 @@
-//! Reading records back from database rows, shared by every backend: each
-//! backend's row type says how to read text and integers, and the mapping
-//! from columns to records is written once.
+//! Reading records back from rows, the same for both databases: the
+//! schema holds text and 64-bit integers only, so four column shapes cover
+//! every record.
 
+use callmeta_app::store::*;
 use callmeta_core::domain::{TableName, TenantSlug};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use super::*;
+use crate::error::db_error;
 
-/// The four column shapes the schemas use.
-pub(crate) trait StoreRow: Row {
-    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+fn read<'r, T>(row: &'r AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column)
+        .map_err(|e| db_error(&format!("reading column {column}"), e))
 }
 
-impl StoreRow for sqlx::sqlite::SqliteRow {
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
-        self.try_get(column)
-    }
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
 }
 
-impl StoreRow for sqlx::postgres::PgRow {
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-        self.try_get(column)
+impl Columns for AnyRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        read(self, column)
     }
-    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-        self.try_get(column)
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        read(self, column)
     }
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        self.try_get(column)
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        read(self, column)
     }
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
-        self.try_get(column)
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        read(self, column)
     }
 }
 
-pub(crate) fn tenant_from_row(row: &impl StoreRow) -> Result<Tenant, StoreError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serialising these plain structs and maps cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     let slug = row.text("slug")?;
     Ok(Tenant {
         id: TenantId(row.text("id")?),
@@ -55,7 +58,7 @@ pub(crate) fn tenant_from_row(row: &impl StoreRow) -> Result<Tenant, StoreError>
     })
 }
 
-pub(crate) fn table_from_row(row: &impl StoreRow) -> Result<TableRecord, StoreError> {
+pub(crate) fn table_from_row(row: &AnyRow) -> Result<TableRecord, StoreError> {
     let name = row.text("name")?;
     let options = row.text("options")?;
     Ok(TableRecord {
@@ -67,7 +70,7 @@ pub(crate) fn table_from_row(row: &impl StoreRow) -> Result<TableRecord, StoreEr
     })
 }
 
-pub(crate) fn version_from_row(row: &impl StoreRow) -> Result<VersionRecord, StoreError> {
+pub(crate) fn version_from_row(row: &AnyRow) -> Result<VersionRecord, StoreError> {
     let table = row.text("table_name")?;
     let options = row.text("options")?;
     let report = row.text("report")?;
@@ -90,7 +93,7 @@ pub(crate) fn version_from_row(row: &impl StoreRow) -> Result<VersionRecord, Sto
     })
 }
 
-pub(crate) fn backfill_from_row(row: &impl StoreRow) -> Result<BackfillRecord, StoreError> {
+pub(crate) fn backfill_from_row(row: &AnyRow) -> Result<BackfillRecord, StoreError> {
     let filter = row.text("filter")?;
     let report = row.text("report")?;
     Ok(BackfillRecord {
@@ -105,7 +108,7 @@ pub(crate) fn backfill_from_row(row: &impl StoreRow) -> Result<BackfillRecord, S
     })
 }
 
-pub(crate) fn job_from_row(row: &impl StoreRow) -> Result<Job, StoreError> {
+pub(crate) fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     let kind = row.text("kind")?;
     let payload = row.text("payload")?;
     Ok(Job {
@@ -120,7 +123,7 @@ pub(crate) fn job_from_row(row: &impl StoreRow) -> Result<Job, StoreError> {
     })
 }
 
-pub(crate) fn web_session_from_row(row: &impl StoreRow) -> Result<WebSessionRecord, StoreError> {
+pub(crate) fn web_session_from_row(row: &AnyRow) -> Result<WebSessionRecord, StoreError> {
     Ok(WebSessionRecord {
         token_hash: row.text("token_hash")?,
         tenant: TenantId(row.text("tenant_id")?),
@@ -133,7 +136,7 @@ pub(crate) fn web_session_from_row(row: &impl StoreRow) -> Result<WebSessionReco
     })
 }
 
-pub(crate) fn call_from_row(row: &impl StoreRow) -> Result<CallRecord, StoreError> {
+pub(crate) fn call_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
     let source = row.text("source")?;
     let metadata = row.text("metadata")?;
     let enrichment = row.text("enrichment")?;
@@ -149,10 +152,6 @@ pub(crate) fn call_from_row(row: &impl StoreRow) -> Result<CallRecord, StoreErro
         created_ms: row.int("created_ms")?,
         updated_ms: row.int("updated_ms")?,
     })
-}
-
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// Puts each version under its table (versions keep their order).

@@ -1,0 +1,116 @@
+//! One call: own and added metadata side by side, each table's result and
+//! why, the recording.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use callmeta_app::usecases::calls;
+
+use super::{Badge, error_page, reason, render, short, status_badge, when};
+use crate::WebState;
+use crate::session::{LoggedIn, encode};
+
+struct MetaRow {
+    key: String,
+    value: String,
+    /// For added keys: the table and version it came from.
+    origin: String,
+}
+
+struct ResultRow {
+    table: String,
+    badge: Badge,
+    reason: String,
+    version: String,
+    added: usize,
+    collisions: String,
+}
+
+#[derive(Template)]
+#[template(path = "call.html")]
+struct CallPage {
+    tenant: Option<String>,
+    csrf: String,
+    unique_id: String,
+    time: String,
+    source: &'static str,
+    external_id: String,
+    own: Vec<MetaRow>,
+    added: Vec<MetaRow>,
+    results: Vec<ResultRow>,
+    audio_href: Option<String>,
+}
+
+pub(crate) async fn call(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    Path(unique_id): Path<String>,
+) -> Response {
+    let c = match calls::get_call(&state.services, &s.tenant, &unique_id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e),
+    };
+    let own = c
+        .metadata
+        .iter()
+        .map(|(k, v)| MetaRow {
+            key: k.clone(),
+            value: v.clone(),
+            origin: String::new(),
+        })
+        .collect();
+    let mut added = Vec::new();
+    for r in &c.enrichment {
+        for (k, v) in &r.added {
+            added.push(MetaRow {
+                key: k.clone(),
+                value: v.clone(),
+                origin: format!("{} · {}", r.table, short(r.version.as_deref().unwrap_or("-"))),
+            });
+        }
+    }
+    let results = c
+        .enrichment
+        .iter()
+        .map(|r| ResultRow {
+            table: r.table.clone(),
+            badge: status_badge(r),
+            reason: reason(r),
+            version: r.version.clone().unwrap_or_default(),
+            added: r.added.len(),
+            collisions: r
+                .collisions
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .collect();
+    render(CallPage {
+        tenant: Some(s.tenant_slug.clone()),
+        csrf: s.csrf.clone(),
+        time: when(c.timestamp_ms),
+        source: c.source.as_str(),
+        external_id: c.external_id.clone().unwrap_or_default(),
+        own,
+        added,
+        results,
+        audio_href: c
+            .audio_key
+            .as_ref()
+            .map(|_| format!("/calls/{}/audio", encode(&c.unique_id))),
+        unique_id: c.unique_id,
+    })
+}
+
+pub(crate) async fn call_audio(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    Path(unique_id): Path<String>,
+) -> Response {
+    match calls::call_audio(&state.services, &s.tenant, &unique_id).await {
+        Ok((bytes, content_type)) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(e) => error_page(e),
+    }
+}

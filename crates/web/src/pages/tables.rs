@@ -1,0 +1,190 @@
+//! The reference tables: settings, active version, match rate, history
+//! with reports.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use callmeta_app::store::VersionRecord;
+use callmeta_app::usecases::tables::{self, TableDetails};
+use callmeta_app::usecases::{AppError, web_sessions};
+use serde::Deserialize;
+
+use super::{error_page, render, short, when};
+use crate::WebState;
+use crate::session::LoggedIn;
+
+struct VersionRow {
+    id: String,
+    short: String,
+    time: String,
+    channel: String,
+    filename: String,
+    state: &'static str,
+    rows: u64,
+    summary: String,
+    report: String,
+}
+
+struct TableView {
+    name: String,
+    key: String,
+    match_mode: String,
+    region: String,
+    duplicates: String,
+    bad_rows: String,
+    active: Option<VersionRow>,
+    columns: String,
+    match_rate: String,
+    versions: Vec<VersionRow>,
+}
+
+#[derive(Template)]
+#[template(path = "tables.html")]
+struct TablesPage {
+    tenant: Option<String>,
+    csrf: String,
+    tables: Vec<TableView>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn version_row(v: &VersionRecord, active: Option<&str>) -> VersionRow {
+    let r = &v.report;
+    let state = if Some(v.id.as_str()) == active {
+        "active"
+    } else if v.accepted {
+        "replaced"
+    } else {
+        "rejected"
+    };
+    let summary = match &r.error {
+        Some(e) => e.clone(),
+        None => {
+            let mut s = format!(
+                "{} rows, {} columns, {}",
+                r.rows_accepted,
+                r.columns.len(),
+                r.encoding.as_deref().unwrap_or("utf-8")
+            );
+            if let Some(d) = &r.delimiter {
+                s.push_str(&format!(", {d}-separated"));
+            }
+            if r.rows_rejected > 0 {
+                s.push_str(&format!(", {} rows skipped", r.rows_rejected));
+            }
+            if r.duplicate_keys > 0 {
+                s.push_str(&format!(", {} duplicate keys", r.duplicate_keys));
+            }
+            s
+        }
+    };
+    VersionRow {
+        id: v.id.clone(),
+        short: short(&v.id),
+        time: when(v.created_ms),
+        channel: v.channel.clone(),
+        filename: v.filename.clone().unwrap_or_default(),
+        state,
+        rows: v.rows,
+        summary,
+        report: serde_json::to_string_pretty(r).unwrap_or_default(),
+    }
+}
+
+async fn table_view(
+    state: &WebState,
+    s: &web_sessions::WebSession,
+    d: &TableDetails,
+) -> Result<TableView, AppError> {
+    let o = &d.table.options;
+    let active_id = d.table.active_version.as_deref();
+    let active = d.versions.iter().find(|v| Some(v.id.as_str()) == active_id);
+    let match_rate = match active {
+        Some(v) => {
+            let (results, matched) =
+                tables::match_counts(&state.services, &s.tenant, &d.table.name, &v.id).await?;
+            if results == 0 {
+                "no calls enriched from this version yet".to_string()
+            } else {
+                format!(
+                    "{:.1}% of {results} calls matched since it became active",
+                    matched as f64 * 100.0 / results as f64
+                )
+            }
+        }
+        None => String::new(),
+    };
+    Ok(TableView {
+        name: d.table.name.to_string(),
+        key: o.key.as_str().to_string(),
+        match_mode: enum_name(&o.match_mode),
+        region: o.region.clone().unwrap_or_default(),
+        duplicates: enum_name(&o.duplicates),
+        bad_rows: enum_name(&o.bad_rows),
+        active: active.map(|v| version_row(v, active_id)),
+        columns: active.map(|v| v.report.columns.join(", ")).unwrap_or_default(),
+        match_rate,
+        versions: d.versions.iter().map(|v| version_row(v, active_id)).collect(),
+    })
+}
+
+pub(super) async fn tables_page(
+    state: &WebState,
+    s: &web_sessions::WebSession,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let details = match tables::list_tables(&state.services, &s.tenant).await {
+        Ok(t) => t,
+        Err(e) => return error_page(e),
+    };
+    let mut views = Vec::new();
+    for d in &details {
+        match table_view(state, s, d).await {
+            Ok(v) => views.push(v),
+            Err(e) => return error_page(e),
+        }
+    }
+    let failed = error.is_some();
+    let mut response = render(TablesPage {
+        tenant: Some(s.tenant_slug.clone()),
+        csrf: s.csrf.clone(),
+        tables: views,
+        notice,
+        error,
+    });
+    if failed {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TablesQuery {
+    notice: Option<String>,
+}
+
+pub(crate) async fn tables(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    Query(q): Query<TablesQuery>,
+) -> Response {
+    // Notices come from our own redirects; only known ones are shown.
+    let notice = match q.notice.as_deref() {
+        Some("uploaded") => Some("Upload processed: the new version is active.".to_string()),
+        Some("unchanged") => {
+            Some("The upload is identical to the active version: nothing changed.".to_string())
+        }
+        Some("saved") => Some("Settings saved.".to_string()),
+        _ => None,
+    };
+    tables_page(&state, &s, notice, None).await
+}
