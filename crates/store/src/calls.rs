@@ -126,16 +126,18 @@ async fn write_group(
     let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
     for PendingCall { tenant, call, .. } in group {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
+        // Borrowed from the group, which outlives the statement: the call
+        // was copied once already, into the writer's queue.
         q = q
-            .bind(call.unique_id.clone())
-            .bind(tenant.0.clone())
+            .bind(&call.unique_id)
+            .bind(&tenant.0)
             .bind(call.timestamp_ms)
             .bind(call.source.as_str())
-            .bind(call.external_id.clone())
+            .bind(&call.external_id)
             .bind(to_json(&call.metadata))
             .bind(to_json(&call.enrichment))
             .bind(to_json(&merged))
-            .bind(call.audio_key.clone())
+            .bind(&call.audio_key)
             .bind(call.created_ms)
             .bind(call.updated_ms);
     }
