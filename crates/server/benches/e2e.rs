@@ -127,6 +127,8 @@ fn options(key: &str) -> TableOptions {
 }
 
 fn main() {
+    // The allocator as the binary sets it up.
+    callmeta::memory::fix_mmap_threshold();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

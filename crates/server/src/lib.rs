@@ -5,9 +5,11 @@
 //!
 //! - [`config`]: defaults < config file < `CALLMETA_*` environment < flags.
 //! - [`startup`]: `open_services`, `App`.
+//! - [`memory`]: the allocator's set-up (a fixed mmap threshold).
 //! - [`http_server`]: the HTTP listener and its limits on slow and idle
 //!   clients (timeouts, body rate floor, connection caps).
 
 pub mod config;
 pub mod http_server;
+pub mod memory;
 pub mod startup;

@@ -137,3 +137,31 @@ fn tenant_create_refuses_bad_input_and_duplicates() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+/// `callmeta serve` runs with a fixed mmap threshold (the memory bound of
+/// an upload and its swap depends on it), as the same process, and keeps an
+/// operator's own glibc tunables.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_runs_with_a_fixed_mmap_threshold() {
+    let tunables_of = |env: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, url, _) = crate::helpers::spawn_serve(dir.path(), &[], env);
+        let environ = std::fs::read(format!("/proc/{}/environ", server.id())).unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        String::from_utf8_lossy(&environ)
+            .split('\0')
+            .find_map(|v| v.strip_prefix("GLIBC_TUNABLES=").map(str::to_string))
+            .unwrap_or_else(|| panic!("no GLIBC_TUNABLES in the server's environment"))
+    };
+    assert_eq!(
+        tunables_of(&[("GLIBC_TUNABLES", "")]),
+        "glibc.malloc.mmap_threshold=262144"
+    );
+    // glibc cuts the variable's text where it has parsed it, so only the
+    // operator's part is seen from outside: the server ran, and kept it.
+    let own = "glibc.malloc.arena_max=4";
+    assert!(tunables_of(&[("GLIBC_TUNABLES", own)]).starts_with(own));
+}
