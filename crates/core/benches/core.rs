@@ -51,6 +51,7 @@ fn main() {
 
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),
@@ -248,6 +249,7 @@ fn wide_table(rows: usize) -> TableIndex {
     }
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::ColumnName;
-use crate::index::TableIndex;
+use crate::index::{KEY_PART_SEPARATOR, TableIndex};
 use crate::matching::{MatchMode, Matcher, MatcherError};
 use chunks::{Attempt, Decoding, Failed, HeaderRead, Next, Row, RowReader, Stop};
 
@@ -71,9 +71,18 @@ pub enum BadRowPolicy {
 }
 
 /// A reference table's settings.
+///
+/// The key is `key` (one column) or `keys`: entries tried in order, each one
+/// column or several that must all match (a compound key). `keys` holding
+/// one single-column entry is the same as `key`, and is stored as `key`
+/// alone; otherwise `key` is the first column of the first entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(try_from = "OptionsJson")]
 pub struct TableOptions {
     pub key: ColumnName,
+    /// Compound or fallback keys; `None` for a table with the one key `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyEntries>,
     #[serde(rename = "match", default)]
     pub match_mode: MatchMode,
     #[serde(default)]
@@ -82,6 +91,132 @@ pub struct TableOptions {
     pub duplicates: DuplicatePolicy,
     #[serde(default)]
     pub bad_rows: BadRowPolicy,
+}
+
+/// Keys tried in order, each one column or several that must all match.
+pub type KeyEntries = Vec<Vec<ColumnName>>;
+
+/// At most this many key entries, each of at most this many columns.
+pub const MAX_KEYS: usize = 8;
+
+/// [`TableOptions`] as written, before `key` and `keys` are reconciled.
+#[derive(Deserialize)]
+struct OptionsJson {
+    #[serde(default)]
+    key: Option<ColumnName>,
+    #[serde(default)]
+    keys: Option<Vec<Vec<ColumnName>>>,
+    #[serde(rename = "match", default)]
+    match_mode: MatchMode,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    duplicates: DuplicatePolicy,
+    #[serde(default)]
+    bad_rows: BadRowPolicy,
+}
+
+/// Why `key` and `keys` do not make a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    #[error("give the key column as \"key\" or the keys as \"keys\"")]
+    NoKey,
+    #[error("\"keys\" must hold 1 to {MAX_KEYS} keys, each a list of 1 to {MAX_KEYS} column names")]
+    Count,
+    #[error("key {entry} of \"keys\" names the column {column:?} twice")]
+    RepeatedColumn { entry: usize, column: String },
+    #[error("keys {first} and {second} of \"keys\" are the same")]
+    RepeatedKey { first: usize, second: usize },
+    #[error(
+        "\"key\" ({key:?}) must be the first column of the first entry of \"keys\" ({first:?}), or be left out"
+    )]
+    Disagree { key: String, first: String },
+}
+
+impl TryFrom<OptionsJson> for TableOptions {
+    type Error = KeysError;
+
+    fn try_from(json: OptionsJson) -> Result<Self, KeysError> {
+        let (key, keys) = TableOptions::reconcile_keys(json.key, json.keys)?;
+        Ok(TableOptions {
+            key,
+            keys,
+            match_mode: json.match_mode,
+            region: json.region,
+            duplicates: json.duplicates,
+            bad_rows: json.bad_rows,
+        })
+    }
+}
+
+impl TableOptions {
+    /// The key column and the compound/fallback keys from `key` and `keys`
+    /// as a client gives them: `keys` holding the one column `key` becomes
+    /// `key` alone.
+    pub fn reconcile_keys(
+        key: Option<ColumnName>,
+        keys: Option<Vec<Vec<ColumnName>>>,
+    ) -> Result<(ColumnName, Option<KeyEntries>), KeysError> {
+        let Some(keys) = keys else {
+            return key.map(|k| (k, None)).ok_or(KeysError::NoKey);
+        };
+        if keys.is_empty() || keys.len() > MAX_KEYS || keys.iter().any(|e| e.is_empty() || e.len() > MAX_KEYS)
+        {
+            return Err(KeysError::Count);
+        }
+        for (i, entry) in keys.iter().enumerate() {
+            for (j, column) in entry.iter().enumerate() {
+                if entry[..j].contains(column) {
+                    return Err(KeysError::RepeatedColumn {
+                        entry: i + 1,
+                        column: column.to_string(),
+                    });
+                }
+            }
+            let mut sorted: Vec<&str> = entry.iter().map(ColumnName::as_str).collect();
+            sorted.sort_unstable();
+            for (earlier, other) in keys[..i].iter().enumerate() {
+                let mut theirs: Vec<&str> = other.iter().map(ColumnName::as_str).collect();
+                theirs.sort_unstable();
+                if theirs == sorted {
+                    return Err(KeysError::RepeatedKey {
+                        first: earlier + 1,
+                        second: i + 1,
+                    });
+                }
+            }
+        }
+        let first = keys[0][0].clone();
+        if let Some(key) = key
+            && key != first
+        {
+            return Err(KeysError::Disagree {
+                key: key.to_string(),
+                first: first.to_string(),
+            });
+        }
+        if keys.len() == 1 && keys[0].len() == 1 {
+            return Ok((first, None));
+        }
+        Ok((first, Some(keys)))
+    }
+
+    /// The keys tried in order: `keys`, or `key` alone.
+    pub fn key_entries(&self) -> Vec<Vec<ColumnName>> {
+        match &self.keys {
+            Some(keys) => keys.clone(),
+            None => vec![vec![self.key.clone()]],
+        }
+    }
+
+    /// The keys as a person reads them: `site+extension, agent_email`.
+    pub fn keys_label(&self) -> String {
+        self.key_entries()
+            .iter()
+            .map(|entry| entry.iter().map(ColumnName::as_str).collect::<Vec<_>>().join("+"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Resource limits on one upload.
@@ -124,6 +259,9 @@ pub struct Report {
     pub pipe_table: bool,
     pub columns: Vec<String>,
     pub key_column: String,
+    /// Compound or fallback keys, as configured (empty for one key column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<Vec<String>>,
     /// Data rows seen (blank lines and a pipe-table separator are not rows).
     pub rows_read: u64,
     /// Rows without problems, duplicates included.
@@ -164,6 +302,8 @@ pub enum RowIssue {
     FieldCount { found: usize, expected: usize },
     #[error("the key column {column:?} is empty")]
     EmptyKey { column: String },
+    #[error("no key is complete (keys: {keys}): each has an empty column")]
+    NoCompleteKey { keys: String },
     #[error("the {column:?} field is {bytes} bytes, over the {limit}-byte limit")]
     FieldTooLong {
         column: String,
@@ -329,7 +469,11 @@ pub fn ingest_from(
     match build(source, options, limits, parallelism, &mut monotonic, &mut report) {
         Ok(index) => {
             report.accepted = true;
-            report.keys = index.len() as u64;
+            report.keys = if index.has_alternates() {
+                index.alternate_keys()
+            } else {
+                index.len()
+            } as u64;
             monotonic(source.len());
             Ok(Ok(Ingested { index, report }))
         }
@@ -356,6 +500,11 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
         pipe_table: false,
         columns: Vec::new(),
         key_column: options.key.as_str().to_string(),
+        key_columns: options.keys.as_ref().map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .map(|entry| entry.iter().map(|c| c.as_str().to_string()).collect())
+                .collect()
+        }),
         rows_read: 0,
         rows_accepted: 0,
         rows_rejected: 0,
@@ -537,6 +686,28 @@ fn check_row(
     limits: &Limits,
     matcher: &Matcher,
 ) -> Result<String, RowIssue> {
+    check_shape(row, columns, header, limits)?;
+    let key = row.get(key_column);
+    if key.is_empty() {
+        return Err(RowIssue::EmptyKey {
+            column: header[key_column].clone(),
+        });
+    }
+    match matcher.mode() {
+        MatchMode::Exact => Ok(String::new()),
+        _ => match matcher.normalize_cell(key) {
+            Some(normalized) => Ok(normalized.into_owned()),
+            None => Err(RowIssue::NotAPhoneNumber {
+                value: excerpt(key),
+                region: matcher.region().map(str::to_string),
+            }),
+        },
+    }
+}
+
+/// The field count and the field size limit.
+#[inline]
+fn check_shape(row: &Row<'_>, columns: usize, header: &[String], limits: &Limits) -> Result<(), RowIssue> {
     if row.len() != columns {
         return Err(RowIssue::FieldCount {
             found: row.len(),
@@ -555,22 +726,86 @@ fn check_row(
             limit: limits.max_field_bytes,
         });
     }
-    let key = row.get(key_column);
-    if key.is_empty() {
-        return Err(RowIssue::EmptyKey {
-            column: header[key_column].clone(),
+    Ok(())
+}
+
+/// Separates the keys of a row with compound or fallback keys while it is
+/// parsed (the parts of one key are joined by [`KEY_PART_SEPARATOR`]).
+pub(crate) const KEY_SEPARATOR: char = '\u{1e}';
+
+/// Appends a normalised key part, its separators made spaces so that it
+/// cannot split (the call's value goes through the same function).
+pub(crate) fn push_key_part(out: &mut String, part: &str) {
+    if part.contains([KEY_SEPARATOR, KEY_PART_SEPARATOR]) {
+        out.extend(part.chars().map(|c| {
+            if c == KEY_SEPARATOR || c == KEY_PART_SEPARATOR {
+                ' '
+            } else {
+                c
+            }
+        }));
+    } else {
+        out.push_str(part);
+    }
+}
+
+/// [`check_row`] for a table with compound or fallback keys: returns each
+/// key's normalised parts (joined by [`KEY_PART_SEPARATOR`]; empty when one
+/// of its columns is empty), the keys separated by [`KEY_SEPARATOR`]. A row
+/// needs one complete key.
+fn check_row_keys(
+    row: &Row<'_>,
+    columns: usize,
+    entries: &[Vec<usize>],
+    header: &[String],
+    limits: &Limits,
+    matcher: &Matcher,
+) -> Result<String, RowIssue> {
+    check_shape(row, columns, header, limits)?;
+    let mut out = String::new();
+    let mut complete = false;
+    for (j, entry) in entries.iter().enumerate() {
+        if j > 0 {
+            out.push(KEY_SEPARATOR);
+        }
+        let start = out.len();
+        for (p, &column) in entry.iter().enumerate() {
+            let cell = row.get(column);
+            if cell.is_empty() {
+                out.truncate(start);
+                break;
+            }
+            let Some(normalized) = matcher.normalize_cell(cell) else {
+                return Err(RowIssue::NotAPhoneNumber {
+                    value: excerpt(cell),
+                    region: matcher.region().map(str::to_string),
+                });
+            };
+            if p > 0 {
+                out.push(KEY_PART_SEPARATOR);
+            }
+            push_key_part(&mut out, &normalized);
+            if p + 1 == entry.len() {
+                complete = true;
+            }
+        }
+    }
+    if !complete {
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .iter()
+                    .map(|&c| header[c].as_str())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect();
+        return Err(RowIssue::NoCompleteKey {
+            keys: keys.join(", "),
         });
     }
-    match matcher.mode() {
-        MatchMode::Exact => Ok(String::new()),
-        _ => match matcher.normalize(key) {
-            Some(normalized) => Ok(normalized.into_owned()),
-            None => Err(RowIssue::NotAPhoneNumber {
-                value: excerpt(key),
-                region: matcher.region().map(str::to_string),
-            }),
-        },
-    }
+    Ok(out)
 }
 
 /// At most 80 characters of a value, for messages.
@@ -899,7 +1134,8 @@ impl Report {
                 .columns
                 .iter()
                 .map(|c| {
-                    if *c == self.key_column {
+                    let in_a_key = self.key_columns.iter().any(|entry| entry.contains(c));
+                    if *c == self.key_column || in_a_key {
                         format!("{c} (key)")
                     } else {
                         c.clone()
@@ -908,11 +1144,20 @@ impl Report {
                 .collect();
             field(&mut out, "columns", &columns.join(", "));
         }
-        field(
-            &mut out,
-            "key",
-            &format_args!("{} (match: {})", self.key_column, self.match_mode.as_str()),
-        );
+        if self.key_columns.is_empty() {
+            field(
+                &mut out,
+                "key",
+                &format_args!("{} (match: {})", self.key_column, self.match_mode.as_str()),
+            );
+        } else {
+            let keys: Vec<String> = self.key_columns.iter().map(|entry| entry.join("+")).collect();
+            field(
+                &mut out,
+                "keys",
+                &format_args!("{} (match: {})", keys.join(", "), self.match_mode.as_str()),
+            );
+        }
         field(
             &mut out,
             "rows",

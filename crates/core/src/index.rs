@@ -70,7 +70,125 @@ pub struct TableIndex {
     /// it and fills the values in, which builds the map without comparing a
     /// single key (collecting sorted pairs into a map sorts and dedups them).
     template: BTreeMap<String, String>,
+    /// Compound or fallback keys (`keys` in the table options): the rows
+    /// are then in `table` under a row number, and found through these.
+    alternates: Option<Box<Alternates>>,
+    /// `prefix` and `phone_prefix` modes: the keys in order, for the
+    /// longest-prefix lookup.
+    prefixes: Option<Box<Prefixes>>,
 }
+
+/// The keys of a prefix table, sorted, for a longest-prefix lookup in
+/// O(log n) without scanning: a binary search finds the greatest key not
+/// after the value; the longest key that is a prefix of the value is that
+/// key or one of its own prefixes (every key between a prefix of the value
+/// and the value starts with that prefix), which `parent` links.
+#[derive(Clone, Debug, Default)]
+struct Prefixes {
+    /// The first 8 bytes of each key (zero-padded, big-endian), searched
+    /// before the keys themselves: most steps of the search then stay in
+    /// this one array instead of following an offset into `keys`.
+    heads: Vec<u64>,
+    /// Key entries (offsets in `keys`), by key.
+    sorted: Vec<u32>,
+    /// For each position in `sorted`, the position of the longest other
+    /// key that is a prefix of it, or [`NO_PARENT`].
+    parent: Vec<u32>,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// The first 8 bytes of a key, zero-padded: ordered as the keys are (a
+/// key holds no NUL byte... and if one did, it would only cost a few more
+/// full comparisons, since equal heads are compared in full).
+#[inline]
+fn head(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+impl Prefixes {
+    fn build(keys: &[u8], table: &HashTable<u32>) -> Prefixes {
+        let mut sorted: Vec<u32> = table.iter().copied().collect();
+        sorted.sort_unstable_by(|&a, &b| key_at(keys, a as usize).cmp(key_at(keys, b as usize)));
+        let mut parent = Vec::with_capacity(sorted.len());
+        // The chain of keys, each a prefix of the next, ending at the
+        // previous key.
+        let mut chain: Vec<u32> = Vec::new();
+        for (i, &k) in sorted.iter().enumerate() {
+            let key = key_at(keys, k as usize);
+            while let Some(&top) = chain.last() {
+                if key.starts_with(key_at(keys, sorted[top as usize] as usize)) {
+                    break;
+                }
+                chain.pop();
+            }
+            parent.push(chain.last().copied().unwrap_or(NO_PARENT));
+            chain.push(i as u32);
+        }
+        let heads = sorted.iter().map(|&k| head(key_at(keys, k as usize))).collect();
+        Prefixes {
+            heads,
+            sorted,
+            parent,
+        }
+    }
+
+    /// The entry of the longest key that `value` starts with.
+    #[inline]
+    fn find(&self, keys: &[u8], value: &[u8]) -> Option<u32> {
+        let h = head(value);
+        // Keys whose head is below the value's come before it, those whose
+        // head is above after it; only equal heads need the whole key.
+        let lo = self.heads.partition_point(|&x| x < h);
+        let hi = lo + self.heads[lo..].partition_point(|&x| x == h);
+        let within = self.sorted[lo..hi].partition_point(|&k| key_at(keys, k as usize) <= value);
+        let mut i = (lo + within).checked_sub(1)?;
+        loop {
+            let k = self.sorted[i];
+            if value.starts_with(key_at(keys, k as usize)) {
+                return Some(k);
+            }
+            match self.parent[i] {
+                NO_PARENT => return None,
+                p => i = p as usize,
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.heads.capacity() * 8 + (self.sorted.capacity() + self.parent.capacity()) * 4
+    }
+}
+
+/// The lookup structures of a table with compound or fallback keys.
+///
+/// Each key (one or several columns) has its own map from the key's
+/// normalised cells, joined by [`KEY_PART_SEPARATOR`], to the row's entry
+/// in `keys`. These maps hold an owned copy of each key, so such a table
+/// costs some 60 bytes per row and key more than a single-key one: the
+/// price of finding one stored row by several keys.
+#[derive(Clone, Debug, Default)]
+struct Alternates {
+    keys: Vec<AlternateKey>,
+    /// The duplicates policy is `ambiguous`.
+    ambiguous: bool,
+}
+
+#[derive(Clone, Debug)]
+struct AlternateKey {
+    /// Column indices, in the order of the key.
+    columns: Vec<usize>,
+    /// Key -> (entry in `keys`, rows carrying the key).
+    map: HashMap<Box<str>, (u32, u32)>,
+}
+
+/// Joins the parts of a compound key (normalised cells cannot hold it: a
+/// control character in a cell would have to match one in the call's value
+/// at the same place).
+pub const KEY_PART_SEPARATOR: char = '\u{1f}';
 
 impl fmt::Debug for TableIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,8 +316,58 @@ impl TableIndex {
         &self.columns
     }
 
+    /// The key column; for a table with compound or fallback keys, the
+    /// first column of the first key.
     pub fn key_column(&self) -> &str {
-        &self.columns[self.key_column]
+        match &self.alternates {
+            Some(alt) => alt
+                .keys
+                .first()
+                .and_then(|k| k.columns.first())
+                .map_or("", |&c| self.columns[c].as_str()),
+            None => &self.columns[self.key_column],
+        }
+    }
+
+    /// The keys tried in order, as column indices: several for a table with
+    /// compound or fallback keys, else the key column alone.
+    pub fn key_entries(&self) -> Vec<&[usize]> {
+        match &self.alternates {
+            Some(alt) => alt.keys.iter().map(|k| k.columns.as_slice()).collect(),
+            None => vec![std::slice::from_ref(&self.key_column)],
+        }
+    }
+
+    /// Whether the table has compound or fallback keys.
+    pub fn has_alternates(&self) -> bool {
+        self.alternates.is_some()
+    }
+
+    /// Finds the row of key `entry` (an index into [`Self::key_entries`])
+    /// from its normalised parts joined by [`KEY_PART_SEPARATOR`].
+    pub fn lookup_entry(&self, entry: usize, key: &str) -> Lookup<'_> {
+        let Some(alt) = &self.alternates else {
+            return if entry == 0 {
+                self.lookup_normalized(key)
+            } else {
+                Lookup::NotFound
+            };
+        };
+        let Some(found) = alt.keys.get(entry).and_then(|k| k.map.get(key)) else {
+            return Lookup::NotFound;
+        };
+        match *found {
+            (_, rows) if alt.ambiguous && rows > 1 => Lookup::Ambiguous { rows: rows as usize },
+            (k, _) => Lookup::Found(self.row_ref(k)),
+        }
+    }
+
+    /// Distinct keys of a table with compound or fallback keys, all keys
+    /// together.
+    pub fn alternate_keys(&self) -> usize {
+        self.alternates
+            .as_ref()
+            .map_or(0, |alt| alt.keys.iter().map(|k| k.map.len()).sum())
     }
 
     /// The position of the key column in [`Self::columns`].
@@ -229,13 +397,23 @@ impl TableIndex {
     }
 
     /// Finds the row of an already normalised key.
+    /// In `prefix` and `phone_prefix` modes, the row of the longest key
+    /// that `key` starts with.
     pub fn lookup_normalized(&self, key: &str) -> Lookup<'_> {
         let key = key.as_bytes();
-        let hash = self.hasher.hash_one(key);
         let keys = &self.keys;
-        match self.table.find(hash, |&k| key_at(keys, k as usize) == key) {
+        let found = match &self.prefixes {
+            Some(prefixes) => prefixes.find(keys, key),
+            None => {
+                let hash = self.hasher.hash_one(key);
+                self.table
+                    .find(hash, |&k| key_at(keys, k as usize) == key)
+                    .copied()
+            }
+        };
+        match found {
             None => Lookup::NotFound,
-            Some(&k) => {
+            Some(k) => {
                 if !self.ambiguous.is_empty()
                     && let Some(&rows) = self.ambiguous.get(&k)
                 {
@@ -270,6 +448,21 @@ impl TableIndex {
                 .keys()
                 .map(|k| k.capacity() + 2 * size_of::<String>())
                 .sum::<usize>()
+            + self.prefixes.as_ref().map_or(0, |p| p.heap_bytes())
+            + self.alternates.as_ref().map_or(0, |alt| {
+                alt.keys
+                    .iter()
+                    .map(|k| k.map.allocation_size() + k.map.keys().map(|key| key.len()).sum::<usize>())
+                    .sum()
+            })
+    }
+
+    /// The storage slot of a column other than the key column.
+    pub(crate) fn slot_of_column(&self, column: usize) -> Option<usize> {
+        self.slot_of
+            .get(column)
+            .copied()
+            .filter(|&s| s < self.by_name.len())
     }
 
     /// The storage slot (position in [`RowRef::cells_by_name`]) of a column
@@ -690,6 +883,8 @@ impl IndexBuilder {
                 slot_of,
                 slot_by_name,
                 template,
+                alternates: None,
+                prefixes: None,
             },
             on_duplicate,
             repeated: hashbrown::HashSet::new(),
@@ -776,6 +971,46 @@ impl IndexBuilder {
         }
     }
 
+    /// Gives the table compound or fallback keys: `entries` holds each
+    /// key's column indices. The rows are then pushed under unique row
+    /// numbers, and each key through [`Self::push_alternate`].
+    pub(crate) fn set_alternates(&mut self, entries: Vec<Vec<usize>>, ambiguous: bool) {
+        self.index.alternates = Some(Box::new(Alternates {
+            keys: entries
+                .into_iter()
+                .map(|columns| AlternateKey {
+                    columns,
+                    map: HashMap::new(),
+                })
+                .collect(),
+            ambiguous,
+        }));
+    }
+
+    /// Adds key `entry` of the row last pushed (at entry `k` of `keys`),
+    /// under the duplicates policy.
+    pub(crate) fn push_alternate(&mut self, entry: usize, key: &str, k: u32) -> Pushed {
+        let on_duplicate = self.on_duplicate;
+        let Some(alt) = self.index.alternates.as_mut().and_then(|a| a.keys.get_mut(entry)) else {
+            return Pushed::New;
+        };
+        match alt.map.get_mut(key) {
+            None => {
+                alt.map.insert(key.into(), (k, 1));
+                Pushed::New
+            }
+            Some(found) => {
+                found.1 = found.1.saturating_add(1);
+                if on_duplicate == OnDuplicate::KeepLast {
+                    found.0 = k;
+                }
+                Pushed::Duplicate {
+                    first_of_key: found.1 == 2,
+                }
+            }
+        }
+    }
+
     /// Adds a row whose match key is `key` and whose trimmed cells are
     /// `cell(column)` for each column.
     #[cfg(test)]
@@ -815,6 +1050,14 @@ impl IndexBuilder {
             .table
             .shrink_to_fit(|&k| hasher.hash_one(key_at(keys, k as usize)));
         index.ambiguous.shrink_to_fit();
+        if let Some(alt) = index.alternates.as_mut() {
+            for key in &mut alt.keys {
+                key.map.shrink_to_fit();
+            }
+        }
+        if index.matcher.mode().is_prefix() && index.alternates.is_none() {
+            index.prefixes = Some(Box::new(Prefixes::build(&index.keys, &index.table)));
+        }
         index
     }
 }

@@ -7,7 +7,8 @@
 //! - [`csv`]: decoding a CRM export (encoding, delimiter, pipe tables, quoting,
 //!   limits, policies) into a [`index::TableIndex`] plus a [`csv::Report`].
 //! - [`index`]: the in-memory, immutable form of one version of a table.
-//! - [`matching`]: how a key value is normalised (`exact`, `case_insensitive`, `phone`).
+//! - [`matching`]: how a key value is normalised (`exact`, `case_insensitive`,
+//!   `phone`, `prefix`, `phone_prefix`).
 //! - [`enrich`]: the enrichment rule: one result per table for a call's metadata.
 //! - [`call_metadata`]: a call's own metadata from the JSON a client sends.
 

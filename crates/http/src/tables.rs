@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
+use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, KeysError, TableOptions};
 use callmeta_core::domain::ColumnName;
 use callmeta_core::matching::MatchMode;
 use futures_util::StreamExt;
@@ -21,12 +21,21 @@ use callmeta_app::usecases::calls::format_timestamp;
 use callmeta_app::usecases::tables::{self as uc, Channel, TableDetails, UploadOutcome};
 use callmeta_app::usecases::uploads;
 
-/// A table's settings. Only `key` is required.
+/// A table's settings. Only `key` (or `keys`) is required.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TableConfig {
-    #[schema(schema_with = crate::openapi::column_name)]
-    pub key: ColumnName,
+    /// The key column (the call's metadata key of the same name).
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::column_name, required = false)]
+    pub key: Option<ColumnName>,
+    /// Compound or fallback keys, tried in order; each entry is one column
+    /// or several that must all match (`[["site","extension"],["agent_email"]]`).
+    /// With `keys`, `key` may be left out (it is then the first column of
+    /// the first entry).
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::key_entries, required = false)]
+    pub keys: Option<Vec<Vec<ColumnName>>>,
     #[serde(rename = "match", default)]
     #[schema(schema_with = crate::openapi::match_mode, required = false)]
     pub match_mode: MatchMode,
@@ -64,6 +73,10 @@ pub(crate) struct VersionView {
 pub(crate) struct TableView {
     pub name: String,
     pub key: String,
+    /// Compound or fallback keys, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::key_entries, required = false)]
+    pub keys: Option<Vec<Vec<String>>>,
     #[serde(rename = "match")]
     #[schema(schema_with = crate::openapi::match_mode)]
     pub match_mode: MatchMode,
@@ -133,6 +146,11 @@ fn table_view(details: &TableDetails) -> TableView {
     TableView {
         name: t.name.to_string(),
         key: t.options.key.to_string(),
+        keys: t.options.keys.as_ref().map(|keys| {
+            keys.iter()
+                .map(|entry| entry.iter().map(ToString::to_string).collect())
+                .collect()
+        }),
         match_mode: t.options.match_mode,
         region: t.options.region.clone(),
         duplicates: t.options.duplicates,
@@ -217,8 +235,17 @@ pub(crate) async fn put_table(
     ApiJson(config): ApiJson<TableConfig>,
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name)?;
+    let (key, keys) = TableOptions::reconcile_keys(config.key, config.keys).map_err(|e| {
+        let field = if matches!(e, KeysError::NoKey) {
+            "key"
+        } else {
+            "keys"
+        };
+        AppError::invalid(field, e.to_string())
+    })?;
     let options = TableOptions {
-        key: config.key,
+        key,
+        keys,
         match_mode: config.match_mode,
         region: config.region,
         duplicates: config.duplicates,

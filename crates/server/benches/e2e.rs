@@ -119,6 +119,7 @@ async fn receive_version(
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),

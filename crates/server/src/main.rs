@@ -271,6 +271,7 @@ async fn import(
     {
         let options = callmeta_core::csv::TableOptions {
             key: callmeta_core::domain::ColumnName::parse(key)?,
+            keys: None,
             match_mode: Default::default(),
             region: None,
             duplicates: Default::default(),

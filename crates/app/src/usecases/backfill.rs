@@ -71,12 +71,18 @@ struct Progress {
 
 const PAGE: u32 = 500;
 
-/// Same outcome, ignoring when it was computed.
+/// Same outcome, ignoring when it was computed, and `matched_by` when one
+/// side has none (a result stored before results named the key).
 fn same(a: &[EnrichmentResult], b: &[EnrichmentResult]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
+            let matched_by = match (&x.matched_by, &y.matched_by) {
+                (None, _) | (_, None) => y.matched_by.clone(),
+                (Some(m), _) => Some(m.clone()),
+            };
             EnrichmentResult {
                 at_ms: y.at_ms,
+                matched_by,
                 ..x.clone()
             } == *y
         })

@@ -6,6 +6,8 @@ mod call_metadata;
 mod chunks;
 mod enrichment;
 mod ingest;
+mod keys;
+mod prefix;
 mod robustness;
 mod spectrum;
 

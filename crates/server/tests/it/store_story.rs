@@ -10,6 +10,7 @@ use callmeta_store::SqlStore;
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),
@@ -71,6 +72,8 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             added,
             collisions: vec![],
             at_ms: ts,
+            matched_by: None,
+            keys_tried: vec![],
         }],
         audio_key: None,
         created_ms: ts,

@@ -32,7 +32,18 @@ pub(crate) struct SettingsForm {
 
 fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
     let mut json = serde_json::Map::new();
-    json.insert("key".into(), form.key.trim().into());
+    // `site+extension, agent_email`: compound keys (`+`), tried in order
+    // (`,`); one column is the plain key.
+    let entries: Vec<Vec<String>> = form
+        .key
+        .split(',')
+        .map(|entry| entry.split('+').map(|c| c.trim().to_string()).collect())
+        .collect();
+    if entries.len() == 1 && entries[0].len() == 1 {
+        json.insert("key".into(), form.key.trim().into());
+    } else {
+        json.insert("keys".into(), serde_json::json!(entries));
+    }
     for (name, value) in [
         ("match", &form.match_mode),
         ("duplicates", &form.duplicates),

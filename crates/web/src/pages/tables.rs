@@ -124,7 +124,7 @@ async fn table_view(
     };
     Ok(TableView {
         name: d.table.name.to_string(),
-        key: o.key.as_str().to_string(),
+        key: o.keys_label(),
         match_mode: enum_name(&o.match_mode),
         region: o.region.clone().unwrap_or_default(),
         duplicates: enum_name(&o.duplicates),

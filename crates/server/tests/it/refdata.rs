@@ -1,0 +1,219 @@
+//! Reference data that behaves like the CRM (SPEC §11), through the API:
+//! pasted tables, compound and fallback keys.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, error_detail};
+
+async fn call(app: &TestApp, t: &Tenant, metadata: Value) -> Value {
+    let (status, call) = app
+        .post_json(t, "/api/v1/calls", json!({ "metadata": metadata }))
+        .await;
+    assert_eq!(status, 201, "{call}");
+    call
+}
+
+#[tokio::test]
+async fn a_pasted_table_with_a_trailing_pipe_on_the_header_only() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    // As pasted from a chat: the header without its leading pipe but with a
+    // trailing one, the rows in every form.
+    let pasted = "agent_id | team_name | expertise | city |\n\
+                  |---|---|---|---|\n\
+                  | alice | diamond | sales | Helsinki |\n\
+                  bob | ruby | support | Helsinki\n\
+                  | cindy | diamond | sales | Helsinki\n\
+                  dylan | saphire | sales | Cape Town |\n";
+    let (status, body) = app.upload(&t, "crm", pasted).await;
+    assert_eq!(status, 201, "{body}");
+    let report = &body["version"]["report"];
+    assert_eq!(report["rows_accepted"], 4, "{report}");
+    assert_eq!(
+        report["columns"],
+        json!(["agent_id", "team_name", "expertise", "city"])
+    );
+    assert_eq!(report["pipe_table"], true);
+    let c = call(&app, &t, json!({"agent_id": "dylan"})).await;
+    assert_eq!(c["metadata"]["city"], "Cape Town", "{c}");
+
+    // An export whose lines all end with a delimiter.
+    let (status, body) = app
+        .upload(
+            &t,
+            "crm",
+            "agent_id;team_name;\r\nalice;diamond;\r\nbob;ruby;\r\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["version"]["report"]["columns"],
+        json!(["agent_id", "team_name"])
+    );
+    // A value in the unnamed column is a row with one field too many.
+    let (status, body) = app
+        .upload(&t, "crm", "agent_id,team_name,\nalice,diamond,x\n")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "line 2: 3 fields, expected 2 (the header has 2 columns)"
+    );
+    app.stop().await;
+}
+
+const DIRECTORY: &str = "site,extension,agent_email,team\n\
+                         paris,101,alice@example.com,diamond\n\
+                         paris,102,bob@example.com,ruby\n\
+                         ,,dylan@example.com,emerald\n";
+
+#[tokio::test]
+async fn compound_and_fallback_keys() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    // Settings are checked.
+    for (body, field) in [
+        (json!({"keys": []}), "keys"),
+        (json!({"keys": [["site", "site"]]}), "keys"),
+        (json!({"match": "exact"}), "key"),
+        (
+            json!({"key": "agent_email", "keys": [["site", "extension"]]}),
+            "keys",
+        ),
+    ] {
+        let (status, err) = app.put_json(&t, "/api/v1/tables/crm", body.clone()).await;
+        assert_eq!(status, 422, "{body}: {err}");
+        assert_eq!(err["errors"][0]["field"], field, "{body}: {err}");
+    }
+    let (status, table) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/crm",
+            json!({"keys": [["site", "extension"], ["agent_email"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["keys"], json!([["site", "extension"], ["agent_email"]]));
+    assert_eq!(table["key"], "site");
+    let (status, body) = app.upload(&t, "crm", DIRECTORY).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["version"]["report"]["rows_accepted"], 3);
+
+    // The compound key matches first; its columns are the call's own.
+    let c = call(
+        &app,
+        &t,
+        json!({"site": "paris", "extension": "102", "agent_email": "alice@example.com"}),
+    )
+    .await;
+    let r = &c["enrichment"][0];
+    assert_eq!(r["status"], "matched", "{c}");
+    assert_eq!(r["matched_by"], json!(["site", "extension"]));
+    assert_eq!(c["metadata"]["team"], "ruby");
+    assert_eq!(c["metadata"]["agent_email"], "alice@example.com");
+    // The row's other key column differs from the call's: recorded, not added.
+    assert_eq!(r["collisions"][0]["key"], "agent_email", "{r}");
+    assert_eq!(r["collisions"].as_array().map(Vec::len), Some(1), "{r}");
+
+    // Fallback: the call has no site.
+    let c = call(&app, &t, json!({"agent_email": "dylan@example.com"})).await;
+    let r = &c["enrichment"][0];
+    assert_eq!(r["matched_by"], json!(["agent_email"]), "{c}");
+    assert_eq!(c["metadata"]["team"], "emerald");
+    assert_eq!(r["keys_tried"][0]["status"], "key_missing", "{r}");
+    assert_eq!(r["keys_tried"][1]["status"], "matched", "{r}");
+
+    // A miss explains each key.
+    let c = call(&app, &t, json!({"site": "paris", "extension": "999"})).await;
+    let r = &c["enrichment"][0];
+    assert_eq!(r["status"], "no_match", "{c}");
+    assert!(r.get("matched_by").is_none(), "{r}");
+    assert_eq!(
+        r["keys_tried"],
+        json!([
+            {"key": ["site", "extension"], "status": "no_match", "value": ["paris", "999"]},
+            {"key": ["agent_email"], "status": "key_missing"},
+        ])
+    );
+    let c = call(&app, &t, json!({"other": "x"})).await;
+    assert_eq!(c["enrichment"][0]["status"], "key_missing", "{c}");
+
+    // A single key says what matched too.
+    app.create_table(&t, "teams", json!({"key": "team_id"})).await;
+    let (status, _) = app.upload(&t, "teams", "team_id,floor\nt1,3\n").await;
+    assert_eq!(status, 201);
+    let c = call(&app, &t, json!({"team_id": "t1"})).await;
+    assert_eq!(c["enrichment"][1]["matched_by"], json!(["team_id"]), "{c}");
+
+    // Duplicate key tuples follow the policy; reject names the key.
+    let (status, _) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/crm",
+            json!({"keys": [["site", "extension"], ["agent_email"]], "duplicates": "reject"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .upload(
+            &t,
+            "crm",
+            "site,extension,agent_email,team\nparis,101,a@x,red\nlyon,1,a@x,blue\n",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "line 3: the key \"agent_email=a@x\" is already on an earlier line, and the table's duplicates policy is reject (1 key is duplicated)"
+    );
+    // A row without a complete key.
+    let (status, body) = app
+        .upload(&t, "crm", "site,extension,agent_email,team\nparis,,,red\n")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "line 2: no key is complete (keys: site+extension, agent_email): each has an empty column"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn longest_prefix_ranges() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "ranges", json!({"key": "dialled", "match": "prefix"}))
+        .await;
+    let (status, body) = app
+        .upload(&t, "ranges", "dialled,area\n+33,France\n+331,Paris\n+44,UK\n")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let c = call(&app, &t, json!({"dialled": "+33102030405"})).await;
+    assert_eq!(c["metadata"]["area"], "Paris", "{c}");
+    let c = call(&app, &t, json!({"dialled": "+33612345678"})).await;
+    assert_eq!(c["metadata"]["area"], "France", "{c}");
+    let c = call(&app, &t, json!({"dialled": "+1650"})).await;
+    assert_eq!(c["enrichment"][0]["status"], "no_match", "{c}");
+
+    // phone_prefix: the call's number in E.164 with the table's region, the
+    // cells as E.164 prefixes.
+    app.create_table(
+        &t,
+        "ranges",
+        json!({"key": "dialled", "match": "phone_prefix", "region": "FR"}),
+    )
+    .await;
+    let (status, body) = app
+        .upload(&t, "ranges", "dialled,area\n+33,France\n01,Paris\n0033 4,Lyon\n")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let c = call(&app, &t, json!({"dialled": "01 02 03 04 05"})).await;
+    assert_eq!(c["metadata"]["area"], "Paris", "{c}");
+    assert_eq!(c["enrichment"][0]["normalized_key"], "+33102030405", "{c}");
+    let c = call(&app, &t, json!({"dialled": "04 72 00 00 00"})).await;
+    assert_eq!(c["metadata"]["area"], "Lyon", "{c}");
+    let (status, body) = app.upload(&t, "ranges", "dialled,area\nParis,x\n").await;
+    assert_eq!(status, 422, "{body}");
+    app.stop().await;
+}
