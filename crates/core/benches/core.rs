@@ -51,6 +51,8 @@ fn main() {
 
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        valid_from: None,
+        valid_to: None,
         keys: None,
         match_mode: Default::default(),
         region: None,
@@ -249,6 +251,8 @@ fn wide_table(rows: usize) -> TableIndex {
     }
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        valid_from: None,
+        valid_to: None,
         keys: None,
         match_mode: Default::default(),
         region: None,

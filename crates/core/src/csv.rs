@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::ColumnName;
 use crate::index::{KEY_PART_SEPARATOR, TableIndex};
 use crate::matching::{MatchMode, Matcher, MatcherError};
+use crate::validity::Interval;
 use chunks::{Attempt, Decoding, Failed, HeaderRead, Next, Row, RowReader, Stop};
 
 /// What to do with rows whose key repeats an earlier row's.
@@ -91,6 +92,15 @@ pub struct TableOptions {
     pub duplicates: DuplicatePolicy,
     #[serde(default)]
     pub bad_rows: BadRowPolicy,
+    /// Rows valid from this column's date or date-time (inclusive; empty:
+    /// since always): a key may then have several rows, and a call gets the
+    /// one whose interval holds its timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<ColumnName>,
+    /// Rows valid until this column's date or date-time (exclusive; empty:
+    /// for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<ColumnName>,
 }
 
 /// Keys tried in order, each one column or several that must all match.
@@ -114,6 +124,10 @@ struct OptionsJson {
     duplicates: DuplicatePolicy,
     #[serde(default)]
     bad_rows: BadRowPolicy,
+    #[serde(default)]
+    valid_from: Option<ColumnName>,
+    #[serde(default)]
+    valid_to: Option<ColumnName>,
 }
 
 /// Why `key` and `keys` do not make a key.
@@ -131,6 +145,24 @@ pub enum KeysError {
         "\"key\" ({key:?}) must be the first column of the first entry of \"keys\" ({first:?}), or be left out"
     )]
     Disagree { key: String, first: String },
+    #[error("\"valid_from\" and \"valid_to\" must name two different columns, not {0:?} twice")]
+    SameBounds(String),
+    #[error(
+        "\"match\": \"{0}\" finds one row by the longest prefix of one column: it takes neither compound or fallback \"keys\" nor \"valid_from\"/\"valid_to\""
+    )]
+    PrefixWith(&'static str),
+}
+
+impl KeysError {
+    /// The option at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            KeysError::NoKey => "key",
+            KeysError::SameBounds(_) => "valid_to",
+            KeysError::PrefixWith(_) => "match",
+            _ => "keys",
+        }
+    }
 }
 
 impl TryFrom<OptionsJson> for TableOptions {
@@ -138,14 +170,18 @@ impl TryFrom<OptionsJson> for TableOptions {
 
     fn try_from(json: OptionsJson) -> Result<Self, KeysError> {
         let (key, keys) = TableOptions::reconcile_keys(json.key, json.keys)?;
-        Ok(TableOptions {
+        let options = TableOptions {
             key,
             keys,
             match_mode: json.match_mode,
             region: json.region,
             duplicates: json.duplicates,
             bad_rows: json.bad_rows,
-        })
+            valid_from: json.valid_from,
+            valid_to: json.valid_to,
+        };
+        options.check()?;
+        Ok(options)
     }
 }
 
@@ -199,6 +235,24 @@ impl TableOptions {
             return Ok((first, None));
         }
         Ok((first, Some(keys)))
+    }
+
+    /// The combinations of options that cannot work together.
+    pub fn check(&self) -> Result<(), KeysError> {
+        if let (Some(from), Some(to)) = (&self.valid_from, &self.valid_to)
+            && from == to
+        {
+            return Err(KeysError::SameBounds(from.to_string()));
+        }
+        if self.match_mode.is_prefix() && (self.keys.is_some() || self.has_intervals()) {
+            return Err(KeysError::PrefixWith(self.match_mode.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Rows carry validity intervals (`valid_from` and/or `valid_to`).
+    pub fn has_intervals(&self) -> bool {
+        self.valid_from.is_some() || self.valid_to.is_some()
     }
 
     /// The keys tried in order: `keys`, or `key` alone.
@@ -304,6 +358,10 @@ pub enum RowIssue {
     EmptyKey { column: String },
     #[error("no key is complete (keys: {keys}): each has an empty column")]
     NoCompleteKey { keys: String },
+    #[error("the {column:?} field: {detail}")]
+    BadBound { column: String, detail: String },
+    #[error("the interval is empty: {from:?} is not before {to:?}")]
+    EmptyInterval { from: String, to: String },
     #[error("the {column:?} field is {bytes} bytes, over the {limit}-byte limit")]
     FieldTooLong {
         column: String,
@@ -367,6 +425,17 @@ pub enum CsvError {
     DuplicateKey { line: u64, key: String, keys: u64 },
     #[error("invalid table options: {0}")]
     Options(#[from] MatcherError),
+    #[error("the {option} column {column:?} is not in the header (columns: {columns})")]
+    MissingIntervalColumn {
+        option: &'static str,
+        column: String,
+        columns: String,
+    },
+    #[error(
+        "line {line}: the key {key:?} has a row valid over an interval that overlaps the one of line {earlier}, \
+         and the table's duplicates policy is reject"
+    )]
+    OverlappingIntervals { line: u64, earlier: u64, key: String },
     #[error("the table holds over 4 GiB of cell data, more than one version can index")]
     TooLarge,
     /// Only seen when a file with a UTF-8 byte-order mark is not UTF-8
@@ -757,11 +826,34 @@ fn check_row_keys(
     row: &Row<'_>,
     columns: usize,
     entries: &[Vec<usize>],
+    validity: Validity,
     header: &[String],
     limits: &Limits,
     matcher: &Matcher,
-) -> Result<String, RowIssue> {
+) -> Result<(String, Interval), RowIssue> {
     check_shape(row, columns, header, limits)?;
+    let bound = |column: Option<usize>| -> Result<Option<i64>, RowIssue> {
+        let Some(c) = column else {
+            return Ok(None);
+        };
+        crate::validity::parse_bound(row.get(c)).map_err(|e| RowIssue::BadBound {
+            column: header[c].clone(),
+            detail: e.to_string(),
+        })
+    };
+    let interval = Interval {
+        from: bound(validity.0)?,
+        to: bound(validity.1)?,
+    };
+    if let (Some(from), Some(to)) = (interval.from, interval.to)
+        && from >= to
+    {
+        let cell = |c: Option<usize>| c.map(|c| excerpt(row.get(c))).unwrap_or_default();
+        return Err(RowIssue::EmptyInterval {
+            from: cell(validity.0),
+            to: cell(validity.1),
+        });
+    }
     let mut out = String::new();
     let mut complete = false;
     for (j, entry) in entries.iter().enumerate() {
@@ -805,8 +897,11 @@ fn check_row_keys(
             keys: keys.join(", "),
         });
     }
-    Ok(out)
+    Ok((out, interval))
 }
+
+/// The columns of `valid_from` and `valid_to`, when configured.
+pub(crate) type Validity = (Option<usize>, Option<usize>);
 
 /// At most 80 characters of a value, for messages.
 fn excerpt(value: &str) -> String {

@@ -79,6 +79,17 @@ pub struct EnrichmentResult {
     /// it gave (the first that matches wins, so the list stops there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys_tried: Vec<KeyAttempt>,
+    /// With `valid_from`/`valid_to`: the interval of the row used, as its
+    /// cells say (empty: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<ValidInterval>,
+}
+
+/// The validity of the row a call was enriched from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ValidInterval {
+    pub valid_from: String,
+    pub valid_to: String,
 }
 
 /// One key of a table with compound or fallback keys, tried for one call.
@@ -97,9 +108,20 @@ pub struct KeyAttempt {
 /// One result per table, in the given order. An earlier table's added keys
 /// take precedence over a later table's, as the call's own keys do over all.
 pub fn enrich(own: &Metadata, tables: &[TableView<'_>], at_ms: i64) -> Vec<EnrichmentResult> {
+    enrich_at(own, tables, at_ms, at_ms)
+}
+
+/// [`enrich`] for a call that happened at `call_ms` (epoch milliseconds):
+/// a table with `valid_from`/`valid_to` gives the row valid then.
+pub fn enrich_at(
+    own: &Metadata,
+    tables: &[TableView<'_>],
+    at_ms: i64,
+    call_ms: i64,
+) -> Vec<EnrichmentResult> {
     let mut results: Vec<EnrichmentResult> = Vec::with_capacity(tables.len());
     for view in tables {
-        let result = enrich_one(own, view, &results, at_ms);
+        let result = enrich_one(own, view, &results, at_ms, call_ms);
         results.push(result);
     }
     results
@@ -110,6 +132,7 @@ fn enrich_one(
     view: &TableView<'_>,
     earlier: &[EnrichmentResult],
     at_ms: i64,
+    call_ms: i64,
 ) -> EnrichmentResult {
     let key_value = own.get(view.key_column);
     let mut result = EnrichmentResult {
@@ -124,12 +147,13 @@ fn enrich_one(
         at_ms,
         matched_by: None,
         keys_tried: Vec::new(),
+        interval: None,
     };
     let Some(index) = view.index else {
         return result;
     };
     if index.has_alternates() {
-        enrich_by_keys(own, index, earlier, &mut result);
+        enrich_by_keys(own, index, earlier, call_ms, &mut result);
         return result;
     }
     let Some(raw) = key_value.filter(|v| !v.trim().is_empty()) else {
@@ -161,6 +185,7 @@ fn enrich_by_keys(
     own: &Metadata,
     index: &TableIndex,
     earlier: &[EnrichmentResult],
+    call_ms: i64,
     result: &mut EnrichmentResult,
 ) {
     let names = index.columns();
@@ -203,7 +228,7 @@ fn enrich_by_keys(
             normalized.push(n.into_owned());
         }
         let lookup = if normalized.len() == values.len() {
-            index.lookup_entry(entry, &lookup_key)
+            index.lookup_entry(entry, &lookup_key, call_ms)
         } else {
             Lookup::Unnormalizable
         };
@@ -227,6 +252,9 @@ fn enrich_by_keys(
             Lookup::Found(row) => {
                 result.status = EnrichmentStatus::Matched;
                 add_row(own, index, row, earlier, columns, result);
+                result.interval = index
+                    .validity_of(&row)
+                    .map(|(valid_from, valid_to)| ValidInterval { valid_from, valid_to });
                 result.matched_by = Some(key);
                 return;
             }

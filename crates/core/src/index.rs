@@ -42,6 +42,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::matching::{MatchMode, Matcher};
+use crate::validity::Interval;
 
 /// One immutable version of a reference table.
 #[derive(Clone)]
@@ -175,14 +176,27 @@ struct Alternates {
     keys: Vec<AlternateKey>,
     /// The duplicates policy is `ambiguous`.
     ambiguous: bool,
+    /// The `valid_from` and `valid_to` columns, if any.
+    validity: (Option<usize>, Option<usize>),
 }
 
 #[derive(Clone, Debug)]
 struct AlternateKey {
     /// Column indices, in the order of the key.
     columns: Vec<usize>,
-    /// Key -> (entry in `keys`, rows carrying the key).
-    map: HashMap<Box<str>, (u32, u32)>,
+    /// Key -> its rows, by start of validity (one, without intervals),
+    /// their intervals disjoint.
+    map: HashMap<Box<str>, Vec<Slot>>,
+}
+
+/// A row of a key, valid over `interval`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    interval: Interval,
+    /// The row's entry in `keys`.
+    k: u32,
+    /// Rows of the key whose interval overlapped this one's (1: none).
+    rows: u32,
 }
 
 /// Joins the parts of a compound key (normalised cells cannot hold it: a
@@ -344,8 +358,9 @@ impl TableIndex {
     }
 
     /// Finds the row of key `entry` (an index into [`Self::key_entries`])
-    /// from its normalised parts joined by [`KEY_PART_SEPARATOR`].
-    pub fn lookup_entry(&self, entry: usize, key: &str) -> Lookup<'_> {
+    /// from its normalised parts joined by [`KEY_PART_SEPARATOR`]: of the
+    /// key's rows, the one valid at `at_ms` (epoch milliseconds).
+    pub fn lookup_entry(&self, entry: usize, key: &str, at_ms: i64) -> Lookup<'_> {
         let Some(alt) = &self.alternates else {
             return if entry == 0 {
                 self.lookup_normalized(key)
@@ -353,12 +368,27 @@ impl TableIndex {
                 Lookup::NotFound
             };
         };
-        let Some(found) = alt.keys.get(entry).and_then(|k| k.map.get(key)) else {
+        let Some(slots) = alt.keys.get(entry).and_then(|k| k.map.get(key)) else {
             return Lookup::NotFound;
         };
-        match *found {
-            (_, rows) if alt.ambiguous && rows > 1 => Lookup::Ambiguous { rows: rows as usize },
-            (k, _) => Lookup::Found(self.row_ref(k)),
+        // A handful of rows per key at most, in practice: a scan beats a search.
+        match slots.iter().find(|s| s.interval.holds(at_ms)) {
+            None => Lookup::NotFound,
+            Some(s) if alt.ambiguous && s.rows > 1 => Lookup::Ambiguous {
+                rows: s.rows as usize,
+            },
+            Some(s) => Lookup::Found(self.row_ref(s.k)),
+        }
+    }
+
+    /// The `valid_from` and `valid_to` cells of a row, when the table has
+    /// intervals.
+    pub fn validity_of(&self, row: &RowRef<'_>) -> Option<(String, String)> {
+        let alt = self.alternates.as_ref()?;
+        let cell = |c: Option<usize>| c.map(|c| row.get(c).into_owned()).unwrap_or_default();
+        match alt.validity {
+            (None, None) => None,
+            (from, to) => Some((cell(from), cell(to))),
         }
     }
 
@@ -452,7 +482,13 @@ impl TableIndex {
             + self.alternates.as_ref().map_or(0, |alt| {
                 alt.keys
                     .iter()
-                    .map(|k| k.map.allocation_size() + k.map.keys().map(|key| key.len()).sum::<usize>())
+                    .map(|k| {
+                        k.map.allocation_size()
+                            + k.map
+                                .iter()
+                                .map(|(key, slots)| key.len() + slots.capacity() * size_of::<Slot>())
+                                .sum::<usize>()
+                    })
                     .sum()
             })
     }
@@ -974,7 +1010,12 @@ impl IndexBuilder {
     /// Gives the table compound or fallback keys: `entries` holds each
     /// key's column indices. The rows are then pushed under unique row
     /// numbers, and each key through [`Self::push_alternate`].
-    pub(crate) fn set_alternates(&mut self, entries: Vec<Vec<usize>>, ambiguous: bool) {
+    pub(crate) fn set_alternates(
+        &mut self,
+        entries: Vec<Vec<usize>>,
+        validity: (Option<usize>, Option<usize>),
+        ambiguous: bool,
+    ) {
         self.index.alternates = Some(Box::new(Alternates {
             keys: entries
                 .into_iter()
@@ -984,31 +1025,50 @@ impl IndexBuilder {
                 })
                 .collect(),
             ambiguous,
+            validity,
         }));
     }
 
     /// Adds key `entry` of the row last pushed (at entry `k` of `keys`),
-    /// under the duplicates policy.
-    pub(crate) fn push_alternate(&mut self, entry: usize, key: &str, k: u32) -> Pushed {
+    /// valid over `interval`, under the duplicates policy: a row whose
+    /// interval overlaps one of an earlier row of the same key is a
+    /// duplicate. Returns, for a duplicate, whether it is the key's first
+    /// and the earlier row's entry.
+    pub(crate) fn push_alternate(
+        &mut self,
+        entry: usize,
+        key: &str,
+        k: u32,
+        interval: Interval,
+    ) -> Option<(bool, u32)> {
         let on_duplicate = self.on_duplicate;
-        let Some(alt) = self.index.alternates.as_mut().and_then(|a| a.keys.get_mut(entry)) else {
-            return Pushed::New;
+        let alt = self
+            .index
+            .alternates
+            .as_mut()
+            .and_then(|a| a.keys.get_mut(entry))?;
+        let slots = alt.map.entry_ref(key).or_default();
+        let new = Slot { interval, k, rows: 1 };
+        let Some(i) = slots.iter().position(|s| s.interval.overlaps(&interval)) else {
+            let at = slots.partition_point(|s| s.interval.start() <= interval.start());
+            slots.insert(at, new);
+            return None;
         };
-        match alt.map.get_mut(key) {
-            None => {
-                alt.map.insert(key.into(), (k, 1));
-                Pushed::New
-            }
-            Some(found) => {
-                found.1 = found.1.saturating_add(1);
-                if on_duplicate == OnDuplicate::KeepLast {
-                    found.0 = k;
-                }
-                Pushed::Duplicate {
-                    first_of_key: found.1 == 2,
-                }
-            }
+        let earlier = slots[i];
+        slots[i].rows = earlier.rows.saturating_add(1);
+        if on_duplicate == OnDuplicate::KeepLast {
+            // The later row wins over every row it overlaps.
+            let rows = slots
+                .iter()
+                .filter(|s| s.interval.overlaps(&interval))
+                .map(|s| s.rows)
+                .max()
+                .unwrap_or(1);
+            slots.retain(|s| !s.interval.overlaps(&interval));
+            let at = slots.partition_point(|s| s.interval.start() <= interval.start());
+            slots.insert(at, Slot { rows, ..new });
         }
+        Some((earlier.rows == 1, earlier.k))
     }
 
     /// Adds a row whose match key is `key` and whose trimmed cells are

@@ -9,6 +9,7 @@
 //! - [`index`]: the in-memory, immutable form of one version of a table.
 //! - [`matching`]: how a key value is normalised (`exact`, `case_insensitive`,
 //!   `phone`, `prefix`, `phone_prefix`).
+//! - [`validity`]: rows valid over an interval (`valid_from`, `valid_to`).
 //! - [`enrich`]: the enrichment rule: one result per table for a call's metadata.
 //! - [`call_metadata`]: a call's own metadata from the JSON a client sends.
 
@@ -18,3 +19,4 @@ pub mod domain;
 pub mod enrich;
 pub mod index;
 pub mod matching;
+pub mod validity;

@@ -67,6 +67,11 @@ pub(crate) struct EnrichmentView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>, required = false)]
     pub keys_tried: Vec<callmeta_core::enrich::KeyAttempt>,
+    /// With `valid_from`/`valid_to`: the validity of the row used
+    /// (`{"valid_from", "valid_to"}`, as its cells say; empty: open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, required = false)]
+    pub interval: Option<callmeta_core::enrich::ValidInterval>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,6 +121,7 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
         at: format_timestamp(r.at_ms),
         matched_by: r.matched_by.clone(),
         keys_tried: r.keys_tried.clone(),
+        interval: r.interval.clone(),
     }
 }
 

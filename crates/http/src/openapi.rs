@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::tables::get_table,
         super::tables::put_table,
         super::tables::put_table_data,
+        super::tables::activate_version,
         super::calls::create_call,
         super::calls::list_calls,
         super::calls::get_call,

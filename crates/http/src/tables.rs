@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, KeysError, TableOptions};
+use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
 use callmeta_core::domain::ColumnName;
 use callmeta_core::matching::MatchMode;
 use futures_util::StreamExt;
@@ -48,6 +48,16 @@ pub(crate) struct TableConfig {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::bad_rows, required = false)]
     pub bad_rows: BadRowPolicy,
+    /// The column of each row's start of validity (an ISO 8601 date or
+    /// date-time, inclusive; empty: since always). With it or `valid_to`, a
+    /// key may have several rows: a call gets the one valid at its timestamp.
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::column_name, required = false)]
+    pub valid_from: Option<ColumnName>,
+    /// The column of each row's end of validity (exclusive; empty: for ever).
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::column_name, required = false)]
+    pub valid_to: Option<ColumnName>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,6 +95,12 @@ pub(crate) struct TableView {
     pub duplicates: DuplicatePolicy,
     #[schema(schema_with = crate::openapi::bad_rows)]
     pub bad_rows: BadRowPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub valid_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub valid_to: Option<String>,
     #[schema(schema_with = crate::openapi::date_time)]
     pub created: String,
     #[schema(schema_with = crate::openapi::date_time)]
@@ -92,6 +108,18 @@ pub(crate) struct TableView {
     pub active_version: Option<VersionView>,
     /// Newest first, rejected uploads included.
     pub versions: Vec<VersionView>,
+    /// The latest times a version became the active one (an upload, a
+    /// settings change, an activation), newest first.
+    pub activations: Vec<ActivationView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ActivationView {
+    pub version: String,
+    #[schema(schema_with = crate::openapi::date_time)]
+    pub activated: String,
+    /// How: `http`, `cli`, `ftp`, `sftp`, `web` or `settings`.
+    pub channel: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +183,8 @@ fn table_view(details: &TableDetails) -> TableView {
         region: t.options.region.clone(),
         duplicates: t.options.duplicates,
         bad_rows: t.options.bad_rows,
+        valid_from: t.options.valid_from.as_ref().map(ToString::to_string),
+        valid_to: t.options.valid_to.as_ref().map(ToString::to_string),
         created: format_timestamp(t.created_ms),
         updated: format_timestamp(t.updated_ms),
         active_version: details
@@ -163,7 +193,39 @@ fn table_view(details: &TableDetails) -> TableView {
             .find(|v| Some(v.id.as_str()) == active)
             .map(|v| version_view(v, active)),
         versions: details.versions.iter().map(|v| version_view(v, active)).collect(),
+        activations: details
+            .activations
+            .iter()
+            .map(|a| ActivationView {
+                version: a.version.clone(),
+                activated: format_timestamp(a.activated_ms),
+                channel: a.channel.clone(),
+            })
+            .collect(),
     }
+}
+
+/// Makes an accepted version the active one again (a rollback).
+#[utoipa::path(post, path = "/api/v1/tables/{name}/versions/{id}/activate", tag = "tables",
+    params(("name" = String, Path, description = "Table name"),
+           ("id" = String, Path, description = "Version id")),
+    responses(
+        (status = 200, description = "The table, the version active", body = TableView),
+        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such table or version", body = ErrorBody),
+        (status = 409, description = "The version was rejected: it cannot be activated", body = ErrorBody),
+        (status = 503, description = "The ingest memory budget is taken; try again after `Retry-After` seconds", body = ErrorBody),
+    ),
+    security(("token" = [])))]
+pub(crate) async fn activate_version(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<TableView>, ApiError> {
+    let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
+    let details = uc::activate_version(&state.services, &tenant.id, &name, &id, Channel::Http).await?;
+    Ok(Json(table_view(&details)))
 }
 
 fn upload_response(outcome: &UploadOutcome) -> Response {
@@ -235,14 +297,8 @@ pub(crate) async fn put_table(
     ApiJson(config): ApiJson<TableConfig>,
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name)?;
-    let (key, keys) = TableOptions::reconcile_keys(config.key, config.keys).map_err(|e| {
-        let field = if matches!(e, KeysError::NoKey) {
-            "key"
-        } else {
-            "keys"
-        };
-        AppError::invalid(field, e.to_string())
-    })?;
+    let (key, keys) = TableOptions::reconcile_keys(config.key, config.keys)
+        .map_err(|e| AppError::invalid(e.field(), e.to_string()))?;
     let options = TableOptions {
         key,
         keys,
@@ -250,6 +306,8 @@ pub(crate) async fn put_table(
         region: config.region,
         duplicates: config.duplicates,
         bad_rows: config.bad_rows,
+        valid_from: config.valid_from,
+        valid_to: config.valid_to,
     };
     let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options).await?;
     if let Some(outcome) = outcome.filter(|o| !o.version.accepted) {

@@ -119,6 +119,8 @@ async fn receive_version(
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        valid_from: None,
+        valid_to: None,
         keys: None,
         match_mode: Default::default(),
         region: None,

@@ -271,6 +271,8 @@ async fn import(
     {
         let options = callmeta_core::csv::TableOptions {
             key: callmeta_core::domain::ColumnName::parse(key)?,
+            valid_from: None,
+            valid_to: None,
             keys: None,
             match_mode: Default::default(),
             region: None,

@@ -32,7 +32,7 @@ use callmeta_core::matching::Matcher;
 use super::uploads::{self, Received};
 use super::{AppError, Services, active_tables, jobs, new_id};
 use crate::spool::SpoolSource;
-use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
+use crate::store::{ActivationRecord, Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +71,21 @@ pub struct UploadOutcome {
 pub struct TableDetails {
     pub table: TableRecord,
     pub versions: Vec<VersionRecord>,
+    /// The latest activations, newest first.
+    pub activations: Vec<ActivationRecord>,
 }
+
+/// Activations listed with a table.
+const ACTIVATIONS_SHOWN: u32 = 50;
 
 pub fn parse_table_name(name: &str) -> Result<TableName, AppError> {
     TableName::parse(name).map_err(|e| AppError::invalid("table", e.to_string()))
 }
 
 fn validate_options(options: &TableOptions) -> Result<(), AppError> {
+    options
+        .check()
+        .map_err(|e| AppError::invalid(e.field(), e.to_string()))?;
     Matcher::new(options.match_mode, options.region.as_deref())
         .map(|_| ())
         .map_err(|e| AppError::invalid("region", e.to_string()))
@@ -151,7 +159,76 @@ pub async fn table_details(
         .await?
         .pop()
         .ok_or_else(|| not_found(StoreError::NotFound, name))?;
-    Ok(TableDetails { table, versions })
+    let activations = services
+        .store
+        .activations(tenant, name, ACTIVATIONS_SHOWN)
+        .await?;
+    Ok(TableDetails {
+        table,
+        versions,
+        activations,
+    })
+}
+
+/// Makes an accepted version of a table its active one again (a rollback,
+/// or a roll forward), recorded in the table's activations with `channel`.
+/// The version is loaded first, under the ingest memory budget, and
+/// installed once its activation is committed; other nodes pick it up from
+/// the store (at once with PostgreSQL's notification, else at their next
+/// refresh).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version = version_id))]
+pub async fn activate_version(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    version_id: &str,
+    channel: Channel,
+) -> Result<TableDetails, AppError> {
+    let table = require_table(services, tenant, name).await?;
+    let missing = || AppError::NotFound(format!("version {version_id} of table {name}"));
+    let version = match services.store.version(tenant, version_id).await {
+        Ok(v) if v.table == *name => v,
+        Ok(_) | Err(StoreError::NotFound) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if !version.accepted {
+        return Err(AppError::Conflict(format!(
+            "version {version_id} was rejected ({}): only an accepted version can be activated",
+            version.report.error.as_deref().unwrap_or("refused")
+        )));
+    }
+    if table.active_version.as_deref() == Some(version_id) {
+        return table_details(services, tenant, name).await;
+    }
+    let bytes = services.blobs.get(&version.blob_key).await?;
+    let upload = Received::from_stored(services, bytes).await?;
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
+    let (index, report) = ingest(services, &version.options, Arc::new(upload), None).await?;
+    let Some(index) = index else {
+        return Err(AppError::Unexpected(anyhow::anyhow!(
+            "stored version {version_id} no longer ingests: {}",
+            report.error.as_deref().unwrap_or("rejected")
+        )));
+    };
+    let held = active_tables::hold_installs(services).await;
+    services
+        .store
+        .activate_version(tenant, &version, channel.as_str(), services.now_ms())
+        .await?;
+    active_tables::install(
+        services,
+        &held,
+        tenant,
+        name,
+        &version.options,
+        Some(version_id),
+        Some(index),
+    )
+    .await?;
+    drop(held);
+    tracing::info!(tenant = %tenant, table = %name, version = %version_id, channel = channel.as_str(),
+        "version activated again");
+    table_details(services, tenant, name).await
 }
 
 /// Calls enriched from a version of a table: (results, matched).
@@ -167,13 +244,19 @@ pub async fn match_counts(
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {
-    Ok(services
-        .store
-        .tables_with_versions(tenant, None)
-        .await?
-        .into_iter()
-        .map(|(table, versions)| TableDetails { table, versions })
-        .collect())
+    let mut all = Vec::new();
+    for (table, versions) in services.store.tables_with_versions(tenant, None).await? {
+        let activations = services
+            .store
+            .activations(tenant, &table.name, ACTIVATIONS_SHOWN)
+            .await?;
+        all.push(TableDetails {
+            table,
+            versions,
+            activations,
+        });
+    }
+    Ok(all)
 }
 
 fn not_found(e: StoreError, name: &TableName) -> AppError {

@@ -31,11 +31,13 @@ use hashbrown::DefaultHashBuilder;
 
 use super::{
     BadRowPolicy, CsvError, Delimiter, DuplicatePolicy, KEY_SEPARATOR, Limits, LineCounter,
-    MAX_DUPLICATE_EXAMPLES, MAX_PROBLEMS, Report, RowProblem, TableOptions, check_binary_at, check_row,
-    check_row_keys, excerpt, find_key_column, is_alignment_cell, sniff_line, trim, unclosed_quote,
+    MAX_DUPLICATE_EXAMPLES, MAX_PROBLEMS, Report, RowProblem, TableOptions, Validity, check_binary_at,
+    check_row, check_row_keys, excerpt, find_key_column, is_alignment_cell, sniff_line, trim, unclosed_quote,
 };
+use crate::domain::ColumnName;
 use crate::index::{Coding, IndexBuilder, KEY_PART_SEPARATOR, OnDuplicate, Pushed, RowLayout, TableIndex};
 use crate::matching::{MatchMode, Matcher};
+use crate::validity::Interval;
 
 /// Where an upload's bytes come from. The core does no I/O: a caller hands
 /// it a file through this (or bytes already in memory, `&[u8]`).
@@ -756,6 +758,8 @@ pub(super) struct Context<'a> {
     /// Compound or fallback keys: each key's column indices. The rows are
     /// then indexed under a row number, and each key in its own map.
     pub alternates: Option<Vec<Vec<usize>>>,
+    /// The `valid_from` and `valid_to` columns (with `alternates` only).
+    pub validity: Validity,
     pub options: &'a TableOptions,
     pub limits: &'a Limits,
     pub matcher: &'a Matcher,
@@ -775,6 +779,8 @@ struct Entry {
     row: (u32, u32),
     /// With compound or fallback keys: the row's keys in `Unit::tuples`.
     tuples: (u32, u32),
+    /// When the row is valid (always, without `valid_from`/`valid_to`).
+    interval: Interval,
     /// Where its record's read began in the unit's text.
     offset: usize,
 }
@@ -849,6 +855,7 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
             Ok(Next::Row(row)) => row,
         };
         unit.rows_read += 1;
+        let mut row_interval = Interval::ALWAYS;
         let checked = match &ctx.alternates {
             None => check_row(
                 &row,
@@ -858,9 +865,19 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
                 ctx.limits,
                 ctx.matcher,
             ),
-            Some(entries) => {
-                check_row_keys(&row, columns, entries, &ctx.header.names, ctx.limits, ctx.matcher)
-            }
+            Some(entries) => check_row_keys(
+                &row,
+                columns,
+                entries,
+                ctx.validity,
+                &ctx.header.names,
+                ctx.limits,
+                ctx.matcher,
+            )
+            .map(|(tuples, interval)| {
+                row_interval = interval;
+                tuples
+            }),
         };
         let normalized = match checked {
             Ok(normalized) => normalized,
@@ -913,6 +930,7 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
             key: span(key_at, unit.keys.len()),
             row: span(row_at, unit.rows.len()),
             tuples: span(tuples_at, unit.tuples.len()),
+            interval: row_interval,
             offset: row.offset,
         });
     }
@@ -983,6 +1001,11 @@ struct Merge<'a, 'r> {
     /// could not finish, and that text's first line.
     carry: Option<(Vec<u8>, u64)>,
     first_duplicate: Option<(u64, String)>,
+    /// With intervals: the line of each row (by its entry in the index), to
+    /// name both lines of an overlap.
+    row_lines: hashbrown::HashMap<u32, u64>,
+    /// The first overlap under the `reject` policy: line, earlier line, key.
+    first_overlap: Option<(u64, u64, String)>,
     reserved: bool,
     total: u64,
     progress: &'a mut dyn FnMut(u64),
@@ -1020,6 +1043,8 @@ impl Merge<'_, '_> {
         // (offset, first time the key repeats, the key as reported when it
         // is not the key cell).
         let mut repeated: Vec<(usize, bool, Option<String>)> = Vec::new();
+        let intervals = self.ctx.validity != (None, None);
+        let mut entry_lines = LineCounter::new(&unit.text);
         for entry in &unit.entries {
             let key = slice(&unit.keys, entry.key);
             let row = unit.rows.get(span(entry.row)).unwrap_or_default();
@@ -1034,12 +1059,22 @@ impl Merge<'_, '_> {
             let Some(entries) = &self.ctx.alternates else {
                 continue;
             };
+            // Entries are in file order here (see `parse_unit`).
+            let this_line = if intervals {
+                let at = on_line(entry_lines.line_at(entry.offset as u64));
+                self.row_lines.insert(k, at);
+                at
+            } else {
+                0
+            };
             let tuples = unit.tuples.get(span(entry.tuples)).unwrap_or_default();
             for (j, tuple) in tuples.split(KEY_SEPARATOR).enumerate() {
                 if tuple.is_empty() {
                     continue;
                 }
-                if let Pushed::Duplicate { first_of_key } = self.builder.push_alternate(j, tuple, k) {
+                if let Some((first_of_key, earlier)) =
+                    self.builder.push_alternate(j, tuple, k, entry.interval)
+                {
                     let names = &self.ctx.header.names;
                     let label = format!(
                         "{}={}",
@@ -1050,6 +1085,13 @@ impl Merge<'_, '_> {
                             .join("+"),
                         tuple.replace(KEY_PART_SEPARATOR, "+")
                     );
+                    if intervals
+                        && self.first_overlap.is_none()
+                        && self.ctx.options.duplicates == DuplicatePolicy::Reject
+                    {
+                        let earlier_line = self.row_lines.get(&earlier).copied().unwrap_or(0);
+                        self.first_overlap = Some((this_line, earlier_line, excerpt(&label)));
+                    }
                     repeated.push((entry.offset, first_of_key, Some(label)));
                 }
             }
@@ -1228,6 +1270,35 @@ pub(super) fn run(
             (header.names.len(), Some(entries))
         }
     };
+    // Intervals need the rows of a key apart: the same structure as
+    // compound keys, with the key column as the one key.
+    let (key_column, alternates) = match alternates {
+        None if options.has_intervals() => (header.names.len(), Some(vec![vec![key_column]])),
+        other => (key_column, other),
+    };
+    let interval_column =
+        |option: &'static str, column: &Option<ColumnName>| -> Result<Option<usize>, CsvError> {
+            let Some(column) = column else {
+                return Ok(None);
+            };
+            match header.names.iter().position(|c| c == column.as_str()) {
+                Some(i) => Ok(Some(i)),
+                None => Err(CsvError::MissingIntervalColumn {
+                    option,
+                    column: column.to_string(),
+                    columns: header
+                        .names
+                        .iter()
+                        .map(|c| excerpt(c))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        };
+    let validity = (
+        interval_column("valid_from", &options.valid_from)?,
+        interval_column("valid_to", &options.valid_to)?,
+    );
     let on_duplicate = match options.duplicates {
         DuplicatePolicy::First | DuplicatePolicy::Reject => OnDuplicate::KeepFirst,
         DuplicatePolicy::Last => OnDuplicate::KeepLast,
@@ -1246,13 +1317,18 @@ pub(super) fn run(
         usize::try_from(capacity).unwrap_or(usize::MAX),
     );
     if let Some(entries) = &alternates {
-        builder.set_alternates(entries.clone(), options.duplicates == DuplicatePolicy::Ambiguous);
+        builder.set_alternates(
+            entries.clone(),
+            validity,
+            options.duplicates == DuplicatePolicy::Ambiguous,
+        );
     }
     let hasher = builder.hasher().clone();
     let ctx = Context {
         header,
         key_column,
         alternates,
+        validity,
         options,
         limits,
         matcher,
@@ -1268,6 +1344,8 @@ pub(super) fn run(
         line: 1,
         carry: None,
         first_duplicate: None,
+        row_lines: hashbrown::HashMap::new(),
+        first_overlap: None,
         reserved: false,
         total,
         progress,
@@ -1304,6 +1382,9 @@ pub(super) fn run(
             wake.notify_all();
             result
         })?;
+    }
+    if let Some((line, earlier, key)) = merge.first_overlap {
+        return Err(CsvError::OverlappingIntervals { line, earlier, key }.into());
     }
     if let Some((line, key)) = merge.first_duplicate {
         return Err(CsvError::DuplicateKey {

@@ -6,6 +6,7 @@ mod call_metadata;
 mod chunks;
 mod enrichment;
 mod ingest;
+mod intervals;
 mod keys;
 mod prefix;
 mod robustness;

@@ -1,9 +1,12 @@
 //! Reference data that behaves like the CRM (SPEC §11), through the API:
-//! pasted tables, compound and fallback keys.
+//! pasted tables, compound and fallback keys, prefixes, rows valid over an
+//! interval, activating an earlier version again.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Tenant, TestApp, error_detail};
+use crate::helpers::{PgDatabase, Tenant, TestApp, error_detail, eventually, test_config};
 
 async fn call(app: &TestApp, t: &Tenant, metadata: Value) -> Value {
     let (status, call) = app
@@ -216,4 +219,200 @@ async fn longest_prefix_ranges() {
     let (status, body) = app.upload(&t, "ranges", "dialled,area\nParis,x\n").await;
     assert_eq!(status, 422, "{body}");
     app.stop().await;
+}
+
+async fn call_at(app: &TestApp, t: &Tenant, timestamp: &str, metadata: Value) -> Value {
+    let (status, call) = app
+        .post_json(
+            t,
+            "/api/v1/calls",
+            json!({ "metadata": metadata, "timestamp": timestamp }),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    call
+}
+
+#[tokio::test]
+async fn rows_valid_over_intervals_and_a_backfill_that_follows_them() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    let (status, table) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/crm",
+            json!({"key": "agent_id", "valid_from": "from", "valid_to": "to", "duplicates": "reject"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["valid_from"], "from");
+    let (status, body) = app
+        .upload(
+            &t,
+            "crm",
+            "agent_id,team,from,to\nalice,diamond,,2026-01-01\nalice,ruby,2026-01-01,\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let before = call_at(&app, &t, "2025-06-01T10:00:00Z", json!({"agent_id": "alice"})).await;
+    assert_eq!(before["metadata"]["team"], "diamond", "{before}");
+    assert_eq!(
+        before["enrichment"][0]["interval"],
+        json!({"valid_from": "", "valid_to": "2026-01-01"})
+    );
+    let after = call_at(&app, &t, "2026-06-01T10:00:00Z", json!({"agent_id": "alice"})).await;
+    assert_eq!(after["metadata"]["team"], "ruby", "{after}");
+
+    // A later upload splits the open interval: only the call in the part
+    // that changed would change.
+    let (status, body) = app
+        .upload(
+            &t,
+            "crm",
+            "agent_id,team,from,to\nalice,diamond,,2026-01-01\nalice,ruby,2026-01-01,2026-03-01\nalice,onyx,2026-03-01,\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, dry) = app.post_json(&t, "/api/v1/backfill", json!({})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        (dry["examined"].as_u64(), dry["changed"].as_u64()),
+        (Some(2), Some(1)),
+        "{dry}"
+    );
+    let (_, done) = app
+        .post_json(&t, "/api/v1/backfill", json!({"dry_run": false}))
+        .await;
+    assert_eq!(done["changed"], 1, "{done}");
+    let id = after["unique_id"].as_str().unwrap();
+    let (_, call) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["metadata"]["team"], "onyx", "{call}");
+
+    // Overlapping intervals for one key under reject: both lines named.
+    let (status, body) = app
+        .upload(
+            &t,
+            "crm",
+            "agent_id,team,from,to\nalice,diamond,,2026-02-01\nalice,ruby,2026-01-01,\n",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "line 3: the key \"agent_id=alice\" has a row valid over an interval that overlaps the one of line 2, and the table's duplicates policy is reject"
+    );
+    // A bound that is not a date.
+    let (status, body) = app
+        .upload(&t, "crm", "agent_id,team,from,to\nalice,x,soon,\n")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        error_detail(&body).starts_with("line 2: the \"from\" field"),
+        "{body}"
+    );
+    // Options that do not go together.
+    let (status, body) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/ranges",
+            json!({"key": "p", "match": "prefix", "valid_from": "from"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "match", "{body}");
+    app.stop().await;
+}
+
+async fn activate(app: &TestApp, t: &Tenant, version: &str) -> (u16, Value) {
+    let path = format!("/api/v1/tables/crm/versions/{version}/activate");
+    app.post_json(t, &path, json!({})).await
+}
+
+#[tokio::test]
+async fn an_earlier_version_is_activated_again() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    let other = app.create_tenant("other");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (_, v1) = app.upload(&t, "crm", "agent_id,team\nalice,diamond\n").await;
+    let v1 = v1["version"]["id"].as_str().unwrap().to_string();
+    let (_, v2) = app.upload(&t, "crm", "agent_id,team\nalice,ruby\n").await;
+    let v2 = v2["version"]["id"].as_str().unwrap().to_string();
+    let (status, rejected) = app.upload(&t, "crm", "team\nx\n").await;
+    assert_eq!(status, 422);
+    let rejected = rejected["version"]["id"].as_str().unwrap().to_string();
+    let c = call(&app, &t, json!({"agent_id": "alice"})).await;
+    assert_eq!(c["metadata"]["team"], "ruby");
+
+    let (status, table) = activate(&app, &t, &v1).await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["active_version"]["id"], v1.as_str());
+    assert_eq!(table["activations"][0]["version"], v1.as_str(), "{table}");
+    assert_eq!(table["activations"][0]["channel"], "http");
+    assert_eq!(table["activations"][1]["version"], v2.as_str(), "{table}");
+    let c = call(&app, &t, json!({"agent_id": "alice"})).await;
+    assert_eq!(c["metadata"]["team"], "diamond", "{c}");
+    assert_eq!(c["enrichment"][0]["version"], v1.as_str());
+
+    // Roll forward again; a rejected version, an unknown one and another
+    // tenant's cannot be activated.
+    let (status, _) = activate(&app, &t, &v2).await;
+    assert_eq!(status, 200);
+    let c = call(&app, &t, json!({"agent_id": "alice"})).await;
+    assert_eq!(c["metadata"]["team"], "ruby", "{c}");
+    let (status, body) = activate(&app, &t, &rejected).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = activate(&app, &t, "no-such-version").await;
+    assert_eq!(status, 404);
+    let (status, _) = activate(&app, &other, &v1).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollback_reaches_the_other_node_within_a_second() {
+    let Some(db) = PgDatabase::create().await else {
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", shared.path().join("blobs").display());
+    let node = |name: &str| {
+        let mut config = test_config(&shared.path().join(name));
+        config.database = Some(db.url.clone());
+        config.blobs = Some(blobs.clone());
+        // Polling is only the fallback: a long interval shows the notification works.
+        config.refresh_interval_ms = 30_000;
+        config
+    };
+    let a = TestApp::spawn_with(node("a")).await;
+    let b = TestApp::spawn_with(node("b")).await;
+    let t = a.create_tenant("multi");
+    a.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (_, v1) = a.upload(&t, "crm", "agent_id,team\ncindy,diamond\n").await;
+    let v1 = v1["version"]["id"].as_str().unwrap().to_string();
+    let (status, _) = a.upload(&t, "crm", "agent_id,team\ncindy,onyx\n").await;
+    assert_eq!(status, 201);
+    let (status, body) = a
+        .post_json(
+            &t,
+            &format!("/api/v1/tables/crm/versions/{v1}/activate"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "node B enriching from the version activated again",
+        Duration::from_secs(1),
+        || async {
+            let c = call(&b, &t, json!({"agent_id": "cindy"})).await;
+            if c["metadata"]["team"] == "diamond" {
+                Ok(())
+            } else {
+                Err(c)
+            }
+        },
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -10,6 +10,8 @@ use callmeta_store::SqlStore;
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        valid_from: None,
+        valid_to: None,
         keys: None,
         match_mode: Default::default(),
         region: None,
@@ -74,6 +76,7 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             at_ms: ts,
             matched_by: None,
             keys_tried: vec![],
+            interval: None,
         }],
         audio_key: None,
         created_ms: ts,

@@ -28,6 +28,10 @@ pub(crate) struct SettingsForm {
     duplicates: String,
     #[serde(default)]
     bad_rows: String,
+    #[serde(default)]
+    valid_from: String,
+    #[serde(default)]
+    valid_to: String,
 }
 
 fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
@@ -49,6 +53,8 @@ fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
         ("duplicates", &form.duplicates),
         ("bad_rows", &form.bad_rows),
         ("region", &form.region),
+        ("valid_from", &form.valid_from),
+        ("valid_to", &form.valid_to),
     ] {
         if !value.trim().is_empty() {
             json.insert(name.into(), value.trim().into());
