@@ -51,6 +51,8 @@ fn main() {
 
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
         valid_from: None,
         valid_to: None,
         keys: None,
@@ -251,6 +253,8 @@ fn wide_table(rows: usize) -> TableIndex {
     }
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
         valid_from: None,
         valid_to: None,
         keys: None,

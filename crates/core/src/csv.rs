@@ -101,6 +101,38 @@ pub struct TableOptions {
     /// for ever).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<ColumnName>,
+    /// Activation guard: a full upload with more than this percentage of
+    /// rows fewer than the active version is recorded, not activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_row_drop_pct: Option<f64>,
+    /// Activation guard: `reject` records, without activating, an upload
+    /// that lacks a column of the active version.
+    #[serde(default, skip_serializing_if = "HeaderChange::is_accept")]
+    pub on_header_change: HeaderChange,
+}
+
+/// What an upload whose header lost a column of the active version does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderChange {
+    /// It is activated (the default).
+    #[default]
+    Accept,
+    /// It is recorded, not activated.
+    Reject,
+}
+
+impl HeaderChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderChange::Accept => "accept",
+            HeaderChange::Reject => "reject",
+        }
+    }
+
+    fn is_accept(&self) -> bool {
+        *self == HeaderChange::Accept
+    }
 }
 
 /// Keys tried in order, each one column or several that must all match.
@@ -128,6 +160,10 @@ struct OptionsJson {
     valid_from: Option<ColumnName>,
     #[serde(default)]
     valid_to: Option<ColumnName>,
+    #[serde(default)]
+    max_row_drop_pct: Option<f64>,
+    #[serde(default)]
+    on_header_change: HeaderChange,
 }
 
 /// Why `key` and `keys` do not make a key.
@@ -151,6 +187,8 @@ pub enum KeysError {
         "\"match\": \"{0}\" finds one row by the longest prefix of one column: it takes neither compound or fallback \"keys\" nor \"valid_from\"/\"valid_to\""
     )]
     PrefixWith(&'static str),
+    #[error("\"max_row_drop_pct\" must be a percentage from 0 to 100")]
+    RowDrop,
 }
 
 impl KeysError {
@@ -160,6 +198,7 @@ impl KeysError {
             KeysError::NoKey => "key",
             KeysError::SameBounds(_) => "valid_to",
             KeysError::PrefixWith(_) => "match",
+            KeysError::RowDrop => "max_row_drop_pct",
             _ => "keys",
         }
     }
@@ -179,6 +218,8 @@ impl TryFrom<OptionsJson> for TableOptions {
             bad_rows: json.bad_rows,
             valid_from: json.valid_from,
             valid_to: json.valid_to,
+            max_row_drop_pct: json.max_row_drop_pct,
+            on_header_change: json.on_header_change,
         };
         options.check()?;
         Ok(options)
@@ -239,6 +280,11 @@ impl TableOptions {
 
     /// The combinations of options that cannot work together.
     pub fn check(&self) -> Result<(), KeysError> {
+        if let Some(pct) = self.max_row_drop_pct
+            && !(0.0..=100.0).contains(&pct)
+        {
+            return Err(KeysError::RowDrop);
+        }
         if let (Some(from), Some(to)) = (&self.valid_from, &self.valid_to)
             && from == to
         {
@@ -337,6 +383,9 @@ pub struct Report {
     pub match_mode: MatchMode,
     #[serde(default)]
     pub duplicates_policy: DuplicatePolicy,
+    /// An accepted upload that an activation guard held back: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_activated: Option<String>,
 }
 
 pub const MAX_PROBLEMS: usize = 100;
@@ -584,6 +633,7 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
         keys: 0,
         match_mode: options.match_mode,
         duplicates_policy: options.duplicates,
+        not_activated: None,
     }
 }
 
@@ -1211,6 +1261,9 @@ impl Report {
                 "REJECTED: {}",
                 self.error.as_deref().unwrap_or("the upload was refused")
             );
+        }
+        if let Some(why) = &self.not_activated {
+            let _ = writeln!(out, "NOT ACTIVATED: {why}");
         }
         out.push('\n');
         let field = |out: &mut String, name: &str, value: &dyn std::fmt::Display| {

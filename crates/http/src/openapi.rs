@@ -130,6 +130,17 @@ pub(crate) fn match_mode() -> Object {
     )
 }
 
+pub(crate) fn header_change() -> Object {
+    use callmeta_core::csv::HeaderChange::*;
+    let _ = |h: callmeta_core::csv::HeaderChange| match h {
+        Accept | Reject => (),
+    };
+    string_enum(
+        [Accept, Reject].map(callmeta_core::csv::HeaderChange::as_str),
+        "Activation guard: `reject` records, without activating, an upload that lacks a column of the active version; `accept` (default) activates it.",
+    )
+}
+
 pub(crate) fn duplicates() -> Object {
     use DuplicatePolicy::*;
     let _ = |d: DuplicatePolicy| match d {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, TableOptions};
+use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, HeaderChange, TableOptions};
 use callmeta_core::domain::ColumnName;
 use callmeta_core::matching::MatchMode;
 use futures_util::StreamExt;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorItem};
-use super::extract::{ApiJson, ApiPath, Auth};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::AppState;
 use callmeta_app::store::VersionRecord;
 use callmeta_app::usecases::AppError;
@@ -58,6 +58,16 @@ pub(crate) struct TableConfig {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::column_name, required = false)]
     pub valid_to: Option<ColumnName>,
+    /// Activation guard: an upload with more than this percentage of rows
+    /// fewer than the active version is recorded, not activated (422).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100, required = false)]
+    pub max_row_drop_pct: Option<f64>,
+    /// Activation guard: `reject` records, without activating, an upload
+    /// that lacks a column of the active version; `accept` (default).
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::header_change, required = false)]
+    pub on_header_change: HeaderChange,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +111,11 @@ pub(crate) struct TableView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub valid_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub max_row_drop_pct: Option<f64>,
+    #[schema(schema_with = crate::openapi::header_change)]
+    pub on_header_change: HeaderChange,
     #[schema(schema_with = crate::openapi::date_time)]
     pub created: String,
     #[schema(schema_with = crate::openapi::date_time)]
@@ -185,6 +200,8 @@ fn table_view(details: &TableDetails) -> TableView {
         bad_rows: t.options.bad_rows,
         valid_from: t.options.valid_from.as_ref().map(ToString::to_string),
         valid_to: t.options.valid_to.as_ref().map(ToString::to_string),
+        max_row_drop_pct: t.options.max_row_drop_pct,
+        on_header_change: t.options.on_header_change,
         created: format_timestamp(t.created_ms),
         updated: format_timestamp(t.updated_ms),
         active_version: details
@@ -241,6 +258,22 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
     } else {
         version
     };
+    if outcome.version.accepted
+        && !outcome.activated
+        && !outcome.unchanged
+        && let Some(why) = &outcome.version.report.not_activated
+    {
+        let body = RejectedUpload {
+            errors: vec![ErrorItem {
+                id: "not_activated",
+                title: "Upload recorded, not activated",
+                detail: why.clone(),
+                field: None,
+            }],
+            version,
+        };
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
     if !outcome.version.accepted {
         let detail = outcome
             .version
@@ -308,6 +341,8 @@ pub(crate) async fn put_table(
         bad_rows: config.bad_rows,
         valid_from: config.valid_from,
         valid_to: config.valid_to,
+        max_row_drop_pct: config.max_row_drop_pct,
+        on_header_change: config.on_header_change,
     };
     let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options).await?;
     if let Some(outcome) = outcome.filter(|o| !o.version.accepted) {
@@ -353,7 +388,8 @@ pub(crate) async fn list_tables(
 /// when the response returns (201), or rejected with its report (422).
 #[utoipa::path(put, path = "/api/v1/tables/{name}/data", tag = "tables",
     params(("name" = String, Path, description = "Table name"),
-           ("X-Filename" = Option<String>, Header, description = "Original file name, kept with the version")),
+           ("X-Filename" = Option<String>, Header, description = "Original file name, kept with the version"),
+           ("force" = Option<bool>, Query, description = "Activate the upload even if the table's activation guards (`max_row_drop_pct`, `on_header_change`) would hold it back")),
     request_body(content = String, content_type = "text/csv", description = "The CSV bytes, any supported encoding"),
     responses(
         (status = 201, description = "A new active version", body = UploadResponse),
@@ -362,7 +398,7 @@ pub(crate) async fn list_tables(
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such table: create it first with `PUT /api/v1/tables/{name}`", body = ErrorBody),
         (status = 413, description = "Over `[limits] max_file_bytes`; nothing is stored", body = ErrorBody),
-        (status = 422, description = "Rejected, with the report", body = RejectedUpload),
+        (status = 422, description = "Rejected, with the report; or accepted and recorded but held back by an activation guard (`errors[0].id` `not_activated`), or an invalid `force`", body = RejectedUpload),
         (status = 503, description = "The ingest memory budget is taken; try again after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("token" = [])))]
@@ -370,10 +406,27 @@ pub(crate) async fn put_table_data(
     State(state): State<AppState>,
     Auth(tenant): Auth,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
+    let mut guards = uc::Guards::Apply;
+    for (param, value) in &query {
+        if param == "force" {
+            guards = match value.as_str() {
+                "true" | "1" => uc::Guards::Override,
+                "false" | "0" => uc::Guards::Apply,
+                _ => {
+                    return Err(AppError::invalid(
+                        "force",
+                        format!("force must be true or false, not {value:?}"),
+                    )
+                    .into());
+                }
+            };
+        }
+    }
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -394,7 +447,7 @@ pub(crate) async fn put_table_data(
         .get("x-filename")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let outcome = uc::upload_reference_table(
+    let outcome = uc::upload_reference_table_with(
         &state.services,
         &tenant.id,
         &name,
@@ -402,6 +455,7 @@ pub(crate) async fn put_table_data(
         Channel::Http,
         filename,
         None,
+        guards,
     )
     .await?;
     Ok(upload_response(&outcome))

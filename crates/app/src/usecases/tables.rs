@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use callmeta_core::csv::{self, Report, TableOptions};
+use callmeta_core::csv::{self, HeaderChange, Report, TableOptions};
 use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
@@ -130,6 +130,8 @@ pub async fn configure_table(
                 Channel::Settings,
                 active.filename.clone(),
                 None,
+                // The active data under new settings: nothing to guard against.
+                Guards::Override,
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
@@ -281,10 +283,19 @@ pub async fn require_table(
     })
 }
 
+/// Whether the table's activation guards (`max_row_drop_pct`,
+/// `on_header_change`) apply to an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guards {
+    Apply,
+    /// Activate an accepted upload whatever the guards say (`?force=true`).
+    Override,
+}
+
 /// Uploads a new version of a table (any channel), from an upload received
 /// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
-/// for its share of the ingest memory budget.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+/// for its share of the ingest memory budget. The table's activation guards
+/// apply.
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
@@ -293,6 +304,32 @@ pub async fn upload_reference_table(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+) -> Result<UploadOutcome, AppError> {
+    upload_reference_table_with(
+        services,
+        tenant,
+        name,
+        upload,
+        channel,
+        filename,
+        progress,
+        Guards::Apply,
+    )
+    .await
+}
+
+/// [`upload_reference_table`], saying whether the activation guards apply.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+pub async fn upload_reference_table_with(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+    guards: Guards,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
     uploads::check_declared_size(services, upload.len())?;
@@ -316,6 +353,7 @@ pub async fn upload_reference_table(
         channel,
         filename,
         progress,
+        guards,
     )
     .await
 }
@@ -330,6 +368,7 @@ async fn ingest_and_record(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+    guards: Guards,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     // The span of the upload (or of the settings change) names its version.
@@ -355,6 +394,10 @@ async fn ingest_and_record(
     report.sha256 = upload.sha256().to_string();
     drop(upload);
     let accepted = index.is_some();
+    if accepted && guards == Guards::Apply {
+        report.not_activated = guard_refusal(services, tenant, name, options, &report).await?;
+    }
+    let activate = accepted && report.not_activated.is_none();
     let version = VersionRecord {
         id: id.clone(),
         table: name.clone(),
@@ -370,8 +413,12 @@ async fn ingest_and_record(
         report,
     };
     let held = active_tables::hold_installs(services).await;
-    services.store.insert_version(tenant, &version, accepted).await?;
-    if let Some(index) = index {
+    services.store.insert_version(tenant, &version, activate).await?;
+    if let Some(why) = &version.report.not_activated {
+        drop(held);
+        tracing::info!(tenant = %tenant, table = %name, version = %id, channel = channel.as_str(),
+            reason = why.as_str(), "upload recorded, not activated: an activation guard held it back");
+    } else if let Some(index) = index {
         active_tables::install(services, &held, tenant, name, options, Some(&id), Some(index)).await?;
         tracing::info!(tenant = %tenant, table = %name, version = %id, rows = version.rows,
             channel = channel.as_str(), "version activated");
@@ -383,9 +430,63 @@ async fn ingest_and_record(
     }
     Ok(UploadOutcome {
         version,
-        activated: accepted,
+        activated: activate,
         unchanged: false,
     })
+}
+
+/// Why the table's activation guards hold an accepted upload back, if they
+/// do: compared with the active version, too many rows fewer
+/// (`max_row_drop_pct`), or a column gone (`on_header_change: reject`).
+async fn guard_refusal(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    options: &TableOptions,
+    report: &Report,
+) -> Result<Option<String>, AppError> {
+    if options.max_row_drop_pct.is_none() && options.on_header_change == HeaderChange::Accept {
+        return Ok(None);
+    }
+    let table = services.store.table(tenant, name).await?;
+    let Some(active_id) = table.active_version else {
+        return Ok(None);
+    };
+    let active = services.store.version(tenant, &active_id).await?;
+    let force = "upload again with force to activate it anyway";
+    if let Some(pct) = options.max_row_drop_pct {
+        let (before, after) = (active.rows, report.rows_accepted);
+        if before > 0 && after < before {
+            let dropped = (before - after) as f64 * 100.0 / before as f64;
+            if dropped > pct {
+                return Ok(Some(format!(
+                    "{after} rows against {before} in the active version: {dropped:.1}% fewer, over the \
+                     table's max_row_drop_pct of {pct}; {force}"
+                )));
+            }
+        }
+    }
+    if options.on_header_change == HeaderChange::Reject {
+        let gone: Vec<&str> = active
+            .report
+            .columns
+            .iter()
+            .filter(|c| !report.columns.contains(c))
+            .map(String::as_str)
+            .collect();
+        if !gone.is_empty() {
+            return Ok(Some(format!(
+                "the active version's {} {} missing or renamed, and the table's on_header_change is reject; {force}",
+                if gone.len() == 1 { "column" } else { "columns" },
+                gone.iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if gone.len() == 1 { " is" } else { " are" }
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Keeps the originals of a tenant's rejected uploads within

@@ -416,3 +416,80 @@ async fn a_rollback_reaches_the_other_node_within_a_second() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn activation_guards_hold_an_upload_back_unless_forced() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    let (status, table) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/crm",
+            json!({"key": "agent_id", "max_row_drop_pct": 50, "on_header_change": "reject"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["max_row_drop_pct"], 50.0);
+    assert_eq!(table["on_header_change"], "reject");
+    let (status, _) = app
+        .upload(&t, "crm", "agent_id,team,city\na,1,x\nb,2,x\nc,3,x\nd,4,x\n")
+        .await;
+    assert_eq!(status, 201);
+
+    // 3 rows of 4 dropped: recorded, not activated, and the report says why.
+    let (status, body) = app.upload(&t, "crm", "agent_id,team,city\na,9,x\n").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["id"], "not_activated", "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "1 rows against 4 in the active version: 75.0% fewer, over the table's max_row_drop_pct of 50; upload again with force to activate it anyway"
+    );
+    assert_eq!(body["version"]["state"], "inactive");
+    assert_eq!(body["version"]["report"]["accepted"], true);
+    let c = call(&app, &t, json!({"agent_id": "a"})).await;
+    assert_eq!(c["metadata"]["team"], "1", "{c}");
+    // Half the rows is within the limit.
+    let (status, body) = app.upload(&t, "crm", "agent_id,team,city\na,5,x\nb,6,x\n").await;
+    assert_eq!(status, 201, "{body}");
+
+    // A column gone.
+    let (status, body) = app.upload(&t, "crm", "agent_id,team\na,7\nb,8\n").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        error_detail(&body),
+        "the active version's column \"city\" is missing or renamed, and the table's on_header_change is reject; upload again with force to activate it anyway"
+    );
+    // Forced.
+    let r = app
+        .http
+        .put(app.url("/api/v1/tables/crm/data?force=true"))
+        .header("Authorization", format!("Token {}", t.token))
+        .body("agent_id,team\na,7\n")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::status_json(r).await;
+    assert_eq!(status, 201, "{body}");
+    let c = call(&app, &t, json!({"agent_id": "a"})).await;
+    assert_eq!(c["metadata"]["team"], "7", "{c}");
+    let r = app
+        .http
+        .put(app.url("/api/v1/tables/crm/data?force=maybe"))
+        .header("Authorization", format!("Token {}", t.token))
+        .body("agent_id,team\na,7\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    // A percentage out of range.
+    let (status, body) = app
+        .put_json(
+            &t,
+            "/api/v1/tables/crm",
+            json!({"key": "agent_id", "max_row_drop_pct": 150}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "max_row_drop_pct");
+    app.stop().await;
+}

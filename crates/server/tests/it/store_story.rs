@@ -10,6 +10,8 @@ use callmeta_store::SqlStore;
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
         valid_from: None,
         valid_to: None,
         keys: None,

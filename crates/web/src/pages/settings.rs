@@ -32,6 +32,10 @@ pub(crate) struct SettingsForm {
     valid_from: String,
     #[serde(default)]
     valid_to: String,
+    #[serde(default)]
+    max_row_drop_pct: String,
+    #[serde(default)]
+    on_header_change: String,
 }
 
 fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
@@ -55,10 +59,18 @@ fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
         ("region", &form.region),
         ("valid_from", &form.valid_from),
         ("valid_to", &form.valid_to),
+        ("on_header_change", &form.on_header_change),
     ] {
         if !value.trim().is_empty() {
             json.insert(name.into(), value.trim().into());
         }
+    }
+    let pct = form.max_row_drop_pct.trim();
+    if !pct.is_empty() {
+        let value = pct
+            .parse::<f64>()
+            .map_err(|_| AppError::invalid("max_row_drop_pct", format!("{pct:?} is not a percentage")))?;
+        json.insert("max_row_drop_pct".into(), serde_json::json!(value));
     }
     serde_json::from_value(serde_json::Value::Object(json))
         .map_err(|e| AppError::invalid("settings", format!("invalid table settings: {e}")))
