@@ -386,6 +386,10 @@ pub struct Report {
     /// An accepted upload that an activation guard held back: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_activated: Option<String>,
+    /// A delta upload: what it changed in the active version's rows (the
+    /// rest of the report is the resulting full version's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::delta::DeltaCounts>,
 }
 
 pub const MAX_PROBLEMS: usize = 100;
@@ -634,6 +638,7 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
         match_mode: options.match_mode,
         duplicates_policy: options.duplicates,
         not_activated: None,
+        delta: None,
     }
 }
 
@@ -1269,6 +1274,20 @@ impl Report {
         let field = |out: &mut String, name: &str, value: &dyn std::fmt::Display| {
             let _ = writeln!(out, "{:<12}{value}", format!("{name}:"));
         };
+        if let Some(d) = &self.delta {
+            field(
+                &mut out,
+                "delta",
+                &format_args!(
+                    "{} inserted, {} updated, {} deleted, {} unknown {}",
+                    d.inserted,
+                    d.updated,
+                    d.deleted,
+                    d.unknown_deletes,
+                    plural(d.unknown_deletes, "delete", "deletes")
+                ),
+            );
+        }
         field(&mut out, "size", &format_args!("{} bytes", self.bytes));
         if let Some(encoding) = &self.encoding {
             field(&mut out, "encoding", encoding);

@@ -389,7 +389,9 @@ pub(crate) async fn list_tables(
 #[utoipa::path(put, path = "/api/v1/tables/{name}/data", tag = "tables",
     params(("name" = String, Path, description = "Table name"),
            ("X-Filename" = Option<String>, Header, description = "Original file name, kept with the version"),
-           ("force" = Option<bool>, Query, description = "Activate the upload even if the table's activation guards (`max_row_drop_pct`, `on_header_change`) would hold it back")),
+           ("force" = Option<bool>, Query, description = "Activate the upload even if the table's activation guards (`max_row_drop_pct`, `on_header_change`) would hold it back"),
+           ("mode" = Option<String>, Query, description = "`full` (default) or `delta`: rows with an `_op` column (`upsert`, `delete`) applied to the active version, making a new full version", pattern = "^(full|delta)$"),
+           ("X-Upload-Mode" = Option<String>, Header, description = "`full` or `delta`, as the `mode` parameter")),
     request_body(content = String, content_type = "text/csv", description = "The CSV bytes, any supported encoding"),
     responses(
         (status = 201, description = "A new active version", body = UploadResponse),
@@ -412,19 +414,43 @@ pub(crate) async fn put_table_data(
 ) -> Result<Response, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
     let mut guards = uc::Guards::Apply;
-    for (param, value) in &query {
-        if param == "force" {
-            guards = match value.as_str() {
-                "true" | "1" => uc::Guards::Override,
-                "false" | "0" => uc::Guards::Apply,
-                _ => {
-                    return Err(AppError::invalid(
-                        "force",
-                        format!("force must be true or false, not {value:?}"),
-                    )
-                    .into());
-                }
-            };
+    let header_mode = headers
+        .get("x-upload-mode")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    let mut delta = false;
+    for (param, value) in query
+        .iter()
+        .map(|(p, v)| (p.as_str(), v.clone()))
+        .chain(header_mode.map(|v| ("mode", v)))
+    {
+        match param {
+            "force" => {
+                guards = match value.as_str() {
+                    "true" | "1" => uc::Guards::Override,
+                    "false" | "0" => uc::Guards::Apply,
+                    _ => {
+                        return Err(AppError::invalid(
+                            "force",
+                            format!("force must be true or false, not {value:?}"),
+                        )
+                        .into());
+                    }
+                };
+            }
+            "mode" => {
+                delta = match value.trim().to_ascii_lowercase().as_str() {
+                    "delta" => true,
+                    "full" => delta,
+                    _ => {
+                        return Err(AppError::invalid(
+                            "mode",
+                            format!("mode must be full or delta, not {value:?}"),
+                        )
+                        .into());
+                    }
+                };
+            }
+            _ => {}
         }
     }
     let declared = headers
@@ -447,17 +473,30 @@ pub(crate) async fn put_table_data(
         .get("x-filename")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let outcome = uc::upload_reference_table_with(
-        &state.services,
-        &tenant.id,
-        &name,
-        upload,
-        Channel::Http,
-        filename,
-        None,
-        guards,
-    )
-    .await?;
+    let outcome = if delta {
+        uc::upload_delta(
+            &state.services,
+            &tenant.id,
+            &name,
+            upload,
+            Channel::Http,
+            filename,
+            guards,
+        )
+        .await?
+    } else {
+        uc::upload_reference_table_with(
+            &state.services,
+            &tenant.id,
+            &name,
+            upload,
+            Channel::Http,
+            filename,
+            None,
+            guards,
+        )
+        .await?
+    };
     Ok(upload_response(&outcome))
 }
 

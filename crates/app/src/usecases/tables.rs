@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use callmeta_core::csv::{self, HeaderChange, Report, TableOptions};
+use callmeta_core::delta;
 use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
@@ -132,6 +133,7 @@ pub async fn configure_table(
                 None,
                 // The active data under new settings: nothing to guard against.
                 Guards::Override,
+                None,
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
@@ -318,6 +320,86 @@ pub async fn upload_reference_table(
     .await
 }
 
+/// A delta upload (rows with an `_op` column: `upsert`, `delete`): applied
+/// to the active version's rows, it makes a new full version, recorded and
+/// activated like any upload (the activation guards apply unless
+/// overridden); its report counts what the delta did. The delta and the
+/// active rows are held in memory while it is applied (under the ingest
+/// memory budget): deltas are meant to be small next to the table.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+pub async fn upload_delta(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    guards: Guards,
+) -> Result<UploadOutcome, AppError> {
+    let table = require_table(services, tenant, name).await?;
+    uploads::check_declared_size(services, upload.len())?;
+    let active = match &table.active_version {
+        Some(id) => Some(services.store.version(tenant, id).await?),
+        None => None,
+    };
+    let active_len = active.as_ref().map_or(0, |v| v.bytes);
+    let full = {
+        let _memory = uploads::reserve_memory(services, upload.len().saturating_add(active_len)).await?;
+        let delta_bytes = tokio::fs::read(upload.path())
+            .await
+            .with_context(|| format!("reading delta upload {}", upload.path().display()))?;
+        drop(upload);
+        let invalid = |e: String| AppError::invalid("delta", e);
+        let (header, rows) = csv::parse_records(&delta_bytes, &services.limits)
+            .map_err(|e| invalid(format!("the delta cannot be read: {e}")))?;
+        drop(delta_bytes);
+        let delta = delta::Records { header, rows };
+        let active_records = match &active {
+            Some(v) => {
+                let bytes = services.blobs.get(&v.blob_key).await?;
+                let (header, rows) = csv::parse_records(&bytes, &services.limits)
+                    .map_err(|e| AppError::Unexpected(anyhow::anyhow!("active version {}: {e}", v.id)))?;
+                delta::Records { header, rows }
+            }
+            None => delta::Records {
+                header: delta
+                    .header
+                    .iter()
+                    .filter(|c| *c != delta::OP_COLUMN)
+                    .cloned()
+                    .collect(),
+                rows: Vec::new(),
+            },
+        };
+        let key: Vec<String> = table.options.key_entries()[0]
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        let matcher = Matcher::new(table.options.match_mode, table.options.region.as_deref())
+            .map_err(|e| AppError::invalid("region", e.to_string()))?;
+        let (records, counts) =
+            delta::apply(active_records, delta, &key, &matcher).map_err(|e| invalid(e.to_string()))?;
+        (delta::to_csv(&records), counts)
+    };
+    let (bytes, counts) = full;
+    let upload = Received::from_stored(services, bytes.into()).await?;
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
+    ingest_and_record(
+        services,
+        tenant,
+        name,
+        &table.options,
+        upload,
+        channel,
+        filename,
+        None,
+        guards,
+        Some(counts),
+    )
+    .await
+}
+
 /// [`upload_reference_table`], saying whether the activation guards apply.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
@@ -354,6 +436,7 @@ pub async fn upload_reference_table_with(
         filename,
         progress,
         guards,
+        None,
     )
     .await
 }
@@ -369,6 +452,7 @@ async fn ingest_and_record(
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
     guards: Guards,
+    delta: Option<delta::DeltaCounts>,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     // The span of the upload (or of the settings change) names its version.
@@ -392,6 +476,7 @@ async fn ingest_and_record(
     let _lease = stored?;
     let (index, mut report) = ingested?;
     report.sha256 = upload.sha256().to_string();
+    report.delta = delta;
     drop(upload);
     let accepted = index.is_some();
     if accepted && guards == Guards::Apply {

@@ -493,3 +493,96 @@ async fn activation_guards_hold_an_upload_back_unless_forced() {
     assert_eq!(body["errors"][0]["field"], "max_row_drop_pct");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn delta_uploads_make_a_new_full_version() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (status, _) = app
+        .upload(&t, "crm", "agent_id,team\nalice,diamond\nbob,ruby\ncindy,onyx\n")
+        .await;
+    assert_eq!(status, 201);
+    let put = |query: &'static str, header: Option<&'static str>, body: &'static str| {
+        let mut r = app
+            .http
+            .put(app.url(&format!("/api/v1/tables/crm/data{query}")))
+            .header("Authorization", format!("Token {}", t.token));
+        if let Some(mode) = header {
+            r = r.header("X-Upload-Mode", mode);
+        }
+        async move { crate::helpers::status_json(r.body(body).send().await.unwrap()).await }
+    };
+    let (status, body) = put(
+        "?mode=delta",
+        None,
+        "_op,agent_id,team\nupsert,bob,topaz\ndelete,cindy,\ndelete,zoe,\nupsert,dylan,saphire\n",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let report = &body["version"]["report"];
+    assert_eq!(
+        report["delta"],
+        json!({"inserted": 1, "updated": 1, "deleted": 1, "unknown_deletes": 1}),
+        "{report}"
+    );
+    assert_eq!(body["version"]["rows"], 3, "{body}");
+    for (agent, team) in [("alice", "diamond"), ("bob", "topaz"), ("dylan", "saphire")] {
+        let c = call(&app, &t, json!({"agent_id": agent})).await;
+        assert_eq!(c["metadata"]["team"], team, "{c}");
+    }
+    let c = call(&app, &t, json!({"agent_id": "cindy"})).await;
+    assert_eq!(c["enrichment"][0]["status"], "no_match", "{c}");
+
+    // The header says so too; a delta without `_op` is refused.
+    let (status, body) = put("", Some("delta"), "_op,agent_id,team\ndelete,alice,\n").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["version"]["rows"], 2);
+    let (status, body) = put("?mode=delta", None, "agent_id,team\nalice,x\n").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error_detail(&body).contains("\"_op\""), "{body}");
+    let (status, _) = put("?mode=sideways", None, "agent_id\n").await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delta_file_over_ftp() {
+    if !crate::filedrop::have("curl") {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let (status, _) = app
+        .upload(&t, "crm", "agent_id,team\nalice,diamond\nbob,ruby\n")
+        .await;
+    assert_eq!(status, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("changes.delta.csv");
+    std::fs::write(&file, "_op,agent_id,team\nupsert,alice,onyx\ndelete,bob,\n").unwrap();
+    let url = |path: &str| format!("ftp://{}:{}@{}{path}", t.slug, t.password, app.ftp);
+    let (ok, _, err) = crate::filedrop::run(
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-T"])
+            .arg(&file)
+            .arg(url("/")),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, report, err) = crate::filedrop::run(
+        tokio::process::Command::new("curl")
+            .args(["-sS"])
+            .arg(url("/changes.delta.csv.report.txt")),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(report.starts_with("ACCEPTED: 1 row, 1 key"), "{report}");
+    assert!(
+        report.contains("delta:      0 inserted, 1 updated, 1 deleted, 0 unknown deletes"),
+        "{report}"
+    );
+    let c = call(&app, &t, json!({"agent_id": "alice"})).await;
+    assert_eq!(c["metadata"]["team"], "onyx", "{c}");
+    app.stop().await;
+}
