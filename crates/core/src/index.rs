@@ -86,35 +86,49 @@ pub struct TableIndex {
 /// and the value starts with that prefix), which `parent` links.
 #[derive(Clone, Debug, Default)]
 struct Prefixes {
-    /// The first 8 bytes of each key (zero-padded, big-endian), searched
-    /// before the keys themselves: most steps of the search then stay in
-    /// this one array instead of following an offset into `keys`.
-    heads: Vec<u64>,
-    /// Key entries (offsets in `keys`), by key.
-    sorted: Vec<u32>,
-    /// For each position in `sorted`, the position of the longest other
-    /// key that is a prefix of it, or [`NO_PARENT`].
-    parent: Vec<u32>,
+    /// By key. A node holds what the search and the prefix tests need, in
+    /// one cache line: for keys of up to 16 bytes (phone ranges, codes) a
+    /// lookup never follows an offset into `keys`.
+    nodes: Vec<PrefixNode>,
+    /// Every [`STRIDE`]th node's head: a first search in these few (they
+    /// stay in cache) narrows the search in `nodes` to one stride.
+    tops: Vec<u128>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PrefixNode {
+    /// The first 16 bytes of the key (zero-padded, big-endian).
+    head: u128,
+    /// The key's entry in `keys`.
+    k: u32,
+    /// The position of the longest other key that is a prefix of this one,
+    /// or [`NO_PARENT`].
+    parent: u32,
+    /// The key's length, or [`LONG_KEY`] past 16 bytes (then compared in full).
+    len: u8,
 }
 
 const NO_PARENT: u32 = u32::MAX;
+const LONG_KEY: u8 = u8::MAX;
+const HEAD: usize = 16;
+const STRIDE: usize = 32;
 
-/// The first 8 bytes of a key, zero-padded: ordered as the keys are (a
-/// key holds no NUL byte... and if one did, it would only cost a few more
-/// full comparisons, since equal heads are compared in full).
+/// The first 16 bytes of a key, zero-padded: ordered as the keys are (a key
+/// holding a NUL byte would only cost a few more full comparisons, since
+/// equal heads are compared in full).
 #[inline]
-fn head(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
+fn head(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; HEAD];
+    let n = key.len().min(HEAD);
     bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
+    u128::from_be_bytes(bytes)
 }
 
 impl Prefixes {
     fn build(keys: &[u8], table: &HashTable<u32>) -> Prefixes {
         let mut sorted: Vec<u32> = table.iter().copied().collect();
         sorted.sort_unstable_by(|&a, &b| key_at(keys, a as usize).cmp(key_at(keys, b as usize)));
-        let mut parent = Vec::with_capacity(sorted.len());
+        let mut nodes = Vec::with_capacity(sorted.len());
         // The chain of keys, each a prefix of the next, ending at the
         // previous key.
         let mut chain: Vec<u32> = Vec::new();
@@ -126,33 +140,56 @@ impl Prefixes {
                 }
                 chain.pop();
             }
-            parent.push(chain.last().copied().unwrap_or(NO_PARENT));
+            nodes.push(PrefixNode {
+                head: head(key),
+                k,
+                parent: chain.last().copied().unwrap_or(NO_PARENT),
+                len: if key.len() <= HEAD {
+                    key.len() as u8
+                } else {
+                    LONG_KEY
+                },
+            });
             chain.push(i as u32);
         }
-        let heads = sorted.iter().map(|&k| head(key_at(keys, k as usize))).collect();
-        Prefixes {
-            heads,
-            sorted,
-            parent,
-        }
+        let tops = nodes.iter().step_by(STRIDE).map(|n| n.head).collect();
+        Prefixes { nodes, tops }
     }
 
     /// The entry of the longest key that `value` starts with.
     #[inline]
     fn find(&self, keys: &[u8], value: &[u8]) -> Option<u32> {
         let h = head(value);
+        let nodes = &self.nodes;
         // Keys whose head is below the value's come before it, those whose
         // head is above after it; only equal heads need the whole key.
-        let lo = self.heads.partition_point(|&x| x < h);
-        let hi = lo + self.heads[lo..].partition_point(|&x| x == h);
-        let within = self.sorted[lo..hi].partition_point(|&k| key_at(keys, k as usize) <= value);
+        let t = self.tops.partition_point(|&x| x < h);
+        let from = t.saturating_sub(1) * STRIDE;
+        let to = (t * STRIDE + 1).min(nodes.len());
+        let lo = from + nodes[from..to].partition_point(|n| n.head < h);
+        // Keys sharing 16 bytes with the value: usually none or one.
+        let equal = nodes[lo..].iter().take_while(|n| n.head == h).count();
+        let within = match equal {
+            0 => 0,
+            _ => nodes[lo..lo + equal].partition_point(|n| key_at(keys, n.k as usize) <= value),
+        };
         let mut i = (lo + within).checked_sub(1)?;
         loop {
-            let k = self.sorted[i];
-            if value.starts_with(key_at(keys, k as usize)) {
-                return Some(k);
+            let node = nodes[i];
+            let holds = match node.len {
+                LONG_KEY => value.starts_with(key_at(keys, node.k as usize)),
+                len => {
+                    let len = usize::from(len);
+                    // The first `len` bytes agree (a shift by 128, for an
+                    // empty key, holds for every value).
+                    len <= value.len()
+                        && (node.head ^ h).checked_shr(8 * (HEAD - len) as u32).unwrap_or(0) == 0
+                }
+            };
+            if holds {
+                return Some(node.k);
             }
-            match self.parent[i] {
+            match node.parent {
                 NO_PARENT => return None,
                 p => i = p as usize,
             }
@@ -160,7 +197,7 @@ impl Prefixes {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.heads.capacity() * 8 + (self.sorted.capacity() + self.parent.capacity()) * 4
+        self.nodes.capacity() * size_of::<PrefixNode>() + self.tops.capacity() * 16
     }
 }
 
@@ -195,6 +232,9 @@ struct Slot {
     interval: Interval,
     /// The row's entry in `keys`.
     k: u32,
+    /// The row's offset in `rows`, so that a lookup need not read it from
+    /// `keys`.
+    row: u32,
     /// Rows of the key whose interval overlapped this one's (1: none).
     rows: u32,
 }
@@ -377,7 +417,11 @@ impl TableIndex {
             Some(s) if alt.ambiguous && s.rows > 1 => Lookup::Ambiguous {
                 rows: s.rows as usize,
             },
-            Some(s) => Lookup::Found(self.row_ref(s.k)),
+            Some(s) => Lookup::Found(RowRef {
+                index: self,
+                key: s.k,
+                row: s.row,
+            }),
         }
     }
 
@@ -1042,13 +1086,19 @@ impl IndexBuilder {
         interval: Interval,
     ) -> Option<(bool, u32)> {
         let on_duplicate = self.on_duplicate;
+        let row = row_offset(&self.index.keys, k as usize);
         let alt = self
             .index
             .alternates
             .as_mut()
             .and_then(|a| a.keys.get_mut(entry))?;
         let slots = alt.map.entry_ref(key).or_default();
-        let new = Slot { interval, k, rows: 1 };
+        let new = Slot {
+            interval,
+            k,
+            row,
+            rows: 1,
+        };
         let Some(i) = slots.iter().position(|s| s.interval.overlaps(&interval)) else {
             let at = slots.partition_point(|s| s.interval.start() <= interval.start());
             slots.insert(at, new);
