@@ -26,14 +26,14 @@ use callmeta_app::usecases::uploads;
 #[serde(deny_unknown_fields)]
 pub(crate) struct TableConfig {
     /// The key column (the call's metadata key of the same name).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::openapi::column_name, required = false)]
     pub key: Option<ColumnName>,
     /// Compound or fallback keys, tried in order; each entry is one column
     /// or several that must all match (`[["site","extension"],["agent_email"]]`).
     /// With `keys`, `key` may be left out (it is then the first column of
     /// the first entry).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::openapi::key_entries, required = false)]
     pub keys: Option<Vec<Vec<ColumnName>>>,
     #[serde(rename = "match", default)]
@@ -51,16 +51,16 @@ pub(crate) struct TableConfig {
     /// The column of each row's start of validity (an ISO 8601 date or
     /// date-time, inclusive; empty: since always). With it or `valid_to`, a
     /// key may have several rows: a call gets the one valid at its timestamp.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::openapi::column_name, required = false)]
     pub valid_from: Option<ColumnName>,
     /// The column of each row's end of validity (exclusive; empty: for ever).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::openapi::column_name, required = false)]
     pub valid_to: Option<ColumnName>,
     /// Activation guard: an upload with more than this percentage of rows
     /// fewer than the active version is recorded, not activated (422).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(minimum = 0, maximum = 100, required = false)]
     pub max_row_drop_pct: Option<f64>,
     /// Activation guard: `reject` records, without activating, an upload
@@ -68,6 +68,16 @@ pub(crate) struct TableConfig {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::header_change, required = false)]
     pub on_header_change: HeaderChange,
+}
+
+/// An optional setting that, when given, is not null (the document says
+/// so: absent is the way to leave it out).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

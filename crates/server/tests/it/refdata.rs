@@ -491,6 +491,13 @@ async fn activation_guards_hold_an_upload_back_unless_forced() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "max_row_drop_pct");
+    // An optional setting is left out, not null.
+    for null in ["valid_to", "keys", "max_row_drop_pct"] {
+        let mut body = json!({"key": "agent_id"});
+        body[null] = Value::Null;
+        let (status, reply) = app.put_json(&t, "/api/v1/tables/crm", body).await;
+        assert_eq!(status, 422, "{null}: {reply}");
+    }
     app.stop().await;
 }
 
