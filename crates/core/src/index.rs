@@ -826,15 +826,19 @@ impl Dictionary {
         self.text.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 2
     }
 
-    /// A cheap hash of a short value (its first 8 bytes, its last and its
-    /// length), so looking a cell up costs little next to parsing it.
+    /// A cheap hash of a short value (its first 8 bytes, its last 8 and
+    /// its length), so looking a cell up costs little next to parsing it.
+    /// The last bytes count as much as the first: ids that share a prefix
+    /// and a length (`agent00000123`) differ at their end, and hashing only
+    /// their last byte put thousands of them on a few slots.
     #[inline]
     fn slot(&self, value: &[u8]) -> usize {
         let mut word = [0u8; 8];
         let head = value.len().min(8);
         word[..head].copy_from_slice(&value[..head]);
-        let last = value.last().copied().unwrap_or(0) as u64;
-        let h = (u64::from_le_bytes(word) ^ (last << 56) ^ value.len() as u64)
+        let mut tail = [0u8; 8];
+        tail[8 - head..].copy_from_slice(&value[value.len() - head..]);
+        let h = (u64::from_le_bytes(word) ^ u64::from_le_bytes(tail).rotate_left(29) ^ value.len() as u64)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (h >> 40) as usize & (self.table.len() - 1)
     }
