@@ -5,6 +5,9 @@
 //!
 //! cargo bench -p callmeta-core --bench core -- /tmp/crm.csv
 //! (make the file with `python3 bench/gen_crm.py 1000000 /tmp/crm.csv`)
+//!
+//! CALLMETA_BENCH=refdata cargo bench -p callmeta-core --bench core: lookups
+//! with 10 validity intervals per key and with 100k longest-prefix ranges.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -17,6 +20,13 @@ use callmeta_core::enrich::{self, Metadata, TableView};
 use callmeta_core::index::{Lookup, TableIndex};
 
 fn main() {
+    // `CALLMETA_BENCH=refdata` needs no file: interval and prefix lookups,
+    // and the exact lookups and enrichment of a generated table to compare.
+    if std::env::var("CALLMETA_BENCH").as_deref() == Ok("refdata") {
+        bench_refdata(5);
+        bench_enrichment(5);
+        return;
+    }
     let path = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
@@ -51,6 +61,11 @@ fn main() {
 
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
+        valid_from: None,
+        valid_to: None,
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),
@@ -219,6 +234,89 @@ fn bench_enrichment(runs: usize) {
     );
 }
 
+/// Lookups in tables with rows valid over intervals (10 per key) and with
+/// longest-prefix ranges (100k), on one core.
+fn bench_refdata(runs: usize) {
+    let mut rng = Rng(29);
+    // 100k keys, 10 consecutive monthly intervals each (1M rows).
+    let keys = 100_000;
+    let mut text = String::from("agent_id,team,from,to\n");
+    let month = |m: usize| format!("{}-{:02}-01", 2025 + m / 12, m % 12 + 1);
+    for k in 0..keys {
+        for m in 0..10 {
+            let from = if m == 0 { String::new() } else { month(m) };
+            let to = if m == 9 { String::new() } else { month(m + 1) };
+            text.push_str(&format!("agent{k:08},t{m},{from},{to}\n"));
+        }
+    }
+    let options: TableOptions =
+        serde_json::from_str(r#"{"key": "agent_id", "valid_from": "from", "valid_to": "to"}"#).unwrap();
+    let started = Instant::now();
+    let index = csv::ingest(text.as_bytes(), &options, &Limits::default())
+        .unwrap()
+        .index;
+    println!(
+        "intervals: {} rows ({keys} keys x 10 intervals) ingested in {:.2} s, index {:.1} MB",
+        text.lines().count() - 1,
+        started.elapsed().as_secs_f64(),
+        index.heap_bytes() as f64 / 1e6
+    );
+    let n = 1_000_000;
+    let lookups_keys = random_keys(&mut rng, "agent", keys, n);
+    // Call times spread over the 10 intervals (2025-01 .. 2025-10, ms).
+    let times: Vec<i64> = (0..n)
+        .map(|_| 1_735_689_600_000 + rng.below(300) as i64 * 86_400_000)
+        .collect();
+    let mut found = 0;
+    let t = best_of(runs, || {
+        found = key_iter(&lookups_keys)
+            .zip(&times)
+            .filter(|(k, t)| matches!(index.lookup_entry(0, k, **t), Lookup::Found(_)))
+            .count();
+    });
+    println!(
+        "lookup (10 intervals per key, random keys and times): {:.0} ns ({found} of {n} found)",
+        t.as_nanos() as f64 / n as f64
+    );
+
+    // 100k dialled-number ranges of 3 to 9 digits under +33, and numbers.
+    let mut ranges = std::collections::BTreeSet::new();
+    while ranges.len() < 100_000 {
+        let len = 3 + rng.below(7);
+        let digits: String = (0..len).map(|_| char::from(b'0' + rng.below(10) as u8)).collect();
+        ranges.insert(format!("+33{digits}"));
+    }
+    let mut text = String::from("range,area\n");
+    for (i, r) in ranges.iter().enumerate() {
+        text.push_str(&format!("{r},area{i}\n"));
+    }
+    let options: TableOptions = serde_json::from_str(r#"{"key": "range", "match": "prefix"}"#).unwrap();
+    let index = csv::ingest(text.as_bytes(), &options, &Limits::default())
+        .unwrap()
+        .index;
+    println!(
+        "prefixes: {} ranges, index {:.1} MB",
+        index.len(),
+        index.heap_bytes() as f64 / 1e6
+    );
+    // Back to back, 12 bytes each, like the keys of the other lookups.
+    let mut numbers = String::with_capacity(n * 12);
+    for _ in 0..n {
+        numbers.push_str("+33");
+        numbers.extend((0..9).map(|_| char::from(b'0' + rng.below(10) as u8)));
+    }
+    let t = best_of(runs, || {
+        found = (0..n)
+            .map(|i| &numbers[i * 12..i * 12 + 12])
+            .filter(|v| matches!(index.lookup(v), Lookup::Found(_)))
+            .count();
+    });
+    println!(
+        "lookup (longest prefix, 100k ranges, random numbers): {:.0} ns ({found} of {n} found)",
+        t.as_nanos() as f64 / n as f64
+    );
+}
+
 /// `n` keys `{prefix}{i:08}` for random `i` below `below`, 13 bytes each.
 fn random_keys(rng: &mut Rng, prefix: &str, below: usize, n: usize) -> String {
     let mut keys = String::with_capacity(n * 13);
@@ -248,6 +346,11 @@ fn wide_table(rows: usize) -> TableIndex {
     }
     let options = TableOptions {
         key: ColumnName::parse("agent_id").unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
+        valid_from: None,
+        valid_to: None,
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::ColumnName;
-use crate::index::TableIndex;
+use crate::index::{KEY_PART_SEPARATOR, TableIndex};
 use crate::matching::{MatchMode, Matcher, MatcherError};
+use crate::validity::Interval;
 use chunks::{Attempt, Decoding, Failed, HeaderRead, Next, Row, RowReader, Stop};
 
 /// What to do with rows whose key repeats an earlier row's.
@@ -71,9 +72,18 @@ pub enum BadRowPolicy {
 }
 
 /// A reference table's settings.
+///
+/// The key is `key` (one column) or `keys`: entries tried in order, each one
+/// column or several that must all match (a compound key). `keys` holding
+/// one single-column entry is the same as `key`, and is stored as `key`
+/// alone; otherwise `key` is the first column of the first entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(try_from = "OptionsJson")]
 pub struct TableOptions {
     pub key: ColumnName,
+    /// Compound or fallback keys; `None` for a table with the one key `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyEntries>,
     #[serde(rename = "match", default)]
     pub match_mode: MatchMode,
     #[serde(default)]
@@ -82,6 +92,231 @@ pub struct TableOptions {
     pub duplicates: DuplicatePolicy,
     #[serde(default)]
     pub bad_rows: BadRowPolicy,
+    /// Rows valid from this column's date or date-time (inclusive; empty:
+    /// since always): a key may then have several rows, and a call gets the
+    /// one whose interval holds its timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<ColumnName>,
+    /// Rows valid until this column's date or date-time (exclusive; empty:
+    /// for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<ColumnName>,
+    /// Activation guard: a full upload with more than this percentage of
+    /// rows fewer than the active version is recorded, not activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_row_drop_pct: Option<f64>,
+    /// Activation guard: `reject` records, without activating, an upload
+    /// that lacks a column of the active version.
+    #[serde(default, skip_serializing_if = "HeaderChange::is_accept")]
+    pub on_header_change: HeaderChange,
+}
+
+/// What an upload whose header lost a column of the active version does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderChange {
+    /// It is activated (the default).
+    #[default]
+    Accept,
+    /// It is recorded, not activated.
+    Reject,
+}
+
+impl HeaderChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderChange::Accept => "accept",
+            HeaderChange::Reject => "reject",
+        }
+    }
+
+    fn is_accept(&self) -> bool {
+        *self == HeaderChange::Accept
+    }
+}
+
+/// Keys tried in order, each one column or several that must all match.
+pub type KeyEntries = Vec<Vec<ColumnName>>;
+
+/// At most this many key entries, each of at most this many columns.
+pub const MAX_KEYS: usize = 8;
+
+/// [`TableOptions`] as written, before `key` and `keys` are reconciled.
+#[derive(Deserialize)]
+struct OptionsJson {
+    #[serde(default)]
+    key: Option<ColumnName>,
+    #[serde(default)]
+    keys: Option<Vec<Vec<ColumnName>>>,
+    #[serde(rename = "match", default)]
+    match_mode: MatchMode,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    duplicates: DuplicatePolicy,
+    #[serde(default)]
+    bad_rows: BadRowPolicy,
+    #[serde(default)]
+    valid_from: Option<ColumnName>,
+    #[serde(default)]
+    valid_to: Option<ColumnName>,
+    #[serde(default)]
+    max_row_drop_pct: Option<f64>,
+    #[serde(default)]
+    on_header_change: HeaderChange,
+}
+
+/// Why `key` and `keys` do not make a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    #[error("give the key column as \"key\" or the keys as \"keys\"")]
+    NoKey,
+    #[error("\"keys\" must hold 1 to {MAX_KEYS} keys, each a list of 1 to {MAX_KEYS} column names")]
+    Count,
+    #[error("key {entry} of \"keys\" names the column {column:?} twice")]
+    RepeatedColumn { entry: usize, column: String },
+    #[error("keys {first} and {second} of \"keys\" are the same")]
+    RepeatedKey { first: usize, second: usize },
+    #[error(
+        "\"key\" ({key:?}) must be the first column of the first entry of \"keys\" ({first:?}), or be left out"
+    )]
+    Disagree { key: String, first: String },
+    #[error("\"valid_from\" and \"valid_to\" must name two different columns, not {0:?} twice")]
+    SameBounds(String),
+    #[error(
+        "\"match\": \"{0}\" finds one row by the longest prefix of one column: it takes neither compound or fallback \"keys\" nor \"valid_from\"/\"valid_to\""
+    )]
+    PrefixWith(&'static str),
+    #[error("\"max_row_drop_pct\" must be a percentage from 0 to 100")]
+    RowDrop,
+}
+
+impl KeysError {
+    /// The option at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            KeysError::NoKey => "key",
+            KeysError::SameBounds(_) => "valid_to",
+            KeysError::PrefixWith(_) => "match",
+            KeysError::RowDrop => "max_row_drop_pct",
+            _ => "keys",
+        }
+    }
+}
+
+impl TryFrom<OptionsJson> for TableOptions {
+    type Error = KeysError;
+
+    fn try_from(json: OptionsJson) -> Result<Self, KeysError> {
+        let (key, keys) = TableOptions::reconcile_keys(json.key, json.keys)?;
+        let options = TableOptions {
+            key,
+            keys,
+            match_mode: json.match_mode,
+            region: json.region,
+            duplicates: json.duplicates,
+            bad_rows: json.bad_rows,
+            valid_from: json.valid_from,
+            valid_to: json.valid_to,
+            max_row_drop_pct: json.max_row_drop_pct,
+            on_header_change: json.on_header_change,
+        };
+        options.check()?;
+        Ok(options)
+    }
+}
+
+impl TableOptions {
+    /// The key column and the compound/fallback keys from `key` and `keys`
+    /// as a client gives them: `keys` holding the one column `key` becomes
+    /// `key` alone.
+    pub fn reconcile_keys(
+        key: Option<ColumnName>,
+        keys: Option<Vec<Vec<ColumnName>>>,
+    ) -> Result<(ColumnName, Option<KeyEntries>), KeysError> {
+        let Some(keys) = keys else {
+            return key.map(|k| (k, None)).ok_or(KeysError::NoKey);
+        };
+        if keys.is_empty() || keys.len() > MAX_KEYS || keys.iter().any(|e| e.is_empty() || e.len() > MAX_KEYS)
+        {
+            return Err(KeysError::Count);
+        }
+        for (i, entry) in keys.iter().enumerate() {
+            for (j, column) in entry.iter().enumerate() {
+                if entry[..j].contains(column) {
+                    return Err(KeysError::RepeatedColumn {
+                        entry: i + 1,
+                        column: column.to_string(),
+                    });
+                }
+            }
+            let mut sorted: Vec<&str> = entry.iter().map(ColumnName::as_str).collect();
+            sorted.sort_unstable();
+            for (earlier, other) in keys[..i].iter().enumerate() {
+                let mut theirs: Vec<&str> = other.iter().map(ColumnName::as_str).collect();
+                theirs.sort_unstable();
+                if theirs == sorted {
+                    return Err(KeysError::RepeatedKey {
+                        first: earlier + 1,
+                        second: i + 1,
+                    });
+                }
+            }
+        }
+        let first = keys[0][0].clone();
+        if let Some(key) = key
+            && key != first
+        {
+            return Err(KeysError::Disagree {
+                key: key.to_string(),
+                first: first.to_string(),
+            });
+        }
+        if keys.len() == 1 && keys[0].len() == 1 {
+            return Ok((first, None));
+        }
+        Ok((first, Some(keys)))
+    }
+
+    /// The combinations of options that cannot work together.
+    pub fn check(&self) -> Result<(), KeysError> {
+        if let Some(pct) = self.max_row_drop_pct
+            && !(0.0..=100.0).contains(&pct)
+        {
+            return Err(KeysError::RowDrop);
+        }
+        if let (Some(from), Some(to)) = (&self.valid_from, &self.valid_to)
+            && from == to
+        {
+            return Err(KeysError::SameBounds(from.to_string()));
+        }
+        if self.match_mode.is_prefix() && (self.keys.is_some() || self.has_intervals()) {
+            return Err(KeysError::PrefixWith(self.match_mode.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Rows carry validity intervals (`valid_from` and/or `valid_to`).
+    pub fn has_intervals(&self) -> bool {
+        self.valid_from.is_some() || self.valid_to.is_some()
+    }
+
+    /// The keys tried in order: `keys`, or `key` alone.
+    pub fn key_entries(&self) -> Vec<Vec<ColumnName>> {
+        match &self.keys {
+            Some(keys) => keys.clone(),
+            None => vec![vec![self.key.clone()]],
+        }
+    }
+
+    /// The keys as a person reads them: `site+extension, agent_email`.
+    pub fn keys_label(&self) -> String {
+        self.key_entries()
+            .iter()
+            .map(|entry| entry.iter().map(ColumnName::as_str).collect::<Vec<_>>().join("+"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Resource limits on one upload.
@@ -124,6 +359,9 @@ pub struct Report {
     pub pipe_table: bool,
     pub columns: Vec<String>,
     pub key_column: String,
+    /// Compound or fallback keys, as configured (empty for one key column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<Vec<String>>,
     /// Data rows seen (blank lines and a pipe-table separator are not rows).
     pub rows_read: u64,
     /// Rows without problems, duplicates included.
@@ -145,6 +383,13 @@ pub struct Report {
     pub match_mode: MatchMode,
     #[serde(default)]
     pub duplicates_policy: DuplicatePolicy,
+    /// An accepted upload that an activation guard held back: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_activated: Option<String>,
+    /// A delta upload: what it changed in the active version's rows (the
+    /// rest of the report is the resulting full version's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::delta::DeltaCounts>,
 }
 
 pub const MAX_PROBLEMS: usize = 100;
@@ -164,6 +409,12 @@ pub enum RowIssue {
     FieldCount { found: usize, expected: usize },
     #[error("the key column {column:?} is empty")]
     EmptyKey { column: String },
+    #[error("no key is complete (keys: {keys}): each has an empty column")]
+    NoCompleteKey { keys: String },
+    #[error("the {column:?} field: {detail}")]
+    BadBound { column: String, detail: String },
+    #[error("the interval is empty: {from:?} is not before {to:?}")]
+    EmptyInterval { from: String, to: String },
     #[error("the {column:?} field is {bytes} bytes, over the {limit}-byte limit")]
     FieldTooLong {
         column: String,
@@ -227,6 +478,17 @@ pub enum CsvError {
     DuplicateKey { line: u64, key: String, keys: u64 },
     #[error("invalid table options: {0}")]
     Options(#[from] MatcherError),
+    #[error("the {option} column {column:?} is not in the header (columns: {columns})")]
+    MissingIntervalColumn {
+        option: &'static str,
+        column: String,
+        columns: String,
+    },
+    #[error(
+        "line {line}: the key {key:?} has a row valid over an interval that overlaps the one of line {earlier}, \
+         and the table's duplicates policy is reject"
+    )]
+    OverlappingIntervals { line: u64, earlier: u64, key: String },
     #[error("the table holds over 4 GiB of cell data, more than one version can index")]
     TooLarge,
     /// Only seen when a file with a UTF-8 byte-order mark is not UTF-8
@@ -329,7 +591,11 @@ pub fn ingest_from(
     match build(source, options, limits, parallelism, &mut monotonic, &mut report) {
         Ok(index) => {
             report.accepted = true;
-            report.keys = index.len() as u64;
+            report.keys = if index.has_alternates() {
+                index.alternate_keys()
+            } else {
+                index.len()
+            } as u64;
             monotonic(source.len());
             Ok(Ok(Ingested { index, report }))
         }
@@ -356,6 +622,11 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
         pipe_table: false,
         columns: Vec::new(),
         key_column: options.key.as_str().to_string(),
+        key_columns: options.keys.as_ref().map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .map(|entry| entry.iter().map(|c| c.as_str().to_string()).collect())
+                .collect()
+        }),
         rows_read: 0,
         rows_accepted: 0,
         rows_rejected: 0,
@@ -366,6 +637,8 @@ fn new_report(bytes: u64, options: &TableOptions) -> Report {
         keys: 0,
         match_mode: options.match_mode,
         duplicates_policy: options.duplicates,
+        not_activated: None,
+        delta: None,
     }
 }
 
@@ -537,6 +810,28 @@ fn check_row(
     limits: &Limits,
     matcher: &Matcher,
 ) -> Result<String, RowIssue> {
+    check_shape(row, columns, header, limits)?;
+    let key = row.get(key_column);
+    if key.is_empty() {
+        return Err(RowIssue::EmptyKey {
+            column: header[key_column].clone(),
+        });
+    }
+    match matcher.mode() {
+        MatchMode::Exact => Ok(String::new()),
+        _ => match matcher.normalize_cell(key) {
+            Some(normalized) => Ok(normalized.into_owned()),
+            None => Err(RowIssue::NotAPhoneNumber {
+                value: excerpt(key),
+                region: matcher.region().map(str::to_string),
+            }),
+        },
+    }
+}
+
+/// The field count and the field size limit.
+#[inline]
+fn check_shape(row: &Row<'_>, columns: usize, header: &[String], limits: &Limits) -> Result<(), RowIssue> {
     if row.len() != columns {
         return Err(RowIssue::FieldCount {
             found: row.len(),
@@ -555,23 +850,113 @@ fn check_row(
             limit: limits.max_field_bytes,
         });
     }
-    let key = row.get(key_column);
-    if key.is_empty() {
-        return Err(RowIssue::EmptyKey {
-            column: header[key_column].clone(),
-        });
-    }
-    match matcher.mode() {
-        MatchMode::Exact => Ok(String::new()),
-        _ => match matcher.normalize(key) {
-            Some(normalized) => Ok(normalized.into_owned()),
-            None => Err(RowIssue::NotAPhoneNumber {
-                value: excerpt(key),
-                region: matcher.region().map(str::to_string),
-            }),
-        },
+    Ok(())
+}
+
+/// Separates the keys of a row with compound or fallback keys while it is
+/// parsed (the parts of one key are joined by [`KEY_PART_SEPARATOR`]).
+pub(crate) const KEY_SEPARATOR: char = '\u{1e}';
+
+/// Appends a normalised key part, its separators made spaces so that it
+/// cannot split (the call's value goes through the same function).
+pub(crate) fn push_key_part(out: &mut String, part: &str) {
+    if part.contains([KEY_SEPARATOR, KEY_PART_SEPARATOR]) {
+        out.extend(part.chars().map(|c| {
+            if c == KEY_SEPARATOR || c == KEY_PART_SEPARATOR {
+                ' '
+            } else {
+                c
+            }
+        }));
+    } else {
+        out.push_str(part);
     }
 }
+
+/// [`check_row`] for a table with compound or fallback keys: returns each
+/// key's normalised parts (joined by [`KEY_PART_SEPARATOR`]; empty when one
+/// of its columns is empty), the keys separated by [`KEY_SEPARATOR`]. A row
+/// needs one complete key.
+fn check_row_keys(
+    row: &Row<'_>,
+    columns: usize,
+    entries: &[Vec<usize>],
+    validity: Validity,
+    header: &[String],
+    limits: &Limits,
+    matcher: &Matcher,
+) -> Result<(String, Interval), RowIssue> {
+    check_shape(row, columns, header, limits)?;
+    let bound = |column: Option<usize>| -> Result<Option<i64>, RowIssue> {
+        let Some(c) = column else {
+            return Ok(None);
+        };
+        crate::validity::parse_bound(row.get(c)).map_err(|e| RowIssue::BadBound {
+            column: header[c].clone(),
+            detail: e.to_string(),
+        })
+    };
+    let interval = Interval {
+        from: bound(validity.0)?,
+        to: bound(validity.1)?,
+    };
+    if let (Some(from), Some(to)) = (interval.from, interval.to)
+        && from >= to
+    {
+        let cell = |c: Option<usize>| c.map(|c| excerpt(row.get(c))).unwrap_or_default();
+        return Err(RowIssue::EmptyInterval {
+            from: cell(validity.0),
+            to: cell(validity.1),
+        });
+    }
+    let mut out = String::new();
+    let mut complete = false;
+    for (j, entry) in entries.iter().enumerate() {
+        if j > 0 {
+            out.push(KEY_SEPARATOR);
+        }
+        let start = out.len();
+        for (p, &column) in entry.iter().enumerate() {
+            let cell = row.get(column);
+            if cell.is_empty() {
+                out.truncate(start);
+                break;
+            }
+            let Some(normalized) = matcher.normalize_cell(cell) else {
+                return Err(RowIssue::NotAPhoneNumber {
+                    value: excerpt(cell),
+                    region: matcher.region().map(str::to_string),
+                });
+            };
+            if p > 0 {
+                out.push(KEY_PART_SEPARATOR);
+            }
+            push_key_part(&mut out, &normalized);
+            if p + 1 == entry.len() {
+                complete = true;
+            }
+        }
+    }
+    if !complete {
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .iter()
+                    .map(|&c| header[c].as_str())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect();
+        return Err(RowIssue::NoCompleteKey {
+            keys: keys.join(", "),
+        });
+    }
+    Ok((out, interval))
+}
+
+/// The columns of `valid_from` and `valid_to`, when configured.
+pub(crate) type Validity = (Option<usize>, Option<usize>);
 
 /// At most 80 characters of a value, for messages.
 fn excerpt(value: &str) -> String {
@@ -882,10 +1267,27 @@ impl Report {
                 self.error.as_deref().unwrap_or("the upload was refused")
             );
         }
+        if let Some(why) = &self.not_activated {
+            let _ = writeln!(out, "NOT ACTIVATED: {why}");
+        }
         out.push('\n');
         let field = |out: &mut String, name: &str, value: &dyn std::fmt::Display| {
             let _ = writeln!(out, "{:<12}{value}", format!("{name}:"));
         };
+        if let Some(d) = &self.delta {
+            field(
+                &mut out,
+                "delta",
+                &format_args!(
+                    "{} inserted, {} updated, {} deleted, {} unknown {}",
+                    d.inserted,
+                    d.updated,
+                    d.deleted,
+                    d.unknown_deletes,
+                    plural(d.unknown_deletes, "delete", "deletes")
+                ),
+            );
+        }
         field(&mut out, "size", &format_args!("{} bytes", self.bytes));
         if let Some(encoding) = &self.encoding {
             field(&mut out, "encoding", encoding);
@@ -899,7 +1301,8 @@ impl Report {
                 .columns
                 .iter()
                 .map(|c| {
-                    if *c == self.key_column {
+                    let in_a_key = self.key_columns.iter().any(|entry| entry.contains(c));
+                    if *c == self.key_column || in_a_key {
                         format!("{c} (key)")
                     } else {
                         c.clone()
@@ -908,11 +1311,20 @@ impl Report {
                 .collect();
             field(&mut out, "columns", &columns.join(", "));
         }
-        field(
-            &mut out,
-            "key",
-            &format_args!("{} (match: {})", self.key_column, self.match_mode.as_str()),
-        );
+        if self.key_columns.is_empty() {
+            field(
+                &mut out,
+                "key",
+                &format_args!("{} (match: {})", self.key_column, self.match_mode.as_str()),
+            );
+        } else {
+            let keys: Vec<String> = self.key_columns.iter().map(|entry| entry.join("+")).collect();
+            field(
+                &mut out,
+                "keys",
+                &format_args!("{} (match: {})", keys.join(", "), self.match_mode.as_str()),
+            );
+        }
         field(
             &mut out,
             "rows",

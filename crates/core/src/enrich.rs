@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::{Lookup, RowRef, TableIndex};
+use crate::index::{KEY_PART_SEPARATOR, Lookup, RowRef, TableIndex};
 
 /// A call's metadata: string keys to string values, sorted by key.
 pub type Metadata = BTreeMap<String, String>;
@@ -72,14 +72,56 @@ pub struct EnrichmentResult {
     #[serde(default)]
     pub collisions: Vec<Collision>,
     pub at_ms: i64,
+    /// The columns of the key that matched (`["site", "extension"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<Vec<String>>,
+    /// With compound or fallback keys: each key tried, in order, and what
+    /// it gave (the first that matches wins, so the list stops there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_tried: Vec<KeyAttempt>,
+    /// With `valid_from`/`valid_to`: the interval of the row used, as its
+    /// cells say (empty: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<ValidInterval>,
+}
+
+/// The validity of the row a call was enriched from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ValidInterval {
+    pub valid_from: String,
+    pub valid_to: String,
+}
+
+/// One key of a table with compound or fallback keys, tried for one call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyAttempt {
+    /// The key's columns.
+    pub key: Vec<String>,
+    /// `matched`, `no_match`, `key_missing` (a column has no value on the
+    /// call) or `ambiguous`.
+    pub status: EnrichmentStatus,
+    /// The call's values for the key's columns, when it has them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Vec<String>>,
 }
 
 /// One result per table, in the given order. An earlier table's added keys
 /// take precedence over a later table's, as the call's own keys do over all.
 pub fn enrich(own: &Metadata, tables: &[TableView<'_>], at_ms: i64) -> Vec<EnrichmentResult> {
+    enrich_at(own, tables, at_ms, at_ms)
+}
+
+/// [`enrich`] for a call that happened at `call_ms` (epoch milliseconds):
+/// a table with `valid_from`/`valid_to` gives the row valid then.
+pub fn enrich_at(
+    own: &Metadata,
+    tables: &[TableView<'_>],
+    at_ms: i64,
+    call_ms: i64,
+) -> Vec<EnrichmentResult> {
     let mut results: Vec<EnrichmentResult> = Vec::with_capacity(tables.len());
     for view in tables {
-        let result = enrich_one(own, view, &results, at_ms);
+        let result = enrich_one(own, view, &results, at_ms, call_ms);
         results.push(result);
     }
     results
@@ -90,6 +132,7 @@ fn enrich_one(
     view: &TableView<'_>,
     earlier: &[EnrichmentResult],
     at_ms: i64,
+    call_ms: i64,
 ) -> EnrichmentResult {
     let key_value = own.get(view.key_column);
     let mut result = EnrichmentResult {
@@ -102,10 +145,17 @@ fn enrich_one(
         added: Metadata::new(),
         collisions: Vec::new(),
         at_ms,
+        matched_by: None,
+        keys_tried: Vec::new(),
+        interval: None,
     };
     let Some(index) = view.index else {
         return result;
     };
+    if index.has_alternates() {
+        enrich_by_keys(own, index, earlier, call_ms, &mut result);
+        return result;
+    }
     let Some(raw) = key_value.filter(|v| !v.trim().is_empty()) else {
         result.status = EnrichmentStatus::KeyMissing;
         return result;
@@ -121,10 +171,106 @@ fn enrich_one(
         Lookup::Ambiguous { .. } => result.status = EnrichmentStatus::Ambiguous,
         Lookup::Found(row) => {
             result.status = EnrichmentStatus::Matched;
-            add_row(own, index, row, earlier, &mut result);
+            result.matched_by = Some(vec![view.key_column.to_string()]);
+            add_row(own, index, row, earlier, &[], &mut result);
         }
     }
     result
+}
+
+/// A table with compound or fallback keys: each key in order, until one
+/// matches (or is ambiguous). `key`, `key_value` and `normalized_key` are
+/// then the matching key's (the parts joined by `+`), else the first key's.
+fn enrich_by_keys(
+    own: &Metadata,
+    index: &TableIndex,
+    earlier: &[EnrichmentResult],
+    call_ms: i64,
+    result: &mut EnrichmentResult,
+) {
+    let names = index.columns();
+    let label = |columns: &[usize]| {
+        columns
+            .iter()
+            .map(|&c| names[c].as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    };
+    result.key = index.key_entries().first().map(|c| label(c)).unwrap_or_default();
+    result.key_value = None;
+    let mut lookup_key = String::new();
+    let mut any_value = false;
+    for (entry, columns) in index.key_entries().into_iter().enumerate() {
+        let key: Vec<String> = columns.iter().map(|&c| names[c].clone()).collect();
+        let values: Option<Vec<&String>> = key
+            .iter()
+            .map(|name| own.get(name).filter(|v| !v.trim().is_empty()))
+            .collect();
+        let Some(values) = values else {
+            result.keys_tried.push(KeyAttempt {
+                key,
+                status: EnrichmentStatus::KeyMissing,
+                value: None,
+            });
+            continue;
+        };
+        any_value = true;
+        lookup_key.clear();
+        let mut normalized = Vec::with_capacity(values.len());
+        for (p, value) in values.iter().enumerate() {
+            let Some(n) = index.matcher().normalize(value) else {
+                break;
+            };
+            if p > 0 {
+                lookup_key.push(KEY_PART_SEPARATOR);
+            }
+            crate::csv::push_key_part(&mut lookup_key, &n);
+            normalized.push(n.into_owned());
+        }
+        let lookup = if normalized.len() == values.len() {
+            index.lookup_entry(entry, &lookup_key, call_ms)
+        } else {
+            Lookup::Unnormalizable
+        };
+        let status = match lookup {
+            Lookup::Found(_) => EnrichmentStatus::Matched,
+            Lookup::Ambiguous { .. } => EnrichmentStatus::Ambiguous,
+            Lookup::NotFound | Lookup::Unnormalizable => EnrichmentStatus::NoMatch,
+        };
+        let value: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        if result.key_value.is_none() || status != EnrichmentStatus::NoMatch {
+            result.key = key.join("+");
+            result.key_value = Some(value.join("+"));
+            result.normalized_key = (!normalized.is_empty()).then(|| normalized.join("+"));
+        }
+        result.keys_tried.push(KeyAttempt {
+            key: key.clone(),
+            status,
+            value: Some(value),
+        });
+        match lookup {
+            Lookup::Found(row) => {
+                result.status = EnrichmentStatus::Matched;
+                add_row(own, index, row, earlier, columns, result);
+                result.interval = index
+                    .validity_of(&row)
+                    .map(|(valid_from, valid_to)| ValidInterval { valid_from, valid_to });
+                result.matched_by = Some(key);
+                return;
+            }
+            Lookup::Ambiguous { .. } => {
+                result.status = EnrichmentStatus::Ambiguous;
+                result.matched_by = Some(key);
+                return;
+            }
+            Lookup::NotFound | Lookup::Unnormalizable => {}
+        }
+    }
+    result.status = if any_value {
+        EnrichmentStatus::NoMatch
+    } else {
+        EnrichmentStatus::KeyMissing
+    };
 }
 
 /// Fills `added` and `collisions` from a matched row.
@@ -134,13 +280,17 @@ fn enrich_one(
 /// index, not by comparing every column to every taken name; the cells are
 /// then read in one forward walk over the row, which is stored in
 /// column-name order, into a clone of the index's name-ordered template.
+/// `exclude`: the columns of the key that matched (the call's own values),
+/// which are not added.
 fn add_row(
     own: &Metadata,
     index: &TableIndex,
     row: RowRef<'_>,
     earlier: &[EnrichmentResult],
+    exclude: &[usize],
     result: &mut EnrichmentResult,
 ) {
+    let excluded: Vec<usize> = exclude.iter().filter_map(|&c| index.slot_of_column(c)).collect();
     // (slot, kept value, kept from): usually empty, so no allocation.
     let mut taken: Vec<(usize, &str, Option<&str>)> = Vec::new();
     for (name, value) in own {
@@ -165,7 +315,12 @@ fn add_row(
     let mut skipped = false;
     for (slot, (name, value)) in added.iter_mut().enumerate() {
         let cell = cells.next().map(|(_, cell)| cell).unwrap_or_default();
-        if let Some(&(_, kept, kept_from)) = next_taken.next_if(|&&(s, _, _)| s == slot) {
+        let taken_here = next_taken.next_if(|&&(s, _, _)| s == slot);
+        if !excluded.is_empty() && excluded.contains(&slot) {
+            skipped = true;
+            continue;
+        }
+        if let Some(&(_, kept, kept_from)) = taken_here {
             if !cell.is_empty() {
                 result.collisions.push(Collision {
                     key: name.clone(),

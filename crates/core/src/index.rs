@@ -42,6 +42,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::matching::{MatchMode, Matcher};
+use crate::validity::Interval;
 
 /// One immutable version of a reference table.
 #[derive(Clone)]
@@ -70,7 +71,178 @@ pub struct TableIndex {
     /// it and fills the values in, which builds the map without comparing a
     /// single key (collecting sorted pairs into a map sorts and dedups them).
     template: BTreeMap<String, String>,
+    /// Compound or fallback keys (`keys` in the table options): the rows
+    /// are then in `table` under a row number, and found through these.
+    alternates: Option<Box<Alternates>>,
+    /// `prefix` and `phone_prefix` modes: the keys in order, for the
+    /// longest-prefix lookup.
+    prefixes: Option<Box<Prefixes>>,
 }
+
+/// The keys of a prefix table, sorted, for a longest-prefix lookup in
+/// O(log n) without scanning: a binary search finds the greatest key not
+/// after the value; the longest key that is a prefix of the value is that
+/// key or one of its own prefixes (every key between a prefix of the value
+/// and the value starts with that prefix), which `parent` links.
+#[derive(Clone, Debug, Default)]
+struct Prefixes {
+    /// By key. A node holds what the search and the prefix tests need, in
+    /// one cache line: for keys of up to 16 bytes (phone ranges, codes) a
+    /// lookup never follows an offset into `keys`.
+    nodes: Vec<PrefixNode>,
+    /// Every [`STRIDE`]th node's head: a first search in these few (they
+    /// stay in cache) narrows the search in `nodes` to one stride.
+    tops: Vec<u128>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PrefixNode {
+    /// The first 16 bytes of the key (zero-padded, big-endian).
+    head: u128,
+    /// The key's entry in `keys`.
+    k: u32,
+    /// The position of the longest other key that is a prefix of this one,
+    /// or [`NO_PARENT`].
+    parent: u32,
+    /// The key's length, or [`LONG_KEY`] past 16 bytes (then compared in full).
+    len: u8,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+const LONG_KEY: u8 = u8::MAX;
+const HEAD: usize = 16;
+const STRIDE: usize = 32;
+
+/// The first 16 bytes of a key, zero-padded: ordered as the keys are (a key
+/// holding a NUL byte would only cost a few more full comparisons, since
+/// equal heads are compared in full).
+#[inline]
+fn head(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; HEAD];
+    let n = key.len().min(HEAD);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+impl Prefixes {
+    fn build(keys: &[u8], table: &HashTable<u32>) -> Prefixes {
+        let mut sorted: Vec<u32> = table.iter().copied().collect();
+        sorted.sort_unstable_by(|&a, &b| key_at(keys, a as usize).cmp(key_at(keys, b as usize)));
+        let mut nodes = Vec::with_capacity(sorted.len());
+        // The chain of keys, each a prefix of the next, ending at the
+        // previous key.
+        let mut chain: Vec<u32> = Vec::new();
+        for (i, &k) in sorted.iter().enumerate() {
+            let key = key_at(keys, k as usize);
+            while let Some(&top) = chain.last() {
+                if key.starts_with(key_at(keys, sorted[top as usize] as usize)) {
+                    break;
+                }
+                chain.pop();
+            }
+            nodes.push(PrefixNode {
+                head: head(key),
+                k,
+                parent: chain.last().copied().unwrap_or(NO_PARENT),
+                len: if key.len() <= HEAD {
+                    key.len() as u8
+                } else {
+                    LONG_KEY
+                },
+            });
+            chain.push(i as u32);
+        }
+        let tops = nodes.iter().step_by(STRIDE).map(|n| n.head).collect();
+        Prefixes { nodes, tops }
+    }
+
+    /// The entry of the longest key that `value` starts with.
+    #[inline]
+    fn find(&self, keys: &[u8], value: &[u8]) -> Option<u32> {
+        let h = head(value);
+        let nodes = &self.nodes;
+        // Keys whose head is below the value's come before it, those whose
+        // head is above after it; only equal heads need the whole key.
+        let t = self.tops.partition_point(|&x| x < h);
+        let from = t.saturating_sub(1) * STRIDE;
+        let to = (t * STRIDE + 1).min(nodes.len());
+        let lo = from + nodes[from..to].partition_point(|n| n.head < h);
+        // Keys sharing 16 bytes with the value: usually none or one.
+        let equal = nodes[lo..].iter().take_while(|n| n.head == h).count();
+        let within = match equal {
+            0 => 0,
+            _ => nodes[lo..lo + equal].partition_point(|n| key_at(keys, n.k as usize) <= value),
+        };
+        let mut i = (lo + within).checked_sub(1)?;
+        loop {
+            let node = nodes[i];
+            let holds = match node.len {
+                LONG_KEY => value.starts_with(key_at(keys, node.k as usize)),
+                len => {
+                    let len = usize::from(len);
+                    // The first `len` bytes agree (a shift by 128, for an
+                    // empty key, holds for every value).
+                    len <= value.len()
+                        && (node.head ^ h).checked_shr(8 * (HEAD - len) as u32).unwrap_or(0) == 0
+                }
+            };
+            if holds {
+                return Some(node.k);
+            }
+            match node.parent {
+                NO_PARENT => return None,
+                p => i = p as usize,
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * size_of::<PrefixNode>() + self.tops.capacity() * 16
+    }
+}
+
+/// The lookup structures of a table with compound or fallback keys.
+///
+/// Each key (one or several columns) has its own map from the key's
+/// normalised cells, joined by [`KEY_PART_SEPARATOR`], to the row's entry
+/// in `keys`. These maps hold an owned copy of each key, so such a table
+/// costs some 60 bytes per row and key more than a single-key one: the
+/// price of finding one stored row by several keys.
+#[derive(Clone, Debug, Default)]
+struct Alternates {
+    keys: Vec<AlternateKey>,
+    /// The duplicates policy is `ambiguous`.
+    ambiguous: bool,
+    /// The `valid_from` and `valid_to` columns, if any.
+    validity: (Option<usize>, Option<usize>),
+}
+
+#[derive(Clone, Debug)]
+struct AlternateKey {
+    /// Column indices, in the order of the key.
+    columns: Vec<usize>,
+    /// Key -> its rows, by start of validity (one, without intervals),
+    /// their intervals disjoint.
+    map: HashMap<Box<str>, Vec<Slot>>,
+}
+
+/// A row of a key, valid over `interval`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    interval: Interval,
+    /// The row's entry in `keys`.
+    k: u32,
+    /// The row's offset in `rows`, so that a lookup need not read it from
+    /// `keys`.
+    row: u32,
+    /// Rows of the key whose interval overlapped this one's (1: none).
+    rows: u32,
+}
+
+/// Joins the parts of a compound key (normalised cells cannot hold it: a
+/// control character in a cell would have to match one in the call's value
+/// at the same place).
+pub const KEY_PART_SEPARATOR: char = '\u{1f}';
 
 impl fmt::Debug for TableIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,8 +370,78 @@ impl TableIndex {
         &self.columns
     }
 
+    /// The key column; for a table with compound or fallback keys, the
+    /// first column of the first key.
     pub fn key_column(&self) -> &str {
-        &self.columns[self.key_column]
+        match &self.alternates {
+            Some(alt) => alt
+                .keys
+                .first()
+                .and_then(|k| k.columns.first())
+                .map_or("", |&c| self.columns[c].as_str()),
+            None => &self.columns[self.key_column],
+        }
+    }
+
+    /// The keys tried in order, as column indices: several for a table with
+    /// compound or fallback keys, else the key column alone.
+    pub fn key_entries(&self) -> Vec<&[usize]> {
+        match &self.alternates {
+            Some(alt) => alt.keys.iter().map(|k| k.columns.as_slice()).collect(),
+            None => vec![std::slice::from_ref(&self.key_column)],
+        }
+    }
+
+    /// Whether the table has compound or fallback keys.
+    pub fn has_alternates(&self) -> bool {
+        self.alternates.is_some()
+    }
+
+    /// Finds the row of key `entry` (an index into [`Self::key_entries`])
+    /// from its normalised parts joined by [`KEY_PART_SEPARATOR`]: of the
+    /// key's rows, the one valid at `at_ms` (epoch milliseconds).
+    pub fn lookup_entry(&self, entry: usize, key: &str, at_ms: i64) -> Lookup<'_> {
+        let Some(alt) = &self.alternates else {
+            return if entry == 0 {
+                self.lookup_normalized(key)
+            } else {
+                Lookup::NotFound
+            };
+        };
+        let Some(slots) = alt.keys.get(entry).and_then(|k| k.map.get(key)) else {
+            return Lookup::NotFound;
+        };
+        // A handful of rows per key at most, in practice: a scan beats a search.
+        match slots.iter().find(|s| s.interval.holds(at_ms)) {
+            None => Lookup::NotFound,
+            Some(s) if alt.ambiguous && s.rows > 1 => Lookup::Ambiguous {
+                rows: s.rows as usize,
+            },
+            Some(s) => Lookup::Found(RowRef {
+                index: self,
+                key: s.k,
+                row: s.row,
+            }),
+        }
+    }
+
+    /// The `valid_from` and `valid_to` cells of a row, when the table has
+    /// intervals.
+    pub fn validity_of(&self, row: &RowRef<'_>) -> Option<(String, String)> {
+        let alt = self.alternates.as_ref()?;
+        let cell = |c: Option<usize>| c.map(|c| row.get(c).into_owned()).unwrap_or_default();
+        match alt.validity {
+            (None, None) => None,
+            (from, to) => Some((cell(from), cell(to))),
+        }
+    }
+
+    /// Distinct keys of a table with compound or fallback keys, all keys
+    /// together.
+    pub fn alternate_keys(&self) -> usize {
+        self.alternates
+            .as_ref()
+            .map_or(0, |alt| alt.keys.iter().map(|k| k.map.len()).sum())
     }
 
     /// The position of the key column in [`Self::columns`].
@@ -229,13 +471,23 @@ impl TableIndex {
     }
 
     /// Finds the row of an already normalised key.
+    /// In `prefix` and `phone_prefix` modes, the row of the longest key
+    /// that `key` starts with.
     pub fn lookup_normalized(&self, key: &str) -> Lookup<'_> {
         let key = key.as_bytes();
-        let hash = self.hasher.hash_one(key);
         let keys = &self.keys;
-        match self.table.find(hash, |&k| key_at(keys, k as usize) == key) {
+        let found = match &self.prefixes {
+            Some(prefixes) => prefixes.find(keys, key),
+            None => {
+                let hash = self.hasher.hash_one(key);
+                self.table
+                    .find(hash, |&k| key_at(keys, k as usize) == key)
+                    .copied()
+            }
+        };
+        match found {
             None => Lookup::NotFound,
-            Some(&k) => {
+            Some(k) => {
                 if !self.ambiguous.is_empty()
                     && let Some(&rows) = self.ambiguous.get(&k)
                 {
@@ -270,6 +522,27 @@ impl TableIndex {
                 .keys()
                 .map(|k| k.capacity() + 2 * size_of::<String>())
                 .sum::<usize>()
+            + self.prefixes.as_ref().map_or(0, |p| p.heap_bytes())
+            + self.alternates.as_ref().map_or(0, |alt| {
+                alt.keys
+                    .iter()
+                    .map(|k| {
+                        k.map.allocation_size()
+                            + k.map
+                                .iter()
+                                .map(|(key, slots)| key.len() + slots.capacity() * size_of::<Slot>())
+                                .sum::<usize>()
+                    })
+                    .sum()
+            })
+    }
+
+    /// The storage slot of a column other than the key column.
+    pub(crate) fn slot_of_column(&self, column: usize) -> Option<usize> {
+        self.slot_of
+            .get(column)
+            .copied()
+            .filter(|&s| s < self.by_name.len())
     }
 
     /// The storage slot (position in [`RowRef::cells_by_name`]) of a column
@@ -553,15 +826,19 @@ impl Dictionary {
         self.text.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 2
     }
 
-    /// A cheap hash of a short value (its first 8 bytes, its last and its
-    /// length), so looking a cell up costs little next to parsing it.
+    /// A cheap hash of a short value (its first 8 bytes, its last 8 and
+    /// its length), so looking a cell up costs little next to parsing it.
+    /// The last bytes count as much as the first: ids that share a prefix
+    /// and a length (`agent00000123`) differ at their end, and hashing only
+    /// their last byte put thousands of them on a few slots.
     #[inline]
     fn slot(&self, value: &[u8]) -> usize {
         let mut word = [0u8; 8];
         let head = value.len().min(8);
         word[..head].copy_from_slice(&value[..head]);
-        let last = value.last().copied().unwrap_or(0) as u64;
-        let h = (u64::from_le_bytes(word) ^ (last << 56) ^ value.len() as u64)
+        let mut tail = [0u8; 8];
+        tail[8 - head..].copy_from_slice(&value[value.len() - head..]);
+        let h = (u64::from_le_bytes(word) ^ u64::from_le_bytes(tail).rotate_left(29) ^ value.len() as u64)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (h >> 40) as usize & (self.table.len() - 1)
     }
@@ -690,6 +967,8 @@ impl IndexBuilder {
                 slot_of,
                 slot_by_name,
                 template,
+                alternates: None,
+                prefixes: None,
             },
             on_duplicate,
             repeated: hashbrown::HashSet::new(),
@@ -776,6 +1055,76 @@ impl IndexBuilder {
         }
     }
 
+    /// Gives the table compound or fallback keys: `entries` holds each
+    /// key's column indices. The rows are then pushed under unique row
+    /// numbers, and each key through [`Self::push_alternate`].
+    pub(crate) fn set_alternates(
+        &mut self,
+        entries: Vec<Vec<usize>>,
+        validity: (Option<usize>, Option<usize>),
+        ambiguous: bool,
+    ) {
+        self.index.alternates = Some(Box::new(Alternates {
+            keys: entries
+                .into_iter()
+                .map(|columns| AlternateKey {
+                    columns,
+                    map: HashMap::new(),
+                })
+                .collect(),
+            ambiguous,
+            validity,
+        }));
+    }
+
+    /// Adds key `entry` of the row last pushed (at entry `k` of `keys`),
+    /// valid over `interval`, under the duplicates policy: a row whose
+    /// interval overlaps one of an earlier row of the same key is a
+    /// duplicate. Returns, for a duplicate, whether it is the key's first
+    /// and the earlier row's entry.
+    pub(crate) fn push_alternate(
+        &mut self,
+        entry: usize,
+        key: &str,
+        k: u32,
+        interval: Interval,
+    ) -> Option<(bool, u32)> {
+        let on_duplicate = self.on_duplicate;
+        let row = row_offset(&self.index.keys, k as usize);
+        let alt = self
+            .index
+            .alternates
+            .as_mut()
+            .and_then(|a| a.keys.get_mut(entry))?;
+        let slots = alt.map.entry_ref(key).or_default();
+        let new = Slot {
+            interval,
+            k,
+            row,
+            rows: 1,
+        };
+        let Some(i) = slots.iter().position(|s| s.interval.overlaps(&interval)) else {
+            let at = slots.partition_point(|s| s.interval.start() <= interval.start());
+            slots.insert(at, new);
+            return None;
+        };
+        let earlier = slots[i];
+        slots[i].rows = earlier.rows.saturating_add(1);
+        if on_duplicate == OnDuplicate::KeepLast {
+            // The later row wins over every row it overlaps.
+            let rows = slots
+                .iter()
+                .filter(|s| s.interval.overlaps(&interval))
+                .map(|s| s.rows)
+                .max()
+                .unwrap_or(1);
+            slots.retain(|s| !s.interval.overlaps(&interval));
+            let at = slots.partition_point(|s| s.interval.start() <= interval.start());
+            slots.insert(at, Slot { rows, ..new });
+        }
+        Some((earlier.rows == 1, earlier.k))
+    }
+
     /// Adds a row whose match key is `key` and whose trimmed cells are
     /// `cell(column)` for each column.
     #[cfg(test)]
@@ -815,6 +1164,14 @@ impl IndexBuilder {
             .table
             .shrink_to_fit(|&k| hasher.hash_one(key_at(keys, k as usize)));
         index.ambiguous.shrink_to_fit();
+        if let Some(alt) = index.alternates.as_mut() {
+            for key in &mut alt.keys {
+                key.map.shrink_to_fit();
+            }
+        }
+        if index.matcher.mode().is_prefix() && index.alternates.is_none() {
+            index.prefixes = Some(Box::new(Prefixes::build(&index.keys, &index.table)));
+        }
         index
     }
 }

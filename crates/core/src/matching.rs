@@ -19,6 +19,13 @@ pub enum MatchMode {
     CaseInsensitive,
     /// Equal as E.164 phone numbers, national numbers read in a default region.
     Phone,
+    /// The longest key cell that the trimmed value starts with (number
+    /// ranges: `+331` beats `+33`).
+    Prefix,
+    /// [`MatchMode::Prefix`] on phone numbers: the value in E.164, the key
+    /// cells as E.164 prefixes (`+33 1`, `0033 1` and, in region FR, `01`
+    /// are all `+331`).
+    PhonePrefix,
 }
 
 impl MatchMode {
@@ -27,7 +34,14 @@ impl MatchMode {
             MatchMode::Exact => "exact",
             MatchMode::CaseInsensitive => "case_insensitive",
             MatchMode::Phone => "phone",
+            MatchMode::Prefix => "prefix",
+            MatchMode::PhonePrefix => "phone_prefix",
         }
+    }
+
+    /// A key matches the start of a value, the longest key winning.
+    pub fn is_prefix(self) -> bool {
+        matches!(self, MatchMode::Prefix | MatchMode::PhonePrefix)
     }
 }
 
@@ -80,9 +94,9 @@ impl Matcher {
             return None;
         }
         match self.mode {
-            MatchMode::Exact => Some(Cow::Borrowed(trimmed)),
+            MatchMode::Exact | MatchMode::Prefix => Some(Cow::Borrowed(trimmed)),
             MatchMode::CaseInsensitive => Some(fold_case(trimmed)),
-            MatchMode::Phone => {
+            MatchMode::Phone | MatchMode::PhonePrefix => {
                 let number = phonenumber::parse(self.region, trimmed).ok()?;
                 let e164 = phonenumber::format(&number)
                     .mode(phonenumber::Mode::E164)
@@ -90,6 +104,39 @@ impl Matcher {
                 (!e164.is_empty()).then_some(Cow::Owned(e164))
             }
         }
+    }
+}
+
+impl Matcher {
+    /// The comparable form of a key cell: [`Self::normalize`], except in
+    /// `phone_prefix` mode, where a cell is a number's first digits rather
+    /// than a number: `+` (or `00`, or the region's national prefix, which
+    /// stands for the region's country code) and digits, with spaces,
+    /// dashes, dots, slashes and parentheses ignored.
+    pub fn normalize_cell<'a>(&self, raw: &'a str) -> Option<Cow<'a, str>> {
+        if self.mode != MatchMode::PhonePrefix {
+            return self.normalize(raw);
+        }
+        let digits: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '/' | '(' | ')' | '\u{a0}'))
+            .collect();
+        let international = if let Some(rest) = digits.strip_prefix('+') {
+            rest.to_string()
+        } else if let Some(rest) = digits.strip_prefix("00") {
+            rest.to_string()
+        } else {
+            let region = self.region.as_ref()?;
+            let metadata = phonenumber::metadata::DATABASE.by_id(region.as_ref())?;
+            let national = metadata.national_prefix().unwrap_or("");
+            let rest = digits.strip_prefix(national).filter(|_| !national.is_empty())?;
+            format!("{}{rest}", metadata.country_code())
+        };
+        if international.is_empty() || !international.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Cow::Owned(format!("+{international}")))
     }
 }
 
@@ -168,6 +215,27 @@ mod tests {
             norm(MatchMode::Phone, None, "+1 650 253 0000").as_deref(),
             Some("+16502530000")
         );
+    }
+
+    #[test]
+    fn phone_prefix_cells_are_e164_prefixes() {
+        let m = Matcher::new(MatchMode::PhonePrefix, Some("FR")).unwrap();
+        let cell = |raw| m.normalize_cell(raw).map(Cow::into_owned);
+        assert_eq!(cell("+33 1").as_deref(), Some("+331"));
+        assert_eq!(cell("0033-1").as_deref(), Some("+331"));
+        assert_eq!(cell("01").as_deref(), Some("+331"));
+        assert_eq!(cell("(+1) 650").as_deref(), Some("+1650"));
+        assert_eq!(cell("+"), None);
+        assert_eq!(cell("Paris"), None);
+        assert_eq!(cell("1"), None);
+        // The value is a whole number, in E.164.
+        assert_eq!(m.normalize("01 02 03 04 05").as_deref(), Some("+33102030405"));
+        let none = Matcher::new(MatchMode::PhonePrefix, None).unwrap();
+        assert_eq!(none.normalize_cell("01"), None);
+        assert_eq!(none.normalize_cell("+44").as_deref(), Some("+44"));
+        // Plain prefixes are the trimmed text.
+        let plain = Matcher::new(MatchMode::Prefix, None).unwrap();
+        assert_eq!(plain.normalize_cell(" +33 1 ").as_deref(), Some("+33 1"));
     }
 
     #[test]

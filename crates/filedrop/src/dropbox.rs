@@ -259,17 +259,34 @@ impl Dropbox {
             Err(e) => return refused(e.to_string()),
         };
         let filename = path.file_name().map(str::to_string);
-        match tables::upload_reference_table(
-            &self.services,
-            &tenant.id,
-            &table_name,
-            upload,
-            channel,
-            filename,
-            None,
-        )
-        .await
-        {
+        // `NAME.delta.csv`: rows with an `_op` column applied to the active version.
+        let delta = filename
+            .as_deref()
+            .is_some_and(|f| f.to_ascii_lowercase().ends_with(".delta.csv"));
+        let outcome = if delta {
+            tables::upload_delta(
+                &self.services,
+                &tenant.id,
+                &table_name,
+                upload,
+                channel,
+                filename,
+                tables::Guards::Apply,
+            )
+            .await
+        } else {
+            tables::upload_reference_table(
+                &self.services,
+                &tenant.id,
+                &table_name,
+                upload,
+                channel,
+                filename,
+                None,
+            )
+            .await
+        };
+        match outcome {
             Ok(outcome) => report_upload(&name, table, &outcome),
             Err(e) => refused(e.to_string()),
         }

@@ -59,6 +59,19 @@ pub(crate) struct EnrichmentView {
     pub collisions: Vec<CollisionView>,
     #[schema(schema_with = crate::openapi::date_time)]
     pub at: String,
+    /// The columns of the key that matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub matched_by: Option<Vec<String>>,
+    /// With compound or fallback keys: each key tried, in order, and its outcome.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>, required = false)]
+    pub keys_tried: Vec<callmeta_core::enrich::KeyAttempt>,
+    /// With `valid_from`/`valid_to`: the validity of the row used
+    /// (`{"valid_from", "valid_to"}`, as its cells say; empty: open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, required = false)]
+    pub interval: Option<callmeta_core::enrich::ValidInterval>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,6 +119,9 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
             })
             .collect(),
         at: format_timestamp(r.at_ms),
+        matched_by: r.matched_by.clone(),
+        keys_tried: r.keys_tried.clone(),
+        interval: r.interval.clone(),
     }
 }
 

@@ -78,6 +78,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/tables", get(tables::list_tables))
         .route("/tables/{name}", put(tables::put_table).get(tables::get_table))
         .route(
+            "/tables/{name}/versions/{id}/activate",
+            post(tables::activate_version),
+        )
+        .route(
             "/tables/{name}/data",
             // Uploads enforce their own, much larger, limit while streaming.
             put(tables::put_table_data).layer(DefaultBodyLimit::disable()),

@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::tables::get_table,
         super::tables::put_table,
         super::tables::put_table_data,
+        super::tables::activate_version,
         super::calls::create_call,
         super::calls::list_calls,
         super::calls::get_call,
@@ -120,11 +121,23 @@ pub(crate) fn match_mode() -> Object {
     use MatchMode::*;
     // Exhaustive, so a new mode cannot be left out of the document.
     let _ = |m: MatchMode| match m {
-        Exact | CaseInsensitive | Phone => (),
+        Exact | CaseInsensitive | Phone | Prefix | PhonePrefix => (),
     };
     string_enum(
-        [Exact, CaseInsensitive, Phone].map(MatchMode::as_str),
-        "How key values are compared: `exact` (default), `case_insensitive` (Unicode case folding) or `phone` (as E.164 numbers).",
+        [Exact, CaseInsensitive, Phone, Prefix, PhonePrefix].map(MatchMode::as_str),
+        "How key values are compared: `exact` (default), `case_insensitive` (Unicode case folding), `phone` (as E.164 numbers), \
+         `prefix` (the longest key cell the value starts with) or `phone_prefix` (the same, the value in E.164 and the key cells as E.164 prefixes).",
+    )
+}
+
+pub(crate) fn header_change() -> Object {
+    use callmeta_core::csv::HeaderChange::*;
+    let _ = |h: callmeta_core::csv::HeaderChange| match h {
+        Accept | Reject => (),
+    };
+    string_enum(
+        [Accept, Reject].map(callmeta_core::csv::HeaderChange::as_str),
+        "Activation guard: `reject` records, without activating, an upload that lacks a column of the active version; `accept` (default) activates it.",
     )
 }
 
@@ -273,6 +286,28 @@ pub(crate) fn column_name() -> Object {
         ))
         .examples(["agent_id"])
         .build()
+}
+
+/// Compound or fallback keys: a list of keys, each a list of column names.
+pub(crate) fn key_entries() -> ArrayBuilder {
+    use callmeta_core::csv::MAX_KEYS;
+    let entry: RefOr<Schema> = RefOr::T(Schema::Array(
+        ArrayBuilder::new()
+            .items(RefOr::T(Schema::Object(column_name())))
+            .min_items(Some(1))
+            .max_items(Some(MAX_KEYS))
+            .description(Some("One key: one column, or several that must all match"))
+            .build(),
+    ));
+    ArrayBuilder::new()
+        .items(entry)
+        .min_items(Some(1))
+        .max_items(Some(MAX_KEYS))
+        .description(Some(
+            "Compound or fallback keys, tried in order; the first that matches wins \
+             (e.g. `[[\"site\", \"extension\"], [\"agent_email\"]]`). A column may not repeat within a key, \
+             nor a key within the list.",
+        ))
 }
 
 /// A call's own metadata as sent: text, number or boolean values.

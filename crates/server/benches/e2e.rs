@@ -119,6 +119,11 @@ async fn receive_version(
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
+        valid_from: None,
+        valid_to: None,
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),

@@ -278,6 +278,11 @@ async fn import(
     {
         let options = callmeta_core::csv::TableOptions {
             key: callmeta_core::domain::ColumnName::parse(key)?,
+            max_row_drop_pct: None,
+            on_header_change: Default::default(),
+            valid_from: None,
+            valid_to: None,
+            keys: None,
             match_mode: Default::default(),
             region: None,
             duplicates: Default::default(),

@@ -12,6 +12,37 @@ use crate::calls::{CALL_COLUMNS, PendingCall};
 use crate::error::{Context, is_unique_violation};
 use crate::rows::*;
 
+/// Records an activation in the history and, on PostgreSQL, tells the other
+/// nodes (delivered when the transaction commits).
+async fn record_activation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: crate::dialect::Backend,
+    tenant: &TenantId,
+    version: &VersionRecord,
+    channel: &str,
+    at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO activations (tenant_id, table_name, version_id, activated_ms, channel) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&tenant.0)
+    .bind(version.table.as_str())
+    .bind(&version.id)
+    .bind(at_ms)
+    .bind(channel)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(notify) = backend.notify_activation() {
+        sqlx::query(notify)
+            .bind(crate::dialect::VERSIONS_CHANNEL)
+            .bind(format!("{}/{}", tenant.0, version.table))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 const TABLE_COLUMNS: &str = "name, options, active_version, created_ms, updated_ms";
 
 fn affected_one(rows: u64) -> Result<(), StoreError> {
@@ -273,16 +304,77 @@ impl Store for SqlStore {
             .await
             .doing(doing)?;
             affected_one(updated.rows_affected())?;
-            if let Some(notify) = self.backend.notify_activation() {
-                sqlx::query(notify)
-                    .bind(crate::dialect::VERSIONS_CHANNEL)
-                    .bind(format!("{}/{}", tenant.0, version.table))
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
-            }
+            record_activation(
+                &mut tx,
+                self.backend,
+                tenant,
+                version,
+                &version.channel,
+                version.created_ms,
+            )
+            .await
+            .doing(doing)?;
         }
         tx.commit().await.doing(doing)
+    }
+
+    async fn activate_version(
+        &self,
+        tenant: &TenantId,
+        version: &VersionRecord,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let doing = "activating a version";
+        let mut tx = self
+            .pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .doing(doing)?;
+        let updated = sqlx::query(
+            "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \
+             WHERE tenant_id = $4 AND name = $5",
+        )
+        .bind(&version.id)
+        .bind(to_json(&version.options))
+        .bind(now_ms)
+        .bind(&tenant.0)
+        .bind(version.table.as_str())
+        .execute(&mut *tx)
+        .await
+        .doing(doing)?;
+        affected_one(updated.rows_affected())?;
+        record_activation(&mut tx, self.backend, tenant, version, channel, now_ms)
+            .await
+            .doing(doing)?;
+        tx.commit().await.doing(doing)
+    }
+
+    async fn activations(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        limit: u32,
+    ) -> Result<Vec<ActivationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version_id, activated_ms, channel FROM activations WHERE tenant_id = $1 AND table_name = $2 \
+             ORDER BY activated_ms DESC LIMIT $3",
+        )
+        .bind(&tenant.0)
+        .bind(name.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading activations")?;
+        rows.iter()
+            .map(|row| {
+                Ok(ActivationRecord {
+                    version: row.text("version_id")?,
+                    activated_ms: row.int("activated_ms")?,
+                    channel: row.text("channel")?,
+                })
+            })
+            .collect()
     }
 
     async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError> {

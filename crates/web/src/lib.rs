@@ -82,6 +82,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
             post(pages::upload).layer(DefaultBodyLimit::max(max_form)),
         )
         .route("/tables/{name}/settings", post(pages::table_settings))
+        .route("/tables/{name}/versions/{id}/activate", post(pages::activate))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/htmx.min.js", get(htmx))

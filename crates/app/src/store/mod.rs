@@ -203,6 +203,16 @@ impl CallSource {
     }
 }
 
+/// A version becoming a table's active one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationRecord {
+    pub version: String,
+    pub activated_ms: i64,
+    /// `http`, `cli`, `ftp`, `sftp`, `web` or `settings` (an upload or a
+    /// settings change), or the channel that asked for a rollback.
+    pub channel: String,
+}
+
 /// A version's original in blob storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredOriginal {
@@ -302,6 +312,23 @@ pub trait Store: Send + Sync + 'static {
         activate: bool,
     ) -> Result<(), StoreError>;
     async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError>;
+    /// Makes an accepted version of the table its active one again, with
+    /// its options, and records the activation (one transaction, which
+    /// also notifies the other nodes).
+    async fn activate_version(
+        &self,
+        tenant: &TenantId,
+        version: &VersionRecord,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The table's activations, newest first (at most `limit`).
+    async fn activations(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        limit: u32,
+    ) -> Result<Vec<ActivationRecord>, StoreError>;
     /// The originals of the tenant's rejected uploads still in blob storage,
     /// newest first.
     async fn rejected_originals(&self, tenant: &TenantId) -> Result<Vec<StoredOriginal>, StoreError>;

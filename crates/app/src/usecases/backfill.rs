@@ -71,12 +71,21 @@ struct Progress {
 
 const PAGE: u32 = 500;
 
-/// Same outcome, ignoring when it was computed.
+/// Same outcome, ignoring when it was computed and from which version (a
+/// later upload whose row for the call is the same changes nothing), and
+/// `matched_by` when one side has none (a result stored before results
+/// named the key).
 fn same(a: &[EnrichmentResult], b: &[EnrichmentResult]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
+            let matched_by = match (&x.matched_by, &y.matched_by) {
+                (None, _) | (_, None) => y.matched_by.clone(),
+                (Some(m), _) => Some(m.clone()),
+            };
             EnrichmentResult {
                 at_ms: y.at_ms,
+                version: y.version.clone(),
+                matched_by,
                 ..x.clone()
             } == *y
         })
@@ -236,7 +245,13 @@ async fn run(
         let report = &mut progress.report;
         for mut call in calls {
             report.examined += 1;
-            let fresh = enrich_now(services, tenant, &call.metadata, services.now_ms());
+            let fresh = enrich_now(
+                services,
+                tenant,
+                &call.metadata,
+                services.now_ms(),
+                call.timestamp_ms,
+            );
             count(&mut report.before, &call.enrichment);
             count(&mut report.after, &fresh);
             if same(&call.enrichment, &fresh) {

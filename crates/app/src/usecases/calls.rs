@@ -58,12 +58,14 @@ pub const MAX_LIMIT: u32 = 1000;
 pub const MAX_OFFSET: u64 = 100_000;
 
 /// Enriches metadata from the tenant's current snapshot: every table, one
-/// version each, all from the same snapshot.
+/// version each, all from the same snapshot. `call_ms`, the call's
+/// timestamp, picks the row of a table whose rows have validity intervals.
 pub fn enrich_now(
     services: &Services,
     tenant: &TenantId,
     metadata: &Metadata,
     at_ms: i64,
+    call_ms: i64,
 ) -> Vec<EnrichmentResult> {
     let snapshot = services.tables.snapshot(tenant);
     let views: Vec<TableView<'_>> = snapshot
@@ -76,7 +78,7 @@ pub fn enrich_now(
             index: t.index.as_deref(),
         })
         .collect();
-    enrich::enrich(metadata, &views, at_ms)
+    enrich::enrich_at(metadata, &views, at_ms, call_ms)
 }
 
 /// Calls in one page when a query does not say (`limit`).
@@ -321,7 +323,7 @@ pub async fn create_call(
         .timestamp_ms
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
         .unwrap_or(now);
-    let enrichment = enrich_now(services, tenant, &new.metadata, now);
+    let enrichment = enrich_now(services, tenant, &new.metadata, now, timestamp_ms);
     let unique_id = new_id();
     tracing::Span::current().record("call_id", unique_id.as_str());
     let audio_key = match new.audio {
@@ -405,7 +407,7 @@ pub async fn update_call_metadata(
         return Ok(call);
     }
     let now = services.now_ms();
-    call.enrichment = enrich_now(services, tenant, &metadata, now);
+    call.enrichment = enrich_now(services, tenant, &metadata, now, call.timestamp_ms);
     call.metadata = metadata;
     call.updated_ms = now;
     services.store.update_call(tenant, &call).await?;

@@ -24,7 +24,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use callmeta_core::csv::{self, Report, TableOptions};
+use callmeta_core::csv::{self, HeaderChange, Report, TableOptions};
+use callmeta_core::delta;
 use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
@@ -32,7 +33,7 @@ use callmeta_core::matching::Matcher;
 use super::uploads::{self, Received};
 use super::{AppError, Services, active_tables, jobs, new_id};
 use crate::spool::SpoolSource;
-use crate::store::{Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
+use crate::store::{ActivationRecord, Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
 /// How an upload arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +72,21 @@ pub struct UploadOutcome {
 pub struct TableDetails {
     pub table: TableRecord,
     pub versions: Vec<VersionRecord>,
+    /// The latest activations, newest first.
+    pub activations: Vec<ActivationRecord>,
 }
+
+/// Activations listed with a table.
+const ACTIVATIONS_SHOWN: u32 = 50;
 
 pub fn parse_table_name(name: &str) -> Result<TableName, AppError> {
     TableName::parse(name).map_err(|e| AppError::invalid("table", e.to_string()))
 }
 
 fn validate_options(options: &TableOptions) -> Result<(), AppError> {
+    options
+        .check()
+        .map_err(|e| AppError::invalid(e.field(), e.to_string()))?;
     Matcher::new(options.match_mode, options.region.as_deref())
         .map(|_| ())
         .map_err(|e| AppError::invalid("region", e.to_string()))
@@ -122,6 +131,9 @@ pub async fn configure_table(
                 Channel::Settings,
                 active.filename.clone(),
                 None,
+                // The active data under new settings: nothing to guard against.
+                Guards::Override,
+                None,
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
@@ -151,7 +163,76 @@ pub async fn table_details(
         .await?
         .pop()
         .ok_or_else(|| not_found(StoreError::NotFound, name))?;
-    Ok(TableDetails { table, versions })
+    let activations = services
+        .store
+        .activations(tenant, name, ACTIVATIONS_SHOWN)
+        .await?;
+    Ok(TableDetails {
+        table,
+        versions,
+        activations,
+    })
+}
+
+/// Makes an accepted version of a table its active one again (a rollback,
+/// or a roll forward), recorded in the table's activations with `channel`.
+/// The version is loaded first, under the ingest memory budget, and
+/// installed once its activation is committed; other nodes pick it up from
+/// the store (at once with PostgreSQL's notification, else at their next
+/// refresh).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version = version_id))]
+pub async fn activate_version(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    version_id: &str,
+    channel: Channel,
+) -> Result<TableDetails, AppError> {
+    let table = require_table(services, tenant, name).await?;
+    let missing = || AppError::NotFound(format!("version {version_id} of table {name}"));
+    let version = match services.store.version(tenant, version_id).await {
+        Ok(v) if v.table == *name => v,
+        Ok(_) | Err(StoreError::NotFound) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if !version.accepted {
+        return Err(AppError::Conflict(format!(
+            "version {version_id} was rejected ({}): only an accepted version can be activated",
+            version.report.error.as_deref().unwrap_or("refused")
+        )));
+    }
+    if table.active_version.as_deref() == Some(version_id) {
+        return table_details(services, tenant, name).await;
+    }
+    let bytes = services.blobs.get(&version.blob_key).await?;
+    let upload = Received::from_stored(services, bytes).await?;
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
+    let (index, report) = ingest(services, &version.options, Arc::new(upload), None).await?;
+    let Some(index) = index else {
+        return Err(AppError::Unexpected(anyhow::anyhow!(
+            "stored version {version_id} no longer ingests: {}",
+            report.error.as_deref().unwrap_or("rejected")
+        )));
+    };
+    let held = active_tables::hold_installs(services).await;
+    services
+        .store
+        .activate_version(tenant, &version, channel.as_str(), services.now_ms())
+        .await?;
+    active_tables::install(
+        services,
+        &held,
+        tenant,
+        name,
+        &version.options,
+        Some(version_id),
+        Some(index),
+    )
+    .await?;
+    drop(held);
+    tracing::info!(tenant = %tenant, table = %name, version = %version_id, channel = channel.as_str(),
+        "version activated again");
+    table_details(services, tenant, name).await
 }
 
 /// Calls enriched from a version of a table: (results, matched).
@@ -167,13 +248,19 @@ pub async fn match_counts(
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_tables(services: &Services, tenant: &TenantId) -> Result<Vec<TableDetails>, AppError> {
-    Ok(services
-        .store
-        .tables_with_versions(tenant, None)
-        .await?
-        .into_iter()
-        .map(|(table, versions)| TableDetails { table, versions })
-        .collect())
+    let mut all = Vec::new();
+    for (table, versions) in services.store.tables_with_versions(tenant, None).await? {
+        let activations = services
+            .store
+            .activations(tenant, &table.name, ACTIVATIONS_SHOWN)
+            .await?;
+        all.push(TableDetails {
+            table,
+            versions,
+            activations,
+        });
+    }
+    Ok(all)
 }
 
 fn not_found(e: StoreError, name: &TableName) -> AppError {
@@ -198,10 +285,19 @@ pub async fn require_table(
     })
 }
 
+/// Whether the table's activation guards (`max_row_drop_pct`,
+/// `on_header_change`) apply to an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guards {
+    Apply,
+    /// Activate an accepted upload whatever the guards say (`?force=true`).
+    Override,
+}
+
 /// Uploads a new version of a table (any channel), from an upload received
 /// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
-/// for its share of the ingest memory budget.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+/// for its share of the ingest memory budget. The table's activation guards
+/// apply.
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
@@ -210,6 +306,112 @@ pub async fn upload_reference_table(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+) -> Result<UploadOutcome, AppError> {
+    upload_reference_table_with(
+        services,
+        tenant,
+        name,
+        upload,
+        channel,
+        filename,
+        progress,
+        Guards::Apply,
+    )
+    .await
+}
+
+/// A delta upload (rows with an `_op` column: `upsert`, `delete`): applied
+/// to the active version's rows, it makes a new full version, recorded and
+/// activated like any upload (the activation guards apply unless
+/// overridden); its report counts what the delta did. The delta and the
+/// active rows are held in memory while it is applied (under the ingest
+/// memory budget): deltas are meant to be small next to the table.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+pub async fn upload_delta(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    guards: Guards,
+) -> Result<UploadOutcome, AppError> {
+    let table = require_table(services, tenant, name).await?;
+    uploads::check_declared_size(services, upload.len())?;
+    let active = match &table.active_version {
+        Some(id) => Some(services.store.version(tenant, id).await?),
+        None => None,
+    };
+    let active_len = active.as_ref().map_or(0, |v| v.bytes);
+    let full = {
+        let _memory = uploads::reserve_memory(services, upload.len().saturating_add(active_len)).await?;
+        let delta_bytes = tokio::fs::read(upload.path())
+            .await
+            .with_context(|| format!("reading delta upload {}", upload.path().display()))?;
+        drop(upload);
+        let invalid = |e: String| AppError::invalid("delta", e);
+        let (header, rows) = csv::parse_records(&delta_bytes, &services.limits)
+            .map_err(|e| invalid(format!("the delta cannot be read: {e}")))?;
+        drop(delta_bytes);
+        let delta = delta::Records { header, rows };
+        let active_records = match &active {
+            Some(v) => {
+                let bytes = services.blobs.get(&v.blob_key).await?;
+                let (header, rows) = csv::parse_records(&bytes, &services.limits)
+                    .map_err(|e| AppError::Unexpected(anyhow::anyhow!("active version {}: {e}", v.id)))?;
+                delta::Records { header, rows }
+            }
+            None => delta::Records {
+                header: delta
+                    .header
+                    .iter()
+                    .filter(|c| *c != delta::OP_COLUMN)
+                    .cloned()
+                    .collect(),
+                rows: Vec::new(),
+            },
+        };
+        let key: Vec<String> = table.options.key_entries()[0]
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        let matcher = Matcher::new(table.options.match_mode, table.options.region.as_deref())
+            .map_err(|e| AppError::invalid("region", e.to_string()))?;
+        let (records, counts) =
+            delta::apply(active_records, delta, &key, &matcher).map_err(|e| invalid(e.to_string()))?;
+        (delta::to_csv(&records), counts)
+    };
+    let (bytes, counts) = full;
+    let upload = Received::from_stored(services, bytes.into()).await?;
+    let _memory = uploads::reserve_memory(services, upload.len()).await?;
+    ingest_and_record(
+        services,
+        tenant,
+        name,
+        &table.options,
+        upload,
+        channel,
+        filename,
+        None,
+        guards,
+        Some(counts),
+    )
+    .await
+}
+
+/// [`upload_reference_table`], saying whether the activation guards apply.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
+pub async fn upload_reference_table_with(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+    guards: Guards,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
     uploads::check_declared_size(services, upload.len())?;
@@ -233,6 +435,8 @@ pub async fn upload_reference_table(
         channel,
         filename,
         progress,
+        guards,
+        None,
     )
     .await
 }
@@ -247,6 +451,8 @@ async fn ingest_and_record(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+    guards: Guards,
+    delta: Option<delta::DeltaCounts>,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     // The span of the upload (or of the settings change) names its version.
@@ -270,8 +476,13 @@ async fn ingest_and_record(
     let _lease = stored?;
     let (index, mut report) = ingested?;
     report.sha256 = upload.sha256().to_string();
+    report.delta = delta;
     drop(upload);
     let accepted = index.is_some();
+    if accepted && guards == Guards::Apply {
+        report.not_activated = guard_refusal(services, tenant, name, options, &report).await?;
+    }
+    let activate = accepted && report.not_activated.is_none();
     let version = VersionRecord {
         id: id.clone(),
         table: name.clone(),
@@ -287,8 +498,12 @@ async fn ingest_and_record(
         report,
     };
     let held = active_tables::hold_installs(services).await;
-    services.store.insert_version(tenant, &version, accepted).await?;
-    if let Some(index) = index {
+    services.store.insert_version(tenant, &version, activate).await?;
+    if let Some(why) = &version.report.not_activated {
+        drop(held);
+        tracing::info!(tenant = %tenant, table = %name, version = %id, channel = channel.as_str(),
+            reason = why.as_str(), "upload recorded, not activated: an activation guard held it back");
+    } else if let Some(index) = index {
         active_tables::install(services, &held, tenant, name, options, Some(&id), Some(index)).await?;
         tracing::info!(tenant = %tenant, table = %name, version = %id, rows = version.rows,
             channel = channel.as_str(), "version activated");
@@ -300,9 +515,63 @@ async fn ingest_and_record(
     }
     Ok(UploadOutcome {
         version,
-        activated: accepted,
+        activated: activate,
         unchanged: false,
     })
+}
+
+/// Why the table's activation guards hold an accepted upload back, if they
+/// do: compared with the active version, too many rows fewer
+/// (`max_row_drop_pct`), or a column gone (`on_header_change: reject`).
+async fn guard_refusal(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    options: &TableOptions,
+    report: &Report,
+) -> Result<Option<String>, AppError> {
+    if options.max_row_drop_pct.is_none() && options.on_header_change == HeaderChange::Accept {
+        return Ok(None);
+    }
+    let table = services.store.table(tenant, name).await?;
+    let Some(active_id) = table.active_version else {
+        return Ok(None);
+    };
+    let active = services.store.version(tenant, &active_id).await?;
+    let force = "upload again with force to activate it anyway";
+    if let Some(pct) = options.max_row_drop_pct {
+        let (before, after) = (active.rows, report.rows_accepted);
+        if before > 0 && after < before {
+            let dropped = (before - after) as f64 * 100.0 / before as f64;
+            if dropped > pct {
+                return Ok(Some(format!(
+                    "{after} rows against {before} in the active version: {dropped:.1}% fewer, over the \
+                     table's max_row_drop_pct of {pct}; {force}"
+                )));
+            }
+        }
+    }
+    if options.on_header_change == HeaderChange::Reject {
+        let gone: Vec<&str> = active
+            .report
+            .columns
+            .iter()
+            .filter(|c| !report.columns.contains(c))
+            .map(String::as_str)
+            .collect();
+        if !gone.is_empty() {
+            return Ok(Some(format!(
+                "the active version's {} {} missing or renamed, and the table's on_header_change is reject; {force}",
+                if gone.len() == 1 { "column" } else { "columns" },
+                gone.iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if gone.len() == 1 { " is" } else { " are" }
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Keeps the originals of a tenant's rejected uploads within

@@ -30,12 +30,14 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use hashbrown::DefaultHashBuilder;
 
 use super::{
-    BadRowPolicy, CsvError, Delimiter, DuplicatePolicy, Limits, LineCounter, MAX_DUPLICATE_EXAMPLES,
-    MAX_PROBLEMS, Report, RowProblem, TableOptions, check_binary_at, check_row, excerpt, find_key_column,
-    is_alignment_cell, sniff_line, trim, unclosed_quote,
+    BadRowPolicy, CsvError, Delimiter, DuplicatePolicy, KEY_SEPARATOR, Limits, LineCounter,
+    MAX_DUPLICATE_EXAMPLES, MAX_PROBLEMS, Report, RowProblem, TableOptions, Validity, check_binary_at,
+    check_row, check_row_keys, excerpt, find_key_column, is_alignment_cell, sniff_line, trim, unclosed_quote,
 };
-use crate::index::{Coding, IndexBuilder, OnDuplicate, Pushed, RowLayout, TableIndex};
+use crate::domain::ColumnName;
+use crate::index::{Coding, IndexBuilder, KEY_PART_SEPARATOR, OnDuplicate, Pushed, RowLayout, TableIndex};
 use crate::matching::{MatchMode, Matcher};
+use crate::validity::Interval;
 
 /// Where an upload's bytes come from. The core does no I/O: a caller hands
 /// it a file through this (or bytes already in memory, `&[u8]`).
@@ -496,6 +498,9 @@ pub(super) struct Header {
     pub delimiter: Delimiter,
     pub pipe_table: bool,
     pub names: Vec<String>,
+    /// The header line ended with a delimiter: its last field, unnamed and
+    /// empty, is not a column, and neither is the same field on a data row.
+    pub trailing_delimiter: bool,
 }
 
 /// Why reading stopped before the end of a text.
@@ -565,7 +570,10 @@ impl<'t> RowReader<'t> {
             let ends = &self.records.ends[..self.records.nends];
             let text = record_text(fields, ends).ok_or(Stop::NotUtf8)?;
             let (first, mut len) = cells_of(self.text, start, ends.len(), delimiter);
-            if self.header.pipe_table
+            // A row may end with a delimiter (a pipe table's closing pipe,
+            // or an export that ends every line with one) whatever the
+            // header did: an empty field past the last column is dropped.
+            if (delimiter == Delimiter::Pipe || self.header.trailing_delimiter)
                 && len == self.header.names.len() + 1
                 && field(text, ends, first + len - 1).is_some_and(|f| f.trim().is_empty())
             {
@@ -665,7 +673,12 @@ pub(super) fn read_header(text: &[u8], last: bool, limits: &Limits) -> Result<He
     let line = lines.line_at(offset as u64);
     let (first, mut len) = cells_of(text, offset, ends.len(), delimiter);
     let outer_pipes = first == 1;
-    if outer_pipes && len > 1 && field(record, ends, first + len - 1).is_some_and(|f| f.trim().is_empty()) {
+    // A header that ends with a delimiter (a pipe table's closing pipe with
+    // or without the opening one, or an export that ends every line with a
+    // delimiter) has an unnamed empty last field: that is not a column.
+    let trailing_delimiter =
+        len > 1 && field(record, ends, first + len - 1).is_some_and(|f| f.trim().is_empty());
+    if trailing_delimiter {
         len -= 1;
     }
     let error = |e| Err(Stop::Error(e));
@@ -707,8 +720,10 @@ pub(super) fn read_header(text: &[u8], last: bool, limits: &Limits) -> Result<He
     drop(seen);
     let mut header = Header {
         delimiter,
-        pipe_table: outer_pipes && !names.is_empty(),
+        pipe_table: (outer_pipes || (trailing_delimiter && delimiter == Delimiter::Pipe))
+            && !names.is_empty(),
         names,
+        trailing_delimiter,
     };
     let mut data = pos;
     // A markdown separator line (`|---|:---:|`) may follow a pipe header.
@@ -740,6 +755,11 @@ pub(super) fn read_header(text: &[u8], last: bool, limits: &Limits) -> Result<He
 pub(super) struct Context<'a> {
     pub header: Header,
     pub key_column: usize,
+    /// Compound or fallback keys: each key's column indices. The rows are
+    /// then indexed under a row number, and each key in its own map.
+    pub alternates: Option<Vec<Vec<usize>>>,
+    /// The `valid_from` and `valid_to` columns (with `alternates` only).
+    pub validity: Validity,
     pub options: &'a TableOptions,
     pub limits: &'a Limits,
     pub matcher: &'a Matcher,
@@ -757,6 +777,10 @@ struct Entry {
     hash: u64,
     key: (u32, u32),
     row: (u32, u32),
+    /// With compound or fallback keys: the row's keys in `Unit::tuples`.
+    tuples: (u32, u32),
+    /// When the row is valid (always, without `valid_from`/`valid_to`).
+    interval: Interval,
     /// Where its record's read began in the unit's text.
     offset: usize,
 }
@@ -779,6 +803,9 @@ pub(super) struct Unit {
     text: Vec<u8>,
     rows: String,
     keys: Vec<u8>,
+    /// With compound or fallback keys: each row's keys, in key order,
+    /// separated by [`KEY_SEPARATOR`] (an empty one: a column is empty).
+    tuples: String,
     entries: Vec<Entry>,
     rows_read: u64,
     rows_rejected: u64,
@@ -799,6 +826,7 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
         text: Vec::new(),
         rows: String::with_capacity(text.len()),
         keys: Vec::new(),
+        tuples: String::new(),
         entries: Vec::new(),
         rows_read: 0,
         rows_rejected: 0,
@@ -827,14 +855,31 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
             Ok(Next::Row(row)) => row,
         };
         unit.rows_read += 1;
-        let normalized = match check_row(
-            &row,
-            columns,
-            ctx.key_column,
-            &ctx.header.names,
-            ctx.limits,
-            ctx.matcher,
-        ) {
+        let mut row_interval = Interval::ALWAYS;
+        let checked = match &ctx.alternates {
+            None => check_row(
+                &row,
+                columns,
+                ctx.key_column,
+                &ctx.header.names,
+                ctx.limits,
+                ctx.matcher,
+            ),
+            Some(entries) => check_row_keys(
+                &row,
+                columns,
+                entries,
+                ctx.validity,
+                &ctx.header.names,
+                ctx.limits,
+                ctx.matcher,
+            )
+            .map(|(tuples, interval)| {
+                row_interval = interval;
+                tuples
+            }),
+        };
+        let normalized = match checked {
             Ok(normalized) => normalized,
             Err(issue) => {
                 let offset = row.offset;
@@ -853,11 +898,24 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
                 continue;
             }
         };
-        let key: &str = if ctx.matcher.mode() == MatchMode::Exact {
+        let ordinal;
+        let key: &str = if ctx.alternates.is_some() {
+            // A row number unique in the file (the unit's end is unique per
+            // unit): the keys are in `tuples`, `normalized` here.
+            ordinal = format!("{:x}.{:x}", raw_end, row.offset);
+            &ordinal
+        } else if ctx.matcher.mode() == MatchMode::Exact {
             row.get(ctx.key_column)
         } else {
             &normalized
         };
+        let Ok(tuples_at) = u32::try_from(unit.tuples.len()) else {
+            unit.stop = Some(Stop::Error(CsvError::TooLarge));
+            break;
+        };
+        if ctx.alternates.is_some() {
+            unit.tuples.push_str(&normalized);
+        }
         let (Ok(key_at), Ok(row_at)) = (u32::try_from(unit.keys.len()), u32::try_from(unit.rows.len()))
         else {
             unit.stop = Some(Stop::Error(CsvError::TooLarge));
@@ -871,6 +929,8 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
             hash: ctx.hasher.hash_one(key.as_bytes()),
             key: span(key_at, unit.keys.len()),
             row: span(row_at, unit.rows.len()),
+            tuples: span(tuples_at, unit.tuples.len()),
+            interval: row_interval,
             offset: row.offset,
         });
     }
@@ -879,8 +939,12 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
     // walks the table forwards instead of missing the cache at every row;
     // the sort is stable, so rows with the same key (hence the same hash)
     // keep their file order and duplicates resolve as in file order.
-    let mask = ctx.buckets.load(Ordering::Relaxed);
-    unit.entries.sort_by_key(|e| e.hash & mask);
+    // With compound or fallback keys the keys' maps are filled in file
+    // order instead, which duplicates need.
+    if ctx.alternates.is_none() {
+        let mask = ctx.buckets.load(Ordering::Relaxed);
+        unit.entries.sort_by_key(|e| e.hash & mask);
+    }
     unit.lines = match unit.end {
         UnitEnd::Partial(at) => count_lines(&text[..at]),
         _ => count_lines(&text),
@@ -937,6 +1001,11 @@ struct Merge<'a, 'r> {
     /// could not finish, and that text's first line.
     carry: Option<(Vec<u8>, u64)>,
     first_duplicate: Option<(u64, String)>,
+    /// With intervals: the line of each row (by its entry in the index), to
+    /// name both lines of an overlap.
+    row_lines: hashbrown::HashMap<u32, u64>,
+    /// The first overlap under the `reject` policy: line, earlier line, key.
+    first_overlap: Option<(u64, u64, String)>,
     reserved: bool,
     total: u64,
     progress: &'a mut dyn FnMut(u64),
@@ -971,16 +1040,60 @@ impl Merge<'_, '_> {
         let on_line = |relative: u64| line + relative - 1;
         let report = &mut *self.report;
         // Duplicates found, by position in the file, for the report.
-        let mut repeated: Vec<(usize, bool)> = Vec::new();
+        // (offset, first time the key repeats, the key as reported when it
+        // is not the key cell).
+        let mut repeated: Vec<(usize, bool, Option<String>)> = Vec::new();
+        let intervals = self.ctx.validity != (None, None);
+        let mut entry_lines = LineCounter::new(&unit.text);
         for entry in &unit.entries {
             let key = slice(&unit.keys, entry.key);
             let row = unit.rows.get(span(entry.row)).unwrap_or_default();
+            let k = u32::try_from(self.builder.key_bytes()).map_err(|_| CsvError::TooLarge)?;
             let pushed = self
                 .builder
                 .push_encoded(entry.hash, key, row)
                 .map_err(|_| CsvError::TooLarge)?;
             if let Pushed::Duplicate { first_of_key } = pushed {
-                repeated.push((entry.offset, first_of_key));
+                repeated.push((entry.offset, first_of_key, None));
+            }
+            let Some(entries) = &self.ctx.alternates else {
+                continue;
+            };
+            // Entries are in file order here (see `parse_unit`).
+            let this_line = if intervals {
+                let at = on_line(entry_lines.line_at(entry.offset as u64));
+                self.row_lines.insert(k, at);
+                at
+            } else {
+                0
+            };
+            let tuples = unit.tuples.get(span(entry.tuples)).unwrap_or_default();
+            for (j, tuple) in tuples.split(KEY_SEPARATOR).enumerate() {
+                if tuple.is_empty() {
+                    continue;
+                }
+                if let Some((first_of_key, earlier)) =
+                    self.builder.push_alternate(j, tuple, k, entry.interval)
+                {
+                    let names = &self.ctx.header.names;
+                    let label = format!(
+                        "{}={}",
+                        entries[j]
+                            .iter()
+                            .map(|&c| names[c].as_str())
+                            .collect::<Vec<_>>()
+                            .join("+"),
+                        tuple.replace(KEY_PART_SEPARATOR, "+")
+                    );
+                    if intervals
+                        && self.first_overlap.is_none()
+                        && self.ctx.options.duplicates == DuplicatePolicy::Reject
+                    {
+                        let earlier_line = self.row_lines.get(&earlier).copied().unwrap_or(0);
+                        self.first_overlap = Some((this_line, earlier_line, excerpt(&label)));
+                    }
+                    repeated.push((entry.offset, first_of_key, Some(label)));
+                }
             }
         }
         report.rows_accepted += unit.entries.len() as u64;
@@ -988,13 +1101,16 @@ impl Merge<'_, '_> {
             repeated.sort_unstable();
             unit.entries.sort_unstable_by_key(|e| e.offset);
             let mut lines = LineCounter::new(&unit.text);
-            for (offset, first_of_key) in repeated {
+            for (offset, first_of_key, label) in repeated {
                 let Ok(i) = unit.entries.binary_search_by_key(&offset, |e| e.offset) else {
                     continue;
                 };
                 let entry = &unit.entries[i];
                 let row = unit.rows.get(span(entry.row)).unwrap_or_default();
                 let key_cell = || {
+                    if let Some(label) = &label {
+                        return excerpt(label);
+                    }
                     let cell = match self.ctx.layout.raw_key(row) {
                         Some(cell) => cell,
                         None => std::str::from_utf8(slice(&unit.keys, entry.key)).unwrap_or_default(),
@@ -1139,7 +1255,50 @@ pub(super) fn run(
     };
     report.pipe_table = header.pipe_table;
     report.columns = header.names.clone();
-    let key_column = find_key_column(&header.names, options.key.as_str())?;
+    let (key_column, alternates) = match &options.keys {
+        None => (find_key_column(&header.names, options.key.as_str())?, None),
+        Some(keys) => {
+            let mut entries = Vec::with_capacity(keys.len());
+            for entry in keys {
+                let columns = entry
+                    .iter()
+                    .map(|c| find_key_column(&header.names, c.as_str()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                entries.push(columns);
+            }
+            // No column is the key column: every column is stored in the row.
+            (header.names.len(), Some(entries))
+        }
+    };
+    // Intervals need the rows of a key apart: the same structure as
+    // compound keys, with the key column as the one key.
+    let (key_column, alternates) = match alternates {
+        None if options.has_intervals() => (header.names.len(), Some(vec![vec![key_column]])),
+        other => (key_column, other),
+    };
+    let interval_column =
+        |option: &'static str, column: &Option<ColumnName>| -> Result<Option<usize>, CsvError> {
+            let Some(column) = column else {
+                return Ok(None);
+            };
+            match header.names.iter().position(|c| c == column.as_str()) {
+                Some(i) => Ok(Some(i)),
+                None => Err(CsvError::MissingIntervalColumn {
+                    option,
+                    column: column.to_string(),
+                    columns: header
+                        .names
+                        .iter()
+                        .map(|c| excerpt(c))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        };
+    let validity = (
+        interval_column("valid_from", &options.valid_from)?,
+        interval_column("valid_to", &options.valid_to)?,
+    );
     let on_duplicate = match options.duplicates {
         DuplicatePolicy::First | DuplicatePolicy::Reject => OnDuplicate::KeepFirst,
         DuplicatePolicy::Last => OnDuplicate::KeepLast,
@@ -1150,17 +1309,26 @@ pub(super) fn run(
         MatchMode::Exact => total,
         _ => total + total / 4,
     };
-    let builder = IndexBuilder::new(
+    let mut builder = IndexBuilder::new(
         header.names.clone(),
         key_column,
         matcher.clone(),
         on_duplicate,
         usize::try_from(capacity).unwrap_or(usize::MAX),
     );
+    if let Some(entries) = &alternates {
+        builder.set_alternates(
+            entries.clone(),
+            validity,
+            options.duplicates == DuplicatePolicy::Ambiguous,
+        );
+    }
     let hasher = builder.hasher().clone();
     let ctx = Context {
         header,
         key_column,
+        alternates,
+        validity,
         options,
         limits,
         matcher,
@@ -1176,6 +1344,8 @@ pub(super) fn run(
         line: 1,
         carry: None,
         first_duplicate: None,
+        row_lines: hashbrown::HashMap::new(),
+        first_overlap: None,
         reserved: false,
         total,
         progress,
@@ -1213,6 +1383,9 @@ pub(super) fn run(
             result
         })?;
     }
+    if let Some((line, earlier, key)) = merge.first_overlap {
+        return Err(CsvError::OverlappingIntervals { line, earlier, key }.into());
+    }
     if let Some((line, key)) = merge.first_duplicate {
         return Err(CsvError::DuplicateKey {
             line,
@@ -1230,6 +1403,7 @@ fn malformed(raw_end: u64) -> Unit {
         text: Vec::new(),
         rows: String::new(),
         keys: Vec::new(),
+        tuples: String::new(),
         entries: Vec::new(),
         rows_read: 0,
         rows_rejected: 0,

@@ -1124,3 +1124,196 @@ fn an_unclosed_quote_rejects_the_file_at_the_line_where_the_field_began() {
         "#]],
     );
 }
+
+#[test]
+fn pipe_rows_with_or_without_outer_pipes_independently_of_the_header() {
+    // The header without a leading pipe but with a trailing one, rows in
+    // every form: all one table of 3 columns.
+    check(
+        "agent_id | team | city |\n|---|---|---|\n| alice | diamond | Helsinki |\nbob | ruby | Lyon\n| cindy | diamond | Paris\ndylan | saphire | Cape Town |\n",
+        AGENT,
+        expect![[r#"
+            ACCEPTED: 4 rows, 4 keys
+
+            size:       144 bytes
+            encoding:   UTF-8
+            delimiter:  pipe (pipe table)
+            columns:    agent_id (key), team, city
+            key:        agent_id (match: exact)
+            rows:       4 read, 4 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     575a1f1d1870ee2c096e39f630a3cbe87c5500f521dd119765bd6d231f3084a5
+
+            rows (agent_id | team | city):
+              alice | diamond | Helsinki
+              bob | ruby | Lyon
+              cindy | diamond | Paris
+              dylan | saphire | Cape Town
+        "#]],
+    );
+    // A leading pipe on the header only, no separator line.
+    check(
+        "| agent_id | team\nalice | diamond |\n| bob | ruby\n",
+        AGENT,
+        expect![[r#"
+            ACCEPTED: 2 rows, 2 keys
+
+            size:       49 bytes
+            encoding:   UTF-8
+            delimiter:  pipe (pipe table)
+            columns:    agent_id (key), team
+            key:        agent_id (match: exact)
+            rows:       2 read, 2 accepted, 0 rejected
+            problems:   none
+            duplicates: none
+            sha256:     25fc697b593f3bc674219583d5b2219d97e9e0b7db46724a1196648c6848e936
+
+            rows (agent_id | team):
+              alice | diamond
+              bob | ruby
+        "#]],
+    );
+    // A trailing pipe on the header only.
+    check(
+        "agent_id|team|\nalice|diamond\nbob|ruby|\n",
+        AGENT,
+        expect![[r#"
+        ACCEPTED: 2 rows, 2 keys
+
+        size:       39 bytes
+        encoding:   UTF-8
+        delimiter:  pipe (pipe table)
+        columns:    agent_id (key), team
+        key:        agent_id (match: exact)
+        rows:       2 read, 2 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     022a2bbbac71063dc476fa686e6555c19a744e621cce2c3de3690f2489f244f6
+
+        rows (agent_id | team):
+          alice | diamond
+          bob | ruby
+    "#]],
+    );
+}
+
+#[test]
+fn an_export_whose_lines_end_with_a_delimiter_drops_that_column() {
+    check(
+        "agent_id,team,\nalice,diamond,\nbob,ruby\n",
+        AGENT,
+        expect![[r#"
+        ACCEPTED: 2 rows, 2 keys
+
+        size:       39 bytes
+        encoding:   UTF-8
+        delimiter:  comma
+        columns:    agent_id (key), team
+        key:        agent_id (match: exact)
+        rows:       2 read, 2 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     1a190c80a4c49e808bf7a5ed0c988bc788d79233cdc9ef34bf3a434d57c18148
+
+        rows (agent_id | team):
+          alice | diamond
+          bob | ruby
+    "#]],
+    );
+    check(
+        "agent_id;team;\r\nalice;diamond;\r\n",
+        AGENT,
+        expect![[r#"
+        ACCEPTED: 1 row, 1 key
+
+        size:       32 bytes
+        encoding:   UTF-8
+        delimiter:  semicolon
+        columns:    agent_id (key), team
+        key:        agent_id (match: exact)
+        rows:       1 read, 1 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     645031dfc5ee49c3489fadf652b4042246502a83ab6db573df88d4e7ffd95a02
+
+        rows (agent_id | team):
+          alice | diamond
+    "#]],
+    );
+    check(
+        "agent_id\tteam\t\nalice\tdiamond\t\n",
+        AGENT,
+        expect![[r#"
+        ACCEPTED: 1 row, 1 key
+
+        size:       30 bytes
+        encoding:   UTF-8
+        delimiter:  tab
+        columns:    agent_id (key), team
+        key:        agent_id (match: exact)
+        rows:       1 read, 1 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     19a1e85d63c2f5c58903a8b5f35bcdad4e94fd7ff370196a71d1709b48a0bae3
+
+        rows (agent_id | team):
+          alice | diamond
+    "#]],
+    );
+    // The unnamed column must be empty: a value there is a row with too
+    // many fields.
+    check(
+        "agent_id,team,\nalice,diamond,oops\n",
+        AGENT,
+        expect![[r#"
+        REJECTED: line 2: 3 fields, expected 2 (the header has 2 columns)
+
+        size:       34 bytes
+        encoding:   UTF-8
+        delimiter:  comma
+        columns:    agent_id (key), team
+        key:        agent_id (match: exact)
+        rows:       1 read, 0 accepted, 1 rejected
+        problems:   1
+          line 2: 3 fields, expected 2 (the header has 2 columns)
+        duplicates: none
+        sha256:     ac7aeffbac74371c22227242191f643dd55ca67d4612c5ce6c7d4cc1f12c663b
+    "#]],
+    );
+    // Only one trailing delimiter is dropped: a second unnamed column is an
+    // error. A line of delimiters alone is blank (the next is the header).
+    check(
+        "agent_id,team,,\nalice,diamond,,\n",
+        AGENT,
+        expect![[r#"
+        REJECTED: line 1: column 3 of the header has no name
+
+        size:       32 bytes
+        encoding:   UTF-8
+        delimiter:  comma
+        key:        agent_id (match: exact)
+        rows:       0 read, 0 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     a044574ecd5e458ee3fb0bc2d489d38522bcb2b4f849411f31110378b06ba006
+    "#]],
+    );
+    check(
+        ",\nalice,\n",
+        AGENT,
+        expect![[r#"
+        REJECTED: the key column "agent_id" is not in the header (columns: alice)
+
+        size:       9 bytes
+        encoding:   UTF-8
+        delimiter:  comma
+        columns:    alice
+        key:        agent_id (match: exact)
+        rows:       0 read, 0 accepted, 0 rejected
+        problems:   none
+        duplicates: none
+        sha256:     07c444471e21ea4cc27fb1d6486c2e04844e9818f20fcaab2e7ac88e3726bb77
+    "#]],
+    );
+}

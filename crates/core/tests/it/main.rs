@@ -6,6 +6,9 @@ mod call_metadata;
 mod chunks;
 mod enrichment;
 mod ingest;
+mod intervals;
+mod keys;
+mod prefix;
 mod robustness;
 mod spectrum;
 

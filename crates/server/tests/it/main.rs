@@ -13,6 +13,7 @@ mod filedrop;
 mod limits;
 mod logins;
 mod ops;
+mod refdata;
 mod s3;
 mod scale_out;
 mod siprec;

@@ -10,6 +10,11 @@ use callmeta_store::SqlStore;
 fn options(key: &str) -> TableOptions {
     TableOptions {
         key: ColumnName::parse(key).unwrap(),
+        max_row_drop_pct: None,
+        on_header_change: Default::default(),
+        valid_from: None,
+        valid_to: None,
+        keys: None,
         match_mode: Default::default(),
         region: None,
         duplicates: Default::default(),
@@ -71,6 +76,9 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             added,
             collisions: vec![],
             at_ms: ts,
+            matched_by: None,
+            keys_tried: vec![],
+            interval: None,
         }],
         audio_key: None,
         created_ms: ts,

@@ -29,7 +29,7 @@ pub(crate) use call::{call, call_audio};
 pub(crate) use calls::calls;
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
-pub(crate) use tables::tables;
+pub(crate) use tables::{activate, tables};
 pub(crate) use upload::upload;
 
 /// What a page may load and who may frame it: only this site's own assets,

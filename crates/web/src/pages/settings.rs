@@ -28,20 +28,49 @@ pub(crate) struct SettingsForm {
     duplicates: String,
     #[serde(default)]
     bad_rows: String,
+    #[serde(default)]
+    valid_from: String,
+    #[serde(default)]
+    valid_to: String,
+    #[serde(default)]
+    max_row_drop_pct: String,
+    #[serde(default)]
+    on_header_change: String,
 }
 
 fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
     let mut json = serde_json::Map::new();
-    json.insert("key".into(), form.key.trim().into());
+    // `site+extension, agent_email`: compound keys (`+`), tried in order
+    // (`,`); one column is the plain key.
+    let entries: Vec<Vec<String>> = form
+        .key
+        .split(',')
+        .map(|entry| entry.split('+').map(|c| c.trim().to_string()).collect())
+        .collect();
+    if entries.len() == 1 && entries[0].len() == 1 {
+        json.insert("key".into(), form.key.trim().into());
+    } else {
+        json.insert("keys".into(), serde_json::json!(entries));
+    }
     for (name, value) in [
         ("match", &form.match_mode),
         ("duplicates", &form.duplicates),
         ("bad_rows", &form.bad_rows),
         ("region", &form.region),
+        ("valid_from", &form.valid_from),
+        ("valid_to", &form.valid_to),
+        ("on_header_change", &form.on_header_change),
     ] {
         if !value.trim().is_empty() {
             json.insert(name.into(), value.trim().into());
         }
+    }
+    let pct = form.max_row_drop_pct.trim();
+    if !pct.is_empty() {
+        let value = pct
+            .parse::<f64>()
+            .map_err(|_| AppError::invalid("max_row_drop_pct", format!("{pct:?} is not a percentage")))?;
+        json.insert("max_row_drop_pct".into(), serde_json::json!(value));
     }
     serde_json::from_value(serde_json::Value::Object(json))
         .map_err(|e| AppError::invalid("settings", format!("invalid table settings: {e}")))

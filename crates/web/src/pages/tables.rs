@@ -2,9 +2,10 @@
 //! with reports.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::Form;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use callmeta_app::store::VersionRecord;
 use callmeta_app::usecases::tables::{self, TableDetails};
 use callmeta_app::usecases::{AppError, web_sessions};
@@ -33,6 +34,10 @@ struct TableView {
     region: String,
     duplicates: String,
     bad_rows: String,
+    valid_from: String,
+    valid_to: String,
+    max_row_drop_pct: String,
+    on_header_change: String,
     active: Option<VersionRow>,
     columns: String,
     match_rate: String,
@@ -124,11 +129,15 @@ async fn table_view(
     };
     Ok(TableView {
         name: d.table.name.to_string(),
-        key: o.key.as_str().to_string(),
+        key: o.keys_label(),
         match_mode: enum_name(&o.match_mode),
         region: o.region.clone().unwrap_or_default(),
         duplicates: enum_name(&o.duplicates),
         bad_rows: enum_name(&o.bad_rows),
+        valid_from: o.valid_from.as_ref().map(ToString::to_string).unwrap_or_default(),
+        valid_to: o.valid_to.as_ref().map(ToString::to_string).unwrap_or_default(),
+        max_row_drop_pct: o.max_row_drop_pct.map(|p| p.to_string()).unwrap_or_default(),
+        on_header_change: o.on_header_change.as_str().to_string(),
         active: active.map(|v| version_row(v, active_id)),
         columns: active.map(|v| v.report.columns.join(", ")).unwrap_or_default(),
         match_rate,
@@ -184,7 +193,38 @@ pub(crate) async fn tables(
             Some("The upload is identical to the active version: nothing changed.".to_string())
         }
         Some("saved") => Some("Settings saved.".to_string()),
+        Some("activated") => Some("Version activated.".to_string()),
         _ => None,
     };
     tables_page(&state, &s, notice, None).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ActivateForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The version list's "Activate" button: a rollback (or roll forward).
+pub(crate) async fn activate(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    Path((name, id)): Path<(String, String)>,
+    Form(form): Form<ActivateForm>,
+) -> Response {
+    if !web_sessions::csrf_matches(&s, &form.csrf) {
+        return super::forbidden("This form is no longer valid. Reload the page and try again.");
+    }
+    let result = async {
+        let name = tables::parse_table_name(&name)?;
+        tables::activate_version(&state.services, &s.tenant, &name, &id, tables::Channel::Web).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to("/tables?notice=activated").into_response(),
+        Err(e @ (AppError::Invalid { .. } | AppError::Conflict(_))) => {
+            tables_page(&state, &s, None, Some(e.to_string())).await
+        }
+        Err(e) => error_page(e),
+    }
 }

@@ -147,8 +147,15 @@ async fn new_version(
         Ok(outcome) if outcome.unchanged => Redirect::to("/tables?notice=unchanged").into_response(),
         Ok(outcome) if outcome.activated => Redirect::to("/tables?notice=uploaded").into_response(),
         Ok(outcome) => {
-            let why = outcome.version.report.error.clone().unwrap_or_default();
-            let why = format!("The upload was rejected; the previous version stays active. {why}");
+            let why = match &outcome.version.report.not_activated {
+                Some(held) => format!(
+                    "The upload was recorded but not activated; the previous version stays active. {held}"
+                ),
+                None => {
+                    let why = outcome.version.report.error.clone().unwrap_or_default();
+                    format!("The upload was rejected; the previous version stays active. {why}")
+                }
+            };
             tables_page(state, s, None, Some(why)).await
         }
         Err(e @ (AppError::Invalid { .. } | AppError::NotFound(_))) => {
