@@ -937,13 +937,15 @@ pub(super) fn parse_unit(ctx: &Context<'_>, text: Vec<u8>, start: usize, last: b
     drop(reader);
     // In the order of their buckets in the hash table, so that the merge
     // walks the table forwards instead of missing the cache at every row;
-    // the sort is stable, so rows with the same key (hence the same hash)
-    // keep their file order and duplicates resolve as in file order.
+    // rows with the same key (hence the same hash) keep their file order
+    // (their offsets), so duplicates resolve as in file order. An unstable
+    // sort with that tie-break orders as a stable one would, and moves
+    // these large entries less.
     // With compound or fallback keys the keys' maps are filled in file
     // order instead, which duplicates need.
     if ctx.alternates.is_none() {
         let mask = ctx.buckets.load(Ordering::Relaxed);
-        unit.entries.sort_by_key(|e| e.hash & mask);
+        unit.entries.sort_unstable_by_key(|e| (e.hash & mask, e.offset));
     }
     unit.lines = match unit.end {
         UnitEnd::Partial(at) => count_lines(&text[..at]),
