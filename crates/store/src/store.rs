@@ -12,16 +12,32 @@ use crate::calls::{CALL_COLUMNS, PendingCall};
 use crate::error::{Context, is_unique_violation};
 use crate::rows::*;
 
-/// Records an activation in the history and, on PostgreSQL, tells the other
-/// nodes (delivered when the transaction commits).
-async fn record_activation(
+/// Makes `version` its table's active version, records the activation in
+/// the history and, on PostgreSQL, tells the other nodes (delivered when the
+/// transaction commits). The one way a version becomes active, for a new
+/// upload and a rollback alike.
+async fn activate_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: crate::dialect::Backend,
     tenant: &TenantId,
     version: &VersionRecord,
     channel: &str,
     at_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
+    let doing = "activating a version";
+    let updated = sqlx::query(
+        "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \
+         WHERE tenant_id = $4 AND name = $5",
+    )
+    .bind(&version.id)
+    .bind(to_json(&version.options))
+    .bind(at_ms)
+    .bind(&tenant.0)
+    .bind(version.table.as_str())
+    .execute(&mut **tx)
+    .await
+    .doing(doing)?;
+    affected_one(updated.rows_affected())?;
     sqlx::query(
         "INSERT INTO activations (tenant_id, table_name, version_id, activated_ms, channel) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -32,13 +48,15 @@ async fn record_activation(
     .bind(at_ms)
     .bind(channel)
     .execute(&mut **tx)
-    .await?;
+    .await
+    .doing(doing)?;
     if let Some(notify) = backend.notify_activation() {
         sqlx::query(notify)
             .bind(crate::dialect::VERSIONS_CHANNEL)
             .bind(format!("{}/{}", tenant.0, version.table))
             .execute(&mut **tx)
-            .await?;
+            .await
+            .doing(doing)?;
     }
     Ok(())
 }
@@ -291,20 +309,7 @@ impl Store for SqlStore {
             .await
             .doing(doing)?;
         if activate {
-            let updated = sqlx::query(
-                "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \
-                 WHERE tenant_id = $4 AND name = $5",
-            )
-            .bind(&version.id)
-            .bind(to_json(&version.options))
-            .bind(version.created_ms)
-            .bind(&tenant.0)
-            .bind(version.table.as_str())
-            .execute(&mut *tx)
-            .await
-            .doing(doing)?;
-            affected_one(updated.rows_affected())?;
-            record_activation(
+            activate_in(
                 &mut tx,
                 self.backend,
                 tenant,
@@ -312,8 +317,7 @@ impl Store for SqlStore {
                 &version.channel,
                 version.created_ms,
             )
-            .await
-            .doing(doing)?;
+            .await?;
         }
         tx.commit().await.doing(doing)
     }
@@ -331,22 +335,7 @@ impl Store for SqlStore {
             .begin_with(self.backend.begin_write())
             .await
             .doing(doing)?;
-        let updated = sqlx::query(
-            "UPDATE ref_tables SET active_version = $1, options = $2, updated_ms = $3 \
-             WHERE tenant_id = $4 AND name = $5",
-        )
-        .bind(&version.id)
-        .bind(to_json(&version.options))
-        .bind(now_ms)
-        .bind(&tenant.0)
-        .bind(version.table.as_str())
-        .execute(&mut *tx)
-        .await
-        .doing(doing)?;
-        affected_one(updated.rows_affected())?;
-        record_activation(&mut tx, self.backend, tenant, version, channel, now_ms)
-            .await
-            .doing(doing)?;
+        activate_in(&mut tx, self.backend, tenant, version, channel, now_ms).await?;
         tx.commit().await.doing(doing)
     }
 
