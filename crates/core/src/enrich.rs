@@ -44,6 +44,19 @@ impl EnrichmentStatus {
             EnrichmentStatus::NoVersion => "no_version",
         }
     }
+
+    /// The status [`as_str`](Self::as_str) names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            EnrichmentStatus::Matched,
+            EnrichmentStatus::NoMatch,
+            EnrichmentStatus::KeyMissing,
+            EnrichmentStatus::Ambiguous,
+            EnrichmentStatus::NoVersion,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
 }
 
 /// A table cell that was not added because the name was already taken.

@@ -94,8 +94,13 @@ pub(crate) struct CallView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CallList {
-    /// How many calls match the filters (all pages).
+    /// How many calls match the filters (all pages), counted up to 10,000.
     pub count: u64,
+    /// `false` when more calls match than `count` says.
+    pub count_exact: bool,
+    /// The `cursor` of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     pub data: Vec<CallView>,
 }
 
@@ -231,7 +236,11 @@ pub(crate) async fn get_call_audio(
         ("offset" = Option<u64>, Query, minimum = 0, maximum = 100000, description = "Calls to skip, at most 100000"),
         ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
-        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; one parameter per key, at most 20 per query, values up to 1024 bytes"),
+        ("cursor" = Option<String>, Query, description = "A previous page's `next_cursor`: the page after it"),
+        ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; the key repeated: any of its values; at most 20 values per query, each up to 1024 bytes"),
+        ("metadata.KEY.prefix" = Option<String>, Query, description = "Only calls whose metadata KEY starts with this value"),
+        ("metadata.KEY.missing" = Option<bool>, Query, description = "`true`: only calls without the key; `false`: only calls with it"),
+        ("enrichment.TABLE" = Option<String>, Query, description = "Only calls whose result for TABLE has this status (matched, no_match, key_missing, ambiguous, no_version); repeated: any of them"),
     ),
     responses((status = 200, body = CallList),
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
@@ -243,10 +252,12 @@ pub(crate) async fn list_calls(
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<CallList>, ApiError> {
     let query = uc::parse_call_query(&params)?;
-    let (count, calls) = uc::list_calls(&state.services, &tenant.id, &query).await?;
+    let page = uc::list_calls(&state.services, &tenant.id, &query).await?;
     Ok(Json(CallList {
-        count,
-        data: calls.iter().map(call_view).collect(),
+        count: page.count,
+        count_exact: page.count_exact,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+        data: page.calls.iter().map(call_view).collect(),
     }))
 }
 

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use callmeta_app::store::{CallQuery, CallRecord, StoreError, TenantId};
+use callmeta_app::store::{
+    COUNT_BOUND, CallPage, CallQuery, CallRecord, Cursor, KeyFilter, StoreError, TenantId,
+};
 use sqlx::AnyPool;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -18,13 +20,17 @@ use crate::dialect::Backend;
 use crate::error::{Context, db_error};
 use crate::rows::{call_from_row, to_json};
 
-/// The most calls in one statement (11 parameters each, well under both
-/// databases' parameter limits).
+/// The most calls in one statement.
 const MAX_GROUP: usize = 512;
 
 /// The columns a call is read back with (not `merged`, which only filters).
 pub(crate) const CALL_COLUMNS: &str =
     "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, created_ms, updated_ms";
+
+/// [`CALL_COLUMNS`] of the calls named `c`.
+const CALL_COLUMNS_OF_C: &str = "c.id AS id, c.timestamp_ms AS timestamp_ms, c.source AS source, \
+    c.external_id AS external_id, c.metadata AS metadata, c.enrichment AS enrichment, \
+    c.audio_key AS audio_key, c.created_ms AS created_ms, c.updated_ms AS updated_ms";
 
 pub(crate) struct PendingCall {
     pub(crate) tenant: TenantId,
@@ -94,54 +100,49 @@ async fn write_group(
     backend: Backend,
     group: &[PendingCall],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    const COLUMNS: usize = 11;
-    let mut sql = String::with_capacity(64 + group.len() * 80);
-    sql.push_str(
-        "INSERT INTO calls (id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, merged, \
-         audio_key, created_ms, updated_ms) VALUES ",
-    );
-    for i in 0..group.len() {
-        let n = i * COLUMNS;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, {}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7,
-            backend.json_param(n + 8),
-            n + 9,
-            n + 10,
-            n + 11
-        ));
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
-    // The text varies with the group's size: not worth a prepared
-    // statement per size on every connection.
-    let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+    // The group travels as one JSON array of rows (one parameter), in the
+    // columns' order below.
+    let mut rows = Vec::with_capacity(group.len());
     for PendingCall { tenant, call, .. } in group {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
-        // Borrowed from the group, which outlives the statement: the call
-        // was copied once already, into the writer's queue.
-        q = q
-            .bind(&call.unique_id)
-            .bind(&tenant.0)
-            .bind(call.timestamp_ms)
-            .bind(call.source.as_str())
-            .bind(&call.external_id)
-            .bind(to_json(&call.metadata))
-            .bind(to_json(&call.enrichment))
-            .bind(to_json(&merged))
-            .bind(&call.audio_key)
-            .bind(call.created_ms)
-            .bind(call.updated_ms);
+        rows.push(serde_json::json!([
+            call.unique_id,
+            tenant.0,
+            call.timestamp_ms,
+            call.source.as_str(),
+            call.external_id,
+            to_json(&call.metadata),
+            to_json(&call.enrichment),
+            to_json(&merged),
+            call.audio_key,
+            call.created_ms,
+            call.updated_ms,
+        ]));
     }
-    let rows = q.fetch_all(pool).await.doing("committing calls")?;
+    let text = |i| format!("g.value->>{i}");
+    let sql = format!(
+        "INSERT INTO calls (id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, merged, \
+         audio_key, created_ms, updated_ms) \
+         SELECT {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {} WHERE true \
+         ON CONFLICT DO NOTHING RETURNING id",
+        text(0),
+        text(1),
+        backend.json_row_int(2),
+        text(3),
+        text(4),
+        text(5),
+        text(6),
+        backend.json_row_json(7),
+        text(8),
+        backend.json_row_int(9),
+        backend.json_row_int(10),
+        backend.json_rows(1),
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(pool)
+        .await
+        .doing("committing calls")?;
     rows.iter()
         .map(|r| {
             r.try_get::<String, _>(0)
@@ -150,85 +151,299 @@ async fn write_group(
         .collect()
 }
 
-/// Newest first; the count is of all calls matching the filters (0 when
-/// `uncounted`).
+/// Values a statement binds, in order; each `push` returns its placeholder.
+#[derive(Default)]
+struct Binds(Vec<Bind>);
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Binds {
+    fn text(&mut self, value: impl Into<String>) -> String {
+        self.0.push(Bind::Text(value.into()));
+        format!("${}", self.0.len())
+    }
+
+    fn int(&mut self, value: i64) -> String {
+        self.0.push(Bind::Int(value));
+        format!("${}", self.0.len())
+    }
+
+    fn texts<'a>(&mut self, values: impl IntoIterator<Item = &'a String>) -> String {
+        values
+            .into_iter()
+            .map(|v| self.text(v.clone()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn query(&self, sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in &self.0 {
+            q = match b {
+                Bind::Text(t) => q.bind(t.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// The longest value `call_keys` holds (characters); a longer one is found
+/// by reading the calls themselves.
+const INDEXED_CHARS: usize = 200;
+
+/// How a page's calls are found: the index entries of one filter, in list
+/// order (`d`), or the calls by time.
+enum Drive {
+    Keys { k: String, values: KeyValues },
+    Time,
+}
+
+enum KeyValues {
+    Any(Vec<String>),
+    Prefix(String),
+}
+
+impl Drive {
+    /// The index entries a filter has, when every value it asks is indexed.
+    fn of(filter: &KeyFilter) -> Option<Drive> {
+        let short = |v: &String| v.chars().count() <= INDEXED_CHARS;
+        match filter {
+            KeyFilter::Equals { key, values } if values.iter().all(short) => Some(Drive::Keys {
+                k: format!("m:{key}"),
+                values: KeyValues::Any(values.clone()),
+            }),
+            KeyFilter::Prefix { key, prefix } if short(prefix) && !prefix.is_empty() => Some(Drive::Keys {
+                k: format!("m:{key}"),
+                values: KeyValues::Prefix(prefix.clone()),
+            }),
+            KeyFilter::Enrichment { table, statuses } => Some(Drive::Keys {
+                k: format!("e:{table}"),
+                values: KeyValues::Any(statuses.clone()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// In list order already (one value): no sort however many match.
+    fn ordered(&self) -> bool {
+        matches!(self, Drive::Keys { values: KeyValues::Any(v), .. } if v.len() == 1)
+    }
+
+    /// The conditions on `d`, the index entries.
+    fn entries(&self, b: &mut Binds, tenant: &str) -> String {
+        match self {
+            Drive::Time => String::new(),
+            Drive::Keys { k, values } => {
+                let mut sql = format!("d.tenant = {tenant} AND d.k = {}", b.text(k.clone()));
+                match values {
+                    KeyValues::Any(v) if v.len() == 1 => {
+                        sql.push_str(&format!(" AND d.v = {}", b.text(v[0].clone())))
+                    }
+                    KeyValues::Any(v) => sql.push_str(&format!(" AND d.v IN ({})", b.texts(v))),
+                    KeyValues::Prefix(p) => {
+                        // Every string that starts with `p` sorts from `p`
+                        // to `p` followed by the highest code point.
+                        sql.push_str(&format!(
+                            " AND d.v >= {} AND d.v < {}",
+                            b.text(p.clone()),
+                            b.text(format!("{p}\u{10FFFF}"))
+                        ));
+                    }
+                }
+                sql
+            }
+        }
+    }
+}
+
+/// The condition a filter puts on a call `c` (of tenant number `tenant`).
+fn condition(backend: Backend, filter: &KeyFilter, b: &mut Binds, tenant: &str) -> String {
+    match filter {
+        KeyFilter::Equals { key, values } => {
+            format!(
+                "{} IN ({})",
+                backend.merged_value(&b.text(key.clone())),
+                b.texts(values)
+            )
+        }
+        KeyFilter::Prefix { key, prefix } => {
+            let p = b.text(prefix.clone());
+            format!(
+                "substr({}, 1, length({p})) = {p}",
+                backend.merged_value(&b.text(key.clone()))
+            )
+        }
+        KeyFilter::Missing { key, missing } => format!(
+            "{} IS {}NULL",
+            backend.merged_value(&b.text(key.clone())),
+            if *missing { "" } else { "NOT " }
+        ),
+        KeyFilter::Enrichment { table, statuses } => format!(
+            "EXISTS (SELECT 1 FROM call_keys e WHERE e.tenant = {tenant} AND e.k = {} AND e.v IN ({}) \
+             AND e.ts = c.timestamp_ms AND e.seq = c.seq)",
+            b.text(format!("e:{table}")),
+            b.texts(statuses)
+        ),
+    }
+}
+
+/// A page of a tenant's calls, newest first, and their count up to
+/// [`COUNT_BOUND`].
+///
+/// Each page is one index range: the entries of the filter that matches
+/// fewest calls (counted up to the bound, a few milliseconds each), joined
+/// to their calls, which the other filters then check; or, with no filter
+/// an index can answer, the calls by time. A filter on one value is read in
+/// list order and stops at the page's end, however many calls match.
 pub(crate) async fn list(
     pool: &AnyPool,
     backend: Backend,
     tenant: &TenantId,
     query: &CallQuery,
-) -> Result<(u64, Vec<CallRecord>), StoreError> {
-    // Two filters on one key can never both hold.
-    let contradictory = query
-        .metadata
-        .iter()
-        .any(|(k, v)| query.metadata.iter().any(|(k2, v2)| k == k2 && v != v2));
-    if contradictory {
-        return Ok((0, Vec::new()));
-    }
-    // The filter text is built from fixed fragments only; every value is bound.
-    let mut filter = String::from("tenant_id = $1");
-    let mut n = 1;
-    if query.from_ms.is_some() {
-        n += 1;
-        filter.push_str(&format!(" AND timestamp_ms >= ${n}"));
-    }
-    if query.to_ms.is_some() {
-        n += 1;
-        filter.push_str(&format!(" AND timestamp_ms <= ${n}"));
-    }
-    let (metadata_sql, metadata_binds) = if query.metadata.is_empty() {
-        (String::new(), Vec::new())
-    } else {
-        backend.metadata_filter(&query.metadata, n + 1)
-    };
-    n += metadata_binds.len();
-    filter.push_str(&metadata_sql);
-    if query.after.is_some() {
-        filter.push_str(&format!(
-            " AND (timestamp_ms < ${} OR (timestamp_ms = ${} AND id < ${}))",
-            n + 1,
-            n + 1,
-            n + 2
-        ));
-        n += 2;
-    }
-    let bind_filter = |sql: String| {
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant.0.clone());
+) -> Result<CallPage, StoreError> {
+    let tenant_num = "(SELECT num FROM tenants WHERE id = $1)";
+    let drive = choose_drive(pool, tenant, query).await?;
+    let page = |counting: bool| {
+        let mut b = Binds::default();
+        b.text(tenant.0.clone());
+        let mut sql = String::new();
+        let (ts, seq) = match &drive {
+            Drive::Time => {
+                sql.push_str("FROM calls c WHERE c.tenant_id = $1");
+                ("c.timestamp_ms", "c.seq")
+            }
+            keys => {
+                let entries = keys.entries(&mut b, tenant_num);
+                sql.push_str(&format!(
+                    "FROM call_keys d CROSS JOIN calls c WHERE {entries} AND c.seq = d.seq"
+                ));
+                ("d.ts", "d.seq")
+            }
+        };
         if let Some(from) = query.from_ms {
-            q = q.bind(from);
+            sql.push_str(&format!(" AND {ts} >= {}", b.int(from)));
         }
         if let Some(to) = query.to_ms {
-            q = q.bind(to);
+            sql.push_str(&format!(" AND {ts} <= {}", b.int(to)));
         }
-        for value in &metadata_binds {
-            q = q.bind(value.clone());
+        for filter in &query.filters {
+            sql.push_str(&format!(
+                " AND {}",
+                condition(backend, filter, &mut b, tenant_num)
+            ));
         }
-        if let Some((ts, id)) = &query.after {
-            q = q.bind(*ts).bind(id.clone());
+        if !counting {
+            if let Some(cursor) = query.cursor {
+                sql.push_str(&format!(
+                    " AND ({ts}, {seq}) < ({}, {})",
+                    b.int(cursor.timestamp_ms),
+                    b.int(cursor.seq)
+                ));
+            }
+            if let Some((after_ts, after_id)) = &query.after {
+                // The call may be gone: then none of its millisecond follow.
+                sql.push_str(&format!(
+                    " AND ({ts}, {seq}) < ({}, (SELECT seq FROM calls WHERE id = {}))",
+                    b.int(*after_ts),
+                    b.text(after_id.clone())
+                ));
+            }
         }
-        q
+        (b, sql, ts, seq)
     };
     let count = if query.uncounted {
         0
     } else {
-        bind_filter(format!("SELECT COUNT(*) AS n FROM calls WHERE {filter}"))
+        let (b, sql, _, _) = page(true);
+        b.query(format!(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 {sql} LIMIT {}) AS m",
+            COUNT_BOUND + 1
+        ))
+        .fetch_one(pool)
+        .await
+        .doing("counting calls")?
+        .try_get::<i64, _>("n")
+        .map_err(|e| db_error("counting calls", e))?
+        .max(0) as u64
+    };
+    let (mut b, sql, ts, seq) = page(false);
+    let limit = b.int(i64::from(query.limit) + 1);
+    let offset = b.int(query.offset.min(i64::MAX as u64) as i64);
+    let rows = b
+        .query(format!(
+            "SELECT {CALL_COLUMNS_OF_C}, c.seq AS seq {sql} ORDER BY {ts} DESC, {seq} DESC LIMIT {limit} OFFSET {offset}"
+        ))
+        .fetch_all(pool)
+        .await
+        .doing("listing calls")?;
+    let more = rows.len() > query.limit as usize;
+    let mut calls = Vec::with_capacity(rows.len());
+    let mut next_cursor = None;
+    for row in rows.iter().take(query.limit as usize) {
+        let call = call_from_row(row)?;
+        next_cursor = Some(Cursor {
+            timestamp_ms: call.timestamp_ms,
+            seq: row
+                .try_get::<i64, _>("seq")
+                .map_err(|e| db_error("listing calls", e))?,
+        });
+        calls.push(call);
+    }
+    Ok(CallPage {
+        count: count.min(COUNT_BOUND),
+        count_exact: query.uncounted || count <= COUNT_BOUND,
+        calls,
+        next_cursor: next_cursor.filter(|_| more),
+    })
+}
+
+/// The index range with the fewest entries, counted up to the bound; one
+/// in list order when all are over it; the calls by time when no filter
+/// has entries.
+async fn choose_drive(pool: &AnyPool, tenant: &TenantId, query: &CallQuery) -> Result<Drive, StoreError> {
+    let mut best: Option<(u64, Drive)> = None;
+    for drive in query.filters.iter().filter_map(Drive::of) {
+        let mut b = Binds::default();
+        b.text(tenant.0.clone());
+        let mut sql = drive.entries(&mut b, "(SELECT num FROM tenants WHERE id = $1)");
+        if let Some(from) = query.from_ms {
+            sql.push_str(&format!(" AND d.ts >= {}", b.int(from)));
+        }
+        if let Some(to) = query.to_ms {
+            sql.push_str(&format!(" AND d.ts <= {}", b.int(to)));
+        }
+        let n = b
+            .query(format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM call_keys d WHERE {sql} LIMIT {}) AS m",
+                COUNT_BOUND + 1
+            ))
             .fetch_one(pool)
             .await
-            .doing("counting calls")?
+            .doing("choosing how to list calls")?
             .try_get::<i64, _>("n")
-            .map_err(|e| db_error("counting calls", e))?
-    };
-    let rows = bind_filter(format!(
-        "SELECT {CALL_COLUMNS} FROM calls WHERE {filter} ORDER BY timestamp_ms DESC, id DESC LIMIT ${} OFFSET ${}",
-        n + 1,
-        n + 2
-    ))
-    .bind(i64::from(query.limit))
-    .bind(query.offset.min(i64::MAX as u64) as i64)
-    .fetch_all(pool)
-    .await
-    .doing("listing calls")?;
-    let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok((count.max(0) as u64, calls))
+            .map_err(|e| db_error("choosing how to list calls", e))?
+            .max(0) as u64;
+        let better = match &best {
+            None => true,
+            Some((m, current)) => {
+                if n <= COUNT_BOUND || *m <= COUNT_BOUND {
+                    n < *m
+                } else {
+                    // All over the bound: one that needs no sort.
+                    drive.ordered() && !current.ordered()
+                }
+            }
+        };
+        if better {
+            best = Some((n, drive));
+        }
+    }
+    Ok(match best {
+        Some((n, drive)) if n <= COUNT_BOUND || drive.ordered() => drive,
+        _ => Drive::Time,
+    })
 }

@@ -47,6 +47,35 @@ impl Backend {
         }
     }
 
+    /// The elements of the bound JSON array `$n` as rows of one column,
+    /// `g.value`: many rows sent as one parameter, which both databases
+    /// read in one pass (binding thousands of parameters costs more than
+    /// the rows themselves).
+    pub(crate) fn json_rows(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each(${n}) AS g"),
+            Backend::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS g(value)"),
+        }
+    }
+
+    /// Element `i` of a [`json_rows`](Self::json_rows) row that holds an
+    /// integer.
+    pub(crate) fn json_row_int(self, i: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("g.value->>{i}"),
+            Backend::Postgres => format!("(g.value->>{i})::bigint"),
+        }
+    }
+
+    /// Element `i` of a [`json_rows`](Self::json_rows) row that holds JSON
+    /// text, as the calls' `merged` column takes it.
+    pub(crate) fn json_row_json(self, i: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("g.value->>{i}"),
+            Backend::Postgres => format!("(g.value->>{i})::jsonb"),
+        }
+    }
+
     /// The strings of a bound JSON array, as a subquery for `IN (...)`.
     pub(crate) fn json_array_strings(self, n: usize) -> String {
         match self {
@@ -84,37 +113,13 @@ impl Backend {
         }
     }
 
-    /// Filters on the merged metadata (own and added keys), each value
-    /// bound: `pairs` is how many `(key, value)` pairs follow parameter
-    /// `first`. Returns the SQL and the parameters it binds, in order.
-    pub(crate) fn metadata_filter(self, pairs: &[(String, String)], first: usize) -> (String, Vec<String>) {
+    /// The value of a call's (`c`) merged metadata for the key bound at
+    /// `key`, or NULL.
+    pub(crate) fn merged_value(self, key: &str) -> String {
         match self {
-            Backend::Sqlite => {
-                let mut sql = String::new();
-                let mut binds = Vec::with_capacity(pairs.len() * 2);
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    let n = first + 2 * i;
-                    sql.push_str(&format!(
-                        " AND EXISTS (SELECT 1 FROM json_each(calls.merged) j WHERE j.key = ${n} AND j.value = ${})",
-                        n + 1
-                    ));
-                    binds.push(k.clone());
-                    binds.push(v.clone());
-                }
-                (sql, binds)
-            }
-            Backend::Postgres => {
-                // All filters become one containment test on the
-                // GIN-indexed jsonb.
-                let object: serde_json::Map<String, serde_json::Value> = pairs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect();
-                (
-                    format!(" AND merged @> ${first}::jsonb"),
-                    vec![serde_json::Value::Object(object).to_string()],
-                )
-            }
+            // `->>` would read a key with dots or brackets as a path.
+            Backend::Sqlite => format!("(SELECT j.value FROM json_each(c.merged) j WHERE j.key = {key})"),
+            Backend::Postgres => format!("(c.merged ->> {key})"),
         }
     }
 

@@ -459,11 +459,7 @@ impl Store for SqlStore {
         call_from_row(&row)
     }
 
-    async fn list_calls(
-        &self,
-        tenant: &TenantId,
-        query: &CallQuery,
-    ) -> Result<(u64, Vec<CallRecord>), StoreError> {
+    async fn list_calls(&self, tenant: &TenantId, query: &CallQuery) -> Result<CallPage, StoreError> {
         crate::calls::list(&self.pool, self.backend, tenant, query).await
     }
 

@@ -235,20 +235,80 @@ pub struct CallRecord {
     pub updated_ms: i64,
 }
 
+/// One condition of a call list query on a key of the call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum KeyFilter {
+    /// `metadata.KEY=VALUE` on an own or added key; the key repeated: any
+    /// of the values.
+    Equals { key: String, values: Vec<String> },
+    /// `metadata.KEY.prefix=VALUE`: the value starts with these characters.
+    Prefix { key: String, prefix: String },
+    /// `metadata.KEY.missing=true` (`false`: the call has the key).
+    Missing { key: String, missing: bool },
+    /// `enrichment.TABLE=STATUS` (`matched`, `no_match`, ...); repeated:
+    /// any of the statuses.
+    Enrichment { table: String, statuses: Vec<String> },
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallQuery {
     pub limit: u32,
     pub offset: u64,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
-    /// `metadata.KEY=VALUE` filters on own and added keys, all must hold.
-    pub metadata: Vec<(String, String)>,
+    /// The conditions on keys, all must hold.
+    pub filters: Vec<KeyFilter>,
     /// Only calls after this one in list order (`timestamp_ms`, `unique_id`):
     /// a walk by pages that updates what it reads does not skip or repeat.
     pub after: Option<(i64, String)>,
+    /// Only calls after the one a previous page's `next_cursor` names.
+    pub cursor: Option<Cursor>,
     /// Skip counting the matching calls (the count returned is 0): a walk
     /// by pages needs only the pages.
     pub uncounted: bool,
+}
+
+/// Where a page of calls ends, in list order (newest first): the last
+/// call's time and its sequence number in the store. Shown to clients as
+/// `TIMESTAMP_SEQ`, opaque to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub timestamp_ms: i64,
+    pub seq: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.timestamp_ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ts, seq) = s.split_once('_').ok_or(())?;
+        Ok(Cursor {
+            timestamp_ms: ts.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// Counts stop here: a page never costs a scan of every call.
+pub const COUNT_BOUND: u64 = 10_000;
+
+/// A page of calls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallPage {
+    /// The calls matching, counted up to [`COUNT_BOUND`] (0 when the query
+    /// was `uncounted`).
+    pub count: u64,
+    /// `false` when more calls match than `count` says.
+    pub count_exact: bool,
+    pub calls: Vec<CallRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
 }
 
 /// A back-fill, as stored: what it was asked, and its report so far.
@@ -347,13 +407,8 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         external_id: &str,
     ) -> Result<CallRecord, StoreError>;
-    /// Newest first; the count is of all calls matching the filters (0 when
-    /// `uncounted`).
-    async fn list_calls(
-        &self,
-        tenant: &TenantId,
-        query: &CallQuery,
-    ) -> Result<(u64, Vec<CallRecord>), StoreError>;
+    /// Newest first, a page from the cursor (or `after`, or the offset).
+    async fn list_calls(&self, tenant: &TenantId, query: &CallQuery) -> Result<CallPage, StoreError>;
     /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
 

@@ -17,7 +17,7 @@ use callmeta_core::enrich::EnrichmentResult;
 use super::calls::enrich_now;
 use super::jobs::{self, Held};
 use super::{AppError, Services, new_id};
-use crate::store::{BackfillRecord, CallQuery, JobKind, StoreError, TenantId};
+use crate::store::{BackfillRecord, CallQuery, JobKind, KeyFilter, StoreError, TenantId};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackfillReport {
@@ -36,16 +36,45 @@ pub struct BackfillReport {
 pub struct BackfillFilter {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
+    /// `metadata.KEY=VALUE` filters of one value each (as recorded before
+    /// there were other forms).
+    #[serde(default)]
     pub metadata: Vec<(String, String)>,
+    /// The other filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<KeyFilter>,
 }
 
 impl BackfillFilter {
     pub fn of(query: &CallQuery) -> Self {
+        let mut metadata = Vec::new();
+        let mut filters = Vec::new();
+        for f in &query.filters {
+            match f {
+                KeyFilter::Equals { key, values } if values.len() == 1 => {
+                    metadata.push((key.clone(), values[0].clone()))
+                }
+                other => filters.push(other.clone()),
+            }
+        }
         Self {
             from_ms: query.from_ms,
             to_ms: query.to_ms,
-            metadata: query.metadata.clone(),
+            metadata,
+            filters,
         }
+    }
+
+    /// The filters of the calls it covers, as a list query takes them.
+    pub fn key_filters(&self) -> Vec<KeyFilter> {
+        self.metadata
+            .iter()
+            .map(|(key, value)| KeyFilter::Equals {
+                key: key.clone(),
+                values: vec![value.clone()],
+            })
+            .chain(self.filters.iter().cloned())
+            .collect()
     }
 }
 
@@ -232,12 +261,13 @@ async fn run(
         offset: 0,
         from_ms: backfill.filter.from_ms,
         to_ms: backfill.filter.to_ms,
-        metadata: backfill.filter.metadata.clone(),
+        filters: backfill.filter.key_filters(),
         after: progress.after.clone(),
+        cursor: None,
         uncounted: true,
     };
     loop {
-        let (_, calls) = services.store.list_calls(tenant, &query).await?;
+        let calls = services.store.list_calls(tenant, &query).await?.calls;
         let Some(last) = calls.last() else {
             break;
         };

@@ -4,7 +4,7 @@
 use callmeta_core::enrich::{self, EnrichmentResult, Metadata, TableView};
 
 use super::{AppError, Services, new_id};
-use crate::store::{CallQuery, CallRecord, CallSource, StoreError, TenantId};
+use crate::store::{CallPage, CallQuery, CallRecord, CallSource, Cursor, KeyFilter, StoreError, TenantId};
 
 pub struct NewCall {
     pub metadata: Metadata,
@@ -101,9 +101,18 @@ pub enum CallQueryError {
     #[error("{name} must be RFC 3339, e.g. 2026-01-30T12:34:56Z, not {value:?}")]
     Timestamp { name: String, value: String },
     #[error(
-        "unknown parameter {0:?}; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY"
+        "unknown parameter {0:?}; expected limit, offset, page, cursor, timestamp_from, timestamp_to, from, to, \
+         metadata.KEY, metadata.KEY.prefix, metadata.KEY.missing or enrichment.TABLE"
     )]
     Unknown(String),
+    #[error("cursor must be a previous page's next_cursor, not {0:?}")]
+    Cursor(String),
+    /// `name`: the parameter as given.
+    #[error("{name} must be true or false, not {value:?}")]
+    Flag { name: String, value: String },
+    /// `name`: the parameter as given.
+    #[error("{name} must be one of matched, no_match, key_missing, ambiguous, no_version, not {value:?}")]
+    Status { name: String, value: String },
 }
 
 impl CallQueryError {
@@ -115,6 +124,8 @@ impl CallQueryError {
             CallQueryError::Page(_) | CallQueryError::OffsetAndPage => "page",
             CallQueryError::Timestamp { name, .. } => name,
             CallQueryError::Unknown(name) => name,
+            CallQueryError::Cursor(_) => "cursor",
+            CallQueryError::Flag { name, .. } | CallQueryError::Status { name, .. } => name,
         }
     }
 }
@@ -127,7 +138,10 @@ impl CallQueryError {
 /// - `timestamp_from`, `timestamp_to`: RFC 3339, inclusive; `from` and `to`
 ///   are the same, and also take a form's `datetime-local` value
 ///   (`2026-01-30T12:34`, read as UTC);
-/// - `metadata.KEY=VALUE`, once per key.
+/// - `metadata.KEY=VALUE` (a key repeated: any of its values),
+///   `metadata.KEY.prefix=VALUE`, `metadata.KEY.missing=true|false`,
+///   `enrichment.TABLE=STATUS` (repeated: any of);
+/// - `cursor`: a previous page's `next_cursor`.
 ///
 /// Only the syntax is checked here; [`list_calls`] checks the bounds.
 pub fn parse_call_query(pairs: &[(String, String)]) -> Result<CallQuery, CallQueryError> {
@@ -166,10 +180,14 @@ pub fn parse_call_query(pairs: &[(String, String)]) -> Result<CallQuery, CallQue
             }
             "timestamp_from" | "from" => query.from_ms = Some(query_time(name, value)?),
             "timestamp_to" | "to" => query.to_ms = Some(query_time(name, value)?),
-            other => match other.strip_prefix("metadata.") {
-                Some(key) if !key.is_empty() => query.metadata.push((key.to_string(), value.clone())),
-                _ => return Err(CallQueryError::Unknown(other.to_string())),
-            },
+            "cursor" => {
+                query.cursor = Some(
+                    value
+                        .parse::<Cursor>()
+                        .map_err(|_| CallQueryError::Cursor(value.clone()))?,
+                )
+            }
+            other => add_filter(&mut query.filters, other, value)?,
         }
     }
     query.offset = match (offset, page) {
@@ -180,6 +198,76 @@ pub fn parse_call_query(pairs: &[(String, String)]) -> Result<CallQuery, CallQue
         (None, None) => 0,
     };
     Ok(query)
+}
+
+/// Adds the filter a `metadata.*` or `enrichment.*` parameter gives; a key
+/// or table repeated with `=` means any of the values.
+fn add_filter(filters: &mut Vec<KeyFilter>, name: &str, value: &str) -> Result<(), CallQueryError> {
+    let unknown = || CallQueryError::Unknown(name.to_string());
+    if let Some(table) = name.strip_prefix("enrichment.") {
+        if table.is_empty() {
+            return Err(unknown());
+        }
+        if callmeta_core::enrich::EnrichmentStatus::parse(value).is_none() {
+            return Err(CallQueryError::Status {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+        }
+        for f in filters.iter_mut() {
+            if let KeyFilter::Enrichment { table: t, statuses } = f
+                && t == table
+            {
+                statuses.push(value.to_string());
+                return Ok(());
+            }
+        }
+        filters.push(KeyFilter::Enrichment {
+            table: table.to_string(),
+            statuses: vec![value.to_string()],
+        });
+        return Ok(());
+    }
+    let Some(rest) = name.strip_prefix("metadata.") else {
+        return Err(unknown());
+    };
+    if let Some(key) = rest.strip_suffix(".prefix").filter(|k| !k.is_empty()) {
+        filters.push(KeyFilter::Prefix {
+            key: key.to_string(),
+            prefix: value.to_string(),
+        });
+    } else if let Some(key) = rest.strip_suffix(".missing").filter(|k| !k.is_empty()) {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(CallQueryError::Flag {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                });
+            }
+        };
+        filters.push(KeyFilter::Missing {
+            key: key.to_string(),
+            missing,
+        });
+    } else if rest.is_empty() {
+        return Err(unknown());
+    } else {
+        for f in filters.iter_mut() {
+            if let KeyFilter::Equals { key, values } = f
+                && key == rest
+            {
+                values.push(value.to_string());
+                return Ok(());
+            }
+        }
+        filters.push(KeyFilter::Equals {
+            key: rest.to_string(),
+            values: vec![value.to_string()],
+        });
+    }
+    Ok(())
 }
 
 /// A query's time: RFC 3339; `from` and `to` also take a `datetime-local`
@@ -215,16 +303,30 @@ pub fn check_query(query: &CallQuery) -> Result<(), AppError> {
             ),
         ));
     }
-    if query.metadata.len() > MAX_FILTERS {
+    let conditions: usize = query
+        .filters
+        .iter()
+        .map(|f| match f {
+            KeyFilter::Equals { values, .. } => values.len(),
+            KeyFilter::Enrichment { statuses, .. } => statuses.len(),
+            KeyFilter::Prefix { .. } | KeyFilter::Missing { .. } => 1,
+        })
+        .sum();
+    if conditions > MAX_FILTERS {
         return Err(AppError::over_limit(
             "metadata",
-            format!(
-                "{} metadata filters, over the limit of {MAX_FILTERS} per query",
-                query.metadata.len()
-            ),
+            format!("{conditions} filter values, over the limit of {MAX_FILTERS} per query"),
         ));
     }
-    for (key, value) in &query.metadata {
+    for filter in &query.filters {
+        let (key, values): (&str, Vec<&str>) = match filter {
+            KeyFilter::Equals { key, values } => (key, values.iter().map(String::as_str).collect()),
+            KeyFilter::Prefix { key, prefix } => (key, vec![prefix.as_str()]),
+            KeyFilter::Missing { key, .. } => (key, Vec::new()),
+            KeyFilter::Enrichment { table, statuses } => {
+                (table, statuses.iter().map(String::as_str).collect())
+            }
+        };
         if key.chars().count() > MAX_KEY_CHARS {
             return Err(AppError::over_limit(
                 "metadata",
@@ -234,14 +336,16 @@ pub fn check_query(query: &CallQuery) -> Result<(), AppError> {
                 ),
             ));
         }
-        if value.len() > MAX_FILTER_VALUE_BYTES {
-            return Err(AppError::over_limit(
-                format!("metadata.{key}"),
-                format!(
-                    "the filter's value is {} bytes, over the limit of {MAX_FILTER_VALUE_BYTES}",
-                    value.len()
-                ),
-            ));
+        for value in values {
+            if value.len() > MAX_FILTER_VALUE_BYTES {
+                return Err(AppError::over_limit(
+                    format!("metadata.{key}"),
+                    format!(
+                        "the filter's value is {} bytes, over the limit of {MAX_FILTER_VALUE_BYTES}",
+                        value.len()
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -446,14 +550,15 @@ pub async fn call_audio(
     Ok((bytes, audio_content_type(&key)))
 }
 
-/// The calls matching `query`, newest first, and how many match; a query
-/// beyond the bounds ([`check_query`]) is refused before it reaches the store.
+/// A page of the calls matching `query`, newest first, and how many match
+/// (up to a bound); a query beyond the bounds ([`check_query`]) is refused
+/// before it reaches the store.
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn list_calls(
     services: &Services,
     tenant: &TenantId,
     query: &CallQuery,
-) -> Result<(u64, Vec<CallRecord>), AppError> {
+) -> Result<CallPage, AppError> {
     check_query(query)?;
     Ok(services.store.list_calls(tenant, query).await?)
 }
@@ -476,7 +581,20 @@ mod tests {
         let actual = match parse_call_query(&pairs) {
             Ok(q) => format!(
                 "limit={} offset={} from={:?} to={:?} metadata={:?}",
-                q.limit, q.offset, q.from_ms, q.to_ms, q.metadata
+                q.limit,
+                q.offset,
+                q.from_ms,
+                q.to_ms,
+                q.filters
+                    .iter()
+                    .map(|f| match f {
+                        KeyFilter::Equals { key, values } => format!("{key}={}", values.join("|")),
+                        KeyFilter::Prefix { key, prefix } => format!("{key}^={prefix}"),
+                        KeyFilter::Missing { key, missing } => format!("{key}?={missing}"),
+                        KeyFilter::Enrichment { table, statuses } =>
+                            format!("@{table}={}", statuses.join("|")),
+                    })
+                    .collect::<Vec<_>>()
             ),
             Err(e) => format!("{}: {e}", e.field()),
         };
@@ -488,7 +606,24 @@ mod tests {
         check("", "limit=50 offset=0 from=None to=None metadata=[]");
         check(
             "limit=2&offset=1&metadata.team_name=diamond&metadata.agent_id=alice",
-            r#"limit=2 offset=1 from=None to=None metadata=[("team_name", "diamond"), ("agent_id", "alice")]"#,
+            r#"limit=2 offset=1 from=None to=None metadata=["team_name=diamond", "agent_id=alice"]"#,
+        );
+        check(
+            "metadata.team_name=diamond&enrichment.crm=no_match&metadata.team_name=ruby&metadata.site.prefix=par\
+             &metadata.email.missing=true&enrichment.crm=key_missing",
+            r#"limit=50 offset=0 from=None to=None metadata=["team_name=diamond|ruby", "@crm=no_match|key_missing", "site^=par", "email?=true"]"#,
+        );
+        check(
+            "metadata.email.missing=yes",
+            "metadata.email.missing: metadata.email.missing must be true or false, not \"yes\"",
+        );
+        check(
+            "enrichment.crm=found",
+            "enrichment.crm: enrichment.crm must be one of matched, no_match, key_missing, ambiguous, no_version, not \"found\"",
+        );
+        check(
+            "cursor=12_x",
+            "cursor: cursor must be a previous page's next_cursor, not \"12_x\"",
         );
         check("page=3", "limit=50 offset=100 from=None to=None metadata=[]");
         check(
@@ -528,11 +663,13 @@ mod tests {
         check("page=2&offset=3", "page: give offset or page, not both");
         check(
             "colour=red",
-            "colour: unknown parameter \"colour\"; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY",
+            "colour: unknown parameter \"colour\"; expected limit, offset, page, cursor, timestamp_from, timestamp_to, from, to, \
+             metadata.KEY, metadata.KEY.prefix, metadata.KEY.missing or enrichment.TABLE",
         );
         check(
             "metadata.=x",
-            "metadata.: unknown parameter \"metadata.\"; expected limit, offset, page, timestamp_from, timestamp_to, from, to or metadata.KEY",
+            "metadata.: unknown parameter \"metadata.\"; expected limit, offset, page, cursor, timestamp_from, timestamp_to, from, to, \
+             metadata.KEY, metadata.KEY.prefix, metadata.KEY.missing or enrichment.TABLE",
         );
     }
 }

@@ -8,6 +8,7 @@ mod helpers;
 mod api_errors;
 mod bounds;
 mod calls;
+mod calls_volume;
 mod cli;
 mod filedrop;
 mod limits;

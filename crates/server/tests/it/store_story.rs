@@ -200,13 +200,20 @@ pub async fn story(store: &dyn Store) {
 
     let q = |metadata: Vec<(&str, &str)>| CallQuery {
         limit: 10,
-        metadata: metadata
+        filters: metadata
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| KeyFilter::Equals {
+                key: k.to_string(),
+                values: vec![v.to_string()],
+            })
             .collect(),
         ..Default::default()
     };
-    let (n, calls) = store.list_calls(&a.id, &q(vec![])).await.unwrap();
+    let (n, calls) = store
+        .list_calls(&a.id, &q(vec![]))
+        .await
+        .map(|p| (p.count, p.calls))
+        .unwrap();
     assert_eq!(n, 4);
     assert_eq!(
         calls.iter().map(|c| c.unique_id.as_str()).collect::<Vec<_>>(),
@@ -215,11 +222,13 @@ pub async fn story(store: &dyn Store) {
     let (n, calls) = store
         .list_calls(&a.id, &q(vec![("team_name", "diamond")]))
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!((n, calls.len()), (2, 2));
     let (n, _) = store
         .list_calls(&a.id, &q(vec![("agent_id", "agent-c2")]))
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!(n, 1);
     let (n, _) = store
@@ -233,6 +242,7 @@ pub async fn story(store: &dyn Store) {
             },
         )
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!(n, 2);
     let (n, page) = store
@@ -245,9 +255,14 @@ pub async fn story(store: &dyn Store) {
             },
         )
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!((n, page[0].unique_id.as_str()), (4, "c3"));
-    let (n, _) = store.list_calls(&b.id, &q(vec![])).await.unwrap();
+    let (n, _) = store
+        .list_calls(&b.id, &q(vec![]))
+        .await
+        .map(|p| (p.count, p.calls))
+        .unwrap();
     assert_eq!(n, 0);
     // After a call in list order: the next page of a walk, however the
     // calls already walked were changed.
@@ -260,6 +275,7 @@ pub async fn story(store: &dyn Store) {
     let (_, rest) = store
         .list_calls(&a.id, &after(c3.timestamp_ms, "c3"))
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!(
         rest.iter().map(|c| c.unique_id.as_str()).collect::<Vec<_>>(),
@@ -268,6 +284,7 @@ pub async fn story(store: &dyn Store) {
     let (_, rest) = store
         .list_calls(&a.id, &after(c3.timestamp_ms, "c4"))
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!(rest[0].unique_id, "c3", "same time, smaller id comes next");
     let (n, page) = store
@@ -279,6 +296,7 @@ pub async fn story(store: &dyn Store) {
             },
         )
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!((n, page.len()), (0, 2), "pages without their count");
 
@@ -344,6 +362,7 @@ pub async fn story(store: &dyn Store) {
     let (n, _) = store
         .list_calls(&a.id, &q(vec![("team_name", "onyx")]))
         .await
+        .map(|p| (p.count, p.calls))
         .unwrap();
     assert_eq!(n, 1);
     assert!(matches!(

@@ -163,14 +163,14 @@ pub(crate) async fn calls(
         Err(e) => return invalid_query(&e),
     };
     let (total, records) = match calls::list_calls(&state.services, &s.tenant, &query).await {
-        Ok(r) => r,
+        Ok(page) => (page.count, page.calls),
         Err(e) => return error_page(e),
     };
     let tables = match tables::list_tables(&state.services, &s.tenant).await {
         Ok(t) => t,
         Err(e) => return error_page(e),
     };
-    let any_calls_at_all = total > 0 || (!query.metadata.is_empty() && any_calls(&state, &s).await);
+    let any_calls_at_all = total > 0 || (!query.filters.is_empty() && any_calls(&state, &s).await);
     // Columns: the product keys, then each table's key column.
     let mut columns: Vec<String> = vec!["phonenumber".into()];
     for t in &tables {
@@ -216,7 +216,7 @@ async fn any_calls(state: &WebState, s: &web_sessions::WebSession) -> bool {
     };
     calls::list_calls(&state.services, &s.tenant, &everything)
         .await
-        .map(|(n, _)| n > 0)
+        .map(|page| !page.calls.is_empty())
         .unwrap_or(true)
 }
 
