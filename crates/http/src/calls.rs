@@ -261,6 +261,171 @@ pub(crate) async fn list_calls(
     }))
 }
 
+/// The parameters a facet or export request adds to a list query's, taken
+/// out before the list query is read.
+fn take_params(params: &mut Vec<(String, String)>, names: &[&str]) -> BTreeMap<String, String> {
+    let mut taken = BTreeMap::new();
+    params.retain(|(k, v)| {
+        if names.contains(&k.as_str()) {
+            taken.insert(k.clone(), v.clone());
+            false
+        } else {
+            true
+        }
+    });
+    taken
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FacetsView {
+    /// The key counted.
+    pub key: String,
+    /// The most common values first.
+    pub values: Vec<FacetValueView>,
+    /// Calls counted that have no value for the key.
+    pub missing: u64,
+    /// Calls counted: every matching call when `exact`, else the newest 20,000.
+    pub calls: u64,
+    pub exact: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FacetValueView {
+    pub value: String,
+    pub count: u64,
+}
+
+/// The most common values of one key (own or added) among the calls the
+/// filters match, counted over the newest 20,000 of them.
+#[utoipa::path(get, path = "/api/v1/calls/facets", tag = "calls",
+    params(
+        ("key" = String, Query, description = "The metadata key to count (own or added)"),
+        ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Values to return, default 20"),
+        ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("metadata.KEY" = Option<String>, Query, description = "As for the call list"),
+        ("metadata.KEY.prefix" = Option<String>, Query, description = "As for the call list"),
+        ("metadata.KEY.missing" = Option<bool>, Query, description = "As for the call list"),
+        ("enrichment.TABLE" = Option<String>, Query, description = "As for the call list"),
+    ),
+    responses((status = 200, body = FacetsView),
+              (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
+              (status = 401, body = ErrorBody),
+              (status = 422, description = "`key` or `top` is out of bounds", body = ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn call_facets(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiQuery(mut params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<FacetsView>, ApiError> {
+    let taken = take_params(&mut params, &["key", "top"]);
+    let key = taken.get("key").cloned().unwrap_or_default();
+    let top = match taken.get("top") {
+        None => uc::DEFAULT_FACET_TOP,
+        Some(t) => t.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!("top must be an integer from 1 to 100, not {t:?}"))
+                .with_field("top")
+        })?,
+    };
+    let query = uc::parse_call_query(&params)?;
+    let facets = uc::call_facets(&state.services, &tenant.id, &query, &key, top).await?;
+    Ok(Json(FacetsView {
+        key: facets.key,
+        values: facets
+            .values
+            .into_iter()
+            .map(|v| FacetValueView {
+                value: v.value,
+                count: v.count,
+            })
+            .collect(),
+        missing: facets.missing,
+        calls: facets.calls,
+        exact: facets.exact,
+    }))
+}
+
+/// Every call the filters match, newest first, streamed as CSV (own and
+/// added keys as columns, a `TABLE.status` column per table; cells that
+/// start with `= + - @` are prefixed with `'`) or NDJSON (one call per line,
+/// as `GET /api/v1/calls/{unique_id}` shows it).
+#[utoipa::path(get, path = "/api/v1/calls/export", tag = "calls",
+    params(
+        ("format" = Option<String>, Query, description = "`csv` (default) or `ndjson`"),
+        ("bom" = Option<bool>, Query, description = "CSV only: start with a UTF-8 byte order mark (for Excel)"),
+        ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("metadata.KEY" = Option<String>, Query, description = "As for the call list"),
+        ("metadata.KEY.prefix" = Option<String>, Query, description = "As for the call list"),
+        ("metadata.KEY.missing" = Option<bool>, Query, description = "As for the call list"),
+        ("enrichment.TABLE" = Option<String>, Query, description = "As for the call list"),
+    ),
+    responses((status = 200, description = "The calls, streamed", content((String = "text/csv"), (String = "application/x-ndjson"))),
+              (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
+              (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn export_calls(
+    State(state): State<AppState>,
+    Auth(tenant): Auth,
+    ApiQuery(mut params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    use callmeta_app::usecases::export::{Export, ExportFormat};
+    let taken = take_params(&mut params, &["format", "bom"]);
+    let bom = match taken.get("bom").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(
+                ApiError::bad_request(format!("bom must be true or false, not {other:?}")).with_field("bom"),
+            );
+        }
+    };
+    let format = match taken.get("format").map(String::as_str) {
+        None | Some("csv") => ExportFormat::Csv { bom },
+        Some("ndjson") => ExportFormat::Ndjson,
+        Some(other) => {
+            return Err(
+                ApiError::bad_request(format!("format must be csv or ndjson, not {other:?}"))
+                    .with_field("format"),
+            );
+        }
+    };
+    let query = uc::parse_call_query(&params)?;
+    let export = Export::start(&state.services, &tenant.id, &query, format).await?;
+    let services = state.services.clone();
+    let tenant = tenant.id.clone();
+    // One page at a time: what is held is one page and what the socket
+    // has not taken yet.
+    let body = futures_util::stream::unfold(Some(export), move |export| {
+        let (services, tenant) = (services.clone(), tenant.clone());
+        async move {
+            let mut export = export?;
+            match export.next_chunk(&services, &tenant).await {
+                Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), Some(export))),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "an export stopped");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"calls.{}\"", format.extension()),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BackfillRequest {

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         super::tables::activate_version,
         super::calls::create_call,
         super::calls::list_calls,
+        super::calls::call_facets,
+        super::calls::export_calls,
         super::calls::get_call,
         super::calls::get_call_audio,
         super::calls::backfill,

@@ -191,8 +191,8 @@ impl Binds {
     }
 }
 
-/// The longest value `call_keys` holds (characters); a longer one is found
-/// by reading the calls themselves.
+/// How much of a value `call_keys` holds (characters): an equality on a
+/// value this long or longer, or a longer prefix, reads the calls themselves.
 const INDEXED_CHARS: usize = 200;
 
 /// How a page's calls are found: the index entries of one filter, in list
@@ -210,9 +210,10 @@ enum KeyValues {
 impl Drive {
     /// The index entries a filter has, when every value it asks is indexed.
     fn of(filter: &KeyFilter) -> Option<Drive> {
+        let whole = |v: &String| v.chars().count() < INDEXED_CHARS;
         let short = |v: &String| v.chars().count() <= INDEXED_CHARS;
         match filter {
-            KeyFilter::Equals { key, values } if values.iter().all(short) => Some(Drive::Keys {
+            KeyFilter::Equals { key, values } if values.iter().all(whole) => Some(Drive::Keys {
                 k: format!("m:{key}"),
                 values: KeyValues::Any(values.clone()),
             }),
@@ -305,13 +306,144 @@ pub(crate) async fn list(
     tenant: &TenantId,
     query: &CallQuery,
 ) -> Result<CallPage, StoreError> {
-    let tenant_num = "(SELECT num FROM tenants WHERE id = $1)";
     let drive = choose_drive(pool, tenant, query).await?;
-    let page = |counting: bool| {
+    let count = if query.uncounted {
+        0
+    } else {
+        let m = Matching::new(backend, tenant, query, &drive, false);
+        m.binds
+            .query(format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 {} LIMIT {}) AS m",
+                m.sql,
+                COUNT_BOUND + 1
+            ))
+            .fetch_one(pool)
+            .await
+            .doing("counting calls")?
+            .try_get::<i64, _>("n")
+            .map_err(|e| db_error("counting calls", e))?
+            .max(0) as u64
+    };
+    let mut m = Matching::new(backend, tenant, query, &drive, true);
+    let limit = m.binds.int(i64::from(query.limit) + 1);
+    let offset = m.binds.int(query.offset.min(i64::MAX as u64) as i64);
+    let rows = m
+        .binds
+        .query(format!(
+            "SELECT {CALL_COLUMNS_OF_C}, c.seq AS seq {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+            m.sql,
+            m.order()
+        ))
+        .fetch_all(pool)
+        .await
+        .doing("listing calls")?;
+    let more = rows.len() > query.limit as usize;
+    let mut calls = Vec::with_capacity(rows.len());
+    let mut next_cursor = None;
+    for row in rows.iter().take(query.limit as usize) {
+        let call = call_from_row(row)?;
+        next_cursor = Some(Cursor {
+            timestamp_ms: call.timestamp_ms,
+            seq: row
+                .try_get::<i64, _>("seq")
+                .map_err(|e| db_error("listing calls", e))?,
+        });
+        calls.push(call);
+    }
+    Ok(CallPage {
+        count: count.min(COUNT_BOUND),
+        count_exact: query.uncounted || count <= COUNT_BOUND,
+        calls,
+        next_cursor: next_cursor.filter(|_| more),
+    })
+}
+
+/// The values of `key` among the newest `sample` calls matching `query`,
+/// with how many calls have each (`None`: calls without the key).
+pub(crate) async fn facets(
+    pool: &AnyPool,
+    backend: Backend,
+    tenant: &TenantId,
+    query: &CallQuery,
+    key: &str,
+    sample: u32,
+) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+    let drive = choose_drive(pool, tenant, query).await?;
+    let mut m = Matching::new(backend, tenant, query, &drive, true);
+    let key = m.binds.text(key);
+    let value = backend.merged_value(&key);
+    let sample = m.binds.int(i64::from(sample));
+    let rows = m
+        .binds
+        .query(format!(
+            "SELECT v, COUNT(*) AS n FROM (SELECT {value} AS v {} ORDER BY {} LIMIT {sample}) AS s GROUP BY v",
+            m.sql,
+            m.order()
+        ))
+        .fetch_all(pool)
+        .await
+        .doing("counting a key's values")?;
+    rows.iter()
+        .map(|r| {
+            let v = r
+                .try_get::<Option<String>, _>("v")
+                .map_err(|e| db_error("counting a key's values", e))?;
+            let n = r
+                .try_get::<i64, _>("n")
+                .map_err(|e| db_error("counting a key's values", e))?;
+            Ok((v, n.max(0) as u64))
+        })
+        .collect()
+}
+
+/// The metadata keys and the tables of a tenant's calls, in byte order:
+/// one index seek per name (the entries are ordered by name first).
+pub(crate) async fn key_names(pool: &AnyPool, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    let mut last = String::new();
+    loop {
+        let next = sqlx::query(
+            "SELECT k FROM call_keys WHERE tenant = (SELECT num FROM tenants WHERE id = $1) AND k > $2 \
+             ORDER BY k LIMIT 1",
+        )
+        .bind(tenant.0.clone())
+        .bind(last.clone())
+        .fetch_optional(pool)
+        .await
+        .doing("reading the keys of calls")?;
+        let Some(row) = next else { break };
+        last = row
+            .try_get::<String, _>("k")
+            .map_err(|e| db_error("reading the keys of calls", e))?;
+        names.push(last.clone());
+        // Bounded: a tenant sending a new key with every call still gets
+        // an answer.
+        if names.len() >= MAX_KEY_NAMES {
+            break;
+        }
+    }
+    Ok(names)
+}
+
+/// The most names [`key_names`] reads.
+const MAX_KEY_NAMES: usize = 2_000;
+
+/// The `FROM ... WHERE ...` of the calls a query matches, and what it binds.
+struct Matching {
+    binds: Binds,
+    sql: String,
+    ts: &'static str,
+    seq: &'static str,
+}
+
+impl Matching {
+    /// `paging`: with the cursor and `after` (a count leaves them out).
+    fn new(backend: Backend, tenant: &TenantId, query: &CallQuery, drive: &Drive, paging: bool) -> Matching {
+        let tenant_num = "(SELECT num FROM tenants WHERE id = $1)";
         let mut b = Binds::default();
         b.text(tenant.0.clone());
         let mut sql = String::new();
-        let (ts, seq) = match &drive {
+        let (ts, seq) = match drive {
             Drive::Time => {
                 sql.push_str("FROM calls c WHERE c.tenant_id = $1");
                 ("c.timestamp_ms", "c.seq")
@@ -336,7 +468,7 @@ pub(crate) async fn list(
                 condition(backend, filter, &mut b, tenant_num)
             ));
         }
-        if !counting {
+        if paging {
             if let Some(cursor) = query.cursor {
                 sql.push_str(&format!(
                     " AND ({ts}, {seq}) < ({}, {})",
@@ -353,52 +485,18 @@ pub(crate) async fn list(
                 ));
             }
         }
-        (b, sql, ts, seq)
-    };
-    let count = if query.uncounted {
-        0
-    } else {
-        let (b, sql, _, _) = page(true);
-        b.query(format!(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 {sql} LIMIT {}) AS m",
-            COUNT_BOUND + 1
-        ))
-        .fetch_one(pool)
-        .await
-        .doing("counting calls")?
-        .try_get::<i64, _>("n")
-        .map_err(|e| db_error("counting calls", e))?
-        .max(0) as u64
-    };
-    let (mut b, sql, ts, seq) = page(false);
-    let limit = b.int(i64::from(query.limit) + 1);
-    let offset = b.int(query.offset.min(i64::MAX as u64) as i64);
-    let rows = b
-        .query(format!(
-            "SELECT {CALL_COLUMNS_OF_C}, c.seq AS seq {sql} ORDER BY {ts} DESC, {seq} DESC LIMIT {limit} OFFSET {offset}"
-        ))
-        .fetch_all(pool)
-        .await
-        .doing("listing calls")?;
-    let more = rows.len() > query.limit as usize;
-    let mut calls = Vec::with_capacity(rows.len());
-    let mut next_cursor = None;
-    for row in rows.iter().take(query.limit as usize) {
-        let call = call_from_row(row)?;
-        next_cursor = Some(Cursor {
-            timestamp_ms: call.timestamp_ms,
-            seq: row
-                .try_get::<i64, _>("seq")
-                .map_err(|e| db_error("listing calls", e))?,
-        });
-        calls.push(call);
+        Matching {
+            binds: b,
+            sql,
+            ts,
+            seq,
+        }
     }
-    Ok(CallPage {
-        count: count.min(COUNT_BOUND),
-        count_exact: query.uncounted || count <= COUNT_BOUND,
-        calls,
-        next_cursor: next_cursor.filter(|_| more),
-    })
+
+    /// List order: newest first.
+    fn order(&self) -> String {
+        format!("{} DESC, {} DESC", self.ts, self.seq)
+    }
 }
 
 /// The index range with the fewest entries, counted up to the bound; one

@@ -463,6 +463,20 @@ impl Store for SqlStore {
         crate::calls::list(&self.pool, self.backend, tenant, query).await
     }
 
+    async fn call_facets(
+        &self,
+        tenant: &TenantId,
+        query: &CallQuery,
+        key: &str,
+        sample: u32,
+    ) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+        crate::calls::facets(&self.pool, self.backend, tenant, query, key, sample).await
+    }
+
+    async fn call_key_names(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+        crate::calls::key_names(&self.pool, tenant).await
+    }
+
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
         let sql = format!(

@@ -409,6 +409,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<CallRecord, StoreError>;
     /// Newest first, a page from the cursor (or `after`, or the offset).
     async fn list_calls(&self, tenant: &TenantId, query: &CallQuery) -> Result<CallPage, StoreError>;
+    /// The values of `key` among the newest `sample` calls matching the
+    /// query's filters (its page and cursor ignored), each with how many of
+    /// those calls have it; `None` counts the calls without the key.
+    async fn call_facets(
+        &self,
+        tenant: &TenantId,
+        query: &CallQuery,
+        key: &str,
+        sample: u32,
+    ) -> Result<Vec<(Option<String>, u64)>, StoreError>;
+    /// The names found on a tenant's calls, in byte order: `m:KEY` for a
+    /// metadata key (own or added), `e:TABLE` for a table with results.
+    async fn call_key_names(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
     /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
 

@@ -563,6 +563,87 @@ pub async fn list_calls(
     Ok(services.store.list_calls(tenant, query).await?)
 }
 
+/// Facets are counted over this many of the newest matching calls at most.
+pub const FACET_SAMPLE: u32 = 20_000;
+/// Values a facet shows when not told (`top`), and the most it shows.
+pub const DEFAULT_FACET_TOP: u32 = 20;
+pub const MAX_FACET_TOP: u32 = 100;
+
+/// The most common values of one key among the calls a query matches.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Facets {
+    pub key: String,
+    /// Most common first (ties in byte order).
+    pub values: Vec<FacetValue>,
+    /// Calls counted without the key.
+    pub missing: u64,
+    /// Calls counted: all matching ones when `exact`, else the newest
+    /// [`FACET_SAMPLE`].
+    pub calls: u64,
+    pub exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
+}
+
+/// The `top` most common values of `key` (own or added) among the calls
+/// `query` matches (its page ignored), counted over the newest
+/// [`FACET_SAMPLE`] of them.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+pub async fn call_facets(
+    services: &Services,
+    tenant: &TenantId,
+    query: &CallQuery,
+    key: &str,
+    top: u32,
+) -> Result<Facets, AppError> {
+    check_query(&CallQuery {
+        limit: 1,
+        offset: 0,
+        ..query.clone()
+    })?;
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(AppError::invalid(
+            "key",
+            format!("key must be 1 to {MAX_KEY_CHARS} characters"),
+        ));
+    }
+    if !(1..=MAX_FACET_TOP).contains(&top) {
+        return Err(AppError::invalid(
+            "top",
+            format!("top must be from 1 to {MAX_FACET_TOP}, not {top}"),
+        ));
+    }
+    let query = CallQuery {
+        cursor: None,
+        after: None,
+        offset: 0,
+        ..query.clone()
+    };
+    let counted = services
+        .store
+        .call_facets(tenant, &query, key, FACET_SAMPLE)
+        .await?;
+    let calls: u64 = counted.iter().map(|(_, n)| n).sum();
+    let missing = counted.iter().filter(|(v, _)| v.is_none()).map(|(_, n)| n).sum();
+    let mut values: Vec<FacetValue> = counted
+        .into_iter()
+        .filter_map(|(v, count)| v.map(|value| FacetValue { value, count }))
+        .collect();
+    values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    values.truncate(top as usize);
+    Ok(Facets {
+        key: key.to_string(),
+        values,
+        missing,
+        calls,
+        exact: calls < u64::from(FACET_SAMPLE),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

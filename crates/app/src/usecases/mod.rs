@@ -6,6 +6,7 @@
 //! - [`tables`]: configure a reference table, upload a version of it.
 //! - [`active_tables`]: the in-memory active versions every call is enriched from.
 //! - [`calls`]: create, read and list calls.
+//! - [`export`]: every call a list query matches, as CSV or NDJSON, page by page.
 //! - [`backfill`]: re-enrich past calls from the active versions, on request.
 //! - [`siprec`]: a tenant's SIPREC key mapping and recording-client addresses.
 //! - [`recordings`]: SIPREC recordings in progress, finished by another node
@@ -23,6 +24,7 @@ pub mod active_tables;
 pub mod backfill;
 pub mod calls;
 pub mod connections;
+pub mod export;
 pub mod jobs;
 pub mod logins;
 pub mod recordings;

@@ -152,3 +152,154 @@ async fn a_cursor_walks_every_call_once_while_calls_arrive() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn facets_count_the_values_of_a_key_among_the_matching_calls() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("facets");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    app.upload(&t, "crm", SPEC_TABLE).await;
+    for agent in ["alice", "bob", "cindy", "dylan", "alice", "zed", "cindy", "alice"] {
+        let (status, _) = app
+            .post_json(&t, "/api/v1/calls", json!({"metadata": {"agent_id": agent}}))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, f) = app.get(&t, "/api/v1/calls/facets?key=team_name").await;
+    assert_eq!(status, 200, "{f}");
+    assert_eq!(
+        f["values"],
+        json!([{"value": "diamond", "count": 5}, {"value": "ruby", "count": 1}, {"value": "saphire", "count": 1}])
+    );
+    assert_eq!(
+        (f["missing"].clone(), f["calls"].clone(), f["exact"].clone()),
+        (json!(1), json!(8), json!(true))
+    );
+    let (_, f) = app
+        .get(
+            &t,
+            "/api/v1/calls/facets?key=agent_id&top=1&metadata.team_name=diamond",
+        )
+        .await;
+    assert_eq!(f["values"], json!([{"value": "alice", "count": 3}]));
+    assert_eq!(f["calls"], 5);
+    let (_, f) = app
+        .get(&t, "/api/v1/calls/facets?key=agent_id&enrichment.crm=no_match")
+        .await;
+    assert_eq!(f["values"], json!([{"value": "zed", "count": 1}]));
+    for (query, status, field) in [
+        ("", 422, "key"),
+        ("key=team_name&top=0", 422, "top"),
+        ("key=team_name&top=many", 400, "top"),
+        ("key=team_name&colour=red", 400, "colour"),
+    ] {
+        let (got, body) = app.get(&t, &format!("/api/v1/calls/facets?{query}")).await;
+        assert_eq!(
+            (got, body["errors"][0]["field"].as_str()),
+            (status, Some(field)),
+            "{query}: {body}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_export_round_trips_through_a_csv_reader_and_ndjson() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("export");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    app.upload(
+        &t,
+        "crm",
+        "agent_id,team_name,formula,note\n\
+         alice,diamond,=HYPERLINK(\"http://x\"),\"multi\nline, with \"\"quotes\"\"\"\n\
+         bob,ruby,+1,@home\n",
+    )
+    .await;
+    // More calls than a page of the export, so that it pages.
+    let calls = 2_345;
+    let mut posts = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let (client, url, token) = (app.http.clone(), app.url("/api/v1/calls"), t.token.clone());
+        posts.spawn(async move {
+            for i in (chunk..calls).step_by(8) {
+                let agent = ["alice", "bob", "zed"][i % 3];
+                let r = client
+                    .post(&url)
+                    .header("Authorization", format!("Token {token}"))
+                    .json(&json!({"metadata": {"agent_id": agent, "n": i.to_string(), "comment": "-neg, \"q\""}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        });
+    }
+    while let Some(done) = posts.join_next().await {
+        done.unwrap();
+    }
+    let get = |path: &str| {
+        app.http
+            .get(app.url(path))
+            .header("Authorization", format!("Token {}", t.token))
+            .send()
+    };
+    let r = get("/api/v1/calls/export?format=csv&bom=true").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let body = r.bytes().await.unwrap();
+    assert!(body.starts_with("\u{feff}".as_bytes()), "a BOM first");
+    let mut reader = csv::Reader::from_reader(&body[3..]);
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "unique_id",
+            "timestamp",
+            "source",
+            "external_id",
+            "agent_id",
+            "comment",
+            "formula",
+            "n",
+            "note",
+            "team_name",
+            "crm.status"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), calls, "every call once");
+    let ns: BTreeSet<&str> = rows.iter().map(|r| &r[7]).collect();
+    assert_eq!(ns.len(), calls);
+    let alice = rows.iter().find(|r| &r[4] == "alice").unwrap();
+    assert_eq!(&alice[5], "'-neg, \"q\"");
+    assert_eq!(&alice[6], "'=HYPERLINK(\"http://x\")");
+    assert_eq!(&alice[8], "multi\nline, with \"quotes\"");
+    assert_eq!(&alice[9], "diamond");
+    assert_eq!(&alice[10], "matched");
+    let bob = rows.iter().find(|r| &r[4] == "bob").unwrap();
+    assert_eq!((&bob[6], &bob[8]), ("'+1", "'@home"));
+    let zed = rows.iter().find(|r| &r[4] == "zed").unwrap();
+    assert_eq!((&zed[9], &zed[10]), ("", "no_match"));
+
+    // NDJSON, filtered: one call per line, as the API shows it.
+    let r = get("/api/v1/calls/export?format=ndjson&metadata.team_name=ruby")
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), (0..calls).filter(|i| i % 3 == 1).count());
+    assert!(
+        lines
+            .iter()
+            .all(|c| c["metadata"]["team_name"] == "ruby" && c["metadata"]["formula"] == "+1")
+    );
+
+    let (status, body) = app.get(&t, "/api/v1/calls/export?format=xlsx").await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (400, Some("format"))
+    );
+    app.stop().await;
+}

@@ -14,7 +14,7 @@ ALTER TABLE tenants ADD COLUMN num BIGSERIAL;
 CREATE UNIQUE INDEX tenants_by_num ON tenants (num);
 
 -- The index of calls by key: one entry per metadata key (`m:KEY`, own and
--- added keys, values up to 200 characters) and per enrichment result
+-- added keys, a value's first 200 characters) and per enrichment result
 -- (`e:TABLE`, its status), in list order within each (key, value). Written by
 -- the trigger below in the transaction that writes the call. Byte order
 -- ("C"), as on SQLite, for prefixes.
@@ -31,9 +31,9 @@ CREATE FUNCTION call_key_entries(call_tenant TEXT, call_merged JSONB, call_enric
 RETURNS TABLE (tenant BIGINT, k TEXT, v TEXT, ts BIGINT, seq BIGINT)
 -- About as many rows as a call has keys: the planner then looks each one up.
 LANGUAGE sql STABLE ROWS 20 AS $$
-    SELECT t.num, 'm:' || j.key, j.value, $4, $5
+    SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), $4, $5
     FROM tenants t, jsonb_each_text($2) j
-    WHERE t.id = $1 AND length(j.value) <= 200
+    WHERE t.id = $1
     UNION ALL
     SELECT t.num, 'e:' || (e ->> 'table'), e ->> 'status', $4, $5
     FROM tenants t, jsonb_array_elements($3::jsonb) e

@@ -38,7 +38,7 @@ CREATE TRIGGER tenants_num AFTER INSERT ON tenants WHEN NEW.num IS NULL BEGIN
 END;
 
 -- The index of calls by key: one entry per metadata key (`m:KEY`, own and
--- added keys, values up to 200 characters) and per enrichment result
+-- added keys, a value's first 200 characters) and per enrichment result
 -- (`e:TABLE`, its status), in list order within each (key, value). Written by
 -- the triggers below in the transaction that writes the call.
 CREATE TABLE call_keys (
@@ -51,18 +51,18 @@ CREATE TABLE call_keys (
 ) WITHOUT ROWID;
 
 INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-    SELECT t.num, 'm:' || j.key, j.value, c.timestamp_ms, c.seq
+    SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), c.timestamp_ms, c.seq
     FROM calls c JOIN tenants t ON t.id = c.tenant_id, json_each(c.merged) j
-    WHERE j.type = 'text' AND length(j.value) <= 200;
+    WHERE j.type = 'text';
 INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
     SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', c.timestamp_ms, c.seq
     FROM calls c JOIN tenants t ON t.id = c.tenant_id, json_each(c.enrichment) e;
 
 CREATE TRIGGER call_keys_insert AFTER INSERT ON calls BEGIN
     INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'm:' || j.key, j.value, NEW.timestamp_ms, NEW.seq
+        SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), NEW.timestamp_ms, NEW.seq
         FROM tenants t, json_each(NEW.merged) j
-        WHERE t.id = NEW.tenant_id AND j.type = 'text' AND length(j.value) <= 200;
+        WHERE t.id = NEW.tenant_id AND j.type = 'text';
     INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
         SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', NEW.timestamp_ms, NEW.seq
         FROM tenants t, json_each(NEW.enrichment) e
@@ -72,7 +72,7 @@ END;
 CREATE TRIGGER call_keys_delete AFTER DELETE ON calls BEGIN
     DELETE FROM call_keys
     WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
-      AND (k, v) IN (SELECT 'm:' || j.key, j.value FROM json_each(OLD.merged) j
+      AND (k, v) IN (SELECT 'm:' || j.key, substr(j.value, 1, 200) FROM json_each(OLD.merged) j
                      UNION ALL
                      SELECT 'e:' || (e.value ->> 'table'), e.value ->> 'status' FROM json_each(OLD.enrichment) e)
       AND ts = OLD.timestamp_ms AND seq = OLD.seq;
@@ -81,14 +81,14 @@ END;
 CREATE TRIGGER call_keys_update AFTER UPDATE OF merged, enrichment, timestamp_ms ON calls BEGIN
     DELETE FROM call_keys
     WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
-      AND (k, v) IN (SELECT 'm:' || j.key, j.value FROM json_each(OLD.merged) j
+      AND (k, v) IN (SELECT 'm:' || j.key, substr(j.value, 1, 200) FROM json_each(OLD.merged) j
                      UNION ALL
                      SELECT 'e:' || (e.value ->> 'table'), e.value ->> 'status' FROM json_each(OLD.enrichment) e)
       AND ts = OLD.timestamp_ms AND seq = OLD.seq;
     INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'm:' || j.key, j.value, NEW.timestamp_ms, NEW.seq
+        SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), NEW.timestamp_ms, NEW.seq
         FROM tenants t, json_each(NEW.merged) j
-        WHERE t.id = NEW.tenant_id AND j.type = 'text' AND length(j.value) <= 200;
+        WHERE t.id = NEW.tenant_id AND j.type = 'text';
     INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
         SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', NEW.timestamp_ms, NEW.seq
         FROM tenants t, json_each(NEW.enrichment) e

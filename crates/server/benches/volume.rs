@@ -1,0 +1,255 @@
+//! Calls at volume (SPEC §12): loads N calls through the store (as the
+//! call writer commits them), then times the first page of each filter
+//! form, as `GET /api/v1/calls` runs it (the calls use case).
+//!
+//! usage: cargo bench -p callmeta --bench volume -- [CALLS]
+//!   CALLS   calls to load (default 1,000,000)
+//! Env: CALLMETA_BENCH_DATABASE_URL=postgres://... for PostgreSQL (a fresh
+//! database is made); the embedded SQLite otherwise.
+//!
+//! Each call: agent_id (10,000 agents), queue (20), phonenumber, campaign
+//! (on 70%), a `crm` result (90% matched with team_name of 50 teams and
+//! region of 10, 8% no_match, 2% key_missing), timestamps over 60 days.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use callmeta::config::Config;
+use callmeta::startup::open_services;
+use callmeta_app::clock::SystemClock;
+use callmeta_app::store::{CallRecord, CallSource};
+use callmeta_app::usecases::{calls, tenants};
+use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
+
+const DAY_MS: i64 = 86_400_000;
+const START_MS: i64 = 1_767_225_600_000; // 2026-01-01
+
+/// A small deterministic generator (no dependency).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+fn call(i: u64, calls: u64) -> CallRecord {
+    let r = mix(i);
+    let agent = r % 10_000;
+    let ts = START_MS + ((i as i128 * 60 * DAY_MS as i128) / calls as i128) as i64;
+    let mut metadata = Metadata::new();
+    metadata.insert("agent_id".into(), format!("agent{agent}"));
+    metadata.insert("queue".into(), format!("queue{}", (r >> 20) % 20));
+    metadata.insert(
+        "phonenumber".into(),
+        format!("+33{:09}", mix(i ^ 0xabc) % 1_000_000_000),
+    );
+    if (r >> 30) % 10 < 7 {
+        metadata.insert("campaign".into(), format!("spring-{}", (r >> 34) % 5));
+    }
+    let roll = (r >> 40) % 100;
+    let (status, added) = if roll < 2 {
+        metadata.remove("agent_id");
+        (EnrichmentStatus::KeyMissing, Metadata::new())
+    } else if roll < 10 {
+        (EnrichmentStatus::NoMatch, Metadata::new())
+    } else {
+        let mut added = Metadata::new();
+        added.insert("team_name".into(), format!("team{}", agent % 50));
+        added.insert("region".into(), format!("region{}", agent % 10));
+        added.insert("manager".into(), format!("manager{}", agent % 200));
+        added.insert("site".into(), format!("site{}", agent % 30));
+        added.insert("email".into(), format!("agent{agent}@example.com"));
+        (EnrichmentStatus::Matched, added)
+    };
+    CallRecord {
+        unique_id: format!("{:016x}-{i}", r),
+        timestamp_ms: ts,
+        source: CallSource::Api,
+        external_id: None,
+        enrichment: vec![EnrichmentResult {
+            table: "crm".into(),
+            version: Some("v1".into()),
+            status,
+            key: "agent_id".into(),
+            key_value: metadata.get("agent_id").cloned(),
+            normalized_key: metadata.get("agent_id").cloned(),
+            added,
+            collisions: vec![],
+            at_ms: ts,
+            matched_by: None,
+            keys_tried: vec![],
+            interval: None,
+        }],
+        metadata,
+        audio_key: None,
+        created_ms: ts,
+        updated_ms: ts,
+    }
+}
+
+fn main() {
+    let calls: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(calls));
+}
+
+async fn run(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = None;
+    if let Ok(url) = std::env::var("CALLMETA_BENCH_DATABASE_URL") {
+        let name = format!("callmeta_volume_{}", std::process::id());
+        let status = std::process::Command::new("psql")
+            .args([&url, "-qc", &format!("CREATE DATABASE {name}")])
+            .status()
+            .expect("psql");
+        assert!(status.success());
+        database = Some(format!("{}/{name}", url.rsplit_once('/').unwrap().0));
+    }
+    let backend = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database,
+        ..Config::default()
+    };
+    let services = open_services(&config, Arc::new(SystemClock)).await.unwrap();
+    let created = tenants::create_tenant(&services, "volume", "volume-password")
+        .await
+        .unwrap();
+    let tenant = services
+        .store
+        .tenant_by_token(&tenants::hash_token(&created.api_token))
+        .await
+        .unwrap()
+        .id;
+
+    // Load: many concurrent creations, as the API's would be.
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 256u64;
+    for w in 0..workers {
+        let (services, tenant) = (services.clone(), tenant.clone());
+        tasks.spawn(async move {
+            let mut i = w;
+            while i < n {
+                services.store.insert_call(&tenant, &call(i, n)).await.unwrap();
+                i += workers;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let load = started.elapsed().as_secs_f64();
+    println!(
+        "{backend}: loaded {n} calls in {load:.1} s ({:.0} calls/s through the store, index included)",
+        n as f64 / load
+    );
+
+    let forms: &[(&str, &dyn Fn(u64) -> String)] = &[
+        ("no filter", &|_| String::new()),
+        ("agent (1 in 10,000)", &|i| {
+            format!("metadata.agent_id=agent{}", i * 97 % 10_000)
+        }),
+        ("team (1 in 55)", &|i| {
+            format!("metadata.team_name=team{}", i % 50)
+        }),
+        ("3 teams (any of)", &|i| {
+            format!(
+                "metadata.team_name=team{}&metadata.team_name=team{}&metadata.team_name=team{}",
+                i % 50,
+                (i + 1) % 50,
+                (i + 2) % 50
+            )
+        }),
+        ("matches nothing", &|i| format!("metadata.agent_id=nobody{i}")),
+        ("enrichment no_match (8%)", &|_| "enrichment.crm=no_match".into()),
+        ("enrichment key_missing (2%)", &|_| {
+            "enrichment.crm=key_missing".into()
+        }),
+        ("prefix, rare (phone +33123...)", &|i| {
+            format!("metadata.phonenumber.prefix=%2B33{:04}", i % 10_000)
+        }),
+        ("prefix, common (agent1...)", &|_| {
+            "metadata.agent_id.prefix=agent1".into()
+        }),
+        ("missing (campaign, 30%)", &|_| {
+            "metadata.campaign.missing=true".into()
+        }),
+        ("one day", &|i| day(i, "")),
+        ("one day + team", &|i| {
+            day(i, &format!("&metadata.team_name=team{}", i % 50))
+        }),
+        ("team + region (disjoint)", &|i| {
+            format!(
+                "metadata.team_name=team{}&metadata.region=region{}",
+                i % 50,
+                (i + 1) % 10
+            )
+        }),
+        ("team + queue", &|i| {
+            format!("metadata.team_name=team{}&metadata.queue=queue{}", i % 50, i % 20)
+        }),
+    ];
+    println!("first page (50 calls, with the bounded count), {backend}, {n} calls:");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>8}",
+        "filter", "p50 ms", "p95 ms", "max ms", "count"
+    );
+    for (name, form) in forms {
+        let mut times = Vec::new();
+        let mut count = String::new();
+        for i in 0..21 {
+            let pairs: Vec<(String, String)> = url_pairs(&form(i));
+            let query = calls::parse_call_query(&pairs).unwrap();
+            let t = Instant::now();
+            let page = calls::list_calls(&services, &tenant, &query).await.unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            count = format!("{}{}", page.count, if page.count_exact { "" } else { "+" });
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{name:<34} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            times[times.len() / 2],
+            times[times.len() * 95 / 100],
+            times[times.len() - 1],
+            count
+        );
+    }
+}
+
+fn day(i: u64, rest: &str) -> String {
+    let from = START_MS + (i as i64 % 59) * DAY_MS;
+    format!(
+        "timestamp_from={}&timestamp_to={}{rest}",
+        rfc3339(from),
+        rfc3339(from + DAY_MS - 1)
+    )
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// `a=b&c=d` with `%2B` for `+`.
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_string(), v.replace("%2B", "+"))
+        })
+        .collect()
+}
