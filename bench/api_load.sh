@@ -6,7 +6,9 @@
 #   BIN           the callmeta binary (default target/release/callmeta)
 #   DATABASE_URL  empty for the embedded SQLite default, or postgres://...
 #                 (a fresh database is made for the run)
-# Env: DURATION (default 20s), CONNECTIONS (64), THREADS (1).
+# Env: DURATION (default 20s), CONNECTIONS (64), THREADS (1); NO_CALL_INDEX=1
+#      drops the triggers that write the index of calls by key, to measure
+#      what writing it costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/release/callmeta}"
@@ -35,6 +37,16 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&
 token=$("$bin" tenant create load --password load-password-1 --data-dir "$work/data" "${db_args[@]}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["api_token"])')
 auth="Authorization: Token $token"
+if [ "${NO_CALL_INDEX:-}" = 1 ]; then
+  drop="DROP TRIGGER call_keys_insert; DROP TRIGGER call_keys_update; DROP TRIGGER call_keys_delete;"
+  if [ -n "$database" ]; then
+    psql "$database" -qc "${drop//;/ ON calls;}" >/dev/null
+  else
+    python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.close()" \
+      "$work/data/callmeta.db" "$drop"
+  fi
+  label="$label, without the index of calls by key"
+fi
 curl -sf -X PUT "http://127.0.0.1:$port/api/v1/tables/crm" -H "$auth" -d '{"key": "agent_id"}' >/dev/null
 # 10,000 agents, 20 columns, each version with its own marker.
 version() {
@@ -65,7 +77,8 @@ LUA
 echo "== API on $label: wrk -t$threads -c$connections -d$duration, a version swap every 3 s"
 wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$work/post.lua" "http://127.0.0.1:$port" |
   grep -E "Requests/sec|Latency|50%|99%|requests in|Non-2xx|Socket"
-total=$(curl -sf "http://127.0.0.1:$port/api/v1/calls?limit=1" -H "$auth" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+total=$(curl -sf "http://127.0.0.1:$port/api/v1/calls?limit=1" -H "$auth" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["count"], "" if r["count_exact"] else "(at least)")')
 echo "calls stored: $total"
 if [ -n "$database" ]; then
   kill $server; wait $server 2>/dev/null || true

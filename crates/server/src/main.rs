@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: TableCommand,
     },
+    /// Read a tenant's calls.
+    Calls {
+        #[command(subcommand)]
+        command: CallsCommand,
+    },
     /// Print the effective configuration as a commented example file.
     PrintConfig,
     /// Bring the database schema up to date, then exit (nodes also do it at start).
@@ -112,6 +117,29 @@ enum TableCommand {
         /// Create the table with this key column if it does not exist yet.
         #[arg(long)]
         key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// Write every call matching the filters, newest first, as CSV or
+    /// NDJSON (the API's `GET /api/v1/calls/export`).
+    Export {
+        tenant: String,
+        /// `csv` or `ndjson`.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Start the CSV with a UTF-8 byte order mark (for Excel).
+        #[arg(long)]
+        bom: bool,
+        /// A filter as in the API's query string, e.g.
+        /// `metadata.team_name=diamond`, `enrichment.crm=no_match`,
+        /// `timestamp_from=2026-01-01T00:00:00Z`; repeat for several.
+        #[arg(long = "filter", value_name = "NAME=VALUE")]
+        filters: Vec<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -237,6 +265,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             println!("{out}");
         }
+        Command::Calls {
+            command:
+                CallsCommand::Export {
+                    tenant,
+                    format,
+                    bom,
+                    filters,
+                    output,
+                },
+        } => {
+            export_calls(&config, &tenant, &format, bom, &filters, output.as_deref()).await?;
+        }
         Command::Table {
             command:
                 TableCommand::Import {
@@ -250,6 +290,53 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn export_calls(
+    config: &Config,
+    tenant: &str,
+    format: &str,
+    bom: bool,
+    filters: &[String],
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use callmeta_app::usecases::calls;
+    use callmeta_app::usecases::export::{Export, ExportFormat};
+    use std::io::Write;
+    let format = match format {
+        "csv" => ExportFormat::Csv { bom },
+        "ndjson" => ExportFormat::Ndjson,
+        other => anyhow::bail!("--format must be csv or ndjson, not {other:?}"),
+    };
+    let mut pairs = Vec::new();
+    for filter in filters {
+        let Some((name, value)) = filter.split_once('=') else {
+            anyhow::bail!("--filter must be NAME=VALUE, not {filter:?}");
+        };
+        pairs.push((name.to_string(), value.to_string()));
+    }
+    let query =
+        calls::parse_call_query(&pairs).map_err(|e| anyhow::anyhow!("--filter {}: {e}", e.field()))?;
+    let services = open_services(config, Arc::new(SystemClock)).await?;
+    let tenant = tenants::tenant_by_slug(&services, tenant)
+        .await
+        .map_err(user_error)?;
+    let mut export = Export::start(&services, &tenant.id, &query, format)
+        .await
+        .map_err(user_error)?;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    while let Some(chunk) = export
+        .next_chunk(&services, &tenant.id)
+        .await
+        .map_err(user_error)?
+    {
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn user_error(e: AppError) -> anyhow::Error {

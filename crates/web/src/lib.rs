@@ -74,6 +74,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/login", post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/calls", get(pages::calls))
+        .route("/calls/export", get(pages::export_calls))
         .route("/calls/{unique_id}", get(pages::call))
         .route("/calls/{unique_id}/audio", get(pages::call_audio))
         .route("/tables", get(pages::tables).post(pages::create_table))

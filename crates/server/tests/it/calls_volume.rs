@@ -303,3 +303,66 @@ async fn an_export_round_trips_through_a_csv_reader_and_ndjson() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_exports_what_the_api_does() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("cliexport");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    app.upload(&t, "crm", SPEC_TABLE).await;
+    for agent in ["alice", "bob", "zed"] {
+        let (status, _) = app
+            .post_json(
+                &t,
+                "/api/v1/calls",
+                json!({"metadata": {"agent_id": agent, "phone": "+3312"}}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let out = app
+        .cli(&[
+            "calls",
+            "export",
+            "cliexport",
+            "--filter",
+            "metadata.team_name=diamond",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = app
+        .http
+        .get(app.url("/api/v1/calls/export?metadata.team_name=diamond"))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap();
+    let api = r.bytes().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&api)
+    );
+    let mut reader = csv::Reader::from_reader(&out.stdout[..]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 1);
+    let out = app
+        .cli(&[
+            "calls",
+            "export",
+            "cliexport",
+            "--format",
+            "ndjson",
+            "--filter",
+            "enrichment.crm=sometimes",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("enrichment.crm must be one of matched"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.stop().await;
+}

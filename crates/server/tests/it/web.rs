@@ -346,6 +346,98 @@ async fn the_calls_filter_is_a_shareable_url() {
     assert!(html.contains("No call matches these filters"));
 }
 
+#[tokio::test]
+async fn the_calls_page_builds_every_filter_form_pages_by_cursor_and_exports_the_view() {
+    let app = TestApp::spawn().await;
+    let (t, _) = seed(&app, "forms").await;
+    let (cookie, _) = session(&app, &t).await;
+    // Two rows of the form (one left empty) and the status select.
+    let (status, _, location) = page(
+        &app,
+        &cookie,
+        "/calls?fk=phonenumber&fop=prefix&fv=%2B331&fk=&fop=eq&fv=&fstatus=crm%3Dmatched",
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        location.as_deref(),
+        Some("/calls?metadata.phonenumber.prefix=%2B331&enrichment.crm=matched")
+    );
+    let (_, html, _) = page(&app, &cookie, location.as_deref().unwrap()).await;
+    assert!(html.contains("cindy") && !html.contains(">zoe<"), "{html}");
+    assert!(html.contains("phonenumber starts with +331"), "{html}");
+    let (_, location) = {
+        let (s, _, l) = page(&app, &cookie, "/calls?fk=phonenumber&fop=missing&fv=").await;
+        (s, l)
+    };
+    assert_eq!(
+        location.as_deref(),
+        Some("/calls?metadata.phonenumber.missing=true")
+    );
+    let (_, html, _) = page(&app, &cookie, "/calls?metadata.phonenumber.missing=true").await;
+    assert!(html.contains(">zoe<") && !html.contains("cindy"), "{html}");
+    // Which calls were not enriched, and why.
+    let (_, html, _) = page(&app, &cookie, "/calls?enrichment.crm=no_match").await;
+    assert!(html.contains(">zoe<") && !html.contains("cindy"), "{html}");
+    // Top values, each a link that adds its filter.
+    let (_, html, _) = page(&app, &cookie, "/calls?facet=agent_id").await;
+    assert!(
+        html.contains("href=\"/calls?facet=agent_id&#38;metadata.agent_id=zoe\""),
+        "{html}"
+    );
+
+    // Pages by cursor: one call a page, each older than the last.
+    let mut seen = Vec::new();
+    let mut path = "/calls?limit=1".to_string();
+    loop {
+        let (status, html, _) = page(&app, &cookie, &path).await;
+        assert_eq!(status, 200);
+        for agent in ["cindy", "eve", "zoe"] {
+            if html.contains(&format!(">{agent}<")) {
+                seen.push(agent);
+            }
+        }
+        let Some(at) = html.find("rel=\"next\"") else {
+            break;
+        };
+        let start = html[..at].rfind("href=\"").unwrap() + 6;
+        let end = start + html[start..].find('"').unwrap();
+        path = html[start..end].replace("&#38;", "&");
+        assert!(path.contains("cursor="), "{path}");
+    }
+    assert_eq!(seen, ["cindy", "eve", "zoe"]);
+
+    // The view as a file.
+    let (_, html, _) = page(&app, &cookie, "/calls?enrichment.crm=matched").await;
+    assert!(
+        html.contains("href=\"/calls/export?enrichment.crm=matched\""),
+        "{html}"
+    );
+    let r = client()
+        .get(app.url("/calls/export?enrichment.crm=matched"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("calls.csv")
+    );
+    let body = r.bytes().await.unwrap();
+    let mut reader = csv::Reader::from_reader(&body[3..]);
+    let agents: Vec<String> = reader
+        .deserialize::<std::collections::HashMap<String, String>>()
+        .map(|r| r.unwrap()["agent_id"].clone())
+        .collect();
+    assert_eq!(agents, ["cindy", "eve"]);
+    // Logged out: no file.
+    let r = client().get(app.url("/calls/export")).send().await.unwrap();
+    assert_ne!(r.status(), 200);
+}
+
 // ------------------------------------------------------------ the browser
 
 struct Browser {

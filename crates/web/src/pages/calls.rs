@@ -22,8 +22,14 @@ struct CallRow {
 }
 
 struct Filter {
+    /// The parameter, as the address has it.
+    param: String,
     key: String,
+    /// How it compares, as a person reads it.
+    op: &'static str,
     value: String,
+    /// The parameter's value.
+    raw: String,
     remove_href: String,
 }
 
@@ -48,6 +54,23 @@ struct CallsPage {
     self_href: String,
     /// The first page refreshes itself (htmx), to show calls as they come.
     live: bool,
+    /// The tables, for the enrichment status filter.
+    table_names: Vec<String>,
+    /// This list as a CSV file.
+    export_href: String,
+    /// The most common values of one key among the matching calls.
+    facets: Option<FacetBox>,
+    /// `false` when more calls match than `total` says.
+    total_exact: bool,
+}
+
+struct FacetBox {
+    key: String,
+    /// Value, count, the list filtered by it.
+    values: Vec<(String, u64, String)>,
+    missing: u64,
+    exact: bool,
+    calls: u64,
 }
 
 fn query_string(pairs: &[(String, String)]) -> String {
@@ -68,6 +91,7 @@ fn query_string(pairs: &[(String, String)]) -> String {
 struct Address {
     canonical: Vec<(String, String)>,
     page: Option<String>,
+    cursor: Option<String>,
 }
 
 impl Address {
@@ -75,37 +99,99 @@ impl Address {
     /// key/value pair becomes a `metadata.KEY=VALUE` parameter, so that the
     /// address of every list can be shared.
     fn of(params: &[(String, String)]) -> Result<Address, Redirect> {
-        let (mut fk, mut fv) = (String::new(), String::new());
+        // The form's rows: a key, how it is compared, a value.
+        let (mut fk, mut fop, mut fv) = (Vec::new(), Vec::new(), Vec::new());
         let mut canonical: Vec<(String, String)> = Vec::new();
         let mut page = None;
+        let mut cursor = None;
+        let mut facet = None;
+        let mut status = None;
         for (k, v) in params {
             match k.as_str() {
-                "fk" => fk = v.trim().to_string(),
-                "fv" => fv = v.trim().to_string(),
+                "fk" => fk.push(v.trim().to_string()),
+                "fop" => fop.push(v.trim().to_string()),
+                "fv" => fv.push(v.trim().to_string()),
+                "fstatus" => status = Some(v.trim().to_string()),
                 "page" => {
                     page.get_or_insert_with(|| v.clone());
                 }
+                "cursor" => {
+                    cursor.get_or_insert_with(|| v.clone());
+                }
+                "facet" if !v.trim().is_empty() => facet = Some(v.trim().to_string()),
                 "from" | "to" if !v.trim().is_empty() => canonical.push((k.clone(), v.trim().to_string())),
-                k if k.starts_with("metadata.") && k.len() > "metadata.".len() => {
+                k if (k.starts_with("metadata.") && k.len() > "metadata.".len())
+                    || (k.starts_with("enrichment.") && k.len() > "enrichment.".len()) =>
+                {
                     canonical.push((k.to_string(), v.clone()))
                 }
                 _ => {}
             }
         }
-        if !fk.is_empty() {
-            canonical.push((format!("metadata.{fk}"), fv));
+        let mut redirect = false;
+        for (i, key) in fk.iter().enumerate() {
+            if key.is_empty() {
+                continue;
+            }
+            let value = fv.get(i).cloned().unwrap_or_default();
+            let pair = match fop.get(i).map(String::as_str) {
+                Some("prefix") => (format!("metadata.{key}.prefix"), value),
+                Some("missing") => (format!("metadata.{key}.missing"), "true".to_string()),
+                Some("present") => (format!("metadata.{key}.missing"), "false".to_string()),
+                _ => (format!("metadata.{key}"), value),
+            };
+            canonical.push(pair);
+            redirect = true;
+        }
+        // `TABLE=STATUS` from the status select.
+        if let Some((table, status)) = status.as_deref().and_then(|s| s.split_once('=')) {
+            canonical.push((format!("enrichment.{table}"), status.to_string()));
+            redirect = true;
+        }
+        if let Some(facet) = &facet {
+            canonical.push(("facet".into(), facet.clone()));
+        }
+        if redirect {
             return Err(Redirect::to(&query_string(&canonical)));
         }
-        Ok(Address { canonical, page })
+        Ok(Address {
+            canonical,
+            page,
+            cursor,
+        })
     }
 
     /// The pairs the query is read from: the filters and the page.
     fn query_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs = self.canonical.clone();
+        let mut pairs: Vec<(String, String)> = self
+            .canonical
+            .iter()
+            .filter(|(k, _)| k != "facet")
+            .cloned()
+            .collect();
         if let Some(page) = &self.page {
             pairs.push(("page".into(), page.clone()));
         }
+        if let Some(cursor) = &self.cursor {
+            pairs.push(("cursor".into(), cursor.clone()));
+        }
         pairs
+    }
+
+    /// The filters alone, as the export takes them.
+    fn filter_pairs(&self) -> Vec<(String, String)> {
+        self.canonical
+            .iter()
+            .filter(|(k, _)| k != "facet")
+            .cloned()
+            .collect()
+    }
+
+    /// The address of the page after `cursor`.
+    fn cursor_href(&self, cursor: &str) -> String {
+        let mut pairs = self.canonical.clone();
+        pairs.push(("cursor".into(), cursor.to_string()));
+        query_string(&pairs)
     }
 
     fn value(&self, name: &str) -> String {
@@ -130,7 +216,19 @@ impl Address {
             .iter()
             .enumerate()
             .filter_map(|(i, (k, v))| {
-                let key = k.strip_prefix("metadata.")?;
+                let (key, op, value) = match k.strip_prefix("metadata.") {
+                    Some(key) => match (key.strip_suffix(".prefix"), key.strip_suffix(".missing")) {
+                        (Some(key), _) => (key.to_string(), "starts with", v.clone()),
+                        (_, Some(key)) if v == "true" => (key.to_string(), "is missing", String::new()),
+                        (_, Some(key)) => (key.to_string(), "is present", String::new()),
+                        _ => (key.to_string(), "=", v.clone()),
+                    },
+                    None => (
+                        format!("result of {}", k.strip_prefix("enrichment.")?),
+                        "=",
+                        v.clone(),
+                    ),
+                };
                 let rest: Vec<(String, String)> = canonical
                     .iter()
                     .enumerate()
@@ -138,8 +236,11 @@ impl Address {
                     .map(|(_, p)| p.clone())
                     .collect();
                 Some(Filter {
-                    key: key.to_string(),
-                    value: v.clone(),
+                    param: k.clone(),
+                    key,
+                    op,
+                    value,
+                    raw: v.clone(),
                     remove_href: query_string(&rest),
                 })
             })
@@ -162,10 +263,11 @@ pub(crate) async fn calls(
         Ok(query) => query,
         Err(e) => return invalid_query(&e),
     };
-    let (total, records) = match calls::list_calls(&state.services, &s.tenant, &query).await {
-        Ok(page) => (page.count, page.calls),
-        Err(e) => return error_page(e),
-    };
+    let (total, total_exact, records, next_cursor) =
+        match calls::list_calls(&state.services, &s.tenant, &query).await {
+            Ok(page) => (page.count, page.count_exact, page.calls, page.next_cursor),
+            Err(e) => return error_page(e),
+        };
     let tables = match tables::list_tables(&state.services, &s.tenant).await {
         Ok(t) => t,
         Err(e) => return error_page(e),
@@ -181,8 +283,46 @@ pub(crate) async fn calls(
     }
     let rows = records.iter().map(|c| call_row(c, &columns)).collect();
     let page = query.offset / u64::from(query.limit.max(1)) + 1;
-    let first = if total == 0 { 0 } else { query.offset + 1 };
+    let first = if total == 0 || address.cursor.is_some() {
+        0
+    } else {
+        query.offset + 1
+    };
     let last = (query.offset + records.len() as u64).min(total);
+    let facet_key = address
+        .canonical
+        .iter()
+        .find(|(k, _)| k == "facet")
+        .map(|(_, v)| v.clone())
+        .or_else(|| columns.get(1).cloned());
+    let facets = match facet_key {
+        Some(key) if !records.is_empty() => {
+            match calls::call_facets(&state.services, &s.tenant, &query, &key, 10).await {
+                Ok(f) => Some(FacetBox {
+                    values: f
+                        .values
+                        .into_iter()
+                        .map(|v| {
+                            let mut pairs = address.canonical.clone();
+                            pairs.push((format!("metadata.{key}"), v.value.clone()));
+                            (v.value, v.count, query_string(&pairs))
+                        })
+                        .collect(),
+                    key,
+                    missing: f.missing,
+                    exact: f.exact,
+                    calls: f.calls,
+                }),
+                Err(e) => return error_page(e),
+            }
+        }
+        _ => None,
+    };
+    let export_pairs = address.filter_pairs();
+    let export_href = match query_string(&export_pairs).strip_prefix("/calls") {
+        Some(rest) => format!("/calls/export{rest}"),
+        None => "/calls/export".to_string(),
+    };
     render(CallsPage {
         tenant: Some(s.tenant_slug.clone()),
         csrf: s.csrf.clone(),
@@ -194,8 +334,12 @@ pub(crate) async fn calls(
         total,
         first,
         last,
-        prev_href: (page > 1).then(|| address.page_href(page - 1)),
-        next_href: (last < total).then(|| address.page_href(page + 1)),
+        prev_href: if address.cursor.is_some() {
+            Some(query_string(&address.canonical))
+        } else {
+            (page > 1).then(|| address.page_href(page - 1))
+        },
+        next_href: next_cursor.map(|c| address.cursor_href(&c.to_string())),
         has_tables: !tables.is_empty(),
         any_calls_at_all,
         self_href: if page > 1 {
@@ -203,7 +347,11 @@ pub(crate) async fn calls(
         } else {
             query_string(&address.canonical)
         },
-        live: page == 1,
+        live: page == 1 && address.cursor.is_none(),
+        table_names: tables.iter().map(|t| t.table.name.as_str().to_string()).collect(),
+        export_href,
+        facets,
+        total_exact,
     })
 }
 
@@ -241,4 +389,65 @@ fn call_row(c: &CallRecord, columns: &[String]) -> CallRow {
         added: added.join(" · "),
         badges: c.enrichment.iter().map(status_badge).collect(),
     }
+}
+
+/// The list as a file: every call its filters match (not one page), as CSV
+/// for a spreadsheet (with a byte order mark, for Excel) or, with
+/// `format=ndjson`, one JSON call per line. Streamed page by page.
+pub(crate) async fn export(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    use callmeta_app::usecases::export::{Export, ExportFormat};
+    let format = match params
+        .iter()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.as_str())
+    {
+        Some("ndjson") => ExportFormat::Ndjson,
+        _ => ExportFormat::Csv { bom: true },
+    };
+    let address = match Address::of(&params) {
+        Ok(address) => address,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let query = match calls::parse_call_query(&address.filter_pairs()) {
+        Ok(query) => query,
+        Err(e) => return invalid_query(&e),
+    };
+    let export = match Export::start(&state.services, &s.tenant, &query, format).await {
+        Ok(export) => export,
+        Err(e) => return error_page(e),
+    };
+    let services = state.services.clone();
+    let tenant = s.tenant.clone();
+    let body = futures_util::stream::unfold(Some(export), move |export| {
+        let (services, tenant) = (services.clone(), tenant.clone());
+        async move {
+            let mut export = export?;
+            match export.next_chunk(&services, &tenant).await {
+                Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), Some(export))),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "an export stopped");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        }
+    });
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"calls.{}\"", format.extension()),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }

@@ -26,7 +26,7 @@ use callmeta_app::usecases::{AppError, calls as calls_uc};
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 
 pub(crate) use call::{call, call_audio};
-pub(crate) use calls::calls;
+pub(crate) use calls::{calls, export as export_calls};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
 pub(crate) use tables::{activate, tables};
