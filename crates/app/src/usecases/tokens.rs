@@ -303,7 +303,7 @@ mod tests {
             [
                 "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens",
                 "analyst: ReadCalls ReadTables ReadSettings",
-                "uploader: CreateCalls UploadTables ReadTables",
+                "uploader: CreateCalls ReadTables UploadTables",
             ]
         );
     }
