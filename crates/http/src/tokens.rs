@@ -25,9 +25,10 @@ pub(crate) struct CreateToken {
     #[schema(schema_with = crate::openapi::token_role)]
     pub role: String,
     /// Days until it expires (1 to 3650); absent or null: it does not expire.
+    /// A JSON number: `30` and `30.0` alike (JSON Schema's integer).
     #[serde(default)]
     #[schema(schema_with = crate::openapi::expires_in_days, required = false)]
-    pub expires_in_days: Option<i64>,
+    pub expires_in_days: Option<serde_json::Number>,
 }
 
 /// An API token, without its secret.
@@ -70,6 +71,15 @@ pub(crate) struct TokenList {
     pub data: Vec<TokenView>,
 }
 
+/// A JSON number that is a whole number (`30`, `30.0`), as an `i64`.
+fn whole_days(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    })
+}
+
 fn view(t: &TokenRecord) -> TokenView {
     TokenView {
         id: t.id.clone(),
@@ -100,14 +110,19 @@ pub(crate) async fn create_token(
     Auth(tenant): Auth,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<Response, ApiError> {
-    let created = uc::create_token(
-        &state.services,
-        &tenant.id,
-        &body.name,
-        &body.role,
-        body.expires_in_days,
-    )
-    .await?;
+    let days = match &body.expires_in_days {
+        None => None,
+        Some(n) => Some(whole_days(n).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "Invalid value",
+                format!("expires_in_days must be a whole number of days, not {n}"),
+            )
+            .with_field("expires_in_days")
+        })?),
+    };
+    let created = uc::create_token(&state.services, &tenant.id, &body.name, &body.role, days).await?;
     let v = view(&created.record);
     let body = CreatedTokenView {
         id: v.id,

@@ -324,3 +324,36 @@ async fn metrics_can_be_turned_off_and_served_on_their_own_listener() {
     assert!(text.contains("callmeta_jobs{kind=\"ingest\"} 0"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn serve_with_the_metrics_flag_serves_them_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
+        .args(["serve", "--http", "127.0.0.1:0", "--ftp", "127.0.0.1:0"])
+        .args(["--sftp", "127.0.0.1:0", "--sip", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("CALLMETA_DATABASE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .map(str::to_string);
+    let fetched = match &url {
+        Some(url) => reqwest::get(url.as_str()).await.map(|r| r.status().as_u16()),
+        None => Ok(0),
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(url.is_some(), "no metrics address in {line:?}");
+    assert_eq!(fetched.unwrap(), 200, "{line}");
+}
