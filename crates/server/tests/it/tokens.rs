@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// A token created through the API, as a `Tenant` the helpers send.
+/// A token created through the API, as a `Tenant` that `TestApp` sends requests as.
 async fn new_token(app: &TestApp, admin: &Tenant, name: &str, role: &str, days: Value) -> (Tenant, Value) {
     let (status, body) = app
         .post_json(
