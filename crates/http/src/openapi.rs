@@ -482,4 +482,27 @@ mod tests {
         let op = &doc["paths"]["/api/v1/calls/{unique_id}/audio"]["get"]["operationId"];
         assert_eq!(op, "get_call_audio");
     }
+
+    #[test]
+    fn every_operation_that_takes_a_token_may_answer_403() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut secured = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if op.get("security").is_some() {
+                    secured += 1;
+                    assert!(
+                        op["responses"].get("403").is_some(),
+                        "{method} {path} does not declare 403"
+                    );
+                }
+            }
+        }
+        assert!(secured >= 17, "{secured} operations take a token");
+        let create = &doc["paths"]["/api/v1/tokens"]["post"]["responses"];
+        assert!(
+            create.get("201").is_some() && create.get("422").is_some(),
+            "{create}"
+        );
+    }
 }
