@@ -317,3 +317,69 @@ async fn a_token_deleted_on_one_node_is_refused_by_the_other_within_a_second() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A tenant's token from before tokens had names and roles becomes its
+/// admin token when migration 0018 runs (on PostgreSQL: the database is
+/// taken back to the old shape of `api_tokens`, then migrated again).
+#[tokio::test]
+async fn an_existing_tenant_token_becomes_its_admin_token() {
+    use sqlx::Connection;
+
+    let Some(db) = PgDatabase::create().await else {
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callmeta"))
+            .args(args)
+            .args(["--database", &db.url, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let created: Value = serde_json::from_slice(&cli(&[
+        "tenant",
+        "create",
+        "legacy",
+        "--password",
+        "legacy-secret-pw",
+    ]))
+    .unwrap();
+    let token = created["api_token"].as_str().unwrap().to_string();
+    let tenant_id = created["tenant_id"].as_str().unwrap().to_string();
+
+    let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "DROP INDEX api_tokens_by_id",
+        "DROP INDEX api_tokens_by_tenant",
+        "ALTER TABLE api_tokens DROP COLUMN id, DROP COLUMN name, DROP COLUMN role, \
+         DROP COLUMN expires_ms, DROP COLUMN last_used_ms",
+        "DELETE FROM _sqlx_migrations WHERE version = 18",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    cli(&["migrate"]);
+
+    let mut config = test_config(&dir.path().join("node"));
+    config.database = Some(db.url.clone());
+    let app = TestApp::spawn_with(config).await;
+    let t = Tenant {
+        slug: "legacy".into(),
+        token,
+        password: "legacy-secret-pw".into(),
+    };
+    let (status, list) = app.get(&t, "/api/v1/tokens").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["data"][0]["id"], tenant_id.as_str(), "{list}");
+    assert_eq!(list["data"][0]["role"], "admin", "{list}");
+    // A new tenant's first token still gets a listed admin token of its own.
+    let other = app.create_tenant("newer");
+    let (status, list) = app.get(&other, "/api/v1/tokens").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    app.stop().await;
+}
