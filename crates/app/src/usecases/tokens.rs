@@ -27,7 +27,7 @@
 //! written at most once a minute per token ([`LAST_USED_EVERY_MS`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{AppError, Services, new_id};
@@ -98,7 +98,9 @@ pub struct CreatedToken {
 /// each with the time it was read from the store (on the application's
 /// clock). See the module's documentation for why it is safe.
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Principal, i64)>>,
+    /// Read by every request, written once a second per token: a read
+    /// lock on the hot path.
+    entries: RwLock<HashMap<String, (Principal, i64)>>,
     /// Moves when another node deleted a token (`Store::token_changes`).
     changes: Option<tokio::sync::watch::Receiver<u64>>,
     /// The value of `changes` the entries were cached under.
@@ -108,32 +110,32 @@ pub struct TokenCache {
 impl TokenCache {
     pub fn new(changes: Option<tokio::sync::watch::Receiver<u64>>) -> Self {
         Self {
-            entries: Mutex::default(),
+            entries: RwLock::default(),
             seen: AtomicU64::new(changes.as_ref().map_or(0, |c| *c.borrow())),
             changes,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, i64)>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (Principal, i64)>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, hash: &str, now_ms: i64) -> Option<Principal> {
         if let Some(changes) = &self.changes {
             let now_seen = *changes.borrow();
             if self.seen.swap(now_seen, Ordering::AcqRel) != now_seen {
-                self.lock().clear();
+                self.write().clear();
                 return None;
             }
         }
-        let map = self.lock();
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let (principal, at) = map.get(hash)?;
         let fresh = (0..CACHE_TTL_MS).contains(&(now_ms - at));
         (fresh && !expired(&principal.token, now_ms)).then(|| principal.clone())
     }
 
     fn put(&self, hash: String, principal: Principal, now_ms: i64) {
-        let mut map = self.lock();
+        let mut map = self.write();
         if map.len() > 10_000 {
             map.retain(|_, (_, at)| now_ms - *at < CACHE_TTL_MS);
         }
@@ -141,7 +143,7 @@ impl TokenCache {
     }
 
     fn forget(&self, id: &str) {
-        self.lock().retain(|_, (p, _)| p.token.id != id);
+        self.write().retain(|_, (p, _)| p.token.id != id);
     }
 }
 
