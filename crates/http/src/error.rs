@@ -90,6 +90,7 @@ impl From<AppError> for ApiError {
                 "Unauthorized",
                 "a valid API token is required: send `Authorization: Token <token>`",
             ),
+            AppError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", m),
             AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", m),
             AppError::TooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Payload too large", m)

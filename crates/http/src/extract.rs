@@ -3,18 +3,41 @@
 //! query parameters (axum's own extractors would answer in plain text).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::AppState;
 use callmeta_app::store::Tenant;
-use callmeta_app::usecases::tenants;
+use callmeta_app::usecases::tokens::{self, Action};
 
-/// The tenant authenticated by `Authorization: Token T` (or `Bearer T`).
+/// The tenant authenticated by `Authorization: Token T` (or `Bearer T`),
+/// whose token's role allows what the route does ([`action`]).
 pub(crate) struct Auth(pub Tenant);
+
+/// What each API route does, for the token's role: the one place a route
+/// is named for access control (what a role allows is the use cases'
+/// `Role::allows`). A route not named here is for `admin` tokens only.
+fn action(method: &Method, route: &str) -> Action {
+    let route = route.strip_prefix("/api/v1").unwrap_or(route);
+    let read = method == Method::GET || method == Method::HEAD;
+    match route {
+        "/calls" if method == Method::POST => Action::CreateCalls,
+        "/calls" | "/calls/{unique_id}" | "/calls/{unique_id}/audio" | "/backfills" | "/backfills/{id}"
+            if read =>
+        {
+            Action::ReadCalls
+        }
+        "/tables" | "/tables/{name}" if read => Action::ReadTables,
+        "/tables/{name}/data" if method == Method::PUT => Action::UploadTables,
+        "/tables/{name}" | "/tables/{name}/versions/{id}/activate" | "/backfill" => Action::ConfigureTables,
+        "/siprec" if read => Action::ReadSettings,
+        "/siprec" => Action::ChangeSettings,
+        _ => Action::ManageTokens,
+    }
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -33,12 +56,13 @@ impl FromRequestParts<AppState> for Auth {
         if token.is_empty() {
             return Err(callmeta_app::usecases::AppError::Unauthorized.into());
         }
-        if let Some(tenant) = state.token_cache.get(token) {
-            return Ok(Auth(tenant));
-        }
-        let tenant = tenants::authenticate_token(&state.services, token).await?;
-        state.token_cache.put(token, tenant.clone());
-        Ok(Auth(tenant))
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or_default();
+        let principal = tokens::authenticate(&state.services, token, action(&parts.method, route)).await?;
+        Ok(Auth(principal.tenant))
     }
 }
 

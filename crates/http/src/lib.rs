@@ -1,79 +1,41 @@
 //! The HTTP adapter: the JSON API under `/api/v1` (and, later, the web app on
 //! the same listener). Handlers parse requests, call a use case and render its
-//! result; errors become replies only in `error`. Only [`router`] is public:
-//! the server mounts it; everything else is the crate's own.
+//! result; errors become replies only in `error`. Only [`router`],
+//! [`metrics_router`] and [`count_requests`] are public: the server mounts
+//! them; everything else is the crate's own.
 //!
-//! - `extract`: token authentication, JSON bodies, path and query parameters.
-//! - `tables`, `calls`, `siprec`: the API handlers and their JSON views.
+//! - `extract`: token authentication (and the action each route is, for
+//!   the token's role), JSON bodies, path and query parameters.
+//! - `tables`, `calls`, `siprec`, `tokens`: the API handlers and their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
+//! - `metrics`: `GET /metrics` and the layer counting every request.
 
 mod calls;
 mod error;
 mod extract;
+mod metrics;
 mod openapi;
 mod siprec;
 mod tables;
+mod tokens;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub use metrics::{count_requests, metrics_router};
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
-use callmeta_app::clock::Clock;
-use callmeta_app::store::Tenant;
 use callmeta_app::usecases::Services;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) services: Arc<Services>,
-    pub(crate) token_cache: Arc<TokenCache>,
-}
-
-/// Recently authenticated tokens, keyed by their hash, so a busy client costs
-/// one database read per token per minute rather than one per request.
-/// Entries are dated on the application's clock.
-pub(crate) struct TokenCache {
-    clock: Arc<dyn Clock>,
-    entries: Mutex<HashMap<String, (Tenant, i64)>>,
-}
-
-const TOKEN_TTL_MS: i64 = 60_000;
-
-impl TokenCache {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            clock,
-            entries: Mutex::default(),
-        }
-    }
-
-    pub(crate) fn get(&self, token: &str) -> Option<Tenant> {
-        let key = callmeta_app::usecases::tenants::hash_token(token);
-        let now = self.clock.now_ms();
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key)
-            .filter(|(_, at)| now - at < TOKEN_TTL_MS)
-            .map(|(t, _)| t.clone())
-    }
-
-    pub(crate) fn put(&self, token: &str, tenant: Tenant) {
-        let key = callmeta_app::usecases::tenants::hash_token(token);
-        let now = self.clock.now_ms();
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 10_000 {
-            map.retain(|_, (_, at)| now - *at < TOKEN_TTL_MS);
-        }
-        map.insert(key, (tenant, now));
-    }
 }
 
 pub fn router(services: Arc<Services>) -> Router {
-    let state = AppState {
-        token_cache: Arc::new(TokenCache::new(services.clock.clone())),
-        services,
-    };
+    let state = AppState { services };
     let api = Router::new()
         .route("/tables", get(tables::list_tables))
         .route("/tables/{name}", put(tables::put_table).get(tables::get_table))
@@ -95,6 +57,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/backfills", get(calls::list_backfills))
         .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
+        .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route("/tokens/{id}", delete(tokens::delete_token))
         .route("/openapi.json", get(openapi::openapi_json))
         .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)

@@ -25,11 +25,15 @@ use utoipa::{Modify, OpenApi};
         super::calls::get_backfill,
         super::siprec::get_settings,
         super::siprec::put_settings,
+        super::tokens::create_token,
+        super::tokens::list_tokens,
+        super::tokens::delete_token,
     ),
-    modifiers(&TokenAuth),
+    modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
          (name = "calls", description = "Calls and their enrichment"),
-         (name = "siprec", description = "SIPREC key mapping and recording clients"))
+         (name = "siprec", description = "SIPREC key mapping and recording clients"),
+         (name = "tokens", description = "API tokens and their roles"))
 )]
 pub(crate) struct ApiDoc;
 
@@ -45,6 +49,45 @@ impl Modify for TokenAuth {
                 "`Token <api_token>` (or `Bearer <api_token>`)",
             ))),
         );
+    }
+}
+
+/// Every operation that takes a token may answer 403: the token is valid but
+/// its role does not allow the operation (`tokens::Role::allows`). Added
+/// here once rather than on each handler.
+struct Forbidden;
+
+impl Modify for Forbidden {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let forbidden = ResponseBuilder::new()
+            .description("The token's role does not allow this operation")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    op.responses
+                        .responses
+                        .entry("403".to_string())
+                        .or_insert_with(|| forbidden.clone().into());
+                }
+            }
+        }
     }
 }
 
@@ -387,6 +430,47 @@ pub(crate) fn source_addresses() -> ArrayBuilder {
         ))
 }
 
+/// An API token's role.
+pub(crate) fn token_role() -> Object {
+    use callmeta_app::store::Role;
+    string_enum(
+        Role::ALL.map(Role::as_str),
+        "`admin` (everything, tokens included), `analyst` (reads calls, tables and settings) \
+         or `uploader` (sends calls and table versions, reads tables).",
+    )
+}
+
+/// An API token's name: 1 to 100 characters once trimmed, no control characters.
+pub(crate) fn token_name() -> Object {
+    let inner = format!(r"[^{CONTROL} \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(100))
+        .pattern(Some(format!(
+            "^[{WHITESPACE}]*{inner}([^{CONTROL}]*{inner})?[{WHITESPACE}]*$"
+        )))
+        .examples(["nightly export"])
+        .build()
+}
+
+/// Days until a token expires, or null.
+pub(crate) fn expires_in_days() -> Object {
+    use callmeta_app::usecases::tokens::MAX_EXPIRES_IN_DAYS;
+    ObjectBuilder::new()
+        .schema_type(
+            [Type::Integer, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .minimum(Some(1))
+        .maximum(Some(MAX_EXPIRES_IN_DAYS))
+        .description(Some(
+            "Days until the token expires (1 to 3650); absent or null: it does not expire.",
+        ))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +483,28 @@ mod tests {
         assert!(link.get("operation_id").is_none(), "{link}");
         let op = &doc["paths"]["/api/v1/calls/{unique_id}/audio"]["get"]["operationId"];
         assert_eq!(op, "get_call_audio");
+    }
+
+    #[test]
+    fn every_operation_that_takes_a_token_may_answer_403() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut secured = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if op.get("security").is_some() {
+                    secured += 1;
+                    assert!(
+                        op["responses"].get("403").is_some(),
+                        "{method} {path} does not declare 403"
+                    );
+                }
+            }
+        }
+        assert!(secured >= 17, "{secured} operations take a token");
+        let create = &doc["paths"]["/api/v1/tokens"]["post"]["responses"];
+        assert!(
+            create.get("201").is_some() && create.get("422").is_some(),
+            "{create}"
+        );
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub http_server: HttpSettings,
     /// Failed-login throttling (web, FTP, SFTP).
     pub logins: LoginSettings,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: MetricsSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -82,8 +84,40 @@ impl Default for Config {
             web: WebSettings::default(),
             http_server: HttpSettings::default(),
             logins: LoginSettings::default(),
+            metrics: MetricsSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
+    }
+}
+
+/// `[metrics]`: `GET /metrics` in the Prometheus text format.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on the HTTP listener (no token); `false`: 404 there.
+    pub enabled: bool,
+    /// Also serve `/metrics` on a listener of its own (`--metrics ADDR`);
+    /// empty: none.
+    pub listen: Option<String>,
+    /// How many tenants get labels of their own; later ones count under
+    /// `tenant="other"`.
+    pub tenant_label_cap: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            tenant_label_cap: callmeta_app::metrics::DEFAULT_TENANT_LABEL_CAP,
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The address of the metrics' own listener, if one is asked for.
+    pub fn listen_addr(&self) -> Option<&str> {
+        self.listen.as_deref().map(str::trim).filter(|a| !a.is_empty())
     }
 }
 
@@ -129,6 +163,14 @@ pub struct FlagOverrides {
     pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blobs: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsFlags>,
+}
+
+/// `--metrics ADDR`, as the `[metrics] listen` key it overrides.
+#[derive(Serialize)]
+pub struct MetricsFlags {
+    pub listen: String,
 }
 
 impl Config {
@@ -174,6 +216,7 @@ impl Config {
             self.logins_section(),
             siprec_section(&self.siprec),
             self.web_section(),
+            self.metrics_section(),
         ]
         .join("\n")
     }
@@ -399,6 +442,24 @@ secure_cookie = {wsc}
             ws = self.web.session_secs,
             wi = self.web.idle_secs,
             wsc = self.web.secure_cookie,
+        )
+    }
+
+    /// `[metrics]`: the Prometheus endpoint.
+    fn metrics_section(&self) -> String {
+        format!(
+            r#"[metrics]
+# Serve GET /metrics (Prometheus text format, no token) on the HTTP
+# listener; false: 404 there.                                         env: CALLMETA_METRICS__ENABLED
+enabled = {me}
+# Also serve /metrics on a listener of its own (empty: none).          env: CALLMETA_METRICS__LISTEN
+listen = {ml}                                                        # flag: --metrics ADDR
+# Tenants labelled by their id; later ones count as tenant="other".   env: CALLMETA_METRICS__TENANT_LABEL_CAP
+tenant_label_cap = {mc}
+"#,
+            me = self.metrics.enabled,
+            ml = opt(&self.metrics.listen),
+            mc = self.metrics.tenant_label_cap,
         )
     }
 }

@@ -54,6 +54,9 @@ enum Command {
         /// Tenant of SIPREC calls that name none.
         #[arg(long)]
         sip_default_tenant: Option<String>,
+        /// Also serve GET /metrics on this address (a listener of its own).
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Manage tenants.
     Tenant {
@@ -175,8 +178,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         sftp,
         sip,
         sip_default_tenant,
+        metrics,
     } = &cli.command
     {
+        flags.metrics = metrics
+            .clone()
+            .map(|listen| callmeta::config::MetricsFlags { listen });
         flags.http = http.clone();
         flags.ftp = ftp.clone();
         flags.sftp = sftp.clone();
@@ -188,8 +195,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve { .. } => {
             let app = App::build(config, Arc::new(SystemClock)).await?;
+            let metrics = app
+                .metrics_addr()
+                .map(|a| format!(" metrics=http://{a}/metrics"))
+                .unwrap_or_default();
             println!(
-                "callmeta listening: http://{} ftp://{} sftp://{} sip:{}",
+                "callmeta listening: http://{} ftp://{} sftp://{} sip:{}{metrics}",
                 app.http_addr(),
                 app.ftp_addr(),
                 app.sftp_addr(),

@@ -97,6 +97,7 @@ pub async fn open_services_as(
         clock,
     );
     services.logins.configure(config.logins.clone());
+    services.metrics.set_tenant_cap(config.metrics.tenant_label_cap);
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -108,6 +109,8 @@ pub struct App {
     pub services: Arc<Services>,
     http: TcpListener,
     http_addr: SocketAddr,
+    /// `--metrics ADDR`: `/metrics` on a listener of its own.
+    metrics: Option<(TcpListener, SocketAddr)>,
     ftp: FtpServer,
     ftp_addr: SocketAddr,
     sftp: SftpServer,
@@ -176,6 +179,16 @@ impl App {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http))?;
         let http_addr = http.local_addr()?;
+        let metrics = match config.metrics.listen_addr() {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener on {addr}"))?;
+                let bound = listener.local_addr()?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         let (ftp, sftp, dropbox) = bind_file_drop(&config, &services).await?;
         let ftp_addr = ftp.local_addr()?;
         let sftp_addr = sftp.local_addr()?;
@@ -193,6 +206,7 @@ impl App {
             services,
             http,
             http_addr,
+            metrics,
             ftp,
             ftp_addr,
             sftp,
@@ -206,6 +220,11 @@ impl App {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address of the metrics' own listener, if `--metrics` asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     pub fn ftp_addr(&self) -> SocketAddr {
@@ -248,10 +267,26 @@ impl App {
         // Back-fills run long: they go on in a loop of their own.
         let backfills = tokio::spawn(resume_backfills(self.services.clone(), every));
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
-        let router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
+        let mut router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),
             self.config.web.clone(),
         ));
+        if self.config.metrics.enabled {
+            router = router.merge(callmeta_http::metrics_router(self.services.clone()));
+        }
+        let router = callmeta_http::count_requests(router, self.services.clone());
+        // The metrics' own listener: plain, no limits of the API's, stopped
+        // with the rest.
+        let metrics_server = self.metrics.map(|(listener, _)| {
+            let router = callmeta_http::metrics_router(self.services.clone());
+            let stop = stopped(stop.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "serving the metrics failed");
+                }
+            })
+        });
         let drain_transfers = {
             let dropbox = self.dropbox.clone();
             let stop = stopped(stop.clone());
@@ -269,6 +304,9 @@ impl App {
             sip
         );
         refresher.abort();
+        if let Some(metrics) = metrics_server {
+            metrics.abort();
+        }
         jobs.abort();
         backfills.abort();
         tracing::info!("callmeta stopped");

@@ -515,6 +515,7 @@ impl Dialogs {
         state.recording = Some(recording);
         state.in_progress = Some(in_progress);
         state.answered = true;
+        self.services().metrics.sip_calls_in_progress.inc();
         Ok(message
             .response(200)
             .to_tag(&dialog.to_tag)
@@ -581,7 +582,7 @@ impl Dialogs {
             recording: in_progress.clone(),
             every: u32::try_from(part_secs).unwrap_or(u32::MAX),
         });
-        let recording = Recording::start(plans, sockets, file, parts, dialog.peer.ip())
+        let recording = Recording::start(plans, sockets, file, parts, dialog.peer.ip(), services.clone())
             .map_err(|e| (500, format!("recording: {e}")))?;
         Ok((recording, in_progress))
     }
@@ -687,6 +688,9 @@ impl Dialogs {
         state.finished = true;
         let recording = state.recording.take();
         let in_progress = state.in_progress.take();
+        if in_progress.is_some() {
+            self.services().metrics.sip_calls_in_progress.dec();
+        }
         self.release(&mut state);
         drop(state);
         self.remove(call_id);
@@ -709,6 +713,9 @@ impl Dialogs {
         state.finished = true;
         let recording = state.recording.take();
         let in_progress = state.in_progress.take();
+        if in_progress.is_some() {
+            self.services().metrics.sip_calls_in_progress.dec();
+        }
         self.release(&mut state);
         drop(state);
         self.remove(call_id);

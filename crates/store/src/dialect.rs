@@ -10,6 +10,9 @@ use crate::error::db_error;
 
 /// The notification channel of version activations.
 pub(crate) const VERSIONS_CHANNEL: &str = "callmeta_versions";
+/// The notification channel of API token deletions (the payload is the
+/// token's id; a node drops its whole cache on any).
+pub(crate) const TOKENS_CHANNEL: &str = "callmeta_tokens";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -123,9 +126,10 @@ impl Backend {
         }
     }
 
-    /// Announces an activation to every listening node, inside the
-    /// activating transaction: delivered when (and only if) it commits.
-    pub(crate) fn notify_activation(self) -> Option<&'static str> {
+    /// Announces a change (an activation, a token deletion) to every
+    /// listening node, inside the changing transaction: delivered when (and
+    /// only if) it commits. Binds the channel, then the payload.
+    pub(crate) fn notify(self) -> Option<&'static str> {
         match self {
             Backend::Sqlite => None,
             Backend::Postgres => Some("SELECT pg_notify($1, $2)"),
@@ -133,29 +137,51 @@ impl Backend {
     }
 }
 
-/// Forwards activations announced by any node. `PgListener` reconnects by
-/// itself after a lost connection; a change may be missed meanwhile, which
-/// is why it also bumps the counter then, and why nodes keep polling too.
-pub(crate) async fn listen_for_versions(url: &str) -> Result<tokio::sync::watch::Receiver<u64>, StoreError> {
-    let mut listener = PgListener::connect(url)
-        .await
-        .map_err(|e| db_error("listening for version activations", e))?;
+/// What other nodes announce: each counter moves on a notification of its
+/// channel.
+#[derive(Clone)]
+pub(crate) struct Changes {
+    pub(crate) versions: tokio::sync::watch::Receiver<u64>,
+    pub(crate) tokens: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Forwards activations and token deletions announced by any node.
+/// `PgListener` reconnects by itself after a lost connection; a change may be
+/// missed meanwhile, which is why both counters also move then (a node
+/// reloads its versions and drops its token cache), and why nodes keep
+/// polling versions too.
+pub(crate) async fn listen_for_changes(url: &str) -> Result<Changes, StoreError> {
+    let doing = "listening for version activations and token deletions";
+    let mut listener = PgListener::connect(url).await.map_err(|e| db_error(doing, e))?;
     listener
-        .listen(VERSIONS_CHANNEL)
+        .listen_all([VERSIONS_CHANNEL, TOKENS_CHANNEL])
         .await
-        .map_err(|e| db_error("listening for version activations", e))?;
-    let (tx, changes) = tokio::sync::watch::channel(0u64);
+        .map_err(|e| db_error(doing, e))?;
+    let (versions_tx, versions) = tokio::sync::watch::channel(0u64);
+    let (tokens_tx, tokens) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
         loop {
-            if let Err(e) = listener.try_recv().await {
-                tracing::warn!(error = %e, "listening for version activations failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let channel = match listener.try_recv().await {
+                Ok(Some(n)) => Some(n.channel().to_string()),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{doing} failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    None
+                }
+            };
+            match channel.as_deref() {
+                Some(TOKENS_CHANNEL) => tokens_tx.send_modify(|n| *n += 1),
+                Some(VERSIONS_CHANNEL) => versions_tx.send_modify(|n| *n += 1),
+                _ => {
+                    versions_tx.send_modify(|n| *n += 1);
+                    tokens_tx.send_modify(|n| *n += 1);
+                }
             }
-            tx.send_modify(|n| *n += 1);
-            if tx.is_closed() {
+            if versions_tx.is_closed() && tokens_tx.is_closed() {
                 return;
             }
         }
     });
-    Ok(changes)
+    Ok(Changes { versions, tokens })
 }

@@ -13,6 +13,7 @@
 //! - `store`: the `Store` implementation, one method per statement group.
 //! - `calls`: the call writer that commits concurrent creations together,
 //!   and the call-list query.
+//! - `tokens`: API tokens, and telling every node of a deletion.
 //! - `rows`: reading records back from rows.
 //! - `schema`: the migrations, common ones merged with each database's own.
 //! - `error`: what a database error means for the caller.
@@ -23,6 +24,7 @@ mod error;
 mod rows;
 mod schema;
 mod store;
+mod tokens;
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,8 +44,9 @@ pub struct SqlStore {
     /// Call creations go through one writer task that commits them in
     /// groups (`calls`).
     calls: tokio::sync::mpsc::Sender<calls::PendingCall>,
-    /// Moves when any node activates a version (PostgreSQL's NOTIFY).
-    changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Moves when any node activates a version or deletes a token
+    /// (PostgreSQL's NOTIFY).
+    changes: Option<dialect::Changes>,
 }
 
 /// Opens the database named by `url`: `sqlite:PATH` or `postgres://...`
@@ -98,7 +101,8 @@ impl SqlStore {
         Ok(Self::with_pool(pool, Backend::Sqlite, None))
     }
 
-    /// Connects to PostgreSQL and listens for version activations.
+    /// Connects to PostgreSQL and listens for version activations and token
+    /// deletions.
     pub async fn open_postgres(url: &str) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -111,15 +115,11 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the PostgreSQL schema: {e}")))?;
-        let changes = dialect::listen_for_versions(url).await?;
+        let changes = dialect::listen_for_changes(url).await?;
         Ok(Self::with_pool(pool, Backend::Postgres, Some(changes)))
     }
 
-    fn with_pool(
-        pool: AnyPool,
-        backend: Backend,
-        changes: Option<tokio::sync::watch::Receiver<u64>>,
-    ) -> SqlStore {
+    fn with_pool(pool: AnyPool, backend: Backend, changes: Option<dialect::Changes>) -> SqlStore {
         let calls = calls::spawn_writer(pool.clone(), backend);
         SqlStore {
             pool,

@@ -50,7 +50,7 @@ async fn activate_in(
     .execute(&mut **tx)
     .await
     .doing(doing)?;
-    if let Some(notify) = backend.notify_activation() {
+    if let Some(notify) = backend.notify() {
         sqlx::query(notify)
             .bind(crate::dialect::VERSIONS_CHANNEL)
             .bind(format!("{}/{}", tenant.0, version.table))
@@ -99,13 +99,19 @@ impl Store for SqlStore {
             }
             other => other.doing(doing)?,
         };
-        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, created_ms) VALUES ($1, $2, $3)")
-            .bind(token_hash)
-            .bind(&tenant.id.0)
-            .bind(tenant.created_ms)
-            .execute(&mut *tx)
-            .await
-            .doing(doing)?;
+        // The first token is the tenant's admin token; its id is the
+        // tenant's (as migration 0018 gave existing tenants).
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, tenant_id, name, role, created_ms) \
+             VALUES ($1, $2, $3, 'initial', 'admin', $4)",
+        )
+        .bind(&tenant.id.0)
+        .bind(token_hash)
+        .bind(&tenant.id.0)
+        .bind(tenant.created_ms)
+        .execute(&mut *tx)
+        .await
+        .doing(doing)?;
         tx.commit().await.doing(doing)
     }
 
@@ -864,6 +870,36 @@ impl Store for SqlStore {
     }
 
     fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.changes.clone()
+        self.changes.as_ref().map(|c| c.versions.clone())
+    }
+
+    // Tokens (`tokens.rs`).
+
+    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> Result<(), StoreError> {
+        self.insert_token_row(token, token_hash).await
+    }
+
+    async fn tokens(&self, tenant: &TenantId) -> Result<Vec<TokenRecord>, StoreError> {
+        self.token_rows(tenant).await
+    }
+
+    async fn delete_token(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.delete_token_row(tenant, id).await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<(Tenant, TokenRecord), StoreError> {
+        self.token_row_by_hash(token_hash).await
+    }
+
+    async fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.touch_token_row(id, now_ms).await
+    }
+
+    fn token_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.changes.as_ref().map(|c| c.tokens.clone())
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(JobKind, u64)>, StoreError> {
+        self.job_count_rows().await
     }
 }

@@ -335,6 +335,47 @@ pub struct SipSource {
     pub network: String,
 }
 
+/// What an API token may do (SPEC §14); the use cases decide what each
+/// role allows (`usecases::tokens::Role::allows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Analyst,
+    Uploader,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Analyst, Role::Uploader];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Uploader => "uploader",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// An API token as stored, without its secret (only its SHA-256 is kept,
+/// and it is not part of the record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+    /// `None`: it does not expire.
+    pub expires_ms: Option<i64>,
+    /// Updated at most about once a minute.
+    pub last_used_ms: Option<i64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
@@ -528,4 +569,28 @@ pub trait Store: Send + Sync + 'static {
     fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    // Tokens.
+
+    /// Adds an API token, stored as `token_hash` (the SHA-256 of its secret).
+    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> Result<(), StoreError>;
+    /// The tenant's API tokens, oldest first.
+    async fn tokens(&self, tenant: &TenantId) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Deletes one of the tenant's tokens and, where other nodes may cache
+    /// it, tells them in the same transaction; false if there was none.
+    async fn delete_token(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// The token whose secret hashes to `token_hash`, with its tenant (this
+    /// spans tenants: a token is how its tenant is found).
+    async fn token_by_hash(&self, token_hash: &str) -> Result<(Tenant, TokenRecord), StoreError>;
+    /// Records a token's last use.
+    async fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// A counter that moves when a token may have been deleted by another
+    /// process, so every node drops what it cached at once. `None` for a
+    /// backend that cannot tell.
+    fn token_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// How many jobs of each kind there are (held or waiting to be
+    /// claimed), every node's: the queue depth the metrics show.
+    async fn job_counts(&self) -> Result<Vec<(JobKind, u64)>, StoreError>;
 }

@@ -100,6 +100,11 @@ pub async fn install(
     if current.active_version.as_deref() != version {
         return Ok(());
     }
+    let created_ms = match version {
+        Some(id) => Some(services.store.version(tenant, id).await?.created_ms),
+        None => None,
+    };
+    services.metrics.active_version(tenant, name.as_str(), created_ms);
     services.tables.put(
         tenant,
         LoadedTable {
@@ -126,7 +131,10 @@ pub async fn refresh(services: &Services) -> Result<usize, AppError> {
             continue;
         }
         match load(services, &state).await {
-            Ok(index) => {
+            Ok((index, created_ms)) => {
+                services
+                    .metrics
+                    .active_version(&state.tenant, state.name.as_str(), created_ms);
                 services.tables.put(
                     &state.tenant,
                     LoadedTable {
@@ -148,9 +156,13 @@ pub async fn refresh(services: &Services) -> Result<usize, AppError> {
     Ok(changed)
 }
 
-async fn load(services: &Services, state: &TableState) -> Result<Option<Arc<TableIndex>>, AppError> {
+/// The active version's index and creation time (none without one).
+async fn load(
+    services: &Services,
+    state: &TableState,
+) -> Result<(Option<Arc<TableIndex>>, Option<i64>), AppError> {
     let Some(version_id) = &state.active_version else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let version = services.store.version(&state.tenant, version_id).await?;
     let bytes = services.blobs.get(&version.blob_key).await?;
@@ -159,7 +171,7 @@ async fn load(services: &Services, state: &TableState) -> Result<Option<Arc<Tabl
     let upload = Received::from_stored(services, bytes).await?;
     let (index, report) = tables::ingest(services, &version.options, Arc::new(upload), None).await?;
     match index {
-        Some(index) => Ok(Some(index)),
+        Some(index) => Ok((Some(index), Some(version.created_ms))),
         None => Err(AppError::Unexpected(anyhow::anyhow!(
             "stored version {version_id} no longer ingests: {}",
             report.error.as_deref().unwrap_or("rejected")

@@ -446,7 +446,12 @@ pub async fn create_call(
         updated_ms: now,
     };
     match services.store.insert_call(tenant, &call).await {
-        Ok(()) => Ok((call, true)),
+        Ok(()) => {
+            services
+                .metrics
+                .call_created(tenant, call.source, &call.enrichment);
+            Ok((call, true))
+        }
         // Lost a race with a retry of the same external_id: answer with the winner.
         Err(StoreError::Conflict(_)) if call.external_id.is_some() => {
             let existing = services

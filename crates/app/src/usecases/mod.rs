@@ -2,7 +2,8 @@
 //! Adapters (HTTP, CLI, FTP, SFTP, SIP, web) call these and nothing else; the
 //! use cases call the enrichment core, the [`Store`] and the [`BlobStore`].
 //!
-//! - [`tenants`]: create a tenant, authenticate by token or password.
+//! - [`tenants`]: create a tenant, authenticate by password.
+//! - [`tokens`]: API tokens, their roles and what each allows.
 //! - [`tables`]: configure a reference table, upload a version of it.
 //! - [`active_tables`]: the in-memory active versions every call is enriched from.
 //! - [`calls`]: create, read and list calls.
@@ -31,6 +32,7 @@ pub mod recordings;
 pub mod siprec;
 pub mod tables;
 pub mod tenants;
+pub mod tokens;
 pub mod uploads;
 pub mod web_sessions;
 
@@ -69,6 +71,10 @@ pub struct Services {
     pub logins: logins::LoginThrottle,
     /// Where every timestamp the use cases store or compare comes from.
     pub clock: Arc<dyn Clock>,
+    /// API tokens authenticated within the last second.
+    pub tokens: tokens::TokenCache,
+    /// What this process counts, for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The default lease of an upload being ingested.
@@ -108,7 +114,6 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
             blobs,
             tables: ActiveTables::default(),
             limits,
@@ -120,6 +125,9 @@ impl Services {
             spool_dir,
             logins: logins::LoginThrottle::new(logins::LoginSettings::default(), clock.clone()),
             clock,
+            tokens: tokens::TokenCache::new(store.token_changes()),
+            metrics: crate::metrics::Metrics::new(),
+            store,
         })
     }
 
@@ -139,6 +147,9 @@ pub enum AppError {
     Invalid { field: Option<String>, message: String },
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// Valid credentials whose role does not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]

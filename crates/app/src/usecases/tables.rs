@@ -337,6 +337,19 @@ pub async fn upload_delta(
     filename: Option<String>,
     guards: Guards,
 ) -> Result<UploadOutcome, AppError> {
+    let result = delta_uncounted(services, tenant, name, upload, channel, filename, guards).await;
+    counted(services, channel, result)
+}
+
+async fn delta_uncounted(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    guards: Guards,
+) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
     uploads::check_declared_size(services, upload.len())?;
     let active = match &table.active_version {
@@ -404,6 +417,41 @@ pub async fn upload_delta(
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, channel = channel.as_str(), version = tracing::field::Empty))]
 pub async fn upload_reference_table_with(
+    services: &Services,
+    tenant: &TenantId,
+    name: &TableName,
+    upload: Received,
+    channel: Channel,
+    filename: Option<String>,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
+    guards: Guards,
+) -> Result<UploadOutcome, AppError> {
+    let result = upload_uncounted(
+        services, tenant, name, upload, channel, filename, progress, guards,
+    )
+    .await;
+    counted(services, channel, result)
+}
+
+/// Counts an upload's outcome in the metrics (`callmeta_uploads`).
+fn counted(
+    services: &Services,
+    channel: Channel,
+    result: Result<UploadOutcome, AppError>,
+) -> Result<UploadOutcome, AppError> {
+    let outcome = match &result {
+        Ok(o) if o.unchanged => "unchanged",
+        Ok(o) if o.activated => "activated",
+        Ok(o) if o.version.accepted => "not_activated",
+        Ok(_) => "rejected",
+        Err(_) => "failed",
+    };
+    services.metrics.upload(channel.as_str(), outcome);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_uncounted(
     services: &Services,
     tenant: &TenantId,
     name: &TableName,
@@ -733,6 +781,7 @@ pub(crate) async fn ingest(
 ) -> Result<(Option<Arc<TableIndex>>, Report), AppError> {
     let options = options.clone();
     let limits = services.limits.clone();
+    let started_ms = services.now_ms();
     let result = tokio::task::spawn_blocking(move || {
         let context = || format!("reading the received upload {}", upload.path().display());
         let source = SpoolSource::open(upload.path()).with_context(context)?;
@@ -753,6 +802,7 @@ pub(crate) async fn ingest(
     })
     .await
     .map_err(anyhow::Error::new)??;
+    services.metrics.ingest_took(services.now_ms() - started_ms);
     Ok(match result {
         Ok(ingested) => (Some(Arc::new(ingested.index)), ingested.report),
         Err(report) => (None, *report),

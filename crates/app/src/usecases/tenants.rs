@@ -1,5 +1,5 @@
-//! Tenants and their credentials. API tokens are 256 random bits shown once and
-//! stored as their SHA-256 (a token is not a password: it has full entropy, so a
+//! Tenants and their credentials. API tokens (their use and roles are in
+//! `tokens`) are 256 random bits shown once and stored as their SHA-256 (a token is not a password: it has full entropy, so a
 //! fast hash is enough and lets every request be checked cheaply). Passwords are
 //! hashed with argon2id.
 
@@ -28,6 +28,13 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// A new API token's secret: 256 random bits, in hex after `cm_`.
+pub(crate) fn new_secret() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    format!("cm_{}", hex::encode(raw))
+}
+
 #[tracing::instrument(skip_all, fields(slug = slug))]
 pub async fn create_tenant(
     services: &Services,
@@ -45,9 +52,7 @@ pub async fn create_tenant(
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(anyhow::Error::new)??;
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let token = format!("cm_{}", hex::encode(raw));
+    let token = new_secret();
     let tenant = Tenant {
         id: TenantId(new_id()),
         slug: slug.clone(),
@@ -71,18 +76,6 @@ fn hash_password(password: &str) -> Result<String, AppError> {
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?
         .to_string())
-}
-
-#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
-pub async fn authenticate_token(services: &Services, token: &str) -> Result<Tenant, AppError> {
-    match services.store.tenant_by_token(&hash_token(token)).await {
-        Ok(t) => {
-            tracing::Span::current().record("tenant", tracing::field::display(&t.id));
-            Ok(t)
-        }
-        Err(StoreError::NotFound) => Err(AppError::Unauthorized),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// A login with a tenant's password (web app, FTP, SFTP) from `from`:

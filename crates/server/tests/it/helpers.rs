@@ -15,6 +15,8 @@ pub struct TestApp {
     pub ftp: std::net::SocketAddr,
     pub sftp: std::net::SocketAddr,
     pub sip: std::net::SocketAddr,
+    /// The metrics' own listener, when `[metrics] listen` asked for one.
+    pub metrics: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
     /// The database URL when not the embedded SQLite.
@@ -92,6 +94,7 @@ impl TestApp {
         let app = App::build(config, clock.clone()).await.expect("app builds");
         let base = format!("http://{}", app.http_addr());
         let (ftp, sftp, sip) = (app.ftp_addr(), app.sftp_addr(), app.sip_addr());
+        let metrics = app.metrics_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -101,6 +104,7 @@ impl TestApp {
             ftp,
             sftp,
             sip,
+            metrics,
             data_dir,
             http: reqwest::Client::new(),
             database,

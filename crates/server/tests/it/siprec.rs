@@ -337,6 +337,31 @@ async fn record_one_call(transport: &str) {
     assert!((1.9..=2.3).contains(&seconds), "{seconds} s recorded");
     assert!(left / frames as u64 > 1000, "the tone is on the left channel");
     assert_eq!(right, 0, "nothing was sent on the second stream");
+    // The metrics saw the call, its packets (50 a second), none lost, and
+    // its end.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let received = sample("callmeta_rtp_packets_received_total");
+    assert!((95.0..=120.0).contains(&received), "{received} RTP packets");
+    assert_eq!(sample("callmeta_rtp_packets_lost_total"), 0.0);
+    assert_eq!(sample("callmeta_sip_calls_in_progress"), 0.0);
+    assert!(
+        metrics.contains("callmeta_calls_created_total{source=\"siprec\""),
+        "{metrics}"
+    );
     assert!(
         std::fs::read_dir(app.data_dir.join("recordings")).map_or(true, |d| d
             .flatten()

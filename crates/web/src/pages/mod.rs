@@ -74,6 +74,7 @@ pub(crate) fn error_page(e: AppError) -> Response {
         AppError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
         AppError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid input"),
         AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "Not logged in"),
+        AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "Not allowed"),
         AppError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
         AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
         AppError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
