@@ -25,7 +25,13 @@ fn action(method: &Method, route: &str) -> Action {
     let read = method == Method::GET || method == Method::HEAD;
     match route {
         "/calls" if method == Method::POST => Action::CreateCalls,
-        "/calls" | "/calls/{unique_id}" | "/calls/{unique_id}/audio" | "/backfills" | "/backfills/{id}"
+        "/calls"
+        | "/calls/facets"
+        | "/calls/export"
+        | "/calls/{unique_id}"
+        | "/calls/{unique_id}/audio"
+        | "/backfills"
+        | "/backfills/{id}"
             if read =>
         {
             Action::ReadCalls

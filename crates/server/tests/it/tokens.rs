@@ -213,8 +213,10 @@ async fn each_role_may_do_what_its_table_says() {
     }
 
     // (operation, expected status for admin, analyst, uploader)
-    let table: [(&str, [u16; 3]); 11] = [
+    let table: [(&str, [u16; 3]); 13] = [
         ("list calls", [200, 200, 403]),
+        ("count a key's values", [200, 200, 403]),
+        ("export calls", [200, 200, 403]),
         ("read a call", [200, 200, 403]),
         ("create a call", [201, 403, 201]),
         ("list tables", [200, 200, 200]),
@@ -230,6 +232,17 @@ async fn each_role_may_do_what_its_table_says() {
         for (i, (role, t)) in tokens.iter().enumerate() {
             let (status, body) = match operation {
                 "list calls" => app.get(t, "/api/v1/calls").await,
+                "count a key's values" => app.get(t, "/api/v1/calls/facets?key=team_name").await,
+                "export calls" => {
+                    let r = app
+                        .http
+                        .get(app.url("/api/v1/calls/export?format=ndjson"))
+                        .header("Authorization", format!("Token {}", t.token))
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status().as_u16(), Value::Null)
+                }
                 "read a call" => app.get(t, &format!("/api/v1/calls/{call_id}")).await,
                 "create a call" => {
                     app.post_json(t, "/api/v1/calls", json!({"metadata": {"agent_id": "bob"}}))
