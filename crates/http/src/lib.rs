@@ -4,7 +4,7 @@
 //! the server mounts it; everything else is the crate's own.
 //!
 //! - `extract`: token authentication, JSON bodies, path and query parameters.
-//! - `tables`, `calls`, `siprec`: the API handlers and their JSON views.
+//! - `tables`, `calls`, `siprec`, `webhooks`: the API handlers and their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 
 mod calls;
@@ -13,13 +13,14 @@ mod extract;
 mod openapi;
 mod siprec;
 mod tables;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use callmeta_app::clock::Clock;
 use callmeta_app::store::Tenant;
@@ -93,6 +94,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/backfills", get(calls::list_backfills))
         .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
+        .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
+        .route("/webhooks/{id}", delete(webhooks::delete_webhook))
+        .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
         .route("/openapi.json", get(openapi::openapi_json))
         .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)

@@ -15,6 +15,8 @@
 //!   and the call-list query.
 //! - `rows`: reading records back from rows.
 //! - `schema`: the migrations, common ones merged with each database's own.
+//! - `webhooks`: webhook endpoints, delivery attempts, the outbox of
+//!   deliveries (jobs).
 //! - `error`: what a database error means for the caller.
 
 mod calls;
@@ -23,6 +25,7 @@ mod error;
 mod rows;
 mod schema;
 mod store;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

@@ -856,4 +856,57 @@ impl Store for SqlStore {
     fn version_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.changes.clone()
     }
+
+    // Webhooks (`webhooks`).
+
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        self.insert_webhook_row(webhook).await
+    }
+
+    async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.webhook_rows(tenant).await
+    }
+
+    async fn webhook(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, StoreError> {
+        self.webhook_row(tenant, id).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.delete_webhook_row(tenant, id).await
+    }
+
+    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError> {
+        self.count_job_rows(tenant, kind).await
+    }
+
+    async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.insert_job_rows(jobs).await
+    }
+
+    async fn release_job(
+        &self,
+        id: &str,
+        owner: &str,
+        payload: &serde_json::Value,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.release_job_row(id, owner, payload, due_ms).await
+    }
+
+    async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+        self.insert_attempt_row(attempt).await
+    }
+
+    async fn delivery_attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.attempt_rows(tenant, endpoint, limit).await
+    }
+
+    async fn prune_delivery_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.prune_attempt_rows(before_ms).await
+    }
 }

@@ -342,7 +342,10 @@ pub async fn create_call(
         updated_ms: now,
     };
     match services.store.insert_call(tenant, &call).await {
-        Ok(()) => Ok((call, true)),
+        Ok(()) => {
+            super::webhooks::call_created(services, tenant, &call).await;
+            Ok((call, true))
+        }
         // Lost a race with a retry of the same external_id: answer with the winner.
         Err(StoreError::Conflict(_)) if call.external_id.is_some() => {
             let existing = services
@@ -411,6 +414,7 @@ pub async fn update_call_metadata(
     call.metadata = metadata;
     call.updated_ms = now;
     services.store.update_call(tenant, &call).await?;
+    super::webhooks::call_updated(services, tenant, &call).await;
     Ok(call)
 }
 
@@ -428,6 +432,7 @@ pub async fn attach_audio(
     call.audio_key = Some(key);
     call.updated_ms = services.now_ms();
     services.store.update_call(tenant, &call).await?;
+    super::webhooks::audio_available(services, tenant, &call).await;
     Ok(call)
 }
 

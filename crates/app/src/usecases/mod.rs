@@ -18,6 +18,8 @@
 //! - [`connections`]: connection caps per listener, in total and per address.
 //! - [`logins`]: failed-login throttling per (user, address), for the web
 //!   app, FTP and SFTP alike.
+//! - [`webhooks`]: a tenant's endpoints, the events recorded for them (an
+//!   outbox of leased jobs) and the policy of their delivery.
 
 pub mod active_tables;
 pub mod backfill;
@@ -31,6 +33,7 @@ pub mod tables;
 pub mod tenants;
 pub mod uploads;
 pub mod web_sessions;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +70,9 @@ pub struct Services {
     pub logins: logins::LoginThrottle,
     /// Where every timestamp the use cases store or compare comes from.
     pub clock: Arc<dyn Clock>,
+    /// Webhook settings, the endpoints read recently, the signal that an
+    /// event was recorded.
+    pub webhooks: webhooks::Outbox,
 }
 
 /// The default lease of an upload being ingested.
@@ -118,6 +124,7 @@ impl Services {
             spool_dir,
             logins: logins::LoginThrottle::new(logins::LoginSettings::default(), clock.clone()),
             clock,
+            webhooks: webhooks::Outbox::default(),
         })
     }
 

@@ -24,3 +24,4 @@ mod spec_example;
 mod store_story;
 mod uploads;
 mod web;
+mod webhooks;

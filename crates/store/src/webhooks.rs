@@ -1,0 +1,213 @@
+//! Webhook endpoints, their delivery attempts and the outbox of deliveries
+//! (rows of `jobs`, kind `webhook`). The `Store` trait's webhook methods in
+//! `store` call these.
+
+use callmeta_app::store::{DeliveryAttempt, Job, JobKind, StoreError, TenantId, WebhookRecord};
+use sqlx::any::AnyRow;
+
+use crate::SqlStore;
+use crate::error::Context;
+use crate::rows::{Columns, from_json, to_json};
+
+fn webhook_from_row(row: &AnyRow) -> Result<WebhookRecord, StoreError> {
+    Ok(WebhookRecord {
+        id: row.text("id")?,
+        tenant: TenantId(row.text("tenant_id")?),
+        url: row.text("url")?,
+        events: from_json("webhook events", &row.text("events")?)?,
+        secret: row.text("secret")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+fn attempt_from_row(row: &AnyRow) -> Result<DeliveryAttempt, StoreError> {
+    Ok(DeliveryAttempt {
+        id: row.text("id")?,
+        tenant: TenantId(row.text("tenant_id")?),
+        endpoint: row.text("endpoint_id")?,
+        event_id: row.text("event_id")?,
+        event: row.text("event")?,
+        attempt: row.int("attempt")?,
+        attempted_ms: row.int("attempted_ms")?,
+        status_code: row.opt_int("status_code")?,
+        latency_ms: row.int("latency_ms")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+impl SqlStore {
+    pub(crate) async fn insert_webhook_row(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, tenant_id, url, events, secret, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&webhook.id)
+        .bind(&webhook.tenant.0)
+        .bind(&webhook.url)
+        .bind(to_json(&webhook.events))
+        .bind(&webhook.secret)
+        .bind(webhook.created_ms)
+        .execute(&self.pool)
+        .await
+        .doing("recording a webhook endpoint")?;
+        Ok(())
+    }
+
+    pub(crate) async fn webhook_rows(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_ms, id",
+        )
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading webhook endpoints")?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    pub(crate) async fn webhook_row(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading a webhook endpoint")?
+            .ok_or(StoreError::NotFound)?;
+        webhook_from_row(&row)
+    }
+
+    pub(crate) async fn delete_webhook_row(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        let doing = "deleting a webhook endpoint";
+        let mut tx = self
+            .pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .doing(doing)?;
+        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant.0)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .doing(doing)?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2")
+            .bind(&tenant.0)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .doing(doing)?;
+        tx.commit().await.doing(doing)?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    pub(crate) async fn count_job_rows(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE tenant_id = $1 AND kind = $2")
+            .bind(&tenant.0)
+            .bind(kind.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .doing("counting jobs")?;
+        Ok(row.int("n")?.max(0) as u64)
+    }
+
+    pub(crate) async fn insert_job_rows(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let doing = "recording jobs";
+        let mut tx = self
+            .pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .doing(doing)?;
+        for job in jobs {
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&job.id)
+            .bind(job.kind.as_str())
+            .bind(&job.tenant.0)
+            .bind(job.created_ms)
+            .bind(to_json(&job.payload))
+            .bind(&job.owner)
+            .bind(job.lease_until_ms)
+            .bind(job.attempts)
+            .execute(&mut *tx)
+            .await
+            .doing(doing)?;
+        }
+        tx.commit().await.doing(doing)
+    }
+
+    pub(crate) async fn release_job_row(
+        &self,
+        id: &str,
+        owner: &str,
+        payload: &serde_json::Value,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET payload = $1, owner = '', lease_until = $2 WHERE id = $3 AND owner = $4",
+        )
+        .bind(to_json(payload))
+        .bind(due_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .doing("giving a job back")?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    pub(crate) async fn insert_attempt_row(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id, event, attempt, \
+             attempted_ms, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&attempt.id)
+        .bind(&attempt.tenant.0)
+        .bind(&attempt.endpoint)
+        .bind(&attempt.event_id)
+        .bind(&attempt.event)
+        .bind(attempt.attempt)
+        .bind(attempt.attempted_ms)
+        .bind(attempt.status_code)
+        .bind(attempt.latency_ms)
+        .bind(&attempt.error)
+        .execute(&self.pool)
+        .await
+        .doing("recording a delivery attempt")?;
+        Ok(())
+    }
+
+    pub(crate) async fn attempt_rows(
+        &self,
+        tenant: &TenantId,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 \
+             ORDER BY attempted_ms DESC, id DESC LIMIT $3",
+        )
+        .bind(&tenant.0)
+        .bind(endpoint)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading delivery attempts")?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    pub(crate) async fn prune_attempt_rows(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM webhook_deliveries WHERE attempted_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .doing("pruning delivery attempts")?;
+        Ok(deleted.rows_affected())
+    }
+}
