@@ -423,7 +423,8 @@ async fn events_reach_only_their_tenants_endpoints() {
     assert!(activated["state"] == "active" || activated["state"] == "inactive", "{activated}");
     let rejected_data = of("table.version.rejected");
     assert_eq!(rejected_data["state"], "rejected");
-    assert_eq!(rejected_data["report"], rejected["report"], "{rejected_data}");
+    assert_eq!(rejected_data["report"], rejected["version"]["report"], "{rejected}");
+    assert_eq!(rejected_data["id"], rejected["version"]["id"], "{rejected}");
     assert_eq!(of("call.created")["unique_id"], call["unique_id"]);
     let updated = of("call.updated");
     assert_eq!(updated["unique_id"], call["unique_id"]);
@@ -482,7 +483,8 @@ async fn bad_endpoints_and_private_destinations_are_refused() {
         assert!(error_detail(&json).contains(says), "{field} {value}: {json}");
     }
     let (status, json) = post(json!({"url": "https://hooks.example.com/in"})).await;
-    assert_eq!(status, 400, "{json}");
+    assert_eq!(status, 422, "{json}");
+    assert!(error_detail(&json).contains("missing field `events`"), "{json}");
     let r = app
         .http
         .post(app.url("/api/v1/webhooks"))
