@@ -94,7 +94,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/backfills", get(calls::list_backfills))
         .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
-        .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
+        .route(
+            "/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
         .route("/webhooks/{id}", delete(webhooks::delete_webhook))
         .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -54,13 +54,12 @@ impl SqlStore {
     }
 
     pub(crate) async fn webhook_rows(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_ms, id",
-        )
-        .bind(&tenant.0)
-        .fetch_all(&self.pool)
-        .await
-        .doing("reading webhook endpoints")?;
+        let rows =
+            sqlx::query("SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_ms, id")
+                .bind(&tenant.0)
+                .fetch_all(&self.pool)
+                .await
+                .doing("reading webhook endpoints")?;
         rows.iter().map(webhook_from_row).collect()
     }
 

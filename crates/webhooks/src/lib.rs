@@ -35,8 +35,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// `sha256=` and the hex HMAC-SHA256 of `timestamp.body` under `secret`:
 /// what `openssl dgst -sha256 -hmac SECRET` gives for that string.
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes a key of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body.as_bytes());
@@ -87,7 +87,10 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
 /// run out).
 pub async fn run(services: Arc<Services>) {
     let settings = services.webhooks.settings();
-    let client = client(settings.allow_private, Duration::from_secs(settings.timeout_secs.max(1)));
+    let client = client(
+        settings.allow_private,
+        Duration::from_secs(settings.timeout_secs.max(1)),
+    );
     let poll = Duration::from_millis(settings.poll_ms.max(10));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut pruned: Option<Instant> = None;

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 use super::calls::format_timestamp;
 use super::jobs::{self, Held};
 use super::{AppError, Services, new_id};
-use crate::store::{CallRecord, DeliveryAttempt, Job, JobKind, StoreError, TenantId, VersionRecord, WebhookRecord};
+use crate::store::{
+    CallRecord, DeliveryAttempt, Job, JobKind, StoreError, TenantId, VersionRecord, WebhookRecord,
+};
 
 /// What an endpoint can be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +125,15 @@ pub const MAX_SECRET_CHARS: usize = 256;
 /// Delivery attempts listed for an endpoint at most.
 pub const MAX_LISTED_ATTEMPTS: u32 = 100;
 
+/// A tenant's endpoints as read at a time.
+type CachedEndpoints = (Instant, Arc<Vec<WebhookRecord>>);
+
 /// The webhooks' state in one process: settings, the endpoints read
 /// recently, and the signal that a delivery is due now.
 #[derive(Default)]
 pub struct Outbox {
     settings: RwLock<WebhookSettings>,
-    endpoints: Mutex<HashMap<TenantId, (Instant, Arc<Vec<WebhookRecord>>)>>,
+    endpoints: Mutex<HashMap<TenantId, CachedEndpoints>>,
     dropped_noted: Mutex<HashMap<TenantId, Instant>>,
     recorded: tokio::sync::Notify,
 }
@@ -238,7 +243,10 @@ pub fn is_private(ip: IpAddr) -> bool {
 pub fn check_url(text: &str, allow_private: bool) -> Result<url::Url, AppError> {
     let field = "url";
     if text.chars().count() > MAX_URL_CHARS {
-        return Err(AppError::invalid(field, format!("url must be at most {MAX_URL_CHARS} characters")));
+        return Err(AppError::invalid(
+            field,
+            format!("url must be at most {MAX_URL_CHARS} characters"),
+        ));
     }
     let url = url::Url::parse(text.trim())
         .map_err(|e| AppError::invalid(field, format!("url is not a valid absolute URL: {e}")))?;
@@ -353,7 +361,11 @@ pub async fn list_endpoints(services: &Services, tenant: &TenantId) -> Result<Ve
         .collect())
 }
 
-async fn endpoint_record(services: &Services, tenant: &TenantId, id: &str) -> Result<WebhookRecord, AppError> {
+async fn endpoint_record(
+    services: &Services,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<WebhookRecord, AppError> {
     services.store.webhook(tenant, id).await.map_err(|e| match e {
         StoreError::NotFound => AppError::NotFound(format!("webhook {id}")),
         other => other.into(),
@@ -439,7 +451,9 @@ pub async fn record(services: &Services, tenant: &TenantId, event: Event, data: 
     }
     match enqueue(services, tenant, event, data(), &targets).await {
         Ok(_) => {}
-        Err(AppError::OverLimit { message, .. }) => note_dropped(services, tenant, event, &targets, &message).await,
+        Err(AppError::OverLimit { message, .. }) => {
+            note_dropped(services, tenant, event, &targets, &message).await
+        }
         Err(e) => {
             tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
         }
@@ -448,10 +462,18 @@ pub async fn record(services: &Services, tenant: &TenantId, event: Event, data: 
 
 /// An event beyond the pending bound is logged, and noted in its endpoints'
 /// delivery lists at most once a minute per tenant.
-async fn note_dropped(services: &Services, tenant: &TenantId, event: Event, targets: &[WebhookRecord], why: &str) {
+async fn note_dropped(
+    services: &Services,
+    tenant: &TenantId,
+    event: Event,
+    targets: &[WebhookRecord],
+    why: &str,
+) {
     tracing::warn!(tenant = %tenant, event = event.as_str(), reason = why, "webhook event not recorded");
     let due = services.webhooks.dropped_noted.lock().is_ok_and(|mut map| {
-        let due = map.get(tenant).is_none_or(|at| at.elapsed() >= DROPPED_NOTE_EVERY);
+        let due = map
+            .get(tenant)
+            .is_none_or(|at| at.elapsed() >= DROPPED_NOTE_EVERY);
         if due {
             map.insert(tenant.clone(), Instant::now());
         }
@@ -613,7 +635,12 @@ pub async fn audio_available(services: &Services, tenant: &TenantId, call: &Call
 
 /// `table.version.activated` or `table.version.rejected` (with its report);
 /// an accepted version an activation guard held back is neither.
-pub async fn version_recorded(services: &Services, tenant: &TenantId, version: &VersionRecord, activated: bool) {
+pub async fn version_recorded(
+    services: &Services,
+    tenant: &TenantId,
+    version: &VersionRecord,
+    activated: bool,
+) {
     let event = match (version.accepted, activated) {
         (false, _) => Event::VersionRejected,
         (true, true) => Event::VersionActivated,
@@ -761,14 +788,25 @@ pub async fn finish(services: &Services, due: Due, outcome: Outcome) -> Result<(
     match retry_at {
         None => {
             if !delivered {
-                tracing::warn!(error = error.as_deref().unwrap_or(""), "webhook delivery given up");
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or(""),
+                    "webhook delivery given up"
+                );
             }
             jobs::done(services, due.held).await
         }
         Some(at) => {
-            tracing::info!(error = error.as_deref().unwrap_or(""), retry_in_ms = at - now, "webhook delivery failed; will retry");
+            tracing::info!(
+                error = error.as_deref().unwrap_or(""),
+                retry_in_ms = at - now,
+                "webhook delivery failed; will retry"
+            );
             let payload = serde_json::to_value(&due.payload).unwrap_or(Value::Null);
-            match services.store.release_job(&due.id, &services.node, &payload, at).await {
+            match services
+                .store
+                .release_job(&due.id, &services.node, &payload, at)
+                .await
+            {
                 Ok(()) | Err(StoreError::NotFound) => Ok(()),
                 Err(e) => Err(e.into()),
             }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use callmeta::config::Config;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, Tenant, error_detail, eventually};
+use crate::helpers::{Tenant, TestApp, error_detail, eventually};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -210,7 +210,11 @@ async fn a_created_call_is_delivered_signed_within_a_second() {
         latencies.push(got.at.duration_since(sent));
         assert!(got.signed, "the signature verifies: {got:?}");
         assert_eq!(got.event, "call.created");
-        assert_eq!(got.body["id"], got.delivery.as_str(), "X-Callmeta-Delivery is the event id");
+        assert_eq!(
+            got.body["id"],
+            got.delivery.as_str(),
+            "X-Callmeta-Delivery is the event id"
+        );
         assert!(got.body["created"].is_string(), "{:?}", got.body);
         // The data is the call as the API shows it, enriched.
         let (_, shown) = app.get(&t, &format!("/api/v1/calls/{unique_id}")).await;
@@ -218,10 +222,7 @@ async fn a_created_call_is_delivered_signed_within_a_second() {
         assert_eq!(got.body["data"], call);
     }
     eprintln!("call.created delivered after {latencies:?}");
-    assert_eq!(
-        receiver.got()[0].body["data"]["metadata"]["team_name"],
-        "diamond"
-    );
+    assert_eq!(receiver.got()[0].body["data"]["metadata"]["team_name"], "diamond");
 
     // The delivery list shows each attempt.
     let attempts = eventually("three attempts listed", Duration::from_secs(2), || {
@@ -230,7 +231,11 @@ async fn a_created_call_is_delivered_signed_within_a_second() {
         let id = id.clone();
         async move {
             let list = deliveries(app, t, &id).await;
-            if list.len() == 3 { Ok(list) } else { Err(format!("{list:?}")) }
+            if list.len() == 3 {
+                Ok(list)
+            } else {
+                Err(format!("{list:?}"))
+            }
         }
     })
     .await;
@@ -287,7 +292,11 @@ async fn failed_deliveries_are_retried_with_backoff_and_every_event_arrives() {
                 let id = id.clone();
                 async move {
                     let seen = deliveries(app, t, &id).await.len();
-                    if seen >= n { Ok(()) } else { Err(format!("{seen} attempts")) }
+                    if seen >= n {
+                        Ok(())
+                    } else {
+                        Err(format!("{seen} attempts"))
+                    }
                 }
             })
             .await
@@ -309,7 +318,10 @@ async fn failed_deliveries_are_retried_with_backoff_and_every_event_arrives() {
     for id in &ids {
         let attempts: Vec<&Received> = got.iter().filter(|r| &r.delivery == id).collect();
         assert_eq!(attempts.len(), 3, "{got:?}");
-        assert!(attempts.windows(2).all(|w| w[0].body == w[1].body), "the same body each time");
+        assert!(
+            attempts.windows(2).all(|w| w[0].body == w[1].body),
+            "the same body each time"
+        );
     }
     assert_eq!(receiver.acknowledged(), ids);
     let calls: BTreeSet<String> = got
@@ -323,12 +335,19 @@ async fn failed_deliveries_are_retried_with_backoff_and_every_event_arrives() {
         let (app, t, id) = (&app, &t, id.clone());
         async move {
             let list = deliveries(app, t, &id).await;
-            if list.len() == 6 { Ok(list) } else { Err(format!("{list:?}")) }
+            if list.len() == 6 {
+                Ok(list)
+            } else {
+                Err(format!("{list:?}"))
+            }
         }
     })
     .await;
     for event in &ids {
-        let mut of_event: Vec<&Value> = attempts.iter().filter(|a| a["event_id"] == event.as_str()).collect();
+        let mut of_event: Vec<&Value> = attempts
+            .iter()
+            .filter(|a| a["event_id"] == event.as_str())
+            .collect();
         of_event.sort_by_key(|a| a["attempt"].as_i64());
         let seen: Vec<(i64, i64)> = of_event
             .iter()
@@ -372,7 +391,12 @@ async fn events_reach_only_their_tenants_endpoints() {
         &app,
         &a,
         &to_a.url(),
-        &["call.created", "table.version.activated", "table.version.rejected", "call.updated"],
+        &[
+            "call.created",
+            "table.version.activated",
+            "table.version.rejected",
+            "call.updated",
+        ],
         "secret-a",
     )
     .await;
@@ -380,7 +404,12 @@ async fn events_reach_only_their_tenants_endpoints() {
         &app,
         &b,
         &to_b.url(),
-        &["call.created", "table.version.activated", "table.version.rejected", "call.updated"],
+        &[
+            "call.created",
+            "table.version.activated",
+            "table.version.rejected",
+            "call.updated",
+        ],
         "secret-b",
     )
     .await;
@@ -400,7 +429,13 @@ async fn events_reach_only_their_tenants_endpoints() {
 
     let got = eventually("tenant A's five events", Duration::from_secs(2), || {
         let got = to_a.got();
-        async move { if got.len() >= 5 { Ok(got) } else { Err(format!("{got:?}")) } }
+        async move {
+            if got.len() >= 5 {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
     })
     .await;
     // Deliveries run side by side: they may arrive in any order.
@@ -420,10 +455,16 @@ async fn events_reach_only_their_tenants_endpoints() {
     let of = |event: &str| got.iter().find(|r| r.event == event).unwrap().body["data"].clone();
     let activated = of("table.version.activated");
     assert_eq!(activated["table"], "crm");
-    assert!(activated["state"] == "active" || activated["state"] == "inactive", "{activated}");
+    assert!(
+        activated["state"] == "active" || activated["state"] == "inactive",
+        "{activated}"
+    );
     let rejected_data = of("table.version.rejected");
     assert_eq!(rejected_data["state"], "rejected");
-    assert_eq!(rejected_data["report"], rejected["version"]["report"], "{rejected}");
+    assert_eq!(
+        rejected_data["report"], rejected["version"]["report"],
+        "{rejected}"
+    );
     assert_eq!(rejected_data["id"], rejected["version"]["id"], "{rejected}");
     assert_eq!(of("call.created")["unique_id"], call["unique_id"]);
     let updated = of("call.updated");
@@ -466,7 +507,11 @@ async fn bad_endpoints_and_private_destinations_are_refused() {
         ("url", json!("http://127.0.0.1:9/hook"), "allow_private"),
         ("url", json!("http://localhost:9/hook"), "allow_private"),
         ("url", json!("http://[::1]/hook"), "allow_private"),
-        ("url", json!("http://169.254.169.254/latest/meta-data"), "allow_private"),
+        (
+            "url",
+            json!("http://169.254.169.254/latest/meta-data"),
+            "allow_private",
+        ),
         ("url", json!("http://10.0.0.8/hook"), "allow_private"),
         ("url", json!("ftp://hooks.example.com/in"), "http or https"),
         ("url", json!("file:///etc/passwd"), "http or https"),
@@ -503,7 +548,10 @@ async fn bad_endpoints_and_private_destinations_are_refused() {
     }
     let (status, json) = post(ok.clone()).await;
     assert_eq!(status, 400, "{json}");
-    assert!(error_detail(&json).contains("at most 2 webhook endpoints"), "{json}");
+    assert!(
+        error_detail(&json).contains("at most 2 webhook endpoints"),
+        "{json}"
+    );
 
     // Without a token, nothing.
     let r = app.http.get(app.url("/api/v1/webhooks")).send().await.unwrap();
@@ -540,7 +588,11 @@ async fn a_delivery_left_by_a_stopped_node_is_finished_by_the_other() {
         let (a, t, id) = (&a, &t, id.clone());
         async move {
             let seen = deliveries(a, t, &id).await.len();
-            if seen == 1 { Ok(()) } else { Err(format!("{seen} attempts")) }
+            if seen == 1 {
+                Ok(())
+            } else {
+                Err(format!("{seen} attempts"))
+            }
         }
     })
     .await;
@@ -553,12 +605,19 @@ async fn a_delivery_left_by_a_stopped_node_is_finished_by_the_other() {
         let receiver = receiver.clone();
         async move {
             let got = receiver.got();
-            if got.len() >= 2 { Ok(got) } else { Err(format!("{got:?}")) }
+            if got.len() >= 2 {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
         }
     })
     .await;
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0].delivery, got[1].delivery, "the same event id on both attempts");
+    assert_eq!(
+        got[0].delivery, got[1].delivery,
+        "the same event id on both attempts"
+    );
     assert_eq!(got[0].body, got[1].body);
     assert_eq!(got[1].answered, 200);
     assert!(got.iter().all(|r| r.signed), "{got:?}");
@@ -567,7 +626,11 @@ async fn a_delivery_left_by_a_stopped_node_is_finished_by_the_other() {
         let (b, t, id) = (&b, &t, id.clone());
         async move {
             let list = deliveries(b, t, &id).await;
-            if list.len() == 2 { Ok(list) } else { Err(format!("{list:?}")) }
+            if list.len() == 2 {
+                Ok(list)
+            } else {
+                Err(format!("{list:?}"))
+            }
         }
     })
     .await;
