@@ -641,3 +641,134 @@ async fn a_delivery_left_by_a_stopped_node_is_finished_by_the_other() {
     assert_eq!(codes, vec![(2, 200), (1, 500)], "{attempts:?}");
     b.stop().await;
 }
+
+/// A client that keeps no cookies and follows no redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in to the web app: the session cookie and the CSRF token of its forms.
+async fn web_session(app: &TestApp, t: &Tenant) -> (String, String) {
+    let r = browser()
+        .post(app.url("/login"))
+        .form(&[("tenant", t.slug.as_str()), ("password", t.password.as_str()), ("next", "/webhooks")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, page) = web_page(app, &cookie, "/webhooks").await;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("forms carry the CSRF token")
+        .to_string();
+    (cookie, csrf)
+}
+
+async fn web_page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+    let r = browser()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn web_post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let r = browser()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_web_page_adds_tests_and_removes_endpoints() {
+    let app = spawn().await;
+    let t = app.create_tenant("webby");
+    let other = app.create_tenant("other");
+    let receiver = Receiver::start("page-secret", 0).await;
+    let (cookie, csrf) = web_session(&app, &t).await;
+    let url = receiver.url();
+
+    // Forms without the session's token change nothing.
+    let add = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("url", url.clone()),
+            ("secret", "page-secret".to_string()),
+            ("events", "call.created".to_string()),
+            ("events", "call.updated".to_string()),
+        ]
+    };
+    let form = add("forged");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web_post(&app, &cookie, "/webhooks", &pairs).await.0, 403);
+    let form = add(&csrf);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web_post(&app, &cookie, "/webhooks", &pairs).await.0, 303);
+    let (_, list) = app.get(&t, "/api/v1/webhooks").await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["data"][0]["events"], json!(["call.created", "call.updated"]));
+
+    // A refused endpoint is shown on the page with the reason.
+    let (status, page) = web_post(
+        &app,
+        &cookie,
+        "/webhooks",
+        &[("csrf", &csrf), ("url", "gopher://x"), ("secret", "s"), ("events", "call.created")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("http or https"), "{page}");
+
+    // The test event arrives, signed, and its attempt is shown.
+    let path = format!("/webhooks/{id}/test");
+    assert_eq!(web_post(&app, &cookie, &path, &[("csrf", "forged")]).await.0, 403);
+    assert_eq!(web_post(&app, &cookie, &path, &[("csrf", &csrf)]).await.0, 303);
+    let got = eventually("the test event", Duration::from_secs(1), || {
+        let got = receiver.got();
+        async move { got.first().cloned().ok_or("not yet") }
+    })
+    .await;
+    assert_eq!(got.event, "ping");
+    assert!(got.signed);
+    let page = eventually("the attempt on the page", Duration::from_secs(2), || {
+        let (app, cookie) = (&app, &cookie);
+        async move {
+            let (_, page) = web_page(app, cookie, "/webhooks").await;
+            if page.contains("ping") && page.contains(">200<") { Ok(page) } else { Err(page) }
+        }
+    })
+    .await;
+    assert!(page.contains(&url), "{page}");
+    assert!(!page.contains("page-secret"), "the secret is never shown");
+
+    // Another tenant can neither test nor remove it.
+    let (other_cookie, other_csrf) = web_session(&app, &other).await;
+    let (_, other_page) = web_page(&app, &other_cookie, "/webhooks").await;
+    assert!(!other_page.contains(&url));
+    assert_eq!(web_post(&app, &other_cookie, &path, &[("csrf", &other_csrf)]).await.0, 404);
+    let remove = format!("/webhooks/{id}/delete");
+    assert_eq!(web_post(&app, &other_cookie, &remove, &[("csrf", &other_csrf)]).await.0, 404);
+
+    assert_eq!(web_post(&app, &cookie, &remove, &[("csrf", "forged")]).await.0, 403);
+    assert_eq!(web_post(&app, &cookie, &remove, &[("csrf", &csrf)]).await.0, 303);
+    let (_, list) = app.get(&t, "/api/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]));
+}
