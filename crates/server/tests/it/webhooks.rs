@@ -772,3 +772,49 @@ async fn the_web_page_adds_tests_and_removes_endpoints() {
     let (_, list) = app.get(&t, "/api/v1/webhooks").await;
     assert_eq!(list["data"], json!([]));
 }
+
+#[tokio::test]
+async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
+    use crate::siprec::{free_udp_port, have_sipp, scenario, sipp, sipp_failure, tone_file};
+    if !have_sipp() {
+        return;
+    }
+    let app = spawn().await;
+    let t = app.create_tenant("acme");
+    app.register_sbc(&t, "127.0.0.1");
+    let receiver = Receiver::start("sip-secret", 0).await;
+    add_endpoint(
+        &app,
+        &t,
+        &receiver.url(),
+        &["call.created", "call.audio_available"],
+        "sip-secret",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let tone = tone_file(dir.path());
+    let media_port = free_udp_port() & !1;
+    let xml = dir.path().join("siprec.xml");
+    std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
+    let out = sipp(&xml, app.sip, "u1", dir.path(), media_port).await;
+    assert!(out.status.success(), "{}", sipp_failure(&out, dir.path()));
+
+    let got = eventually("both events", Duration::from_secs(2), || {
+        let got = receiver.got();
+        async move { if got.len() >= 2 { Ok(got) } else { Err(format!("{got:?}")) } }
+    })
+    .await;
+    let mut events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
+    events.sort();
+    assert_eq!(events, ["call.audio_available", "call.created"]);
+    assert!(got.iter().all(|r| r.signed));
+    let audio = got.iter().find(|r| r.event == "call.audio_available").unwrap();
+    let created = got.iter().find(|r| r.event == "call.created").unwrap();
+    assert_eq!(audio.body["data"]["unique_id"], created.body["data"]["unique_id"]);
+    assert_eq!(created.body["data"]["source"], "siprec");
+    assert_eq!(created.body["data"]["audio_state"], "missing");
+    assert_eq!(audio.body["data"]["audio_state"], "available");
+    let id = audio.body["data"]["unique_id"].as_str().unwrap();
+    let (_, shown) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(audio.body["data"], shown);
+}
