@@ -34,6 +34,8 @@ struct ReceiverState {
     secret: String,
     /// Requests still to answer 500.
     fail: usize,
+    /// Requests still to leave unanswered (until the sender gives up).
+    hang: usize,
     got: Vec<Received>,
 }
 
@@ -49,6 +51,7 @@ impl Receiver {
         let state = Arc::new(Mutex::new(ReceiverState {
             secret: secret.into(),
             fail,
+            hang: 0,
             got: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,6 +126,26 @@ async fn receive(
     let recent = timestamp.parse::<i64>().is_ok_and(|t| (now - t).abs() < 300);
     let signed = recent && header("x-callmeta-signature") == expected;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let hang = {
+        let mut s = state.lock().unwrap();
+        let hang = s.hang > 0;
+        if hang {
+            s.hang -= 1;
+            s.got.push(Received {
+                delivery: header("x-callmeta-delivery"),
+                event: body["event"].as_str().unwrap_or_default().to_string(),
+                body: body.clone(),
+                signed,
+                answered: 0,
+                at,
+            });
+        }
+        hang
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     let mut s = state.lock().unwrap();
     let answered = if s.fail > 0 {
         s.fail -= 1;
@@ -817,4 +840,64 @@ async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
     let id = audio.body["data"]["unique_id"].as_str().unwrap();
     let (_, shown) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
     assert_eq!(audio.body["data"], shown);
+}
+
+#[tokio::test]
+async fn a_node_stopped_mid_attempt_leaves_the_delivery_to_the_other() {
+    use callmeta_app::clock::Clock;
+    let Some(db) = crate::helpers::PgDatabase::create().await else {
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let node = |name: &str| {
+        let mut config = crate::helpers::test_config(&shared.path().join(name));
+        config.database = Some(db.url.clone());
+        config.blobs = Some(format!("file://{}", shared.path().join("blobs").display()));
+        config.job_lease_ms = LEASE_MS;
+        config.webhooks.allow_private = true;
+        config
+    };
+    let a = TestApp::spawn_with(node("a")).await;
+    let t = a.create_tenant("midway");
+    let receiver = Receiver::start("mid-secret", 0).await;
+    receiver.state.lock().unwrap().hang = 1;
+    let id = add_endpoint(&a, &t, &receiver.url(), &["call.created"], "mid-secret").await;
+    // Node B starts once node A holds the delivery, so that A makes the attempt.
+    let call = create_call(&a, &t, "m1").await;
+    eventually("node A's attempt under way", Duration::from_secs(2), || {
+        let n = receiver.got().len();
+        async move { if n == 1 { Ok(()) } else { Err(format!("{n} requests")) } }
+    })
+    .await;
+    let b = TestApp::spawn_with(node("b")).await;
+    let a_now = a.clock.now_ms();
+    a.stop().await;
+
+    // Node A's lease runs out on node B's clock: B claims it and delivers.
+    b.clock.advance_to(a_now.max(b.clock.now_ms()) + LEASE_MS as i64 + 1);
+    let got = eventually("the delivery from node B", Duration::from_secs(3), || {
+        let receiver = receiver.clone();
+        async move {
+            let got = receiver.got();
+            if got.iter().any(|r| r.answered == 200) { Ok(got) } else { Err(format!("{got:?}")) }
+        }
+    })
+    .await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].delivery, got[1].delivery, "the same event id");
+    assert_eq!(got[1].body["data"]["unique_id"], call["unique_id"]);
+    assert!(got[1].signed);
+    let attempts = eventually("the attempt listed", Duration::from_secs(2), || {
+        let (b, t, id) = (&b, &t, id.clone());
+        async move {
+            let list = deliveries(b, t, &id).await;
+            if list.is_empty() { Err("none".to_string()) } else { Ok(list) }
+        }
+    })
+    .await;
+    // Node A never finished its attempt: only B's is recorded, as the second.
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["attempt"], 2, "{attempts:?}");
+    assert_eq!(attempts[0]["status_code"], 200, "{attempts:?}");
+    b.stop().await;
 }
