@@ -677,7 +677,11 @@ fn browser() -> reqwest::Client {
 async fn web_session(app: &TestApp, t: &Tenant) -> (String, String) {
     let r = browser()
         .post(app.url("/login"))
-        .form(&[("tenant", t.slug.as_str()), ("password", t.password.as_str()), ("next", "/webhooks")])
+        .form(&[
+            ("tenant", t.slug.as_str()),
+            ("password", t.password.as_str()),
+            ("next", "/webhooks"),
+        ])
         .send()
         .await
         .unwrap();
@@ -754,7 +758,12 @@ async fn the_web_page_adds_tests_and_removes_endpoints() {
         &app,
         &cookie,
         "/webhooks",
-        &[("csrf", &csrf), ("url", "gopher://x"), ("secret", "s"), ("events", "call.created")],
+        &[
+            ("csrf", &csrf),
+            ("url", "gopher://x"),
+            ("secret", "s"),
+            ("events", "call.created"),
+        ],
     )
     .await;
     assert_eq!(status, 422);
@@ -775,7 +784,11 @@ async fn the_web_page_adds_tests_and_removes_endpoints() {
         let (app, cookie) = (&app, &cookie);
         async move {
             let (_, page) = web_page(app, cookie, "/webhooks").await;
-            if page.contains("ping") && page.contains(">200<") { Ok(page) } else { Err(page) }
+            if page.contains("ping") && page.contains(">200<") {
+                Ok(page)
+            } else {
+                Err(page)
+            }
         }
     })
     .await;
@@ -786,11 +799,24 @@ async fn the_web_page_adds_tests_and_removes_endpoints() {
     let (other_cookie, other_csrf) = web_session(&app, &other).await;
     let (_, other_page) = web_page(&app, &other_cookie, "/webhooks").await;
     assert!(!other_page.contains(&url));
-    assert_eq!(web_post(&app, &other_cookie, &path, &[("csrf", &other_csrf)]).await.0, 404);
+    assert_eq!(
+        web_post(&app, &other_cookie, &path, &[("csrf", &other_csrf)])
+            .await
+            .0,
+        404
+    );
     let remove = format!("/webhooks/{id}/delete");
-    assert_eq!(web_post(&app, &other_cookie, &remove, &[("csrf", &other_csrf)]).await.0, 404);
+    assert_eq!(
+        web_post(&app, &other_cookie, &remove, &[("csrf", &other_csrf)])
+            .await
+            .0,
+        404
+    );
 
-    assert_eq!(web_post(&app, &cookie, &remove, &[("csrf", "forged")]).await.0, 403);
+    assert_eq!(
+        web_post(&app, &cookie, &remove, &[("csrf", "forged")]).await.0,
+        403
+    );
     assert_eq!(web_post(&app, &cookie, &remove, &[("csrf", &csrf)]).await.0, 303);
     let (_, list) = app.get(&t, "/api/v1/webhooks").await;
     assert_eq!(list["data"], json!([]));
@@ -824,7 +850,13 @@ async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
 
     let got = eventually("both events", Duration::from_secs(2), || {
         let got = receiver.got();
-        async move { if got.len() >= 2 { Ok(got) } else { Err(format!("{got:?}")) } }
+        async move {
+            if got.len() >= 2 {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
     })
     .await;
     let mut events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
@@ -866,7 +898,13 @@ async fn a_node_stopped_mid_attempt_leaves_the_delivery_to_the_other() {
     let call = create_call(&a, &t, "m1").await;
     eventually("node A's attempt under way", Duration::from_secs(2), || {
         let n = receiver.got().len();
-        async move { if n == 1 { Ok(()) } else { Err(format!("{n} requests")) } }
+        async move {
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} requests"))
+            }
+        }
     })
     .await;
     let b = TestApp::spawn_with(node("b")).await;
@@ -874,12 +912,17 @@ async fn a_node_stopped_mid_attempt_leaves_the_delivery_to_the_other() {
     a.stop().await;
 
     // Node A's lease runs out on node B's clock: B claims it and delivers.
-    b.clock.advance_to(a_now.max(b.clock.now_ms()) + LEASE_MS as i64 + 1);
+    b.clock
+        .advance_to(a_now.max(b.clock.now_ms()) + LEASE_MS as i64 + 1);
     let got = eventually("the delivery from node B", Duration::from_secs(3), || {
         let receiver = receiver.clone();
         async move {
             let got = receiver.got();
-            if got.iter().any(|r| r.answered == 200) { Ok(got) } else { Err(format!("{got:?}")) }
+            if got.iter().any(|r| r.answered == 200) {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
         }
     })
     .await;
@@ -891,7 +934,11 @@ async fn a_node_stopped_mid_attempt_leaves_the_delivery_to_the_other() {
         let (b, t, id) = (&b, &t, id.clone());
         async move {
             let list = deliveries(b, t, &id).await;
-            if list.is_empty() { Err("none".to_string()) } else { Ok(list) }
+            if list.is_empty() {
+                Err("none".to_string())
+            } else {
+                Ok(list)
+            }
         }
     })
     .await;
@@ -900,4 +947,46 @@ async fn a_node_stopped_mid_attempt_leaves_the_delivery_to_the_other() {
     assert_eq!(attempts[0]["attempt"], 2, "{attempts:?}");
     assert_eq!(attempts[0]["status_code"], 200, "{attempts:?}");
     b.stop().await;
+}
+
+#[tokio::test]
+async fn events_beyond_the_pending_bound_are_not_recorded_and_the_list_says_so() {
+    let app = TestApp::spawn_configured(|c: &mut Config| {
+        c.webhooks.allow_private = true;
+        c.webhooks.max_pending_per_tenant = 1;
+    })
+    .await;
+    let t = app.create_tenant("bounded");
+    // Failing: the first event's delivery stays pending.
+    let receiver = Receiver::start("b-secret", 1_000).await;
+    let id = add_endpoint(&app, &t, &receiver.url(), &["call.created"], "b-secret").await;
+    create_call(&app, &t, "b1").await;
+    // The second event finds one delivery pending, the bound: it is not
+    // recorded, and the endpoint's list says why.
+    let call = create_call(&app, &t, "b2").await;
+    assert_eq!(call["metadata"]["agent_id"], "b2", "the call itself is created");
+    let attempts = eventually("the note and the first attempt", Duration::from_secs(2), || {
+        let (app, t, id) = (&app, &t, id.clone());
+        async move {
+            let list = deliveries(app, t, &id).await;
+            if list.len() >= 2 {
+                Ok(list)
+            } else {
+                Err(format!("{list:?}"))
+            }
+        }
+    })
+    .await;
+    let note = attempts
+        .iter()
+        .find(|a| a["attempt"] == 0)
+        .unwrap_or_else(|| panic!("{attempts:?}"));
+    let error = note["error"].as_str().unwrap();
+    assert!(error.contains("events not recorded"), "{note}");
+    assert!(error.contains("the most a tenant may have is 1"), "{note}");
+    let got = receiver.got();
+    assert!(
+        got.iter().all(|r| r.body["data"]["metadata"]["agent_id"] == "b1"),
+        "only the first event is delivered: {got:?}"
+    );
 }
