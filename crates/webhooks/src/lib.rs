@@ -70,7 +70,7 @@ impl Resolve for Guard {
 }
 
 /// The client every delivery of this node goes through.
-pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+pub fn client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -79,7 +79,6 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
         .user_agent(concat!("callmeta-webhooks/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(Guard { allow_private }))
         .build()
-        .expect("a client with these settings builds")
 }
 
 /// Delivers due events until the task is dropped, which also drops the
@@ -87,10 +86,14 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
 /// run out).
 pub async fn run(services: Arc<Services>) {
     let settings = services.webhooks.settings();
-    let client = client(
-        settings.allow_private,
-        Duration::from_secs(settings.timeout_secs.max(1)),
-    );
+    let timeout = Duration::from_secs(settings.timeout_secs.max(1));
+    let client = match client(settings.allow_private, timeout) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "the webhook client cannot be built (TLS setup): this node delivers no webhook");
+            return;
+        }
+    };
     let poll = Duration::from_millis(settings.poll_ms.max(10));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut pruned: Option<Instant> = None;
