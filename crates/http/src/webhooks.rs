@@ -141,7 +141,8 @@ pub(crate) async fn list_webhooks(
     }))
 }
 
-/// Removes an endpoint, its delivery list and the deliveries still pending for it.
+/// Removes an endpoint and its delivery list; deliveries still pending for
+/// it are never sent.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 204, description = "Removed"),

@@ -438,7 +438,7 @@ async fn events_reach_only_their_tenants_endpoints() {
     .await;
 
     app.create_table(&a, "crm", json!({"key": "agent_id"})).await;
-    let (status, _) = app.upload(&a, "crm", crate::helpers::SPEC_TABLE).await;
+    let (status, first) = app.upload(&a, "crm", crate::helpers::SPEC_TABLE).await;
     assert_eq!(status, 201);
     let (status, rejected) = app.upload(&a, "crm", "team_name\nonly\n").await;
     assert_eq!(status, 422, "{rejected}");
@@ -449,11 +449,16 @@ async fn events_reach_only_their_tenants_endpoints() {
         .post_json(&a, "/api/v1/backfill", json!({"dry_run": false}))
         .await;
     assert_eq!(status, 200, "{done}");
+    // A rollback is an activation too.
+    let first_id = first["version"]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/tables/crm/versions/{first_id}/activate");
+    let (status, body) = app.post_json(&a, &path, json!({})).await;
+    assert_eq!(status, 200, "{body}");
 
-    let got = eventually("tenant A's five events", Duration::from_secs(2), || {
+    let got = eventually("tenant A's six events", Duration::from_secs(2), || {
         let got = to_a.got();
         async move {
-            if got.len() >= 5 {
+            if got.len() >= 6 {
                 Ok(got)
             } else {
                 Err(format!("{got:?}"))
@@ -471,8 +476,17 @@ async fn events_reach_only_their_tenants_endpoints() {
             "call.updated",
             "table.version.activated",
             "table.version.activated",
+            "table.version.activated",
             "table.version.rejected",
         ]
+    );
+    let first_activations = got
+        .iter()
+        .filter(|r| r.body["data"]["id"] == first_id.as_str())
+        .count();
+    assert_eq!(
+        first_activations, 2,
+        "the first version, activated twice: {got:?}"
     );
     assert!(got.iter().all(|r| r.signed));
     let of = |event: &str| got.iter().find(|r| r.event == event).unwrap().body["data"].clone();
