@@ -141,8 +141,7 @@ pub(crate) async fn list_webhooks(
     }))
 }
 
-/// Removes an endpoint and its delivery list; deliveries still pending for
-/// it are never sent.
+/// Removes an endpoint, its delivery list and its pending deliveries.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 204, description = "Removed"),

@@ -93,6 +93,18 @@ impl SqlStore {
             .execute(&mut *tx)
             .await
             .doing(doing)?;
+        // Its pending deliveries (jobs) go too: they would never be sent.
+        let pending = format!(
+            "DELETE FROM jobs WHERE tenant_id = $1 AND kind = $2 AND {} = $3",
+            self.backend.json_member("payload", "endpoint")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(pending))
+            .bind(&tenant.0)
+            .bind(JobKind::Webhook.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .doing(doing)?;
         tx.commit().await.doing(doing)?;
         Ok(deleted.rows_affected() > 0)
     }

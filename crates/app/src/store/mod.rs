@@ -520,7 +520,9 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's endpoints, oldest first.
     async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError>;
     async fn webhook(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, StoreError>;
-    /// Deletes an endpoint and its delivery attempts; false if there was none.
+    /// Deletes an endpoint, its delivery attempts and its pending deliveries
+    /// (jobs of kind `webhook` whose payload's `endpoint` is its id); false
+    /// if there was none.
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
     /// How many of the tenant's jobs of `kind` exist (its pending deliveries).
     async fn count_jobs(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError>;

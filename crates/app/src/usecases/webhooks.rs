@@ -377,8 +377,8 @@ pub async fn get_endpoint(services: &Services, tenant: &TenantId, id: &str) -> R
     Ok(Endpoint::from(&endpoint_record(services, tenant, id).await?))
 }
 
-/// Removes an endpoint and its delivery list; deliveries still pending for
-/// it are dropped when they come due.
+/// Removes an endpoint, its delivery list and its pending deliveries (one
+/// under way may still be sent).
 #[tracing::instrument(skip_all, fields(tenant = %tenant, webhook = id))]
 pub async fn delete_endpoint(services: &Services, tenant: &TenantId, id: &str) -> Result<(), AppError> {
     if !services.store.delete_webhook(tenant, id).await? {

@@ -1003,4 +1003,29 @@ async fn events_beyond_the_pending_bound_are_not_recorded_and_the_list_says_so()
         got.iter().all(|r| r.body["data"]["metadata"]["agent_id"] == "b1"),
         "only the first event is delivered: {got:?}"
     );
+
+    // Removing the endpoint removes its pending delivery: a new endpoint's
+    // events are recorded again.
+    let r = app
+        .http
+        .delete(app.url(&format!("/api/v1/webhooks/{id}")))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let healthy = Receiver::start("b-secret", 0).await;
+    add_endpoint(&app, &t, &healthy.url(), &["call.created"], "b-secret").await;
+    let call = create_call(&app, &t, "b3").await;
+    eventually("the next event, delivered", Duration::from_secs(1), || {
+        let got = healthy.got();
+        let unique_id = call["unique_id"].clone();
+        async move {
+            got.iter()
+                .any(|r| r.body["data"]["unique_id"] == unique_id)
+                .then_some(())
+                .ok_or("not yet")
+        }
+    })
+    .await;
 }
