@@ -664,22 +664,7 @@ impl Store for SqlStore {
     // Leased background jobs.
 
     async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&job.id)
-        .bind(job.kind.as_str())
-        .bind(&job.tenant.0)
-        .bind(job.created_ms)
-        .bind(to_json(&job.payload))
-        .bind(&job.owner)
-        .bind(job.lease_until_ms)
-        .bind(job.attempts)
-        .execute(&self.pool)
-        .await
-        .doing("recording a job")?;
-        Ok(())
+        self.insert_job_rows(std::slice::from_ref(job)).await
     }
 
     async fn renew_jobs(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64, StoreError> {

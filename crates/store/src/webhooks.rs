@@ -119,17 +119,11 @@ impl SqlStore {
         Ok(row.int("n")?.max(0) as u64)
     }
 
+    /// Records jobs, several in one transaction (all or none). The one
+    /// statement that writes a job (`Store::insert_job` comes here too).
     pub(crate) async fn insert_job_rows(&self, jobs: &[Job]) -> Result<(), StoreError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let doing = "recording jobs";
-        let mut tx = self
-            .pool
-            .begin_with(self.backend.begin_write())
-            .await
-            .doing(doing)?;
-        for job in jobs {
+        let doing = "recording a job";
+        fn insert(job: &Job) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
             sqlx::query(
                 "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -142,11 +136,25 @@ impl SqlStore {
             .bind(&job.owner)
             .bind(job.lease_until_ms)
             .bind(job.attempts)
-            .execute(&mut *tx)
-            .await
-            .doing(doing)?;
         }
-        tx.commit().await.doing(doing)
+        match jobs {
+            [] => Ok(()),
+            [job] => {
+                insert(job).execute(&self.pool).await.doing(doing)?;
+                Ok(())
+            }
+            jobs => {
+                let mut tx = self
+                    .pool
+                    .begin_with(self.backend.begin_write())
+                    .await
+                    .doing(doing)?;
+                for job in jobs {
+                    insert(job).execute(&mut *tx).await.doing(doing)?;
+                }
+                tx.commit().await.doing(doing)
+            }
+        }
     }
 
     pub(crate) async fn release_job_row(
