@@ -837,8 +837,8 @@ async fn the_web_page_adds_tests_and_removes_endpoints() {
 }
 
 #[tokio::test]
-async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
-    use crate::siprec::{free_udp_port, have_sipp, scenario, sipp, sipp_failure, tone_file};
+async fn a_siprec_call_is_told_when_created_updated_and_its_audio_stored() {
+    use crate::siprec::{free_udp_port, have_sipp, sipp, sipp_failure, tone_file};
     if !have_sipp() {
         return;
     }
@@ -850,22 +850,22 @@ async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
         &app,
         &t,
         &receiver.url(),
-        &["call.created", "call.audio_available"],
+        &["call.created", "call.updated", "call.audio_available"],
         "sip-secret",
     )
     .await;
+    // A vendor's call whose UPDATE brings new metadata mid-call.
     let dir = tempfile::tempdir().unwrap();
-    let tone = tone_file(dir.path());
-    let media_port = free_udp_port() & !1;
-    let xml = dir.path().join("siprec.xml");
-    std::fs::write(&xml, scenario(&tone, media_port)).unwrap();
-    let out = sipp(&xml, app.sip, "u1", dir.path(), media_port).await;
+    tone_file(dir.path());
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/avaya-sbce-2.xml");
+    let out = sipp(&scenario, app.sip, "u1", dir.path(), free_udp_port() & !1).await;
     assert!(out.status.success(), "{}", sipp_failure(&out, dir.path()));
 
-    let got = eventually("both events", Duration::from_secs(2), || {
+    let got = eventually("the three kinds of events", Duration::from_secs(2), || {
         let got = receiver.got();
         async move {
-            if got.len() >= 2 {
+            let has = |e: &str| got.iter().any(|r| r.event == e);
+            if has("call.created") && has("call.updated") && has("call.audio_available") {
                 Ok(got)
             } else {
                 Err(format!("{got:?}"))
@@ -873,19 +873,21 @@ async fn a_siprec_call_is_told_when_created_and_when_its_audio_is_stored() {
         }
     })
     .await;
-    let mut events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
-    events.sort();
-    assert_eq!(events, ["call.audio_available", "call.created"]);
     assert!(got.iter().all(|r| r.signed));
-    let audio = got.iter().find(|r| r.event == "call.audio_available").unwrap();
-    let created = got.iter().find(|r| r.event == "call.created").unwrap();
-    assert_eq!(audio.body["data"]["unique_id"], created.body["data"]["unique_id"]);
-    assert_eq!(created.body["data"]["source"], "siprec");
-    assert_eq!(created.body["data"]["audio_state"], "missing");
-    assert_eq!(audio.body["data"]["audio_state"], "available");
-    let id = audio.body["data"]["unique_id"].as_str().unwrap();
+    let of = |event: &str| got.iter().find(|r| r.event == event).unwrap().body["data"].clone();
+    let (created, updated, audio) = (of("call.created"), of("call.updated"), of("call.audio_available"));
+    assert_eq!(created["source"], "siprec");
+    assert_eq!(created["audio_state"], "missing");
+    assert_eq!(updated["unique_id"], created["unique_id"]);
+    assert_ne!(
+        updated["own_metadata"], created["own_metadata"],
+        "the UPDATE's metadata"
+    );
+    assert_eq!(audio["unique_id"], created["unique_id"]);
+    assert_eq!(audio["audio_state"], "available");
+    let id = audio["unique_id"].as_str().unwrap();
     let (_, shown) = app.get(&t, &format!("/api/v1/calls/{id}")).await;
-    assert_eq!(audio.body["data"], shown);
+    assert_eq!(audio, shown);
 }
 
 #[tokio::test]
