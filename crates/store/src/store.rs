@@ -860,8 +860,8 @@ impl Store for SqlStore {
         self.delete_webhook_row(tenant, id).await
     }
 
-    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError> {
-        self.count_job_rows(tenant, kind).await
+    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind, at_most: u64) -> Result<u64, StoreError> {
+        self.count_job_rows(tenant, kind, at_most).await
     }
 
     async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {

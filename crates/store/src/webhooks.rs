@@ -109,13 +109,22 @@ impl SqlStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    pub(crate) async fn count_job_rows(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE tenant_id = $1 AND kind = $2")
-            .bind(&tenant.0)
-            .bind(kind.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .doing("counting jobs")?;
+    pub(crate) async fn count_job_rows(
+        &self,
+        tenant: &TenantId,
+        kind: JobKind,
+        at_most: u64,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM \
+             (SELECT 1 FROM jobs WHERE tenant_id = $1 AND kind = $2 LIMIT $3) AS counted",
+        )
+        .bind(&tenant.0)
+        .bind(kind.as_str())
+        .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .doing("counting jobs")?;
         Ok(row.int("n")?.max(0) as u64)
     }
 

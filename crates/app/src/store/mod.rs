@@ -524,8 +524,9 @@ pub trait Store: Send + Sync + 'static {
     /// (jobs of kind `webhook` whose payload's `endpoint` is its id); false
     /// if there was none.
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    /// How many of the tenant's jobs of `kind` exist (its pending deliveries).
-    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind) -> Result<u64, StoreError>;
+    /// How many of the tenant's jobs of `kind` exist (its pending
+    /// deliveries), counted up to `at_most` (so a bound costs at most that).
+    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind, at_most: u64) -> Result<u64, StoreError>;
     /// Records several jobs in one transaction (an event's deliveries, one
     /// per endpoint): all or none.
     async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;

@@ -522,7 +522,10 @@ async fn enqueue(
     targets: &[WebhookRecord],
 ) -> Result<String, AppError> {
     let settings = services.webhooks.settings();
-    let pending = services.store.count_jobs(tenant, JobKind::Webhook).await?;
+    let pending = services
+        .store
+        .count_jobs(tenant, JobKind::Webhook, settings.max_pending_per_tenant)
+        .await?;
     if pending + targets.len() as u64 > settings.max_pending_per_tenant {
         return Err(AppError::OverLimit {
             field: None,
