@@ -868,14 +868,26 @@ impl Store for SqlStore {
         self.insert_job_rows(jobs).await
     }
 
-    async fn release_job(
+    async fn claim_stale_jobs(
         &self,
-        id: &str,
+        kind: JobKind,
         owner: &str,
-        payload: &serde_json::Value,
-        due_ms: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.claim_job_rows(kind, owner, now_ms, lease_until_ms, limit)
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        job: &str,
+        owner: &str,
+        retry: Option<(&serde_json::Value, i64)>,
     ) -> Result<(), StoreError> {
-        self.release_job_row(id, owner, payload, due_ms).await
+        self.finish_delivery_rows(attempt, job, owner, retry).await
     }
 
     async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use crate::SqlStore;
 use crate::error::Context;
-use crate::rows::{Columns, from_json, to_json};
+use crate::rows::{Columns, from_json, job_from_row, to_json};
 
 fn webhook_from_row(row: &AnyRow) -> Result<WebhookRecord, StoreError> {
     Ok(WebhookRecord {
@@ -33,6 +33,34 @@ fn attempt_from_row(row: &AnyRow) -> Result<DeliveryAttempt, StoreError> {
         latency_ms: row.int("latency_ms")?,
         error: row.opt_text("error")?,
     })
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn insert_attempt(attempt: &DeliveryAttempt) -> AnyQuery<'_> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id, event, attempt, \
+         attempted_ms, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&attempt.id)
+    .bind(&attempt.tenant.0)
+    .bind(&attempt.endpoint)
+    .bind(&attempt.event_id)
+    .bind(&attempt.event)
+    .bind(attempt.attempt)
+    .bind(attempt.attempted_ms)
+    .bind(attempt.status_code)
+    .bind(attempt.latency_ms)
+    .bind(&attempt.error)
+}
+
+/// Gives a job back, due again at `due_ms` (no owner), if `owner` holds it.
+fn release_job<'q>(id: &'q str, owner: &'q str, payload: &serde_json::Value, due_ms: i64) -> AnyQuery<'q> {
+    sqlx::query("UPDATE jobs SET payload = $1, owner = '', lease_until = $2 WHERE id = $3 AND owner = $4")
+        .bind(to_json(payload))
+        .bind(due_ms)
+        .bind(id)
+        .bind(owner)
 }
 
 impl SqlStore {
@@ -132,7 +160,7 @@ impl SqlStore {
     /// statement that writes a job (`Store::insert_job` comes here too).
     pub(crate) async fn insert_job_rows(&self, jobs: &[Job]) -> Result<(), StoreError> {
         let doing = "recording a job";
-        fn insert(job: &Job) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        fn insert(job: &Job) -> AnyQuery<'_> {
             sqlx::query(
                 "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -166,49 +194,70 @@ impl SqlStore {
         }
     }
 
-    pub(crate) async fn release_job_row(
-        &self,
-        id: &str,
-        owner: &str,
-        payload: &serde_json::Value,
-        due_ms: i64,
-    ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE jobs SET payload = $1, owner = '', lease_until = $2 WHERE id = $3 AND owner = $4",
-        )
-        .bind(to_json(payload))
-        .bind(due_ms)
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .doing("giving a job back")?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+    pub(crate) async fn insert_attempt_row(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+        insert_attempt(attempt)
+            .execute(&self.pool)
+            .await
+            .doing("recording a delivery attempt")?;
+        Ok(())
     }
 
-    pub(crate) async fn insert_attempt_row(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id, event, attempt, \
-             attempted_ms, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&attempt.id)
-        .bind(&attempt.tenant.0)
-        .bind(&attempt.endpoint)
-        .bind(&attempt.event_id)
-        .bind(&attempt.event)
-        .bind(attempt.attempt)
-        .bind(attempt.attempted_ms)
-        .bind(attempt.status_code)
-        .bind(attempt.latency_ms)
-        .bind(&attempt.error)
-        .execute(&self.pool)
-        .await
-        .doing("recording a delivery attempt")?;
-        Ok(())
+    pub(crate) async fn claim_job_rows(
+        &self,
+        kind: JobKind,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET owner = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND lease_until < $4 \
+             ORDER BY created_ms LIMIT $5{}) AND lease_until < $4 RETURNING *",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_until_ms)
+            .bind(kind.as_str())
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .doing("claiming jobs")?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub(crate) async fn finish_delivery_rows(
+        &self,
+        attempt: &DeliveryAttempt,
+        job: &str,
+        owner: &str,
+        retry: Option<(&serde_json::Value, i64)>,
+    ) -> Result<(), StoreError> {
+        let doing = "recording a delivery's outcome";
+        let mut tx = self
+            .pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .doing(doing)?;
+        insert_attempt(attempt).execute(&mut *tx).await.doing(doing)?;
+        match retry {
+            None => {
+                sqlx::query("DELETE FROM jobs WHERE id = $1")
+                    .bind(job)
+                    .execute(&mut *tx)
+                    .await
+                    .doing(doing)?;
+            }
+            Some((payload, due_ms)) => {
+                release_job(job, owner, payload, due_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .doing(doing)?;
+            }
+        }
+        tx.commit().await.doing(doing)
     }
 
     pub(crate) async fn attempt_rows(

@@ -101,26 +101,38 @@ pub async fn run(services: Arc<Services>) {
     loop {
         while under_way.try_join_next().is_some() {}
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            match webhooks::claim_due(&services).await {
-                Ok(Some(due)) => {
-                    let (services, client) = (services.clone(), client.clone());
-                    let allow_private = settings.allow_private;
-                    under_way.spawn(async move {
-                        let outcome = send(&client, &due, allow_private, services.now_ms()).await;
-                        if let Err(e) = webhooks::finish(&services, due, outcome).await {
-                            tracing::warn!(error = %e, "recording a webhook delivery's outcome failed");
-                        }
-                        drop(permit);
-                    });
+            let free = permits.available_permits();
+            if free == 0 {
+                // Every slot is busy: wait for one before claiming more.
+                if let Ok(permit) = permits.clone().acquire_owned().await {
+                    drop(permit);
                 }
-                Ok(None) => break,
+                continue;
+            }
+            let due = match webhooks::claim_due(&services, free as u32).await {
+                Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "looking for due webhook deliveries failed; retrying");
                     break;
                 }
+            };
+            let claimed = due.len();
+            for due in due {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (services, client) = (services.clone(), client.clone());
+                let allow_private = settings.allow_private;
+                under_way.spawn(async move {
+                    let outcome = send(&client, &due, allow_private, services.now_ms()).await;
+                    if let Err(e) = webhooks::finish(&services, due, outcome).await {
+                        tracing::warn!(error = %e, "recording a webhook delivery's outcome failed");
+                    }
+                    drop(permit);
+                });
+            }
+            if claimed < free {
+                break;
             }
         }
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {

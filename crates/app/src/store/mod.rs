@@ -530,15 +530,26 @@ pub trait Store: Send + Sync + 'static {
     /// Records several jobs in one transaction (an event's deliveries, one
     /// per endpoint): all or none.
     async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;
-    /// Gives a job `owner` holds back, with a new payload, to be claimed
-    /// again (by any node) once `due_ms` has passed; `NotFound` if it is gone
-    /// or no longer `owner`'s.
-    async fn release_job(
+    /// Claims up to `limit` of the oldest jobs of `kind` whose lease ran out
+    /// before `now_ms`, as [`Store::claim_stale_job`] claims one, in one
+    /// statement (a batch of due deliveries).
+    async fn claim_stale_jobs(
         &self,
-        id: &str,
+        kind: JobKind,
         owner: &str,
-        payload: &serde_json::Value,
-        due_ms: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Records a delivery attempt and, in the same transaction, deletes its
+    /// job (`retry: None`) or gives it back to be claimed again once
+    /// `retry.1` has passed, with payload `retry.0`, if `owner` still holds it.
+    async fn finish_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        job: &str,
+        owner: &str,
+        retry: Option<(&serde_json::Value, i64)>,
     ) -> Result<(), StoreError>;
     async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
     /// An endpoint's latest attempts, newest first (at most `limit`).

@@ -682,14 +682,13 @@ impl std::fmt::Debug for Due {
     }
 }
 
-/// Claims the oldest delivery that is due (of any tenant), with its
-/// endpoint's URL and secret; deliveries to endpoints removed since are
-/// dropped on the way.
-pub async fn claim_due(services: &Services) -> Result<Option<Due>, AppError> {
-    loop {
-        let Some((job, held)) = jobs::claim_stale(services, JobKind::Webhook).await? else {
-            return Ok(None);
-        };
+/// Claims up to `limit` of the oldest deliveries that are due (of any
+/// tenant), each with its endpoint's URL and secret; deliveries to
+/// endpoints removed since are dropped on the way.
+pub async fn claim_due(services: &Services, limit: u32) -> Result<Vec<Due>, AppError> {
+    let claimed = jobs::claim_stale_batch(services, JobKind::Webhook, limit.max(1)).await?;
+    let mut due = Vec::with_capacity(claimed.len());
+    for (job, held) in claimed {
         let payload: DeliveryPayload = match serde_json::from_value(job.payload.clone()) {
             Ok(p) => p,
             Err(e) => {
@@ -698,15 +697,11 @@ pub async fn claim_due(services: &Services) -> Result<Option<Due>, AppError> {
                 continue;
             }
         };
-        let endpoint = match services.store.webhook(&job.tenant, &payload.endpoint).await {
-            Ok(w) => w,
-            Err(StoreError::NotFound) => {
-                jobs::done(services, held).await?;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        let Some(endpoint) = endpoint_for(services, &job.tenant, &payload.endpoint).await? else {
+            jobs::done(services, held).await?;
+            continue;
         };
-        return Ok(Some(Due {
+        due.push(Due {
             id: job.id,
             tenant: job.tenant,
             endpoint: endpoint.id,
@@ -718,7 +713,25 @@ pub async fn claim_due(services: &Services) -> Result<Option<Due>, AppError> {
             attempt: job.attempts.max(1),
             payload,
             held,
-        }));
+        });
+    }
+    Ok(due)
+}
+
+/// A tenant's endpoint, from the endpoints read in the last second, else
+/// from the store (one added on another node meanwhile); `None` if it is gone.
+async fn endpoint_for(
+    services: &Services,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<WebhookRecord>, AppError> {
+    if let Some(w) = endpoints_of(services, tenant).await?.iter().find(|w| w.id == id) {
+        return Ok(Some(w.clone()));
+    }
+    match services.store.webhook(tenant, id).await {
+        Ok(w) => Ok(Some(w)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -785,36 +798,36 @@ pub async fn finish(services: &Services, due: Due, outcome: Outcome) -> Result<(
         latency_ms: outcome.latency_ms as i64,
         error: error.clone(),
     };
-    if let Err(e) = services.store.insert_delivery_attempt(&attempt).await {
-        tracing::warn!(error = %e, "recording a delivery attempt failed");
-    }
     match retry_at {
-        None => {
-            if !delivered {
-                tracing::warn!(
-                    error = error.as_deref().unwrap_or(""),
-                    "webhook delivery given up"
-                );
-            }
-            jobs::done(services, due.held).await
+        None if !delivered => {
+            tracing::warn!(
+                error = error.as_deref().unwrap_or(""),
+                "webhook delivery given up"
+            )
         }
+        None => {}
         Some(at) => {
             tracing::info!(
                 error = error.as_deref().unwrap_or(""),
                 retry_in_ms = at - now,
                 "webhook delivery failed; will retry"
-            );
-            let payload = serde_json::to_value(&due.payload).unwrap_or(Value::Null);
-            match services
-                .store
-                .release_job(&due.id, &services.node, &payload, at)
-                .await
-            {
-                Ok(()) | Err(StoreError::NotFound) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
+            )
         }
     }
+    // The attempt and what comes next, in one transaction; the job is held
+    // until it commits.
+    let payload = serde_json::to_value(&due.payload).unwrap_or(Value::Null);
+    services
+        .store
+        .finish_delivery(
+            &attempt,
+            &due.id,
+            &services.node,
+            retry_at.map(|at| (&payload, at)),
+        )
+        .await?;
+    drop(due.held);
+    Ok(())
 }
 
 /// Forgets delivery attempts older than `keep_attempts_days`.
