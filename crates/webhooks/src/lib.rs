@@ -95,18 +95,15 @@ pub async fn run(services: Arc<Services>) {
         }
     };
     let poll = Duration::from_millis(settings.poll_ms.max(10));
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut pruned: Option<Instant> = None;
     let mut under_way = tokio::task::JoinSet::new();
     loop {
-        while under_way.try_join_next().is_some() {}
         loop {
-            let free = permits.available_permits();
+            while under_way.try_join_next().is_some() {}
+            let free = MAX_IN_FLIGHT.saturating_sub(under_way.len());
             if free == 0 {
-                // Every slot is busy: wait for one before claiming more.
-                if let Ok(permit) = permits.clone().acquire_owned().await {
-                    drop(permit);
-                }
+                // Every slot is busy: wait for one to be done before claiming more.
+                under_way.join_next().await;
                 continue;
             }
             let due = match webhooks::claim_due(&services, free as u32).await {
@@ -118,9 +115,6 @@ pub async fn run(services: Arc<Services>) {
             };
             let claimed = due.len();
             for due in due {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
                 let (services, client) = (services.clone(), client.clone());
                 let allow_private = settings.allow_private;
                 under_way.spawn(async move {
@@ -128,7 +122,6 @@ pub async fn run(services: Arc<Services>) {
                     if let Err(e) = webhooks::finish(&services, due, outcome).await {
                         tracing::warn!(error = %e, "recording a webhook delivery's outcome failed");
                     }
-                    drop(permit);
                 });
             }
             if claimed < free {
