@@ -6,7 +6,8 @@
 //!
 //! - `extract`: token authentication (and the action each route is, for
 //!   the token's role), JSON bodies, path and query parameters.
-//! - `tables`, `calls`, `siprec`, `tokens`: the API handlers and their JSON views.
+//! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`: the API handlers and
+//!   their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 //! - `metrics`: `GET /metrics` and the layer counting every request.
 
@@ -18,6 +19,7 @@ mod openapi;
 mod siprec;
 mod tables;
 mod tokens;
+mod webhooks;
 
 pub use metrics::{count_requests, metrics_router};
 
@@ -59,6 +61,12 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
         .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route("/tokens/{id}", delete(tokens::delete_token))
+        .route(
+            "/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route("/webhooks/{id}", delete(webhooks::delete_webhook))
+        .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
         .route("/openapi.json", get(openapi::openapi_json))
         .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)

@@ -28,12 +28,17 @@ use utoipa::{Modify, OpenApi};
         super::tokens::create_token,
         super::tokens::list_tokens,
         super::tokens::delete_token,
+        super::webhooks::create_webhook,
+        super::webhooks::list_webhooks,
+        super::webhooks::delete_webhook,
+        super::webhooks::list_deliveries,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
          (name = "calls", description = "Calls and their enrichment"),
          (name = "siprec", description = "SIPREC key mapping and recording clients"),
-         (name = "tokens", description = "API tokens and their roles"))
+         (name = "tokens", description = "API tokens and their roles"),
+         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"))
 )]
 pub(crate) struct ApiDoc;
 
@@ -468,6 +473,40 @@ pub(crate) fn expires_in_days() -> Object {
         .description(Some(
             "Days until the token expires (1 to 3650); absent or null: it does not expire.",
         ))
+        .build()
+}
+
+/// A webhook endpoint's URL.
+pub(crate) fn webhook_url() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("uri".into())))
+        .max_length(Some(callmeta_app::usecases::webhooks::MAX_URL_CHARS))
+        .pattern(Some("^[Hh][Tt][Tt][Pp][Ss]?://"))
+        .description(Some(
+            "An http or https URL without credentials. Loopback, private and link-local destinations              (and names that resolve to them) are refused unless the operator allows them.",
+        ))
+        .build()
+}
+
+/// The events an endpoint receives: at least one.
+pub(crate) fn webhook_events() -> ArrayBuilder {
+    use callmeta_app::usecases::webhooks::Event;
+    let event: RefOr<Schema> = RefOr::T(Schema::Object(string_enum(
+        Event::SUBSCRIBABLE.map(Event::as_str),
+        "An event: a call created, updated (SIPREC update, back-fill), its audio stored; a table version activated or rejected.",
+    )));
+    ArrayBuilder::new().items(event).min_items(Some(1))
+}
+
+/// A webhook's signing secret: 1 to 256 characters.
+pub(crate) fn webhook_secret() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(callmeta_app::usecases::webhooks::MAX_SECRET_CHARS))
+        .write_only(Some(true))
+        .description(Some("The HMAC-SHA256 key of `X-Callmeta-Signature`; write-only."))
         .build()
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use callmeta_app::blobs::s3::S3Settings;
 use callmeta_app::usecases::logins::LoginSettings;
 use callmeta_app::usecases::uploads::UploadPolicy;
+use callmeta_app::usecases::webhooks::WebhookSettings;
 use callmeta_core::csv::Limits;
 use callmeta_filedrop::FileDropSettings;
 use callmeta_sip::SipSettings;
@@ -58,6 +59,8 @@ pub struct Config {
     pub logins: LoginSettings,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: MetricsSettings,
+    /// Webhook deliveries (destinations, bounds, retries).
+    pub webhooks: WebhookSettings,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -85,6 +88,7 @@ impl Default for Config {
             http_server: HttpSettings::default(),
             logins: LoginSettings::default(),
             metrics: MetricsSettings::default(),
+            webhooks: WebhookSettings::default(),
             log: "info,libunftp=warn,sqlx=warn".into(),
         }
     }
@@ -214,6 +218,7 @@ impl Config {
             self.transfer_section(),
             self.http_server_section(),
             self.logins_section(),
+            self.webhooks_section(),
             siprec_section(&self.siprec),
             self.web_section(),
             self.metrics_section(),
@@ -425,6 +430,45 @@ max_failures_per_address = {lmfa}
             lbs = self.logins.block_secs,
             lmb = self.logins.max_block_secs,
             lmfa = self.logins.max_failures_per_address,
+        )
+    }
+
+    /// `[webhooks]`: webhook deliveries.
+    fn webhooks_section(&self) -> String {
+        let w = &self.webhooks;
+        format!(
+            r#"[webhooks]
+# Deliver to loopback, private and link-local addresses (10/8,
+# 192.168/16, 127/8, 169.254/16, fc00::/7, ...). Off: such a URL is
+# refused, and so is a name resolving to such an address.            env: CALLMETA_WEBHOOKS__ALLOW_PRIVATE
+allow_private = {ap}
+# Endpoints per tenant, and deliveries a tenant may have pending
+# (an event beyond it is not recorded, and its endpoints say so).    env: CALLMETA_WEBHOOKS__MAX_ENDPOINTS_PER_TENANT, ...
+max_endpoints_per_tenant = {me}
+max_pending_per_tenant = {mp}
+# Seconds one attempt may take (connect, send, answer).              env: CALLMETA_WEBHOOKS__TIMEOUT_SECS
+timeout_secs = {ts}
+# A failed delivery is retried after first_retry_secs, doubled each
+# time (with jitter) up to max_retry_secs, for retry_for_secs after
+# the event.                                                         env: CALLMETA_WEBHOOKS__RETRY_FOR_SECS, ...
+first_retry_secs = {fr}
+max_retry_secs = {mr}
+retry_for_secs = {rf}
+# How often each node looks for due deliveries, in ms (events of
+# the node itself are sent at once).                                 env: CALLMETA_WEBHOOKS__POLL_MS
+poll_ms = {pm}
+# Days delivery attempts are listed.                                 env: CALLMETA_WEBHOOKS__KEEP_ATTEMPTS_DAYS
+keep_attempts_days = {ka}
+"#,
+            ap = w.allow_private,
+            me = w.max_endpoints_per_tenant,
+            mp = w.max_pending_per_tenant,
+            ts = w.timeout_secs,
+            fr = w.first_retry_secs,
+            mr = w.max_retry_secs,
+            rf = w.retry_for_secs,
+            pm = w.poll_ms,
+            ka = w.keep_attempts_days,
         )
     }
 

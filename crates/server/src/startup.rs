@@ -98,6 +98,7 @@ pub async fn open_services_as(
     );
     services.logins.configure(config.logins.clone());
     services.metrics.set_tenant_cap(config.metrics.tenant_label_cap);
+    services.webhooks.configure(config.webhooks.clone());
     let loaded = active_tables::refresh(&services)
         .await
         .context("loading the active versions")?;
@@ -266,6 +267,7 @@ impl App {
         ));
         // Back-fills run long: they go on in a loop of their own.
         let backfills = tokio::spawn(resume_backfills(self.services.clone(), every));
+        let webhooks = tokio::spawn(callmeta_webhooks::run(self.services.clone()));
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let mut router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),
@@ -309,6 +311,7 @@ impl App {
         }
         jobs.abort();
         backfills.abort();
+        webhooks.abort();
         tracing::info!("callmeta stopped");
         result.context("serving HTTP")
     }

@@ -87,6 +87,15 @@ impl Backend {
         }
     }
 
+    /// The text of member `key` of a JSON object stored as text in `column`
+    /// (`key` is the caller's constant, never input).
+    pub(crate) fn json_member(self, column: &str, key: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_extract({column}, '$.{key}')"),
+            Backend::Postgres => format!("({column}::jsonb ->> '{key}')"),
+        }
+    }
+
     /// Locks the selected row for the claiming transaction and skips rows
     /// other nodes are claiming; SQLite has one writer, so nothing to add.
     pub(crate) fn skip_locked(self) -> &'static str {

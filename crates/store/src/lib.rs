@@ -16,6 +16,8 @@
 //! - `tokens`: API tokens, and telling every node of a deletion.
 //! - `rows`: reading records back from rows.
 //! - `schema`: the migrations, common ones merged with each database's own.
+//! - `webhooks`: webhook endpoints, delivery attempts, the outbox of
+//!   deliveries (jobs).
 //! - `error`: what a database error means for the caller.
 
 mod calls;
@@ -25,6 +27,7 @@ mod rows;
 mod schema;
 mod store;
 mod tokens;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

@@ -680,22 +680,7 @@ impl Store for SqlStore {
     // Leased background jobs.
 
     async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&job.id)
-        .bind(job.kind.as_str())
-        .bind(&job.tenant.0)
-        .bind(job.created_ms)
-        .bind(to_json(&job.payload))
-        .bind(&job.owner)
-        .bind(job.lease_until_ms)
-        .bind(job.attempts)
-        .execute(&self.pool)
-        .await
-        .doing("recording a job")?;
-        Ok(())
+        self.insert_job_rows(std::slice::from_ref(job)).await
     }
 
     async fn renew_jobs(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64, StoreError> {
@@ -901,5 +886,70 @@ impl Store for SqlStore {
 
     async fn job_counts(&self) -> Result<Vec<(JobKind, u64)>, StoreError> {
         self.job_count_rows().await
+    }
+
+    // Webhooks (`webhooks`).
+
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        self.insert_webhook_row(webhook).await
+    }
+
+    async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.webhook_rows(tenant).await
+    }
+
+    async fn webhook(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, StoreError> {
+        self.webhook_row(tenant, id).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.delete_webhook_row(tenant, id).await
+    }
+
+    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind, at_most: u64) -> Result<u64, StoreError> {
+        self.count_job_rows(tenant, kind, at_most).await
+    }
+
+    async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.insert_job_rows(jobs).await
+    }
+
+    async fn claim_stale_jobs(
+        &self,
+        kind: JobKind,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.claim_job_rows(kind, owner, now_ms, lease_until_ms, limit)
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        job: &str,
+        owner: &str,
+        retry: Option<(&serde_json::Value, i64)>,
+    ) -> Result<(), StoreError> {
+        self.finish_delivery_rows(attempt, job, owner, retry).await
+    }
+
+    async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+        self.insert_attempt_row(attempt).await
+    }
+
+    async fn delivery_attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.attempt_rows(tenant, endpoint, limit).await
+    }
+
+    async fn prune_delivery_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.prune_attempt_rows(before_ms).await
     }
 }

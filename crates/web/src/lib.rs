@@ -9,6 +9,8 @@
 //!   recording.
 //! - `/tables`: each table's settings, active version, match rate, history
 //!   with reports, the upload form and the settings form.
+//! - `/webhooks`: the tenant's webhook endpoints (add, send a test event,
+//!   remove) and their latest delivery attempts.
 //!
 //! Every page calls the use cases with the session's tenant, never another;
 //! every value is escaped by the templates (askama, HTML auto-escaping); every
@@ -84,6 +86,9 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         )
         .route("/tables/{name}/settings", post(pages::table_settings))
         .route("/tables/{name}/versions/{id}/activate", post(pages::activate))
+        .route("/webhooks", get(pages::webhooks).post(pages::add_webhook))
+        .route("/webhooks/{id}/test", post(pages::test_webhook))
+        .route("/webhooks/{id}/delete", post(pages::remove_webhook))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/htmx.min.js", get(htmx))

@@ -110,16 +110,25 @@ pub enum JobKind {
     Recording,
     /// A back-fill under way (`backfill`).
     Backfill,
+    /// An event to deliver to one webhook endpoint (`webhooks`): while no
+    /// node works on it, its lease holds the time of its next attempt.
+    Webhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::Ingest, JobKind::Recording, JobKind::Backfill];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Ingest,
+        JobKind::Recording,
+        JobKind::Backfill,
+        JobKind::Webhook,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Ingest => "ingest",
             JobKind::Recording => "recording",
             JobKind::Backfill => "backfill",
+            JobKind::Webhook => "webhook",
         }
     }
 
@@ -376,6 +385,50 @@ pub struct TokenRecord {
     pub last_used_ms: Option<i64>,
 }
 
+/// A tenant's webhook endpoint, as stored (its secret included: every
+/// delivery is signed with it).
+#[derive(Clone, PartialEq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub url: String,
+    /// The event names it receives.
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One attempt to deliver an event to a webhook endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub id: String,
+    pub tenant: TenantId,
+    pub endpoint: String,
+    pub event_id: String,
+    pub event: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub attempted_ms: i64,
+    /// The endpoint's HTTP status, if it answered.
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    /// Why the attempt failed (no answer, refused destination, a status
+    /// other than 2xx), if it did.
+    pub error: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
@@ -593,4 +646,52 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs of each kind there are (held or waiting to be
     /// claimed), every node's: the queue depth the metrics show.
     async fn job_counts(&self) -> Result<Vec<(JobKind, u64)>, StoreError>;
+    // Webhooks.
+
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    /// The tenant's endpoints, oldest first.
+    async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError>;
+    async fn webhook(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, StoreError>;
+    /// Deletes an endpoint, its delivery attempts and its pending deliveries
+    /// (jobs of kind `webhook` whose payload's `endpoint` is its id); false
+    /// if there was none.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// How many of the tenant's jobs of `kind` exist (its pending
+    /// deliveries), counted up to `at_most` (so a bound costs at most that).
+    async fn count_jobs(&self, tenant: &TenantId, kind: JobKind, at_most: u64) -> Result<u64, StoreError>;
+    /// Records several jobs in one transaction (an event's deliveries, one
+    /// per endpoint): all or none.
+    async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;
+    /// Claims up to `limit` of the oldest jobs of `kind` whose lease ran out
+    /// before `now_ms`, as [`Store::claim_stale_job`] claims one, in one
+    /// statement (a batch of due deliveries).
+    async fn claim_stale_jobs(
+        &self,
+        kind: JobKind,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Records a delivery attempt and, in the same transaction, deletes its
+    /// job (`retry: None`) or gives it back to be claimed again once
+    /// `retry.1` has passed, with payload `retry.0`, if `owner` still holds it.
+    async fn finish_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        job: &str,
+        owner: &str,
+        retry: Option<(&serde_json::Value, i64)>,
+    ) -> Result<(), StoreError>;
+    async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
+    /// An endpoint's latest attempts, newest first (at most `limit`).
+    async fn delivery_attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    /// Deletes the attempts (of every tenant) made before `before_ms`;
+    /// returns how many.
+    async fn prune_delivery_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

@@ -292,6 +292,7 @@ async fn run(
                 call.enrichment = fresh;
                 call.updated_ms = services.now_ms();
                 services.store.update_call(tenant, &call).await?;
+                super::webhooks::call_updated(services, tenant, &call).await;
             }
         }
         progress.after = query.after.clone();

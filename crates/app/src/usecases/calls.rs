@@ -450,6 +450,7 @@ pub async fn create_call(
             services
                 .metrics
                 .call_created(tenant, call.source, &call.enrichment);
+            super::webhooks::call_created(services, tenant, &call).await;
             Ok((call, true))
         }
         // Lost a race with a retry of the same external_id: answer with the winner.
@@ -520,6 +521,7 @@ pub async fn update_call_metadata(
     call.metadata = metadata;
     call.updated_ms = now;
     services.store.update_call(tenant, &call).await?;
+    super::webhooks::call_updated(services, tenant, &call).await;
     Ok(call)
 }
 
@@ -537,6 +539,7 @@ pub async fn attach_audio(
     call.audio_key = Some(key);
     call.updated_ms = services.now_ms();
     services.store.update_call(tenant, &call).await?;
+    super::webhooks::audio_available(services, tenant, &call).await;
     Ok(call)
 }
 

@@ -149,6 +149,34 @@ pub async fn claim_stale(services: &Services, kind: JobKind) -> Result<Option<(J
     }))
 }
 
+/// Claims up to `limit` of the oldest jobs of `kind` whose lease ran out
+/// (a batch of due webhook deliveries), in one statement.
+#[tracing::instrument(skip_all, fields(kind = kind.as_str()))]
+pub async fn claim_stale_batch(
+    services: &Services,
+    kind: JobKind,
+    limit: u32,
+) -> Result<Vec<(Job, Held)>, AppError> {
+    let now = services.now_ms();
+    let jobs = services
+        .store
+        .claim_stale_jobs(
+            kind,
+            &services.node,
+            now,
+            now + services.job_lease_ms as i64,
+            limit,
+        )
+        .await?;
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            let held = hold(services, &job.id);
+            (job, held)
+        })
+        .collect())
+}
+
 /// Claims one job if this node's name already holds it (it was this node
 /// before a restart) or its lease ran out; `None` if it is finished or
 /// another node works on it.

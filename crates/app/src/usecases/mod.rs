@@ -20,6 +20,8 @@
 //! - [`connections`]: connection caps per listener, in total and per address.
 //! - [`logins`]: failed-login throttling per (user, address), for the web
 //!   app, FTP and SFTP alike.
+//! - [`webhooks`]: a tenant's endpoints, the events recorded for them (an
+//!   outbox of leased jobs) and the policy of their delivery.
 
 pub mod active_tables;
 pub mod backfill;
@@ -35,6 +37,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod uploads;
 pub mod web_sessions;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +78,9 @@ pub struct Services {
     pub tokens: tokens::TokenCache,
     /// What this process counts, for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Webhook settings, the endpoints read recently, the signal that an
+    /// event was recorded.
+    pub webhooks: webhooks::Outbox,
 }
 
 /// The default lease of an upload being ingested.
@@ -128,6 +134,7 @@ impl Services {
             tokens: tokens::TokenCache::new(store.token_changes()),
             metrics: crate::metrics::Metrics::new(),
             store,
+            webhooks: webhooks::Outbox::default(),
         })
     }
 

@@ -31,7 +31,7 @@ use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
 use super::uploads::{self, Received};
-use super::{AppError, Services, active_tables, jobs, new_id};
+use super::{AppError, Services, active_tables, jobs, new_id, webhooks};
 use crate::spool::SpoolSource;
 use crate::store::{ActivationRecord, Job, JobKind, StoreError, TableRecord, TenantId, VersionRecord};
 
@@ -230,6 +230,7 @@ pub async fn activate_version(
     )
     .await?;
     drop(held);
+    webhooks::version_recorded(services, tenant, &version, true).await;
     tracing::info!(tenant = %tenant, table = %name, version = %version_id, channel = channel.as_str(),
         "version activated again");
     table_details(services, tenant, name).await
@@ -561,6 +562,9 @@ async fn ingest_and_record(
             error = version.report.error.as_deref().unwrap_or(""), "upload rejected; previous version stays active");
         enforce_rejected_quota(services, tenant).await;
     }
+    // Told once the version is in this node's memory: a receiver that acts
+    // on it here is served from it.
+    webhooks::version_recorded(services, tenant, &version, activate).await;
     Ok(UploadOutcome {
         version,
         activated: activate,
@@ -767,6 +771,7 @@ async fn finish_upload(
         )
         .await?;
     }
+    webhooks::version_recorded(services, &job.tenant, &version, activate).await;
     Ok(version)
 }
 

@@ -66,6 +66,27 @@ impl TestApp {
         app
     }
 
+    /// [`TestApp::spawn`] with the configuration changed by `configure`
+    /// first (on either backend).
+    pub async fn spawn_configured(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        let db = if std::env::var("CALLMETA_TEST_BACKEND").as_deref() == Ok("postgres") {
+            let db = PgDatabase::create()
+                .await
+                .expect("CALLMETA_TEST_BACKEND=postgres needs CALLMETA_TEST_DATABASE_URL");
+            config.database = Some(db.url.clone());
+            Some(db)
+        } else {
+            None
+        };
+        configure(&mut config);
+        let mut app = Self::spawn_with(config).await;
+        app._dir = Some(dir);
+        app._db = db;
+        app
+    }
+
     /// Starts the app on a fresh PostgreSQL database, when
     /// `CALLMETA_TEST_DATABASE_URL` names a server.
     pub async fn spawn_postgres() -> Option<TestApp> {

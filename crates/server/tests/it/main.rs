@@ -27,3 +27,4 @@ mod store_story;
 mod tokens;
 mod uploads;
 mod web;
+mod webhooks;

@@ -7,6 +7,7 @@
 //! - `tables`: the reference tables, their versions and reports.
 //! - `settings`: creating a table and changing its settings.
 //! - `upload`: a new version of a table from the upload form.
+//! - `webhooks`: the tenant's webhook endpoints and their deliveries.
 //!
 //! Here: rendering with the security headers, the error page, and the
 //! formatting the pages share.
@@ -17,6 +18,7 @@ mod login;
 mod settings;
 mod tables;
 mod upload;
+mod webhooks;
 
 use askama::Template;
 use axum::http::{StatusCode, header};
@@ -31,6 +33,7 @@ pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
 pub(crate) use tables::{activate, tables};
 pub(crate) use upload::upload;
+pub(crate) use webhooks::{add_webhook, remove_webhook, test_webhook, webhooks};
 
 /// What a page may load and who may frame it: only this site's own assets,
 /// no inline script, no framing (a second line of defence behind escaping).
