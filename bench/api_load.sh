@@ -38,10 +38,11 @@ token=$("$bin" tenant create load --password load-password-1 --data-dir "$work/d
   python3 -c 'import json,sys; print(json.load(sys.stdin)["api_token"])')
 auth="Authorization: Token $token"
 if [ "${NO_CALL_INDEX:-}" = 1 ]; then
-  drop="DROP TRIGGER call_keys_insert; DROP TRIGGER call_keys_update; DROP TRIGGER call_keys_delete;"
   if [ -n "$database" ]; then
+    drop="DROP TRIGGER call_keys_insert; DROP TRIGGER call_keys_update; DROP TRIGGER call_keys_delete;"
     psql "$database" -qc "${drop//;/ ON calls;}" >/dev/null
   else
+    drop="DROP TRIGGER call_terms_insert; DROP TRIGGER call_terms_update; DROP TRIGGER call_terms_delete;"
     python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.close()" \
       "$work/data/callmeta.db" "$drop"
   fi

@@ -23,6 +23,20 @@ use crate::rows::{call_from_row, to_json};
 /// The most calls in one statement.
 const MAX_GROUP: usize = 512;
 
+/// Calls one millisecond may hold, in the numbering of SQLite's calls.
+const SEQ_PER_MS: i64 = 1 << 20;
+
+/// The millisecond a call is numbered in: its time, within ±2^42 ms of
+/// 1970 (±139 years; a call dated beyond is numbered at the bound).
+fn seq_ms(ts: i64) -> i64 {
+    ts.clamp(-(1 << 42), (1 << 42) - 1)
+}
+
+/// The first `seq` of a millisecond (SQLite's calls).
+fn seq_start(ms: i64) -> i64 {
+    seq_ms(ms) * SEQ_PER_MS
+}
+
 /// The columns a call is read back with (not `merged`, which only filters).
 pub(crate) const CALL_COLUMNS: &str =
     "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, created_ms, updated_ms";
@@ -100,10 +114,47 @@ async fn write_group(
     backend: Backend,
     group: &[PendingCall],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
+    let doing = "committing calls";
+    let mut tx = pool.begin_with(backend.begin_write()).await.doing(doing)?;
+    // Where each call goes in list order, when the database does not
+    // number calls itself: after the calls already stored in its
+    // millisecond (one writer, in its write transaction: none can slip in).
+    let mut seqs = Vec::new();
+    if backend.numbers_calls_in_time_order() {
+        let mut times: Vec<i64> = group.iter().map(|p| seq_ms(p.call.timestamp_ms)).collect();
+        times.sort_unstable();
+        times.dedup();
+        let taken = sqlx::query(
+            "SELECT g.value AS ts, (SELECT MAX(seq) FROM calls \
+             WHERE seq >= g.value * 1048576 AND seq < (g.value + 1) * 1048576) AS m \
+             FROM json_each($1) AS g",
+        )
+        .bind(serde_json::to_string(&times).unwrap_or_default())
+        .fetch_all(&mut *tx)
+        .await
+        .doing(doing)?;
+        let mut next = std::collections::HashMap::new();
+        for row in &taken {
+            let ts: i64 = row.try_get("ts").map_err(|e| db_error(doing, e))?;
+            let max: Option<i64> = row.try_get("m").map_err(|e| db_error(doing, e))?;
+            next.insert(ts, max.map_or_else(|| seq_start(ts), |m| m + 1));
+        }
+        for PendingCall { call, .. } in group {
+            let ts = seq_ms(call.timestamp_ms);
+            let seq = next.get_mut(&ts).ok_or_else(|| StoreError::Failed(format!("{doing}: no place for {ts}")))?;
+            if *seq >= seq_start(ts) + SEQ_PER_MS {
+                return Err(StoreError::Failed(format!(
+                    "{doing}: over {SEQ_PER_MS} calls at the millisecond {ts}"
+                )));
+            }
+            seqs.push(*seq);
+            *seq += 1;
+        }
+    }
     // The group travels as one JSON array of rows (one parameter), in the
     // columns' order below.
     let mut rows = Vec::with_capacity(group.len());
-    for PendingCall { tenant, call, .. } in group {
+    for (i, PendingCall { tenant, call, .. }) in group.iter().enumerate() {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
         rows.push(serde_json::json!([
             call.unique_id,
@@ -117,13 +168,19 @@ async fn write_group(
             call.audio_key,
             call.created_ms,
             call.updated_ms,
+            seqs.get(i),
         ]));
     }
     let text = |i| format!("g.value->>{i}");
+    let (seq_column, seq_value) = if backend.numbers_calls_in_time_order() {
+        ("seq, ", format!("{}, ", backend.json_row_int(11)))
+    } else {
+        ("", String::new())
+    };
     let sql = format!(
-        "INSERT INTO calls (id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, merged, \
-         audio_key, created_ms, updated_ms) \
-         SELECT {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {} WHERE true \
+        "INSERT INTO calls ({seq_column}id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment, \
+         merged, audio_key, created_ms, updated_ms) \
+         SELECT {seq_value}{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {} WHERE true \
          ON CONFLICT DO NOTHING RETURNING id",
         text(0),
         text(1),
@@ -140,9 +197,10 @@ async fn write_group(
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(serde_json::Value::Array(rows).to_string())
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
-        .doing("committing calls")?;
+        .doing(doing)?;
+    tx.commit().await.doing(doing)?;
     rows.iter()
         .map(|r| {
             r.try_get::<String, _>(0)
@@ -198,7 +256,11 @@ const INDEXED_CHARS: usize = 200;
 /// How a page's calls are found: the index entries of one filter, in list
 /// order (`d`), or the calls by time.
 enum Drive {
+    /// A range of `call_keys` (PostgreSQL).
     Keys { k: String, values: KeyValues },
+    /// A full-text query of `call_terms` that answers the filters
+    /// `covered` (their positions in the query) together (SQLite).
+    Terms { expr: String, covered: Vec<usize> },
     Time,
 }
 
@@ -237,7 +299,7 @@ impl Drive {
     /// The conditions on `d`, the index entries.
     fn entries(&self, b: &mut Binds, tenant: &str) -> String {
         match self {
-            Drive::Time => String::new(),
+            Drive::Time | Drive::Terms { .. } => String::new(),
             Drive::Keys { k, values } => {
                 let mut sql = format!("d.tenant = {tenant} AND d.k = {}", b.text(k.clone()));
                 match values {
@@ -306,7 +368,7 @@ pub(crate) async fn list(
     tenant: &TenantId,
     query: &CallQuery,
 ) -> Result<CallPage, StoreError> {
-    let drive = choose_drive(pool, tenant, query).await?;
+    let drive = choose_drive(pool, backend, tenant, query).await?;
     let count = if query.uncounted {
         0
     } else {
@@ -368,7 +430,7 @@ pub(crate) async fn facets(
     key: &str,
     sample: u32,
 ) -> Result<Vec<(Option<String>, u64)>, StoreError> {
-    let drive = choose_drive(pool, tenant, query).await?;
+    let drive = choose_drive(pool, backend, tenant, query).await?;
     let mut m = Matching::new(backend, tenant, query, &drive, true);
     let key = m.binds.text(key);
     let value = backend.merged_value(&key);
@@ -398,7 +460,10 @@ pub(crate) async fn facets(
 
 /// The metadata keys and the tables of a tenant's calls, in byte order:
 /// one index seek per name (the entries are ordered by name first).
-pub(crate) async fn key_names(pool: &AnyPool, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+pub(crate) async fn key_names(pool: &AnyPool, backend: Backend, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+    if backend.numbers_calls_in_time_order() {
+        return term_names(pool, tenant).await;
+    }
     let mut names = Vec::new();
     let mut last = String::new();
     loop {
@@ -443,10 +508,23 @@ impl Matching {
         let mut b = Binds::default();
         b.text(tenant.0.clone());
         let mut sql = String::new();
+        // How the drive's rows are bounded by time, and after which call a
+        // page starts.
+        let mut covered: &[usize] = &[];
         let (ts, seq) = match drive {
             Drive::Time => {
                 sql.push_str("FROM calls c WHERE c.tenant_id = $1");
                 ("c.timestamp_ms", "c.seq")
+            }
+            Drive::Terms { expr, covered: c } => {
+                covered = c;
+                sql.push_str(&format!(
+                    "FROM call_terms CROSS JOIN calls c WHERE call_terms MATCH {} \
+                     AND c.seq = call_terms.rowid AND c.tenant_id = $1",
+                    b.text(expr.clone())
+                ));
+                // The row id is the call's place in list order, time first.
+                ("", "call_terms.rowid")
             }
             keys => {
                 let entries = keys.entries(&mut b, tenant_num);
@@ -456,33 +534,44 @@ impl Matching {
                 ("d.ts", "d.seq")
             }
         };
-        if let Some(from) = query.from_ms {
-            sql.push_str(&format!(" AND {ts} >= {}", b.int(from)));
+        if ts.is_empty() {
+            if let Some(from) = query.from_ms {
+                sql.push_str(&format!(" AND {seq} >= {}", b.int(seq_start(from))));
+            }
+            if let Some(to) = query.to_ms {
+                sql.push_str(&format!(" AND {seq} < {}", b.int(seq_start(to.saturating_add(1)))));
+            }
+        } else {
+            if let Some(from) = query.from_ms {
+                sql.push_str(&format!(" AND {ts} >= {}", b.int(from)));
+            }
+            if let Some(to) = query.to_ms {
+                sql.push_str(&format!(" AND {ts} <= {}", b.int(to)));
+            }
         }
-        if let Some(to) = query.to_ms {
-            sql.push_str(&format!(" AND {ts} <= {}", b.int(to)));
-        }
-        for filter in &query.filters {
-            sql.push_str(&format!(
-                " AND {}",
-                condition(backend, filter, &mut b, tenant_num)
-            ));
+        for (i, filter) in query.filters.iter().enumerate() {
+            if !covered.contains(&i) {
+                sql.push_str(&format!(" AND {}", condition(backend, filter, &mut b, tenant_num)));
+            }
         }
         if paging {
+            let before = |b: &mut Binds, at_ts: i64, at_seq: String| {
+                if ts.is_empty() {
+                    format!(" AND {seq} < {at_seq}")
+                } else {
+                    format!(" AND ({ts}, {seq}) < ({}, {at_seq})", b.int(at_ts))
+                }
+            };
             if let Some(cursor) = query.cursor {
-                sql.push_str(&format!(
-                    " AND ({ts}, {seq}) < ({}, {})",
-                    b.int(cursor.timestamp_ms),
-                    b.int(cursor.seq)
-                ));
+                let at = b.int(cursor.seq);
+                let cond = before(&mut b, cursor.timestamp_ms, at);
+                sql.push_str(&cond);
             }
             if let Some((after_ts, after_id)) = &query.after {
                 // The call may be gone: then none of its millisecond follow.
-                sql.push_str(&format!(
-                    " AND ({ts}, {seq}) < ({}, (SELECT seq FROM calls WHERE id = {}))",
-                    b.int(*after_ts),
-                    b.text(after_id.clone())
-                ));
+                let at = format!("(SELECT seq FROM calls WHERE id = {})", b.text(after_id.clone()));
+                let cond = before(&mut b, *after_ts, at);
+                sql.push_str(&cond);
             }
         }
         Matching {
@@ -495,14 +584,26 @@ impl Matching {
 
     /// List order: newest first.
     fn order(&self) -> String {
-        format!("{} DESC, {} DESC", self.ts, self.seq)
+        if self.ts.is_empty() {
+            format!("{} DESC", self.seq)
+        } else {
+            format!("{} DESC, {} DESC", self.ts, self.seq)
+        }
     }
 }
 
 /// The index range with the fewest entries, counted up to the bound; one
 /// in list order when all are over it; the calls by time when no filter
 /// has entries.
-async fn choose_drive(pool: &AnyPool, tenant: &TenantId, query: &CallQuery) -> Result<Drive, StoreError> {
+async fn choose_drive(
+    pool: &AnyPool,
+    backend: Backend,
+    tenant: &TenantId,
+    query: &CallQuery,
+) -> Result<Drive, StoreError> {
+    if backend.numbers_calls_in_time_order() {
+        return terms_drive(pool, tenant, query).await;
+    }
     let mut best: Option<(u64, Drive)> = None;
     for drive in query.filters.iter().filter_map(Drive::of) {
         let mut b = Binds::default();
@@ -544,4 +645,120 @@ async fn choose_drive(pool: &AnyPool, tenant: &TenantId, query: &CallQuery) -> R
         Some((n, drive)) if n <= COUNT_BOUND || drive.ordered() => drive,
         _ => Drive::Time,
     })
+}
+
+/// The full-text query of the filters `call_terms` can answer (all of
+/// them, together: FTS5 intersects the terms' lists in row id order, so a
+/// first page stops early however common each term is); the calls by time
+/// when none can.
+async fn terms_drive(pool: &AnyPool, tenant: &TenantId, query: &CallQuery) -> Result<Drive, StoreError> {
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let whole = |v: &String| v.chars().count() < INDEXED_CHARS;
+    let short = |v: &String| v.chars().count() <= INDEXED_CHARS;
+    let mut positive = Vec::new();
+    let mut negative = Vec::new();
+    let mut covered = Vec::new();
+    // Filled in once a filter needs it.
+    let mut num: Option<i64> = None;
+    for (i, filter) in query.filters.iter().enumerate() {
+        let indexable = match filter {
+            KeyFilter::Equals { values, .. } => values.iter().all(whole),
+            KeyFilter::Prefix { prefix, .. } => short(prefix),
+            KeyFilter::Missing { .. } | KeyFilter::Enrichment { .. } => true,
+        };
+        if !indexable {
+            continue;
+        }
+        let t = match num {
+            Some(n) => n,
+            None => {
+                let n = sqlx::query("SELECT num FROM tenants WHERE id = $1")
+                    .bind(tenant.0.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .doing("choosing how to list calls")?
+                    .map(|r| r.try_get::<i64, _>("num"))
+                    .transpose()
+                    .map_err(|e| db_error("choosing how to list calls", e))?;
+                let Some(n) = n else { return Ok(Drive::Time) };
+                num = Some(n);
+                n
+            }
+        };
+        let any = |terms: Vec<String>| format!("({})", terms.join(" OR "));
+        match filter {
+            KeyFilter::Equals { key, values } => positive.push(any(values
+                .iter()
+                .map(|v| format!("t{t}k{}v{}", hex(key), hex(v)))
+                .collect())),
+            KeyFilter::Prefix { key, prefix } => positive.push(format!("t{t}k{}v{}*", hex(key), hex(prefix))),
+            KeyFilter::Enrichment { table, statuses } => positive.push(any(statuses
+                .iter()
+                .map(|s| format!("t{t}e{}s{}", hex(table), hex(s)))
+                .collect())),
+            KeyFilter::Missing { key, missing: false } => positive.push(format!("t{t}k{}v*", hex(key))),
+            KeyFilter::Missing { key, missing: true } => negative.push(format!("t{t}k{}v*", hex(key))),
+        }
+        covered.push(i);
+    }
+    if positive.is_empty() {
+        return Ok(Drive::Time);
+    }
+    // FTS5's NOT takes something from something: a missing key only
+    // narrows a query that has a term.
+    let mut expr = positive.join(" AND ");
+    for n in negative {
+        expr = format!("({expr}) NOT {n}");
+    }
+    Ok(Drive::Terms { expr, covered })
+}
+
+/// [`key_names`] from the terms of `call_terms` (SQLite): one seek in its
+/// vocabulary per name, each skipping that name's values.
+async fn term_names(pool: &AnyPool, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+    let doing = "reading the keys of calls";
+    let num = sqlx::query("SELECT num FROM tenants WHERE id = $1")
+        .bind(tenant.0.clone())
+        .fetch_optional(pool)
+        .await
+        .doing(doing)?
+        .map(|r| r.try_get::<i64, _>("num"))
+        .transpose()
+        .map_err(|e| db_error(doing, e))?;
+    let Some(num) = num else { return Ok(Vec::new()) };
+    let unhex = |h: &str| -> Option<String> {
+        let bytes: Option<Vec<u8>> = (0..h.len())
+            .step_by(2)
+            .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect();
+        String::from_utf8(bytes?).ok()
+    };
+    let mut names = Vec::new();
+    // Tables (`e`, their statuses after `s`), then keys (`k`, values after `v`).
+    for (kind, name_prefix, value_mark, skip) in [("e", "e:", 's', 't'), ("k", "m:", 'v', 'w')] {
+        let start = format!("t{num}{kind}");
+        let end = format!("t{num}{}", (kind.as_bytes()[0] + 1) as char);
+        let mut lower = start.clone();
+        while names.len() < MAX_KEY_NAMES {
+            let next = sqlx::query(
+                "SELECT term FROM call_terms_vocab WHERE term > $1 AND term < $2 ORDER BY term LIMIT 1",
+            )
+            .bind(lower.clone())
+            .bind(end.clone())
+            .fetch_optional(pool)
+            .await
+            .doing(doing)?;
+            let Some(row) = next else { break };
+            let term: String = row.try_get("term").map_err(|e| db_error(doing, e))?;
+            let Some(hex) = term[start.len()..].split(value_mark).next() else { break };
+            if let Some(name) = unhex(hex) {
+                names.push(format!("{name_prefix}{name}"));
+            }
+            lower = format!("{start}{hex}{skip}");
+        }
+    }
+    // The terms sort a name's hex followed by its mark (`nv...` after
+    // `note`'s), not the names themselves.
+    names.sort_unstable();
+    Ok(names)
 }

@@ -41,6 +41,14 @@ impl Backend {
         }
     }
 
+    /// Whether the store numbers calls itself, in list order (`seq` is
+    /// the time in milliseconds times 2^20 plus a rank: SQLite, whose
+    /// index of calls by key is kept in row id order); otherwise the
+    /// database numbers them as they come (PostgreSQL's `BIGSERIAL`).
+    pub(crate) fn numbers_calls_in_time_order(self) -> bool {
+        self == Backend::Sqlite
+    }
+
     /// A bound parameter holding JSON text, as the calls' `merged` column
     /// takes it (`jsonb` on PostgreSQL, text on SQLite).
     pub(crate) fn json_param(self, n: usize) -> String {

@@ -480,7 +480,7 @@ impl Store for SqlStore {
     }
 
     async fn call_key_names(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
-        crate::calls::key_names(&self.pool, tenant).await
+        crate::calls::key_names(&self.pool, self.backend, tenant).await
     }
 
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {

@@ -35,7 +35,7 @@ async fn call_queries_are_bounded_in_filters_page_size_and_depth() {
     assert_eq!(status, 400, "{json}");
     assert_eq!(json["errors"][0]["field"], "metadata");
     assert!(
-        error_detail(&json).contains("500 metadata filters, over the limit of 20"),
+        error_detail(&json).contains("500 filter values, over the limit of 20"),
         "{json}"
     );
 
@@ -98,7 +98,7 @@ async fn call_queries_are_bounded_in_filters_page_size_and_depth() {
     let (status, body) = page(format!("/calls?{}", filters(21))).await;
     assert_eq!(status, 400);
     assert!(
-        body.contains("21 metadata filters, over the limit of 20"),
+        body.contains("21 filter values, over the limit of 20"),
         "{body}"
     );
     let (status, _) = page("/calls?page=18446744073709551615".to_string()).await;

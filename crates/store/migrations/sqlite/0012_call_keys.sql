@@ -1,8 +1,9 @@
 -- Filters that stay fast at millions of calls.
 --
--- A call gets a sequence number, `seq`: its row id, now the table's integer
--- primary key (so that nothing, not even VACUUM, renumbers it). Calls are
--- listed newest first by (timestamp_ms, seq).
+-- A call's `seq` is its place in list order: its time in milliseconds times
+-- 2^20, plus its rank among the calls of that millisecond. It is the table's
+-- integer primary key (so that nothing, not even VACUUM, renumbers it), and
+-- the calls' row order is list order.
 CREATE TABLE calls_seq (
     seq          INTEGER PRIMARY KEY,
     id           TEXT NOT NULL UNIQUE,
@@ -19,9 +20,10 @@ CREATE TABLE calls_seq (
 );
 INSERT INTO calls_seq (seq, id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment,
                        merged, audio_key, created_ms, updated_ms)
-    SELECT rowid, id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment,
+    SELECT timestamp_ms * 1048576 + ROW_NUMBER() OVER (PARTITION BY timestamp_ms ORDER BY rowid) - 1,
+           id, tenant_id, timestamp_ms, source, external_id, metadata, enrichment,
            merged, audio_key, created_ms, updated_ms
-    FROM calls ORDER BY rowid;
+    FROM calls;
 DROP TABLE calls;
 ALTER TABLE calls_seq RENAME TO calls;
 -- Every index of a rowid table ends with the row id: this one is ordered by
@@ -29,7 +31,7 @@ ALTER TABLE calls_seq RENAME TO calls;
 CREATE INDEX calls_by_time ON calls (tenant_id, timestamp_ms);
 CREATE UNIQUE INDEX calls_by_external_id ON calls (tenant_id, external_id) WHERE external_id IS NOT NULL;
 
--- A tenant's number, short to repeat in every index entry.
+-- A tenant's number, short to repeat in every term.
 ALTER TABLE tenants ADD COLUMN num INTEGER;
 UPDATE tenants SET num = rowid;
 CREATE UNIQUE INDEX tenants_by_num ON tenants (num);
@@ -37,60 +39,56 @@ CREATE TRIGGER tenants_num AFTER INSERT ON tenants WHEN NEW.num IS NULL BEGIN
     UPDATE tenants SET num = (SELECT COALESCE(MAX(num), 0) + 1 FROM tenants) WHERE id = NEW.id;
 END;
 
--- The index of calls by key: one entry per metadata key (`m:KEY`, own and
--- added keys, a value's first 200 characters) and per enrichment result
--- (`e:TABLE`, its status), in list order within each (key, value). Written by
--- the triggers below in the transaction that writes the call.
-CREATE TABLE call_keys (
-    tenant INTEGER NOT NULL,
-    k      TEXT NOT NULL,
-    v      TEXT NOT NULL,
-    ts     INTEGER NOT NULL,
-    seq    INTEGER NOT NULL,
-    PRIMARY KEY (tenant, k, v, ts, seq)
-) WITHOUT ROWID;
+-- The index of calls by key: a full-text index whose document is a call
+-- (row id = seq) and whose terms are its keys and results, spelled in
+-- letters and hexadecimal so that any key and value is one term:
+--   t<tenant number>k<hex of the key>v<hex of the value's first 200 characters>
+--   t<tenant number>e<hex of the table>s<hex of the status>
+-- A term's calls are kept in row id order, which is list order. Written by
+-- the triggers below in the transaction that writes the call; FTS5 keeps new
+-- terms in memory and writes them out in sorted segments, so a call costs a
+-- few microseconds, not one B-tree insert per key.
+CREATE VIRTUAL TABLE call_terms USING fts5(
+    terms, content = '', contentless_delete = 1, tokenize = 'ascii', detail = 'none'
+);
+-- The terms themselves, in order: the names of keys and tables.
+CREATE VIRTUAL TABLE call_terms_vocab USING fts5vocab(call_terms, 'row');
 
-INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-    SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), c.timestamp_ms, c.seq
-    FROM calls c JOIN tenants t ON t.id = c.tenant_id, json_each(c.merged) j
-    WHERE j.type = 'text';
-INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-    SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', c.timestamp_ms, c.seq
-    FROM calls c JOIN tenants t ON t.id = c.tenant_id, json_each(c.enrichment) e;
+INSERT INTO call_terms (rowid, terms)
+    SELECT c.seq,
+           (SELECT group_concat(term, ' ') FROM (
+                SELECT 't' || t.num || 'k' || hex(j.key) || 'v' || hex(substr(j.value, 1, 200)) AS term
+                FROM json_each(c.merged) j WHERE j.type = 'text'
+                UNION ALL
+                SELECT 't' || t.num || 'e' || hex(e.value ->> 'table') || 's' || hex(e.value ->> 'status')
+                FROM json_each(c.enrichment) e))
+    FROM calls c JOIN tenants t ON t.id = c.tenant_id;
 
-CREATE TRIGGER call_keys_insert AFTER INSERT ON calls BEGIN
-    INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), NEW.timestamp_ms, NEW.seq
-        FROM tenants t, json_each(NEW.merged) j
-        WHERE t.id = NEW.tenant_id AND j.type = 'text';
-    INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', NEW.timestamp_ms, NEW.seq
-        FROM tenants t, json_each(NEW.enrichment) e
-        WHERE t.id = NEW.tenant_id;
+CREATE TRIGGER call_terms_insert AFTER INSERT ON calls BEGIN
+    INSERT INTO call_terms (rowid, terms)
+        SELECT NEW.seq,
+               (SELECT group_concat(term, ' ') FROM (
+                    SELECT 't' || t.num || 'k' || hex(j.key) || 'v' || hex(substr(j.value, 1, 200)) AS term
+                    FROM json_each(NEW.merged) j WHERE j.type = 'text'
+                    UNION ALL
+                    SELECT 't' || t.num || 'e' || hex(e.value ->> 'table') || 's' || hex(e.value ->> 'status')
+                    FROM json_each(NEW.enrichment) e))
+        FROM tenants t WHERE t.id = NEW.tenant_id;
 END;
 
-CREATE TRIGGER call_keys_delete AFTER DELETE ON calls BEGIN
-    DELETE FROM call_keys
-    WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
-      AND (k, v) IN (SELECT 'm:' || j.key, substr(j.value, 1, 200) FROM json_each(OLD.merged) j
-                     UNION ALL
-                     SELECT 'e:' || (e.value ->> 'table'), e.value ->> 'status' FROM json_each(OLD.enrichment) e)
-      AND ts = OLD.timestamp_ms AND seq = OLD.seq;
+CREATE TRIGGER call_terms_delete AFTER DELETE ON calls BEGIN
+    DELETE FROM call_terms WHERE rowid = OLD.seq;
 END;
 
-CREATE TRIGGER call_keys_update AFTER UPDATE OF merged, enrichment, timestamp_ms ON calls BEGIN
-    DELETE FROM call_keys
-    WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
-      AND (k, v) IN (SELECT 'm:' || j.key, substr(j.value, 1, 200) FROM json_each(OLD.merged) j
-                     UNION ALL
-                     SELECT 'e:' || (e.value ->> 'table'), e.value ->> 'status' FROM json_each(OLD.enrichment) e)
-      AND ts = OLD.timestamp_ms AND seq = OLD.seq;
-    INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'm:' || j.key, substr(j.value, 1, 200), NEW.timestamp_ms, NEW.seq
-        FROM tenants t, json_each(NEW.merged) j
-        WHERE t.id = NEW.tenant_id AND j.type = 'text';
-    INSERT OR IGNORE INTO call_keys (tenant, k, v, ts, seq)
-        SELECT t.num, 'e:' || (e.value ->> 'table'), e.value ->> 'status', NEW.timestamp_ms, NEW.seq
-        FROM tenants t, json_each(NEW.enrichment) e
-        WHERE t.id = NEW.tenant_id;
+CREATE TRIGGER call_terms_update AFTER UPDATE OF merged, enrichment ON calls BEGIN
+    DELETE FROM call_terms WHERE rowid = OLD.seq;
+    INSERT INTO call_terms (rowid, terms)
+        SELECT NEW.seq,
+               (SELECT group_concat(term, ' ') FROM (
+                    SELECT 't' || t.num || 'k' || hex(j.key) || 'v' || hex(substr(j.value, 1, 200)) AS term
+                    FROM json_each(NEW.merged) j WHERE j.type = 'text'
+                    UNION ALL
+                    SELECT 't' || t.num || 'e' || hex(e.value ->> 'table') || 's' || hex(e.value ->> 'status')
+                    FROM json_each(NEW.enrichment) e))
+        FROM tenants t WHERE t.id = NEW.tenant_id;
 END;
