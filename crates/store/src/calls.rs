@@ -141,7 +141,9 @@ async fn write_group(
         }
         for PendingCall { call, .. } in group {
             let ts = seq_ms(call.timestamp_ms);
-            let seq = next.get_mut(&ts).ok_or_else(|| StoreError::Failed(format!("{doing}: no place for {ts}")))?;
+            let seq = next
+                .get_mut(&ts)
+                .ok_or_else(|| StoreError::Failed(format!("{doing}: no place for {ts}")))?;
             if *seq >= seq_start(ts) + SEQ_PER_MS {
                 return Err(StoreError::Failed(format!(
                     "{doing}: over {SEQ_PER_MS} calls at the millisecond {ts}"
@@ -257,10 +259,16 @@ const INDEXED_CHARS: usize = 200;
 /// order (`d`), or the calls by time.
 enum Drive {
     /// A range of `call_keys` (PostgreSQL).
-    Keys { k: String, values: KeyValues },
+    Keys {
+        k: String,
+        values: KeyValues,
+    },
     /// A full-text query of `call_terms` that answers the filters
     /// `covered` (their positions in the query) together (SQLite).
-    Terms { expr: String, covered: Vec<usize> },
+    Terms {
+        expr: String,
+        covered: Vec<usize>,
+    },
     Time,
 }
 
@@ -460,7 +468,11 @@ pub(crate) async fn facets(
 
 /// The metadata keys and the tables of a tenant's calls, in byte order:
 /// one index seek per name (the entries are ordered by name first).
-pub(crate) async fn key_names(pool: &AnyPool, backend: Backend, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+pub(crate) async fn key_names(
+    pool: &AnyPool,
+    backend: Backend,
+    tenant: &TenantId,
+) -> Result<Vec<String>, StoreError> {
     if backend.numbers_calls_in_time_order() {
         return term_names(pool, tenant).await;
     }
@@ -539,7 +551,10 @@ impl Matching {
                 sql.push_str(&format!(" AND {seq} >= {}", b.int(seq_start(from))));
             }
             if let Some(to) = query.to_ms {
-                sql.push_str(&format!(" AND {seq} < {}", b.int(seq_start(to.saturating_add(1)))));
+                sql.push_str(&format!(
+                    " AND {seq} < {}",
+                    b.int(seq_start(to.saturating_add(1)))
+                ));
             }
         } else {
             if let Some(from) = query.from_ms {
@@ -551,7 +566,10 @@ impl Matching {
         }
         for (i, filter) in query.filters.iter().enumerate() {
             if !covered.contains(&i) {
-                sql.push_str(&format!(" AND {}", condition(backend, filter, &mut b, tenant_num)));
+                sql.push_str(&format!(
+                    " AND {}",
+                    condition(backend, filter, &mut b, tenant_num)
+                ));
             }
         }
         if paging {
@@ -750,7 +768,9 @@ async fn term_names(pool: &AnyPool, tenant: &TenantId) -> Result<Vec<String>, St
             .doing(doing)?;
             let Some(row) = next else { break };
             let term: String = row.try_get("term").map_err(|e| db_error(doing, e))?;
-            let Some(hex) = term[start.len()..].split(value_mark).next() else { break };
+            let Some(hex) = term[start.len()..].split(value_mark).next() else {
+                break;
+            };
             if let Some(name) = unhex(hex) {
                 names.push(format!("{name_prefix}{name}"));
             }

@@ -97,10 +97,7 @@ async fn call_queries_are_bounded_in_filters_page_size_and_depth() {
     assert_eq!(status, 200);
     let (status, body) = page(format!("/calls?{}", filters(21))).await;
     assert_eq!(status, 400);
-    assert!(
-        body.contains("21 filter values, over the limit of 20"),
-        "{body}"
-    );
+    assert!(body.contains("21 filter values, over the limit of 20"), "{body}");
     let (status, _) = page("/calls?page=18446744073709551615".to_string()).await;
     assert_eq!(status, 400);
 }

@@ -45,16 +45,27 @@ INSERT INTO call_keys (tenant, k, v, ts, seq)
         call_key_entries(c.tenant_id, c.merged, c.enrichment, c.timestamp_ms, c.seq) e
     ON CONFLICT DO NOTHING;
 
-CREATE FUNCTION call_keys_write() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One statement per statement, not per call: the call writer inserts a
+-- whole group of calls in one statement.
+CREATE FUNCTION call_keys_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        DELETE FROM call_keys
-        WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
-          AND ts = OLD.timestamp_ms AND seq = OLD.seq
-          AND (k, v) IN (SELECT e.k, e.v
-                         FROM call_key_entries(OLD.tenant_id, OLD.merged, OLD.enrichment, OLD.timestamp_ms, OLD.seq) e);
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO call_keys (tenant, k, v, ts, seq)
+        SELECT e.* FROM new_calls c,
+            call_key_entries(c.tenant_id, c.merged, c.enrichment, c.timestamp_ms, c.seq) e
+        ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+-- A call changed or deleted: its old entries looked up one by one.
+CREATE FUNCTION call_keys_rewrite() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM call_keys
+    WHERE tenant = (SELECT num FROM tenants WHERE id = OLD.tenant_id)
+      AND ts = OLD.timestamp_ms AND seq = OLD.seq
+      AND (k, v) IN (SELECT e.k, e.v
+                     FROM call_key_entries(OLD.tenant_id, OLD.merged, OLD.enrichment, OLD.timestamp_ms, OLD.seq) e);
+    IF TG_OP = 'UPDATE' THEN
         INSERT INTO call_keys (tenant, k, v, ts, seq)
             SELECT * FROM call_key_entries(NEW.tenant_id, NEW.merged, NEW.enrichment, NEW.timestamp_ms, NEW.seq)
             ON CONFLICT DO NOTHING;
@@ -63,7 +74,8 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER call_keys_insert AFTER INSERT ON calls FOR EACH ROW EXECUTE FUNCTION call_keys_write();
-CREATE TRIGGER call_keys_delete AFTER DELETE ON calls FOR EACH ROW EXECUTE FUNCTION call_keys_write();
+CREATE TRIGGER call_keys_insert AFTER INSERT ON calls REFERENCING NEW TABLE AS new_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION call_keys_insert();
+CREATE TRIGGER call_keys_delete AFTER DELETE ON calls FOR EACH ROW EXECUTE FUNCTION call_keys_rewrite();
 CREATE TRIGGER call_keys_update AFTER UPDATE OF merged, enrichment, timestamp_ms ON calls
-    FOR EACH ROW EXECUTE FUNCTION call_keys_write();
+    FOR EACH ROW EXECUTE FUNCTION call_keys_rewrite();
