@@ -381,10 +381,29 @@ pub(crate) async fn list(
         0
     } else {
         let m = Matching::new(backend, tenant, query, &drive, false);
-        m.binds
+        // When the terms answer every filter, their list alone is counted.
+        let counted = match &drive {
+            Drive::Terms { expr, covered } if covered.len() == query.filters.len() => {
+                let mut b = Binds::default();
+                let mut sql = format!("FROM call_terms WHERE call_terms MATCH {}", b.text(expr.clone()));
+                if let Some(from) = query.from_ms {
+                    sql.push_str(&format!(" AND rowid >= {}", b.int(seq_start(from))));
+                }
+                if let Some(to) = query.to_ms {
+                    sql.push_str(&format!(
+                        " AND rowid < {}",
+                        b.int(seq_start(to.saturating_add(1)))
+                    ));
+                }
+                (b, sql)
+            }
+            _ => (m.binds, m.sql),
+        };
+        counted
+            .0
             .query(format!(
                 "SELECT COUNT(*) AS n FROM (SELECT 1 {} LIMIT {}) AS m",
-                m.sql,
+                counted.1,
                 COUNT_BOUND + 1
             ))
             .fetch_one(pool)
