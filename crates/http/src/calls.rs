@@ -236,11 +236,11 @@ pub(crate) async fn get_call_audio(
         ("offset" = Option<u64>, Query, minimum = 0, maximum = 100000, description = "Calls to skip, at most 100000"),
         ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
-        ("cursor" = Option<String>, Query, description = "A previous page's `next_cursor`: the page after it"),
+        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,15}_-?[0-9]{1,18}$", description = "A previous page's `next_cursor`: the page after it"),
         ("metadata.KEY" = Option<String>, Query, description = "Only calls whose metadata KEY (own or added) equals this value; the key repeated: any of its values; at most 20 values per query, each up to 1024 bytes"),
         ("metadata.KEY.prefix" = Option<String>, Query, description = "Only calls whose metadata KEY starts with this value"),
         ("metadata.KEY.missing" = Option<bool>, Query, description = "`true`: only calls without the key; `false`: only calls with it"),
-        ("enrichment.TABLE" = Option<String>, Query, description = "Only calls whose result for TABLE has this status (matched, no_match, key_missing, ambiguous, no_version); repeated: any of them"),
+        ("enrichment.TABLE" = Option<StatusParam>, Query, description = "Only calls whose result for TABLE has this status (matched, no_match, key_missing, ambiguous, no_version); repeated: any of them"),
     ),
     responses((status = 200, body = CallList),
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
@@ -259,6 +259,27 @@ pub(crate) async fn list_calls(
         next_cursor: page.next_cursor.map(|c| c.to_string()),
         data: page.calls.iter().map(call_view).collect(),
     }))
+}
+
+/// A result's status, as a filter names it (`enrichment.TABLE=STATUS`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+pub(crate) enum StatusParam {
+    Matched,
+    NoMatch,
+    KeyMissing,
+    Ambiguous,
+    NoVersion,
+}
+
+/// An export's format.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+pub(crate) enum ExportFormatParam {
+    Csv,
+    Ndjson,
 }
 
 /// The parameters a facet or export request adds to a list query's, taken
@@ -299,14 +320,14 @@ pub(crate) struct FacetValueView {
 /// filters match, counted over the newest 20,000 of them.
 #[utoipa::path(get, path = "/api/v1/calls/facets", tag = "calls",
     params(
-        ("key" = String, Query, description = "The metadata key to count (own or added)"),
+        ("key" = String, Query, min_length = 1, max_length = 256, description = "The metadata key to count (own or added)"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Values to return, default 20"),
         ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("metadata.KEY" = Option<String>, Query, description = "As for the call list"),
         ("metadata.KEY.prefix" = Option<String>, Query, description = "As for the call list"),
         ("metadata.KEY.missing" = Option<bool>, Query, description = "As for the call list"),
-        ("enrichment.TABLE" = Option<String>, Query, description = "As for the call list"),
+        ("enrichment.TABLE" = Option<StatusParam>, Query, description = "As for the call list"),
     ),
     responses((status = 200, body = FacetsView),
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
@@ -351,14 +372,14 @@ pub(crate) async fn call_facets(
 /// as `GET /api/v1/calls/{unique_id}` shows it).
 #[utoipa::path(get, path = "/api/v1/calls/export", tag = "calls",
     params(
-        ("format" = Option<String>, Query, description = "`csv` (default) or `ndjson`"),
+        ("format" = Option<ExportFormatParam>, Query, description = "`csv` (default) or `ndjson`"),
         ("bom" = Option<bool>, Query, description = "CSV only: start with a UTF-8 byte order mark (for Excel)"),
         ("timestamp_from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("timestamp_to" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("metadata.KEY" = Option<String>, Query, description = "As for the call list"),
         ("metadata.KEY.prefix" = Option<String>, Query, description = "As for the call list"),
         ("metadata.KEY.missing" = Option<bool>, Query, description = "As for the call list"),
-        ("enrichment.TABLE" = Option<String>, Query, description = "As for the call list"),
+        ("enrichment.TABLE" = Option<StatusParam>, Query, description = "As for the call list"),
     ),
     responses((status = 200, description = "The calls, streamed", content((String = "text/csv"), (String = "application/x-ndjson"))),
               (status = 400, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),

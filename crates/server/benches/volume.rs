@@ -18,6 +18,7 @@ use callmeta::config::Config;
 use callmeta::startup::open_services;
 use callmeta_app::clock::SystemClock;
 use callmeta_app::store::{CallRecord, CallSource};
+use callmeta_app::usecases::export::{Export, ExportFormat};
 use callmeta_app::usecases::{calls, tenants};
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
 
@@ -227,6 +228,84 @@ async fn run(n: u64) {
             count
         );
     }
+
+    // Facets: the top 20 values of a key, with and without a filter.
+    println!(
+        "facets (top 20, over the newest {} matching calls):",
+        calls::FACET_SAMPLE
+    );
+    for (name, key, filter) in [
+        ("team_name, all calls", "team_name", ""),
+        ("agent_id, all calls", "agent_id", ""),
+        ("agent_id, one team", "agent_id", "metadata.team_name=team7"),
+        ("queue, no_match", "queue", "enrichment.crm=no_match"),
+    ] {
+        let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            calls::call_facets(&services, &tenant, &query, key, 20)
+                .await
+                .unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{name:<34} p50 {:>8.1} ms  max {:>8.1} ms", times[2], times[4]);
+    }
+
+    // Export: every call, as the API streams it (the bytes are counted,
+    // not kept), and how much the process grew meanwhile.
+    for (name, format, filter) in [
+        ("CSV, every call", ExportFormat::Csv { bom: false }, ""),
+        ("NDJSON, every call", ExportFormat::Ndjson, ""),
+        (
+            "CSV, one team",
+            ExportFormat::Csv { bom: false },
+            "metadata.team_name=team7",
+        ),
+    ] {
+        let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
+        let rss_before = rss_kib();
+        let t = Instant::now();
+        let mut export = Export::start(&services, &tenant, &query, format).await.unwrap();
+        let (mut bytes, mut peak) = (0usize, rss_before);
+        let mut chunks = 0u64;
+        // No value here holds a line break: lines are calls (and a header).
+        let mut lines = 0usize;
+        while let Some(chunk) = export.next_chunk(&services, &tenant).await.unwrap() {
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+            chunks += 1;
+            if chunks % 50 == 0 {
+                peak = peak.max(rss_kib());
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let rows = match format {
+            ExportFormat::Csv { .. } => lines.saturating_sub(1),
+            ExportFormat::Ndjson => lines,
+        } as f64;
+        println!(
+            "export {name:<22} {:>8} calls {:>8.1} s  {:>7.0} MB  {:>9.0} calls/s  RSS growth {:>6.1} MB",
+            rows,
+            secs,
+            bytes as f64 / 1e6,
+            rows / secs,
+            peak.saturating_sub(rss_before) as f64 / 1024.0
+        );
+    }
+}
+
+/// The process's resident memory (KiB), from /proc.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn day(i: u64, rest: &str) -> String {
