@@ -276,7 +276,7 @@ async fn run(n: u64) {
             bytes += chunk.len();
             lines += chunk.iter().filter(|b| **b == b'\n').count();
             chunks += 1;
-            if chunks % 50 == 0 {
+            if chunks.is_multiple_of(50) {
                 peak = peak.max(rss_kib());
             }
         }
