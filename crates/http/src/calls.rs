@@ -413,24 +413,7 @@ pub(crate) async fn export_calls(
     };
     let query = uc::parse_call_query(&params)?;
     let export = Export::start(&state.services, &tenant.id, &query, format).await?;
-    let services = state.services.clone();
-    let tenant = tenant.id.clone();
-    // One page at a time: what is held is one page and what the socket
-    // has not taken yet.
-    let body = futures_util::stream::unfold(Some(export), move |export| {
-        let (services, tenant) = (services.clone(), tenant.clone());
-        async move {
-            let mut export = export?;
-            match export.next_chunk(&services, &tenant).await {
-                Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), Some(export))),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "an export stopped");
-                    Some((Err(std::io::Error::other(e.to_string())), None))
-                }
-            }
-        }
-    });
+    let body = export.into_stream(state.services.clone(), tenant.id.clone());
     Ok((
         [
             (

@@ -787,7 +787,10 @@ async fn term_names(pool: &AnyPool, tenant: &TenantId) -> Result<Vec<String>, St
             .doing(doing)?;
             let Some(row) = next else { break };
             let term: String = row.try_get("term").map_err(|e| db_error(doing, e))?;
-            let Some(hex) = term[start.len()..].split(value_mark).next() else {
+            let Some(hex) = term
+                .strip_prefix(&start)
+                .and_then(|rest| rest.split(value_mark).next())
+            else {
                 break;
             };
             if let Some(name) = unhex(hex) {

@@ -160,6 +160,30 @@ impl Export {
     pub fn cursor(&self) -> Option<Cursor> {
         self.query.cursor
     }
+
+    /// The file as a stream of chunks, one page at a time (what a response
+    /// body holds is one page and what the socket has not taken); an error
+    /// ends it, logged, so the client sees the file cut short.
+    pub fn into_stream(
+        self,
+        services: std::sync::Arc<Services>,
+        tenant: TenantId,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+        futures_util::stream::unfold(Some(self), move |export| {
+            let (services, tenant) = (services.clone(), tenant.clone());
+            async move {
+                let mut export = export?;
+                match export.next_chunk(&services, &tenant).await {
+                    Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk)), Some(export))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an export stopped");
+                        Some((Err(std::io::Error::other(e.to_string())), None))
+                    }
+                }
+            }
+        })
+    }
 }
 
 fn ndjson_row(out: &mut Vec<u8>, call: &CallRecord) {

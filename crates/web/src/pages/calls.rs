@@ -420,22 +420,7 @@ pub(crate) async fn export(
         Ok(export) => export,
         Err(e) => return error_page(e),
     };
-    let services = state.services.clone();
-    let tenant = s.tenant.clone();
-    let body = futures_util::stream::unfold(Some(export), move |export| {
-        let (services, tenant) = (services.clone(), tenant.clone());
-        async move {
-            let mut export = export?;
-            match export.next_chunk(&services, &tenant).await {
-                Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), Some(export))),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "an export stopped");
-                    Some((Err(std::io::Error::other(e.to_string())), None))
-                }
-            }
-        }
-    });
+    let body = export.into_stream(state.services.clone(), s.tenant.clone());
     (
         [
             (
