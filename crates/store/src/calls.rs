@@ -258,10 +258,12 @@ const INDEXED_CHARS: usize = 200;
 /// How a page's calls are found: the index entries of one filter, in list
 /// order (`d`), or the calls by time.
 enum Drive {
-    /// A range of `call_keys` (PostgreSQL).
+    /// A range of `call_keys` (PostgreSQL), which answers the filter at
+    /// `filter` (its position in the query).
     Keys {
         k: String,
         values: KeyValues,
+        filter: usize,
     },
     /// A full-text query of `call_terms` that answers the filters
     /// `covered` (their positions in the query) together (SQLite).
@@ -279,60 +281,115 @@ enum KeyValues {
 
 impl Drive {
     /// The index entries a filter has, when every value it asks is indexed.
-    fn of(filter: &KeyFilter) -> Option<Drive> {
-        let whole = |v: &String| v.chars().count() < INDEXED_CHARS;
-        let short = |v: &String| v.chars().count() <= INDEXED_CHARS;
-        match filter {
-            KeyFilter::Equals { key, values } if values.iter().all(whole) => Some(Drive::Keys {
-                k: format!("m:{key}"),
-                values: KeyValues::Any(values.clone()),
-            }),
-            KeyFilter::Prefix { key, prefix } if short(prefix) && !prefix.is_empty() => Some(Drive::Keys {
-                k: format!("m:{key}"),
-                values: KeyValues::Prefix(prefix.clone()),
-            }),
-            KeyFilter::Enrichment { table, statuses } => Some(Drive::Keys {
-                k: format!("e:{table}"),
-                values: KeyValues::Any(statuses.clone()),
-            }),
-            _ => None,
-        }
+    fn of(position: usize, filter: &KeyFilter) -> Option<Drive> {
+        let (k, values) = indexed(filter)?;
+        Some(Drive::Keys {
+            k,
+            values,
+            filter: position,
+        })
     }
 
-    /// In list order already (one value): no sort however many match.
+    /// In list order already (one value, or a few merged in order): no
+    /// sort however many match.
     fn ordered(&self) -> bool {
-        matches!(self, Drive::Keys { values: KeyValues::Any(v), .. } if v.len() == 1)
+        matches!(
+            self,
+            Drive::Keys {
+                values: KeyValues::Any(_),
+                ..
+            }
+        )
     }
 
-    /// The conditions on `d`, the index entries.
-    fn entries(&self, b: &mut Binds, tenant: &str) -> String {
+    /// The entries as a relation `d` (`ts`, `seq`), and their conditions.
+    /// Several values are one range each, merged in list order.
+    fn entries(&self, b: &mut Binds, tenant: &str) -> (String, String) {
         match self {
-            Drive::Time | Drive::Terms { .. } => String::new(),
-            Drive::Keys { k, values } => {
-                let mut sql = format!("d.tenant = {tenant} AND d.k = {}", b.text(k.clone()));
-                match values {
-                    KeyValues::Any(v) if v.len() == 1 => {
-                        sql.push_str(&format!(" AND d.v = {}", b.text(v[0].clone())))
-                    }
-                    KeyValues::Any(v) => sql.push_str(&format!(" AND d.v IN ({})", b.texts(v))),
-                    KeyValues::Prefix(p) => {
-                        // Every string that starts with `p` sorts from `p`
-                        // to `p` followed by the highest code point.
-                        sql.push_str(&format!(
-                            " AND d.v >= {} AND d.v < {}",
-                            b.text(p.clone()),
-                            b.text(format!("{p}\u{10FFFF}"))
-                        ));
-                    }
+            Drive::Time | Drive::Terms { .. } => (String::new(), String::new()),
+            Drive::Keys { k, values, .. } => match values {
+                KeyValues::Any(v) if v.len() > 1 => {
+                    let k = b.text(k.clone());
+                    let ranges: Vec<String> = v
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "SELECT ts, seq FROM call_keys WHERE tenant = {tenant} AND k = {k} AND v = {}",
+                                b.text(v.clone())
+                            )
+                        })
+                        .collect();
+                    (format!("({}) AS d", ranges.join(" UNION ALL ")), "TRUE".into())
                 }
-                sql
-            }
+                values => (
+                    "call_keys d".into(),
+                    format!(
+                        "d.tenant = {tenant} AND d.k = {} AND {}",
+                        b.text(k.clone()),
+                        values.condition(b, "d.v")
+                    ),
+                ),
+            },
         }
     }
 }
 
-/// The condition a filter puts on a call `c` (of tenant number `tenant`).
-fn condition(backend: Backend, filter: &KeyFilter, b: &mut Binds, tenant: &str) -> String {
+impl KeyValues {
+    /// The condition on an entry's value `v`.
+    fn condition(&self, b: &mut Binds, v: &str) -> String {
+        match self {
+            KeyValues::Any(values) if values.len() == 1 => format!("{v} = {}", b.text(values[0].clone())),
+            KeyValues::Any(values) => format!("{v} IN ({})", b.texts(values)),
+            // Every string that starts with `p` sorts from `p` to `p`
+            // followed by the highest code point.
+            KeyValues::Prefix(p) => format!(
+                "{v} >= {} AND {v} < {}",
+                b.text(p.clone()),
+                b.text(format!("{p}\u{10FFFF}"))
+            ),
+        }
+    }
+}
+
+/// The `call_keys` entries (`k` and values) a filter matches, when every
+/// value it asks is indexed.
+fn indexed(filter: &KeyFilter) -> Option<(String, KeyValues)> {
+    let whole = |v: &String| v.chars().count() < INDEXED_CHARS;
+    let short = |v: &String| v.chars().count() <= INDEXED_CHARS;
+    match filter {
+        KeyFilter::Equals { key, values } if values.iter().all(whole) => {
+            Some((format!("m:{key}"), KeyValues::Any(values.clone())))
+        }
+        KeyFilter::Prefix { key, prefix } if short(prefix) && !prefix.is_empty() => {
+            Some((format!("m:{key}"), KeyValues::Prefix(prefix.clone())))
+        }
+        KeyFilter::Enrichment { table, statuses } => {
+            Some((format!("e:{table}"), KeyValues::Any(statuses.clone())))
+        }
+        _ => None,
+    }
+}
+
+/// The condition a filter puts on a call `c` (of tenant number `tenant`),
+/// whose place in list order is (`ts`, `seq`). On PostgreSQL an indexed
+/// filter is one lookup in `call_keys`, not a read of the call's JSON.
+fn condition(
+    backend: Backend,
+    filter: &KeyFilter,
+    b: &mut Binds,
+    tenant: &str,
+    (ts, seq): (&str, &str),
+) -> String {
+    if !backend.numbers_calls_in_time_order() {
+        if let Some((k, values)) = indexed(filter) {
+            let k = b.text(k);
+            return format!(
+                "EXISTS (SELECT 1 FROM call_keys e WHERE e.tenant = {tenant} AND e.k = {k} AND {} \
+                 AND e.ts = {ts} AND e.seq = {seq})",
+                values.condition(b, "e.v")
+            );
+        }
+    }
     match filter {
         KeyFilter::Equals { key, values } => {
             format!(
@@ -354,9 +411,9 @@ fn condition(backend: Backend, filter: &KeyFilter, b: &mut Binds, tenant: &str) 
             if *missing { "" } else { "NOT " }
         ),
         KeyFilter::Enrichment { table, statuses } => format!(
-            "EXISTS (SELECT 1 FROM call_keys e WHERE e.tenant = {tenant} AND e.k = {} AND e.v IN ({}) \
-             AND e.ts = c.timestamp_ms AND e.seq = c.seq)",
-            b.text(format!("e:{table}")),
+            "EXISTS (SELECT 1 FROM json_each(c.enrichment) r WHERE r.value ->> 'table' = {} \
+             AND r.value ->> 'status' IN ({}))",
+            b.text(table.clone()),
             b.texts(statuses)
         ),
     }
@@ -542,6 +599,7 @@ impl Matching {
         // How the drive's rows are bounded by time, and after which call a
         // page starts.
         let mut covered: &[usize] = &[];
+        let mut answered = None;
         let (ts, seq) = match drive {
             Drive::Time => {
                 sql.push_str("FROM calls c WHERE c.tenant_id = $1");
@@ -558,10 +616,23 @@ impl Matching {
                 ("", "call_terms.rowid")
             }
             keys => {
-                let entries = keys.entries(&mut b, tenant_num);
-                sql.push_str(&format!(
-                    "FROM call_keys d CROSS JOIN calls c WHERE {entries} AND c.seq = d.seq"
-                ));
+                let (from, entries) = keys.entries(&mut b, tenant_num);
+                // Counted from the entries alone when no other filter
+                // reads the call itself.
+                let alone = !paging
+                    && query.filters.iter().enumerate().all(|(i, f)| {
+                        matches!(keys, Drive::Keys { filter, .. } if *filter == i) || indexed(f).is_some()
+                    });
+                if alone {
+                    sql.push_str(&format!("FROM {from} WHERE {entries}"));
+                } else {
+                    sql.push_str(&format!(
+                        "FROM {from} CROSS JOIN calls c WHERE {entries} AND c.seq = d.seq"
+                    ));
+                }
+                if let Drive::Keys { filter, .. } = keys {
+                    answered = Some(*filter);
+                }
                 ("d.ts", "d.seq")
             }
         };
@@ -583,11 +654,16 @@ impl Matching {
                 sql.push_str(&format!(" AND {ts} <= {}", b.int(to)));
             }
         }
+        let at = if ts.is_empty() {
+            ("c.timestamp_ms", "c.seq")
+        } else {
+            (ts, seq)
+        };
         for (i, filter) in query.filters.iter().enumerate() {
-            if !covered.contains(&i) {
+            if !covered.contains(&i) && answered != Some(i) {
                 sql.push_str(&format!(
                     " AND {}",
-                    condition(backend, filter, &mut b, tenant_num)
+                    condition(backend, filter, &mut b, tenant_num, at)
                 ));
             }
         }
@@ -642,10 +718,15 @@ async fn choose_drive(
         return terms_drive(pool, tenant, query).await;
     }
     let mut best: Option<(u64, Drive)> = None;
-    for drive in query.filters.iter().filter_map(Drive::of) {
+    for drive in query
+        .filters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| Drive::of(i, f))
+    {
         let mut b = Binds::default();
         b.text(tenant.0.clone());
-        let mut sql = drive.entries(&mut b, "(SELECT num FROM tenants WHERE id = $1)");
+        let (from, mut sql) = drive.entries(&mut b, "(SELECT num FROM tenants WHERE id = $1)");
         if let Some(from) = query.from_ms {
             sql.push_str(&format!(" AND d.ts >= {}", b.int(from)));
         }
@@ -654,7 +735,7 @@ async fn choose_drive(
         }
         let n = b
             .query(format!(
-                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM call_keys d WHERE {sql} LIMIT {}) AS m",
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {from} WHERE {sql} LIMIT {}) AS m",
                 COUNT_BOUND + 1
             ))
             .fetch_one(pool)

@@ -116,10 +116,20 @@ impl Export {
         let CallPage {
             calls, next_cursor, ..
         } = services.store.list_calls(tenant, &self.query).await?;
-        for call in &calls {
-            match self.format {
-                ExportFormat::Csv { .. } => self.csv_row(&mut out, call),
-                ExportFormat::Ndjson => ndjson_row(&mut out, call),
+        match self.format {
+            ExportFormat::Csv { .. } => {
+                // One writer (and its buffer) for the page, not per call.
+                let mut writer = csv_writer(&mut out);
+                for call in &calls {
+                    self.csv_row(&mut writer, call);
+                }
+                // Writing to a Vec cannot fail.
+                let _ = writer.flush();
+            }
+            ExportFormat::Ndjson => {
+                for call in &calls {
+                    ndjson_row(&mut out, call);
+                }
             }
         }
         match next_cursor {
@@ -133,27 +143,38 @@ impl Export {
         })
     }
 
-    fn csv_row(&self, out: &mut Vec<u8>, call: &CallRecord) {
-        let merged = merged_metadata(&call.metadata, &call.enrichment);
-        let mut cells: Vec<String> = vec![
-            call.unique_id.clone(),
-            format_timestamp(call.timestamp_ms),
-            call.source.as_str().to_string(),
-            call.external_id.clone().unwrap_or_default(),
+    /// A call's cells: a key's value is the call's own, else the first
+    /// table's that added it (as `merged_metadata` has it, without building
+    /// the map).
+    fn csv_row(&self, writer: &mut csv::Writer<&mut Vec<u8>>, call: &CallRecord) {
+        let timestamp = format_timestamp(call.timestamp_ms);
+        let fixed = [
+            call.unique_id.as_str(),
+            timestamp.as_str(),
+            call.source.as_str(),
+            call.external_id.as_deref().unwrap_or(""),
         ];
-        cells.extend(
-            self.keys
+        // Writing to a Vec cannot fail.
+        for cell in fixed {
+            let _ = writer.write_field(neutralize(cell).as_bytes());
+        }
+        for key in &self.keys {
+            let value = call
+                .metadata
+                .get(key)
+                .or_else(|| call.enrichment.iter().find_map(|r| r.added.get(key)))
+                .map_or("", String::as_str);
+            let _ = writer.write_field(neutralize(value).as_bytes());
+        }
+        for table in &self.tables {
+            let status = call
+                .enrichment
                 .iter()
-                .map(|k| merged.get(k).cloned().unwrap_or_default()),
-        );
-        cells.extend(self.tables.iter().map(|t| {
-            call.enrichment
-                .iter()
-                .find(|r| &r.table == t)
-                .map(|r| r.status.as_str().to_string())
-                .unwrap_or_default()
-        }));
-        write_csv_record(out, cells.iter().map(|c| neutralize(c)));
+                .find(|r| &r.table == table)
+                .map_or("", |r| r.status.as_str());
+            let _ = writer.write_field(status.as_bytes());
+        }
+        let _ = writer.write_record(None::<&[u8]>);
     }
 
     /// The cursor after the last page written (for a caller that resumes).
@@ -210,10 +231,14 @@ pub fn neutralize(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn write_csv_record<'a>(out: &mut Vec<u8>, cells: impl IntoIterator<Item = impl AsRef<str> + 'a>) {
-    let mut writer = csv::WriterBuilder::new()
+fn csv_writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
+    csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(out);
+        .from_writer(out)
+}
+
+fn write_csv_record<'a>(out: &mut Vec<u8>, cells: impl IntoIterator<Item = impl AsRef<str> + 'a>) {
+    let mut writer = csv_writer(out);
     // Writing to a Vec cannot fail.
     let _ = writer.write_record(cells.into_iter().map(|c| c.as_ref().to_string()));
     let _ = writer.flush();
