@@ -437,7 +437,7 @@ pub(crate) async fn list(
     let count = if query.uncounted {
         0
     } else {
-        let m = Matching::new(backend, tenant, query, &drive, false);
+        let m = Matching::new(backend, tenant, query, &drive, false, false);
         // When the terms answer every filter, their list alone is counted.
         let counted = match &drive {
             Drive::Terms { expr, covered } if covered.len() == query.filters.len() => {
@@ -470,19 +470,28 @@ pub(crate) async fn list(
             .map_err(|e| db_error("counting calls", e))?
             .max(0) as u64
     };
-    let mut m = Matching::new(backend, tenant, query, &drive, true);
+    let mut m = Matching::new(backend, tenant, query, &drive, true, false);
     let limit = m.binds.int(i64::from(query.limit) + 1);
     let offset = m.binds.int(query.offset.min(i64::MAX as u64) as i64);
-    let rows = m
-        .binds
-        .query(format!(
+    let sql = if m.entries_only {
+        // The page's entries first (sorted, or merged in order, without
+        // the calls), then its calls: the planner may otherwise join every
+        // matching call before it sorts.
+        format!(
+            "SELECT {CALL_COLUMNS_OF_C}, c.seq AS seq FROM (SELECT d.ts AS ts, d.seq AS seq {} \
+             ORDER BY {} LIMIT {limit} OFFSET {offset}) AS p CROSS JOIN calls c WHERE c.seq = p.seq \
+             ORDER BY p.ts DESC, p.seq DESC",
+            m.sql,
+            m.order()
+        )
+    } else {
+        format!(
             "SELECT {CALL_COLUMNS_OF_C}, c.seq AS seq {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
             m.sql,
             m.order()
-        ))
-        .fetch_all(pool)
-        .await
-        .doing("listing calls")?;
+        )
+    };
+    let rows = m.binds.query(sql).fetch_all(pool).await.doing("listing calls")?;
     let more = rows.len() > query.limit as usize;
     let mut calls = Vec::with_capacity(rows.len());
     let mut next_cursor = None;
@@ -515,7 +524,7 @@ pub(crate) async fn facets(
     sample: u32,
 ) -> Result<Vec<(Option<String>, u64)>, StoreError> {
     let drive = choose_drive(pool, backend, tenant, query).await?;
-    let mut m = Matching::new(backend, tenant, query, &drive, true);
+    let mut m = Matching::new(backend, tenant, query, &drive, true, true);
     let key = m.binds.text(key);
     let value = backend.merged_value(&key);
     let sample = m.binds.int(i64::from(sample));
@@ -587,11 +596,21 @@ struct Matching {
     sql: String,
     ts: &'static str,
     seq: &'static str,
+    /// Reads index entries `d` only, not the calls `c`.
+    entries_only: bool,
 }
 
 impl Matching {
-    /// `paging`: with the cursor and `after` (a count leaves them out).
-    fn new(backend: Backend, tenant: &TenantId, query: &CallQuery, drive: &Drive, paging: bool) -> Matching {
+    /// `paging`: with the cursor and `after` (a count leaves them out);
+    /// `calls`: the calls `c` are joined even when the entries answer.
+    fn new(
+        backend: Backend,
+        tenant: &TenantId,
+        query: &CallQuery,
+        drive: &Drive,
+        paging: bool,
+        calls: bool,
+    ) -> Matching {
         let tenant_num = "(SELECT num FROM tenants WHERE id = $1)";
         let mut b = Binds::default();
         b.text(tenant.0.clone());
@@ -600,6 +619,7 @@ impl Matching {
         // page starts.
         let mut covered: &[usize] = &[];
         let mut answered = None;
+        let mut alone = false;
         let (ts, seq) = match drive {
             Drive::Time => {
                 sql.push_str("FROM calls c WHERE c.tenant_id = $1");
@@ -617,9 +637,9 @@ impl Matching {
             }
             keys => {
                 let (from, entries) = keys.entries(&mut b, tenant_num);
-                // Counted from the entries alone when no other filter
-                // reads the call itself.
-                let alone = !paging
+                // The entries alone when no other filter reads the call
+                // itself.
+                alone = !calls
                     && query.filters.iter().enumerate().all(|(i, f)| {
                         matches!(keys, Drive::Keys { filter, .. } if *filter == i) || indexed(f).is_some()
                     });
@@ -692,6 +712,7 @@ impl Matching {
             sql,
             ts,
             seq,
+            entries_only: alone,
         }
     }
 
