@@ -340,6 +340,7 @@ pub enum Guards {
 /// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
 /// for its share of the ingest memory budget. The table's activation guards
 /// apply.
+#[allow(clippy::too_many_arguments)]
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
