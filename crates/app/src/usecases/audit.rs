@@ -380,13 +380,17 @@ pub async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let before =
-        match cursor.filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                AppError::invalid("cursor", "cursor must be a previous page's next_cursor")
-            })?),
-        };
+    let before = match cursor {
+        None => None,
+        // 1 to 18 digits, as the API document says (`+1` or `-1` is
+        // no page's cursor).
+        Some(c) => Some(
+            (c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| c.parse::<i64>().ok())
+                .flatten()
+                .ok_or_else(|| AppError::invalid("cursor", "cursor must be a previous page's next_cursor"))?,
+        ),
+    };
     let filter = |name: &str, value: Option<&str>| -> Result<Option<String>, AppError> {
         match value.filter(|v| !v.is_empty()) {
             Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(AppError::over_limit(
@@ -403,6 +407,15 @@ pub async fn list(
         action: filter("action", action)?,
         object_prefix: filter("object", object_prefix)?,
     };
+    // No actor, action or object holds a NUL (names refuse control
+    // characters), and PostgreSQL's text cannot even be compared with one.
+    let filters = [&query.actor, &query.action, &query.object_prefix];
+    if filters
+        .iter()
+        .any(|f| f.as_deref().is_some_and(|f| f.contains('\0')))
+    {
+        return Ok(AuditPage::default());
+    }
     Ok(services.store.audit_entries(tenant, &query).await?)
 }
 

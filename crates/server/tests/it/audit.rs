@@ -223,8 +223,10 @@ async fn api_actions_are_listed_under_the_tokens_name_and_address() {
     assert_eq!(actions, ["table.activate", "table.upload"], "{by_uploader:?}");
     let both = all_entries(&app, &admin, "&actor=initial&action=table.upload", 1).await;
     assert_eq!(both.len(), 1, "{both:?}");
-    let none = all_entries(&app, &admin, "&actor=nobody", 5).await;
-    assert!(none.is_empty(), "{none:?}");
+    for nobody in ["nobody", "initial%00", "%00"] {
+        let none = all_entries(&app, &admin, &format!("&actor={nobody}"), 5).await;
+        assert!(none.is_empty(), "{nobody}: {none:?}");
+    }
     // By object: a table's versions.
     let on_v1 = all_entries(&app, &admin, &format!("&object=tables/crm/versions/{v1}"), 10).await;
     assert_eq!(on_v1.len(), 3, "{on_v1:?}");
@@ -239,6 +241,9 @@ async fn api_actions_are_listed_under_the_tokens_name_and_address() {
         ("limit=1001", 400),
         ("limit=x", 400),
         ("cursor=abc", 422),
+        ("cursor=%2B5", 422),
+        ("cursor=-1", 422),
+        ("cursor=", 422),
         ("nosuch=1", 400),
     ] {
         let (got, body) = app.get(&admin, &format!("/api/v1/audit?{query}")).await;
