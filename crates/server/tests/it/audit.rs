@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::filedrop::{have, run, temp_file, tiny_wav};
+use crate::filedrop::{have, run, sftp_command, temp_file, tiny_wav};
 use crate::helpers::*;
 
 /// Every entry of the tenant's log, newest first, walked by pages of `limit`.
@@ -411,6 +411,46 @@ async fn ftp_uploads_and_audio_downloads_are_shown_in_the_web_app() {
         log.contains("<a href=\"/audit\">Audit log</a>"),
         "the nav links the log: {log}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sftp_logins_and_uploads_are_listed_under_the_login_and_address() {
+    if !have("sftp") || !have("sshpass") {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let acme = app.create_tenant("auditsftp");
+    app.create_table(&acme, "crm", json!({"key": "agent_id"})).await;
+    let files = tempfile::tempdir().unwrap();
+    let csv = temp_file(files.path(), "export.csv", SPEC_TABLE.as_bytes());
+    let batch = temp_file(
+        files.path(),
+        "batch",
+        format!("put {csv} /crm-export.csv\n").as_bytes(),
+    );
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", &acme.password]);
+    let inner = sftp_command(&app, &acme.slug, &batch, None);
+    cmd.arg(inner.as_std().get_program())
+        .args(inner.as_std().get_args());
+    let (ok, out, err) = run(&mut cmd).await;
+    assert!(ok, "sftp: {out} {err}");
+
+    let (_, table) = app.get(&acme, "/api/v1/tables/crm").await;
+    let active = table["active_version"]["id"]
+        .as_str()
+        .expect("active")
+        .to_string();
+    let object = format!("tables/crm/versions/{active}");
+    for action in ["table.upload", "table.activate"] {
+        let entries = entries_of(&app, &acme, action).await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        check(&entries[0], "auditsftp", "sftp", "127.0.0.1", &object);
+    }
+    let logins = entries_of(&app, &acme, "login.succeeded").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    check(&logins[0], "auditsftp", "sftp", "127.0.0.1", "logins/auditsftp");
     app.stop().await;
 }
 
