@@ -30,8 +30,9 @@
 //! last time, the last name and address) is written as one
 //! `login.failed` entry with `detail.suppressed` when that minute is over:
 //! at the tenant's next login attempt or at the next [`flush`] (every few
-//! seconds on a server, and as it stops), so at most [`FAILED_LOGINS_LISTED`] + 1 entries a
-//! minute per tenant, whatever the flood.
+//! seconds on a server, and as it stops), so at most
+//! [`FAILED_LOGINS_LISTED`] + 1 entries a minute per tenant on each node
+//! (the counts are in memory, per node), whatever the flood.
 //!
 //! # Retention
 //!
