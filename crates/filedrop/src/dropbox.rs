@@ -7,12 +7,14 @@
 //! [`Dropbox::completed`] when the transfer ends successfully; a failed
 //! transfer calls [`Dropbox::aborted`], which removes the partial file.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use callmeta_app::store::{CallSource, Tenant};
+use callmeta_app::usecases::audit::{self, Actor};
 use callmeta_app::usecases::calls::{NewAudio, NewCall};
 use callmeta_app::usecases::tables::{Channel, UploadOutcome};
 use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads};
@@ -95,6 +97,10 @@ pub struct Dropbox {
     tree: DropTree,
     /// Files open for writing right now (host paths).
     writing: Mutex<HashSet<PathBuf>>,
+    /// The peer address that wrote or renamed a file, until it is processed
+    /// (host paths): who uploaded it, for the audit log, when the protocol
+    /// does not say at completion (FTP's data events).
+    sources: Mutex<HashMap<PathBuf, IpAddr>>,
     /// Completed uploads being processed right now.
     processing: std::sync::atomic::AtomicUsize,
 }
@@ -122,6 +128,7 @@ impl Dropbox {
             services,
             tree,
             writing: Mutex::new(HashSet::new()),
+            sources: Mutex::new(HashMap::new()),
             processing: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -159,6 +166,22 @@ impl Dropbox {
         }
     }
 
+    /// `source` wrote `file` (a host path), or renamed a file to it.
+    pub fn written_from(&self, file: &Path, source: IpAddr) {
+        if let Ok(mut map) = self.sources.lock() {
+            // Entries leave when their file is processed or aborted; one
+            // left by a path never processed must not pile up.
+            if map.len() >= 10_000 {
+                map.clear();
+            }
+            map.insert(file.to_path_buf(), source);
+        }
+    }
+
+    fn take_source(&self, file: &Path) -> Option<IpAddr> {
+        self.sources.lock().ok().and_then(|mut map| map.remove(file))
+    }
+
     fn done_writing(&self, file: &Path) {
         if let Ok(mut set) = self.writing.lock() {
             set.remove(file);
@@ -172,6 +195,7 @@ impl Dropbox {
     /// A transfer failed or was cut: the partial file never becomes anything.
     pub async fn aborted(&self, file: &Path) {
         self.done_writing(file);
+        self.take_source(file);
         if let Err(e) = tokio::fs::remove_file(file).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -181,14 +205,23 @@ impl Dropbox {
     }
 
     /// A transfer finished: process the file at `path` (the client's path in
-    /// the tenant's namespace) and write its report.
-    pub async fn completed(&self, slug: &str, path: &str, channel: Channel) -> Processed {
+    /// the tenant's namespace) and write its report. `source`: the client's
+    /// address, if the protocol knows it here (else the one that wrote the
+    /// file, see [`Dropbox::written_from`]); the upload is the login's
+    /// (`slug`) in the audit log.
+    pub async fn completed(
+        &self,
+        slug: &str,
+        path: &str,
+        channel: Channel,
+        source: Option<IpAddr>,
+    ) -> Processed {
         self.processing.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _done = Processing(&self.processing);
-        self.process(slug, path, channel).await
+        self.process(slug, path, channel, source).await
     }
 
-    async fn process(&self, slug: &str, path: &str, channel: Channel) -> Processed {
+    async fn process(&self, slug: &str, path: &str, channel: Channel, source: Option<IpAddr>) -> Processed {
         let parsed = match DropPath::parse(path) {
             Ok(p) => p,
             // The reason names the path: not for a log line or a reply.
@@ -196,10 +229,21 @@ impl Dropbox {
         };
         let file = self.tree.file(slug, &parsed);
         self.done_writing(&file);
+        let written_from = self.take_source(&file);
+        let actor = Actor::new(
+            slug,
+            source.or(written_from),
+            match channel {
+                Channel::Sftp => audit::Channel::Sftp,
+                _ => audit::Channel::Ftp,
+            },
+        );
         let processed = match parsed.destination() {
             Destination::Ignored(why) => return Processed::Ignored(why),
             Destination::Table(table) => {
-                let outcome = self.table_upload(slug, &parsed, &file, &table, channel).await;
+                let outcome = self
+                    .table_upload(slug, &parsed, &file, &table, channel, &actor)
+                    .await;
                 self.write_report(slug, &parsed, &outcome.1).await;
                 outcome.0
             }
@@ -232,6 +276,7 @@ impl Dropbox {
         file: &Path,
         table: &str,
         channel: Channel,
+        actor: &Actor,
     ) -> (Processed, String) {
         let name = path.display();
         let refused = |why: String| {
@@ -272,6 +317,7 @@ impl Dropbox {
                 channel,
                 filename,
                 tables::Guards::Apply,
+                actor,
             )
             .await
         } else {
@@ -283,6 +329,7 @@ impl Dropbox {
                 channel,
                 filename,
                 None,
+                actor,
             )
             .await
         };

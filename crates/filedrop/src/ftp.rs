@@ -10,14 +10,14 @@
 //! the reply to the client's command is sent after the upload is processed.
 
 use std::fmt::{self, Debug, Display};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
-use callmeta_app::usecases::{AppError, tenants, uploads};
+use callmeta_app::usecases::{AppError, audit, tenants, uploads};
 use libunftp::ServerBuilder;
 use libunftp::notification::{DataEvent, DataListener, EventMeta};
 use libunftp::options::{FtpsRequired, PassiveHost};
@@ -39,6 +39,8 @@ use crate::{FileDropSettings, count_files};
 pub struct TenantUser {
     slug: String,
     home: PathBuf,
+    /// The address the session logged in from.
+    source: Option<IpAddr>,
 }
 
 impl Display for TenantUser {
@@ -66,9 +68,12 @@ impl Authenticator for PasswordCheck {
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
         let password = creds.password.as_deref().unwrap_or("");
-        match tenants::log_in(self.dropbox.services(), username, password, creds.source_ip).await {
+        let services = self.dropbox.services();
+        match tenants::log_in(services, username, password, creds.source_ip, audit::Channel::Ftp).await {
+            // The principal carries the session's address to its user (a
+            // slug has no `/`), whose uploads are then audited with it.
             Ok(tenant) => Ok(Principal {
-                username: tenant.slug.as_str().to_string(),
+                username: format!("{}/{}", tenant.slug.as_str(), creds.source_ip),
             }),
             Err(AppError::Unauthorized) => Err(AuthenticationError::BadPassword),
             Err(e @ AppError::Throttled { .. }) => Err(AuthenticationError::new(e.to_string())),
@@ -90,7 +95,11 @@ impl UserDetailProvider for Homes {
     type User = TenantUser;
 
     async fn provide_user_detail(&self, principal: &Principal) -> Result<TenantUser, UserDetailError> {
-        let tenant = tenants::tenant_by_slug(self.dropbox.services(), &principal.username)
+        let (slug, source) = match principal.username.split_once('/') {
+            Some((slug, source)) => (slug, source.parse().ok()),
+            None => (principal.username.as_str(), None),
+        };
+        let tenant = tenants::tenant_by_slug(self.dropbox.services(), slug)
             .await
             .map_err(|e| UserDetailError::with_source("unknown tenant", e))?;
         let home = self
@@ -99,8 +108,9 @@ impl UserDetailProvider for Homes {
             .await
             .map_err(|e| UserDetailError::with_source("preparing the home directory", e))?;
         Ok(TenantUser {
-            slug: principal.username.clone(),
+            slug: slug.to_string(),
             home,
+            source,
         })
     }
 }
@@ -211,6 +221,9 @@ impl StorageBackend<TenantUser> for DropFs {
             uploads::admit(services).map_err(refusal)?;
         }
         self.dropbox.writing(&file);
+        if let Some(source) = user.source {
+            self.dropbox.written_from(&file, source);
+        }
         let limit = self.max_file_bytes.saturating_sub(start_pos);
         let input = crate::IdleReader::new(input, self.idle).take(limit + 1);
         let result = self.fs()?.put(user, input, path, start_pos).await;
@@ -251,7 +264,12 @@ impl StorageBackend<TenantUser> for DropFs {
         from: P,
         to: P,
     ) -> storage::Result<()> {
-        self.fs()?.rename(user, from, to).await
+        let target = self.host_path(user, &to).ok().map(|(_, file)| file);
+        self.fs()?.rename(user, from, to).await?;
+        if let (Some(file), Some(source)) = (target, user.source) {
+            self.dropbox.written_from(&file, source);
+        }
+        Ok(())
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
@@ -289,7 +307,9 @@ impl DataListener for Completions {
             DataEvent::Renamed { to, .. } => to,
             _ => return,
         };
-        self.dropbox.completed(&meta.username, &path, Channel::Ftp).await;
+        self.dropbox
+            .completed(&meta.username, &path, Channel::Ftp, None)
+            .await;
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
-use callmeta_app::usecases::{AppError, tenants, uploads};
+use callmeta_app::usecases::{AppError, audit, tenants, uploads};
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel as SshChannel, ChannelId, MethodKind, MethodSet};
@@ -124,6 +124,8 @@ impl SftpServer {
 struct LoggedIn {
     slug: String,
     home: PathBuf,
+    /// The address the session came from.
+    peer: IpAddr,
 }
 
 struct SshSession {
@@ -140,6 +142,7 @@ impl SshSession {
         self.tenant = Some(LoggedIn {
             slug: tenant.slug.as_str().to_string(),
             home,
+            peer: self.peer,
         });
         Ok(Auth::Accept)
     }
@@ -153,7 +156,15 @@ impl russh::server::Handler for SshSession {
     type Error = anyhow::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        match tenants::log_in(self.shared.dropbox.services(), user, password, self.peer).await {
+        match tenants::log_in(
+            self.shared.dropbox.services(),
+            user,
+            password,
+            self.peer,
+            audit::Channel::Sftp,
+        )
+        .await
+        {
             Ok(_) => self.logged_in(user).await,
             Err(AppError::Unauthorized | AppError::Throttled { .. }) => Ok(Auth::reject()),
             Err(e) => Err(e.into()),
@@ -182,6 +193,11 @@ impl russh::server::Handler for SshSession {
     ) -> Result<Auth, Self::Error> {
         if self.logins().check(user, self.peer).is_ok() && self.key_known(user, key.public_key).await {
             self.logins().succeeded(user, self.peer);
+            let services = self.shared.dropbox.services();
+            if let Ok(tenant) = tenants::tenant_by_slug(services, user).await {
+                let actor = audit::Actor::new(user, Some(self.peer), audit::Channel::Sftp);
+                audit::key_login(services, &tenant.id, &actor).await;
+            }
             return self.logged_in(user).await;
         }
         tracing::info!(user, from = %self.peer, "SFTP key login failed");
@@ -513,7 +529,12 @@ impl russh_sftp::server::Handler for SftpSession {
             }
             self.shared
                 .dropbox
-                .completed(&self.tenant.slug, &path.display(), Channel::Sftp)
+                .completed(
+                    &self.tenant.slug,
+                    &path.display(),
+                    Channel::Sftp,
+                    Some(self.tenant.peer),
+                )
                 .await;
         }
         Ok(status(id))
@@ -638,7 +659,12 @@ impl russh_sftp::server::Handler for SftpSession {
         if tokio::fs::metadata(&to_host).await.is_ok_and(|m| m.is_file()) {
             self.shared
                 .dropbox
-                .completed(&self.tenant.slug, &to.display(), Channel::Sftp)
+                .completed(
+                    &self.tenant.slug,
+                    &to.display(),
+                    Channel::Sftp,
+                    Some(self.tenant.peer),
+                )
                 .await;
         }
         Ok(status(id))

@@ -163,7 +163,7 @@ pub(crate) fn call_view(c: &CallRecord) -> CallView {
     security(("token" = [])))]
 pub(crate) async fn create_call(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiJson(body): ApiJson<CreateCall>,
 ) -> Result<Response, ApiError> {
     let metadata = callmeta_core::call_metadata::from_json(body.metadata)?;
@@ -207,7 +207,7 @@ pub(crate) async fn create_call(
     security(("token" = [])))]
 pub(crate) async fn get_call(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiPath(unique_id): ApiPath<String>,
 ) -> Result<Json<CallView>, ApiError> {
     let call = uc::get_call(&state.services, &tenant.id, &unique_id).await?;
@@ -222,10 +222,10 @@ pub(crate) async fn get_call(
     security(("token" = [])))]
 pub(crate) async fn get_call_audio(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiPath(unique_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id).await?;
+    let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id, &actor).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
@@ -248,7 +248,7 @@ pub(crate) async fn get_call_audio(
     security(("token" = [])))]
 pub(crate) async fn list_calls(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<CallList>, ApiError> {
     let query = uc::parse_call_query(&params)?;
@@ -336,7 +336,7 @@ pub(crate) struct FacetValueView {
     security(("token" = [])))]
 pub(crate) async fn call_facets(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiQuery(mut params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<FacetsView>, ApiError> {
     let taken = take_params(&mut params, &["key", "top"]);
@@ -387,7 +387,7 @@ pub(crate) async fn call_facets(
     security(("token" = [])))]
 pub(crate) async fn export_calls(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiQuery(mut params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     use callmeta_app::usecases::export::{Export, ExportFormat};
@@ -514,7 +514,7 @@ pub(crate) struct BackfillList {
     security(("token" = [])))]
 pub(crate) async fn backfill(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiJson(body): ApiJson<BackfillRequest>,
 ) -> Result<Json<BackfillView>, ApiError> {
     let mut params: Vec<(String, String)> = Vec::new();
@@ -528,7 +528,7 @@ pub(crate) async fn backfill(
         params.push((format!("metadata.{k}"), v));
     }
     let query = uc::parse_call_query(&params)?;
-    let done = backfills::backfill(&state.services, &tenant.id, &query, body.dry_run).await?;
+    let done = backfills::backfill(&state.services, &tenant.id, &query, body.dry_run, &actor).await?;
     Ok(Json(done.into()))
 }
 
@@ -538,7 +538,7 @@ pub(crate) async fn backfill(
     security(("token" = [])))]
 pub(crate) async fn list_backfills(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
 ) -> Result<Json<BackfillList>, ApiError> {
     let data = backfills::list(&state.services, &tenant.id, 50).await?;
     Ok(Json(BackfillList {
@@ -554,7 +554,7 @@ pub(crate) async fn list_backfills(
     security(("token" = [])))]
 pub(crate) async fn get_backfill(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BackfillView>, ApiError> {
     Ok(Json(

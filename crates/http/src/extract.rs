@@ -3,7 +3,9 @@
 //! query parameters (axum's own extractors would answer in plain text).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -11,11 +13,17 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::AppState;
 use callmeta_app::store::Tenant;
+use callmeta_app::usecases::audit::{Actor, Channel};
 use callmeta_app::usecases::tokens::{self, Action};
 
 /// The tenant authenticated by `Authorization: Token T` (or `Bearer T`),
-/// whose token's role allows what the route does ([`action`]).
-pub(crate) struct Auth(pub Tenant);
+/// whose token's role allows what the route does ([`action`]), and who is
+/// asking, for the audit log: the token's name, the peer address of the
+/// connection (a proxy's, behind one), channel `api`.
+pub(crate) struct Auth {
+    pub tenant: Tenant,
+    pub actor: Actor,
+}
 
 /// What each API route does, for the token's role: the one place a route
 /// is named for access control (what a role allows is the use cases'
@@ -41,6 +49,8 @@ fn action(method: &Method, route: &str) -> Action {
         "/tables/{name}" | "/tables/{name}/versions/{id}/activate" | "/backfill" => Action::ConfigureTables,
         "/siprec" if read => Action::ReadSettings,
         "/siprec" => Action::ChangeSettings,
+        // The audit log is an admin's: it names every token and login.
+        "/audit" => Action::ReadAudit,
         _ => Action::ManageTokens,
     }
 }
@@ -68,7 +78,14 @@ impl FromRequestParts<AppState> for Auth {
             .map(MatchedPath::as_str)
             .unwrap_or_default();
         let principal = tokens::authenticate(&state.services, token, action(&parts.method, route)).await?;
-        Ok(Auth(principal.tenant))
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        Ok(Auth {
+            actor: Actor::new(principal.token.name.clone(), source, Channel::Api),
+            tenant: principal.tenant,
+        })
     }
 }
 

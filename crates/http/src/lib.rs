@@ -6,11 +6,12 @@
 //!
 //! - `extract`: token authentication (and the action each route is, for
 //!   the token's role), JSON bodies, path and query parameters.
-//! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`: the API handlers and
-//!   their JSON views.
+//! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`, `audit`: the API
+//!   handlers and their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 //! - `metrics`: `GET /metrics` and the layer counting every request.
 
+mod audit;
 mod calls;
 mod error;
 mod extract;
@@ -67,6 +68,7 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .route("/webhooks/{id}", delete(webhooks::delete_webhook))
         .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
+        .route("/audit", get(audit::list_audit))
         .route("/openapi.json", get(openapi::openapi_json))
         .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)

@@ -32,13 +32,15 @@ use utoipa::{Modify, OpenApi};
         super::webhooks::list_webhooks,
         super::webhooks::delete_webhook,
         super::webhooks::list_deliveries,
+        super::audit::list_audit,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
          (name = "calls", description = "Calls and their enrichment"),
          (name = "siprec", description = "SIPREC key mapping and recording clients"),
          (name = "tokens", description = "API tokens and their roles"),
-         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"))
+         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"),
+         (name = "audit", description = "Who did what, from where, on which object"))
 )]
 pub(crate) struct ApiDoc;
 
@@ -474,6 +476,25 @@ pub(crate) fn expires_in_days() -> Object {
             "Days until the token expires (1 to 3650); absent or null: it does not expire.",
         ))
         .build()
+}
+
+/// The channel of an audit entry.
+pub(crate) fn audit_channel() -> Object {
+    use callmeta_app::usecases::audit::Channel;
+    string_enum(
+        Channel::ALL.map(Channel::as_str),
+        "How the request arrived: `api`, `web`, `ftp`, `sftp`, `siprec`, `cli` or `system` (callmeta itself).",
+    )
+}
+
+/// The action of an audit entry.
+pub(crate) fn audit_action() -> Object {
+    use callmeta_app::usecases::audit::actions;
+    string_enum(
+        actions::ALL,
+        "What was done. `login.failed` with `detail.suppressed` counts the failed logins of a minute past the \
+         ones listed one by one.",
+    )
 }
 
 /// A webhook endpoint's URL.

@@ -39,7 +39,7 @@ fn view(s: SiprecSettings) -> SiprecSettingsView {
     security(("token" = [])))]
 pub(crate) async fn get_settings(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
 ) -> Result<Json<SiprecSettingsView>, ApiError> {
     Ok(Json(view(uc::settings(&state.services, &tenant.id).await?)))
 }
@@ -56,7 +56,7 @@ pub(crate) async fn get_settings(
     security(("token" = [])))]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiJson(body): ApiJson<SiprecSettingsView>,
 ) -> Result<Json<SiprecSettingsView>, ApiError> {
     let settings = SiprecSettings {
@@ -64,6 +64,6 @@ pub(crate) async fn put_settings(
         source_addresses: body.source_addresses,
     };
     Ok(Json(view(
-        uc::put_settings(&state.services, &tenant.id, settings).await?,
+        uc::put_settings(&state.services, &tenant.id, settings, &actor).await?,
     )))
 }

@@ -247,11 +247,12 @@ fn table_view(details: &TableDetails) -> TableView {
     security(("token" = [])))]
 pub(crate) async fn activate_version(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<TableView>, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
-    let details = uc::activate_version(&state.services, &tenant.id, &name, &id, Channel::Http).await?;
+    let details =
+        uc::activate_version(&state.services, &tenant.id, &name, &id, Channel::Http, &actor).await?;
     Ok(Json(table_view(&details)))
 }
 
@@ -335,7 +336,7 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
     security(("token" = [])))]
 pub(crate) async fn put_table(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiPath(name): ApiPath<String>,
     ApiJson(config): ApiJson<TableConfig>,
 ) -> Result<Response, ApiError> {
@@ -354,7 +355,7 @@ pub(crate) async fn put_table(
         max_row_drop_pct: config.max_row_drop_pct,
         on_header_change: config.on_header_change,
     };
-    let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options).await?;
+    let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options, &actor).await?;
     if let Some(outcome) = outcome.filter(|o| !o.version.accepted) {
         return Ok(upload_response(&outcome));
     }
@@ -370,7 +371,7 @@ pub(crate) async fn put_table(
     security(("token" = [])))]
 pub(crate) async fn get_table(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TableView>, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
@@ -384,7 +385,7 @@ pub(crate) async fn get_table(
     security(("token" = [])))]
 pub(crate) async fn list_tables(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
 ) -> Result<Json<TableList>, ApiError> {
     let tables = uc::list_tables(&state.services, &tenant.id).await?;
     let data: Vec<TableView> = tables.iter().map(table_view).collect();
@@ -416,7 +417,7 @@ pub(crate) async fn list_tables(
     security(("token" = [])))]
 pub(crate) async fn put_table_data(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -492,6 +493,7 @@ pub(crate) async fn put_table_data(
             Channel::Http,
             filename,
             guards,
+            &actor,
         )
         .await?
     } else {
@@ -504,6 +506,7 @@ pub(crate) async fn put_table_data(
             filename,
             None,
             guards,
+            &actor,
         )
         .await?
     };

@@ -107,7 +107,7 @@ fn view(t: &TokenRecord) -> TokenView {
     security(("token" = [])))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<Response, ApiError> {
     let days = match &body.expires_in_days {
@@ -122,7 +122,7 @@ pub(crate) async fn create_token(
             .with_field("expires_in_days")
         })?),
     };
-    let created = uc::create_token(&state.services, &tenant.id, &body.name, &body.role, days).await?;
+    let created = uc::create_token(&state.services, &tenant.id, &body.name, &body.role, days, &actor).await?;
     let v = view(&created.record);
     let body = CreatedTokenView {
         id: v.id,
@@ -143,7 +143,7 @@ pub(crate) async fn create_token(
     security(("token" = [])))]
 pub(crate) async fn list_tokens(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
 ) -> Result<Json<TokenList>, ApiError> {
     let tokens = uc::list_tokens(&state.services, &tenant.id).await?;
     Ok(Json(TokenList {
@@ -162,9 +162,9 @@ pub(crate) async fn list_tokens(
     security(("token" = [])))]
 pub(crate) async fn delete_token(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, actor }: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    uc::revoke_token(&state.services, &tenant.id, &id).await?;
+    uc::revoke_token(&state.services, &tenant.id, &id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -111,7 +111,7 @@ fn delivery_view(a: DeliveryAttempt) -> DeliveryView {
     security(("token" = [])))]
 pub(crate) async fn create_webhook(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<Response, ApiError> {
     let endpoint = uc::create_endpoint(
@@ -133,7 +133,7 @@ pub(crate) async fn create_webhook(
     security(("token" = [])))]
 pub(crate) async fn list_webhooks(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
 ) -> Result<Json<WebhookList>, ApiError> {
     let list = uc::list_endpoints(&state.services, &tenant.id).await?;
     Ok(Json(WebhookList {
@@ -150,7 +150,7 @@ pub(crate) async fn list_webhooks(
     security(("token" = [])))]
 pub(crate) async fn delete_webhook(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     uc::delete_endpoint(&state.services, &tenant.id, &id).await?;
@@ -167,7 +167,7 @@ pub(crate) async fn delete_webhook(
     security(("token" = [])))]
 pub(crate) async fn list_deliveries(
     State(state): State<AppState>,
-    Auth(tenant): Auth,
+    Auth { tenant, .. }: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     let attempts = uc::deliveries(&state.services, &tenant.id, &id).await?;

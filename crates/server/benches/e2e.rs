@@ -25,6 +25,7 @@ use bytes::Bytes;
 use callmeta::config::Config;
 use callmeta::startup::{App, open_services};
 use callmeta_app::clock::SystemClock;
+use callmeta_app::usecases::audit::Actor;
 use callmeta_app::usecases::tables::{self, Channel};
 use callmeta_app::usecases::{tenants, uploads};
 use callmeta_core::csv::TableOptions;
@@ -167,7 +168,7 @@ async fn run(path: String, calls: usize) {
         .await
         .unwrap();
     let crm = TableName::parse("crm").unwrap();
-    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"), &Actor::cli())
         .await
         .unwrap();
 
@@ -186,10 +187,18 @@ async fn run(path: String, calls: usize) {
         let data = receive_version(&services, &path, run % 2 == 1).await;
         receive.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let outcome =
-            tables::upload_reference_table(&services, &tenant.id, &crm, data, Channel::Cli, None, None)
-                .await
-                .unwrap();
+        let outcome = tables::upload_reference_table(
+            &services,
+            &tenant.id,
+            &crm,
+            data,
+            Channel::Cli,
+            None,
+            None,
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
         times.push(t.elapsed().as_secs_f64());
         assert!(outcome.activated, "{:?}", outcome.version.report.error);
         println!(
@@ -315,7 +324,7 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
         .await
         .unwrap();
     let crm = TableName::parse("crm").unwrap();
-    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"), &Actor::cli())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -347,9 +356,18 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
     let first = uploads::Received::from_bytes(&services, version(0))
         .await
         .unwrap();
-    tables::upload_reference_table(&services, &tenant.id, &crm, first, Channel::Http, None, None)
-        .await
-        .unwrap();
+    tables::upload_reference_table(
+        &services,
+        &tenant.id,
+        &crm,
+        first,
+        Channel::Http,
+        None,
+        None,
+        &Actor::cli(),
+    )
+    .await
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
         let (services, tenant, crm, stop) = (services.clone(), tenant.clone(), crm.clone(), stop.clone());
@@ -361,9 +379,18 @@ async fn api_throughput(calls: usize, label: &str, database: Option<String>, nod
                 let data = uploads::Received::from_bytes(&services, version(n))
                     .await
                     .unwrap();
-                tables::upload_reference_table(&services, &tenant.id, &crm, data, Channel::Http, None, None)
-                    .await
-                    .unwrap();
+                tables::upload_reference_table(
+                    &services,
+                    &tenant.id,
+                    &crm,
+                    data,
+                    Channel::Http,
+                    None,
+                    None,
+                    &Actor::cli(),
+                )
+                .await
+                .unwrap();
                 n += 1;
                 swaps += 1;
             }
@@ -466,7 +493,7 @@ async fn ftp_upload_to_active(path: &str) {
         .await
         .unwrap();
     let crm = TableName::parse("crm").unwrap();
-    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"))
+    tables::configure_table(&services, &tenant.id, &crm, options("agent_id"), &Actor::cli())
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

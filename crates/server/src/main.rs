@@ -9,7 +9,7 @@ use anyhow::Context;
 use callmeta::config::{Config, FlagOverrides};
 use callmeta::startup::{App, open_services};
 use callmeta_app::clock::SystemClock;
-use callmeta_app::usecases::{AppError, siprec, tables, tenants, uploads};
+use callmeta_app::usecases::{AppError, audit, siprec, tables, tenants, uploads};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -386,7 +386,7 @@ async fn import(
             duplicates: Default::default(),
             bad_rows: Default::default(),
         };
-        tables::configure_table(&services, &tenant.id, &name, options)
+        tables::configure_table(&services, &tenant.id, &name, options, &audit::Actor::cli())
             .await
             .map_err(user_error)?;
     }
@@ -413,6 +413,7 @@ async fn import(
         tables::Channel::Cli,
         filename,
         Some(Box::new(move |done| progress_bar.set_position(done))),
+        &audit::Actor::cli(),
     )
     .await
     .map_err(user_error)?;

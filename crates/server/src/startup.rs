@@ -312,6 +312,7 @@ impl App {
         jobs.abort();
         backfills.abort();
         webhooks.abort();
+        callmeta_app::usecases::audit::flush(&self.services, true).await;
         tracing::info!("callmeta stopped");
         result.context("serving HTTP")
     }
@@ -364,6 +365,9 @@ async fn finish_stale_work(services: Arc<Services>, recordings: PathBuf, every: 
         if let Err(e) = callmeta_sip::finish_stale_recordings(&services).await {
             tracing::warn!(error = %e, "finishing interrupted recordings failed; retrying");
         }
+        // The counts of failed logins past the audit log's bound, for each
+        // minute that is over.
+        callmeta_app::usecases::audit::flush(&services, false).await;
     }
 }
 

@@ -19,7 +19,10 @@
 //! - `webhooks`: webhook endpoints, delivery attempts, the outbox of
 //!   deliveries (jobs).
 //! - `error`: what a database error means for the caller.
+//! - `audit`: the audit log, append-only (insert, pages by keyset, the
+//!   retention prune).
 
+mod audit;
 mod calls;
 mod dialect;
 mod error;

@@ -952,4 +952,18 @@ impl Store for SqlStore {
     async fn prune_delivery_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.prune_attempt_rows(before_ms).await
     }
+
+    // Audit log.
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.insert_audit_row(entry).await
+    }
+
+    async fn audit_entries(&self, tenant: &TenantId, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.audit_rows(tenant, query).await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.prune_audit_rows(before_ms).await
+    }
 }

@@ -11,6 +11,8 @@
 //!   with reports, the upload form and the settings form.
 //! - `/webhooks`: the tenant's webhook endpoints (add, send a test event,
 //!   remove) and their latest delivery attempts.
+//! - `/audit`: the audit log (who, from where, through which channel, did
+//!   what, on which object), filtered by actor, action and object.
 //!
 //! Every page calls the use cases with the session's tenant, never another;
 //! every value is escaped by the templates (askama, HTML auto-escaping); every
@@ -89,6 +91,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/webhooks", get(pages::webhooks).post(pages::add_webhook))
         .route("/webhooks/{id}/test", post(pages::test_webhook))
         .route("/webhooks/{id}/delete", post(pages::remove_webhook))
+        .route("/audit", get(pages::audit))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/htmx.min.js", get(htmx))

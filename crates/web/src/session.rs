@@ -84,3 +84,27 @@ pub(crate) fn encode(value: &str) -> String {
     }
     out
 }
+
+/// The peer address of the request's connection (a proxy's, behind one),
+/// for the audit log.
+pub(crate) struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// Who a logged-in request is, for the audit log: the session's login
+/// name, its address, channel `web`.
+pub(crate) fn actor(s: &WebSession, peer: &Peer) -> callmeta_app::usecases::audit::Actor {
+    use callmeta_app::usecases::audit::{Actor, Channel};
+    Actor::new(s.tenant_slug.clone(), peer.0, Channel::Web)
+}

@@ -429,6 +429,50 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
 }
 
+/// One entry of a tenant's audit log: who did what, when, from where, on
+/// which object. Written once, never changed; only the retention prune
+/// removes old entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// The store's number of the entry, in the order entries were written
+    /// (0 before it is written): the log's keyset.
+    pub seq: i64,
+    pub tenant: TenantId,
+    pub at_ms: i64,
+    /// A token's name, a login name, `system` or `cli`.
+    pub actor: String,
+    /// The peer address of the connection, when there was one.
+    pub source: Option<String>,
+    /// `api`, `web`, `ftp`, `sftp`, `siprec`, `cli` or `system`.
+    pub channel: String,
+    /// What was done (`table.upload`, `login.failed`, ...).
+    pub action: String,
+    /// What it was done on, as a path (`tables/crm/versions/ID`,
+    /// `calls/ID/audio`, `tokens/ID`).
+    pub object: String,
+    /// What else the entry tells (a JSON object).
+    pub detail: serde_json::Value,
+}
+
+/// A page of a tenant's audit log, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    pub limit: u32,
+    /// Only entries older than this `seq` (a previous page's next cursor).
+    pub before: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// Only entries whose object starts with this.
+    pub object_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// The `before` of the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
@@ -694,4 +738,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the attempts (of every tenant) made before `before_ms`;
     /// returns how many.
     async fn prune_delivery_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // Audit log. Append-only: entries are inserted and read, never
+    // changed; the one removal is the retention prune.
+
+    /// Appends an entry (its `seq` is the store's).
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// A page of the tenant's entries, newest first.
+    async fn audit_entries(&self, tenant: &TenantId, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Deletes the entries (of every tenant) written before `before_ms`;
+    /// returns how many.
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

@@ -154,6 +154,7 @@ pub async fn backfill(
     tenant: &TenantId,
     filter: &CallQuery,
     dry_run: bool,
+    actor: &super::audit::Actor,
 ) -> Result<Backfill, AppError> {
     // Only its filters count: a back-fill walks every page.
     super::calls::check_query(&CallQuery {
@@ -178,6 +179,17 @@ pub async fn backfill(
     };
     tracing::Span::current().record("backfill", record.id.as_str());
     services.store.insert_backfill(&record).await?;
+    let detail = serde_json::json!({"dry_run": dry_run, "filter": &record.filter});
+    let object = format!("backfills/{}", record.id);
+    super::audit::record(
+        services,
+        tenant,
+        actor,
+        super::audit::actions::BACKFILL,
+        object,
+        detail,
+    )
+    .await;
     let progress = Progress { after: None, report };
     let held = jobs::start(
         services,

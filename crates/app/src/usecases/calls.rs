@@ -544,18 +544,35 @@ pub async fn attach_audio(
 }
 
 /// A call's recording and its content type; `NotFound` when it has none.
+/// The download is written to the audit log before the audio is read, and
+/// refused if it cannot be: no recording leaves unlisted.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
     tenant: &TenantId,
     unique_id: &str,
+    actor: &super::audit::Actor,
 ) -> Result<(bytes::Bytes, &'static str), AppError> {
     let call = get_call(services, tenant, unique_id).await?;
     let Some(key) = call.audio_key else {
         return Err(AppError::NotFound(format!("audio of call {unique_id}")));
     };
+    super::audit::try_record(
+        services,
+        tenant,
+        actor,
+        super::audit::actions::AUDIO_DOWNLOAD,
+        audio_object(unique_id),
+        serde_json::json!({}),
+    )
+    .await?;
     let bytes = services.blobs.get(&key).await?;
     Ok((bytes, audio_content_type(&key)))
+}
+
+/// The audit object of a call's recording.
+pub fn audio_object(unique_id: &str) -> String {
+    format!("calls/{unique_id}/audio")
 }
 
 /// A page of the calls matching `query`, newest first, and how many match

@@ -22,8 +22,11 @@
 //!   app, FTP and SFTP alike.
 //! - [`webhooks`]: a tenant's endpoints, the events recorded for them (an
 //!   outbox of leased jobs) and the policy of their delivery.
+//! - [`audit`]: the audit log (who did what, from where, on which object),
+//!   written by the use cases themselves.
 
 pub mod active_tables;
+pub mod audit;
 pub mod backfill;
 pub mod calls;
 pub mod connections;
@@ -81,6 +84,9 @@ pub struct Services {
     /// Webhook settings, the endpoints read recently, the signal that an
     /// event was recorded.
     pub webhooks: webhooks::Outbox,
+    /// Failed logins of the current minute per tenant, for the audit log's
+    /// bound on them.
+    pub failed_logins: audit::FailedLogins,
 }
 
 /// The default lease of an upload being ingested.
@@ -135,6 +141,7 @@ impl Services {
             metrics: crate::metrics::Metrics::new(),
             store,
             webhooks: webhooks::Outbox::default(),
+            failed_logins: audit::FailedLogins::default(),
         })
     }
 

@@ -53,6 +53,7 @@ pub async fn put_settings(
     services: &Services,
     tenant: &TenantId,
     settings: SiprecSettings,
+    actor: &super::audit::Actor,
 ) -> Result<SiprecSettings, AppError> {
     if settings.mapping.len() > MAX_MAPPINGS {
         return Err(AppError::invalid(
@@ -96,6 +97,16 @@ pub async fn put_settings(
         .store
         .put_siprec_settings(tenant, &stored, services.now_ms())
         .await?;
+    let detail = serde_json::json!({"mapping": &settings.mapping});
+    super::audit::record(
+        services,
+        tenant,
+        actor,
+        super::audit::actions::SIPREC_SETTINGS,
+        "siprec",
+        detail,
+    )
+    .await;
     Ok(SiprecSettings {
         mapping: settings.mapping,
         source_addresses: registered,

@@ -30,6 +30,7 @@ use callmeta_core::domain::TableName;
 use callmeta_core::index::TableIndex;
 use callmeta_core::matching::Matcher;
 
+use super::audit::{self, Actor, actions};
 use super::uploads::{self, Received};
 use super::{AppError, Services, active_tables, jobs, new_id, webhooks};
 use crate::spool::SpoolSource;
@@ -96,13 +97,15 @@ fn validate_options(options: &TableOptions) -> Result<(), AppError> {
 /// settings take effect through a new version ingested from the active one's
 /// original bytes, so every version says which settings built it; if the
 /// active data does not ingest under the new settings (say, the new key
-/// column is missing), nothing changes and the report says why.
+/// column is missing), nothing changes and the report says why. A change
+/// is written to the audit log under `actor`.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name, version = tracing::field::Empty))]
 pub async fn configure_table(
     services: &Services,
     tenant: &TenantId,
     name: &TableName,
     options: TableOptions,
+    actor: &Actor,
 ) -> Result<(TableRecord, Option<UploadOutcome>), AppError> {
     validate_options(&options)?;
     let existing = match services.store.table(tenant, name).await {
@@ -110,6 +113,7 @@ pub async fn configure_table(
         Err(StoreError::NotFound) => None,
         Err(e) => return Err(e.into()),
     };
+    let created = existing.is_none();
     match existing {
         Some(table) if table.active_version.is_some() => {
             if table.options == options {
@@ -134,9 +138,25 @@ pub async fn configure_table(
                 // The active data under new settings: nothing to guard against.
                 Guards::Override,
                 None,
+                actor,
             )
             .await?;
             let table = services.store.table(tenant, name).await?;
+            let detail = serde_json::json!({
+                "options": &options,
+                "version": &outcome.version.id,
+                "activated": outcome.activated,
+                "error": &outcome.version.report.error,
+            });
+            audit::record(
+                services,
+                tenant,
+                actor,
+                actions::TABLE_SETTINGS,
+                table_object(name),
+                detail,
+            )
+            .await;
             Ok((table, Some(outcome)))
         }
         _ => {
@@ -146,6 +166,17 @@ pub async fn configure_table(
                 .put_table(tenant, name, &options, services.now_ms())
                 .await?;
             active_tables::install(services, &held, tenant, name, &options, None, None).await?;
+            drop(held);
+            let detail = serde_json::json!({"options": &options, "created": created});
+            audit::record(
+                services,
+                tenant,
+                actor,
+                actions::TABLE_SETTINGS,
+                table_object(name),
+                detail,
+            )
+            .await;
             Ok((table, None))
         }
     }
@@ -187,6 +218,7 @@ pub async fn activate_version(
     name: &TableName,
     version_id: &str,
     channel: Channel,
+    actor: &Actor,
 ) -> Result<TableDetails, AppError> {
     let table = require_table(services, tenant, name).await?;
     let missing = || AppError::NotFound(format!("version {version_id} of table {name}"));
@@ -230,6 +262,15 @@ pub async fn activate_version(
     )
     .await?;
     drop(held);
+    audit::record(
+        services,
+        tenant,
+        actor,
+        actions::TABLE_ACTIVATE,
+        version_object(name, version_id),
+        serde_json::json!({"rollback": true}),
+    )
+    .await;
     webhooks::version_recorded(services, tenant, &version, true).await;
     tracing::info!(tenant = %tenant, table = %name, version = %version_id, channel = channel.as_str(),
         "version activated again");
@@ -299,6 +340,7 @@ pub enum Guards {
 /// whole (see [`uploads::Incoming`]). The table must exist. Parsing waits
 /// for its share of the ingest memory budget. The table's activation guards
 /// apply.
+#[allow(clippy::too_many_arguments)]
 pub async fn upload_reference_table(
     services: &Services,
     tenant: &TenantId,
@@ -307,6 +349,7 @@ pub async fn upload_reference_table(
     channel: Channel,
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
     upload_reference_table_with(
         services,
@@ -317,6 +360,7 @@ pub async fn upload_reference_table(
         filename,
         progress,
         Guards::Apply,
+        actor,
     )
     .await
 }
@@ -337,11 +381,13 @@ pub async fn upload_delta(
     channel: Channel,
     filename: Option<String>,
     guards: Guards,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
-    let result = delta_uncounted(services, tenant, name, upload, channel, filename, guards).await;
+    let result = delta_uncounted(services, tenant, name, upload, channel, filename, guards, actor).await;
     counted(services, channel, result)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn delta_uncounted(
     services: &Services,
     tenant: &TenantId,
@@ -350,6 +396,7 @@ async fn delta_uncounted(
     channel: Channel,
     filename: Option<String>,
     guards: Guards,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
     uploads::check_declared_size(services, upload.len())?;
@@ -410,6 +457,7 @@ async fn delta_uncounted(
         None,
         guards,
         Some(counts),
+        actor,
     )
     .await
 }
@@ -426,9 +474,10 @@ pub async fn upload_reference_table_with(
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
     guards: Guards,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
     let result = upload_uncounted(
-        services, tenant, name, upload, channel, filename, progress, guards,
+        services, tenant, name, upload, channel, filename, progress, guards, actor,
     )
     .await;
     counted(services, channel, result)
@@ -461,12 +510,21 @@ async fn upload_uncounted(
     filename: Option<String>,
     progress: Option<Box<dyn FnMut(u64) + Send>>,
     guards: Guards,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
     let table = require_table(services, tenant, name).await?;
     uploads::check_declared_size(services, upload.len())?;
     if let Some(active_id) = &table.active_version {
         let active = services.store.version(tenant, active_id).await?;
         if active.sha256 == upload.sha256() {
+            let detail = serde_json::json!({
+                "filename": filename,
+                "bytes": upload.len(),
+                "sha256": upload.sha256(),
+                "unchanged": true,
+            });
+            let object = version_object(name, &active.id);
+            audit::record(services, tenant, actor, actions::TABLE_UPLOAD, object, detail).await;
             return Ok(UploadOutcome {
                 version: active,
                 activated: false,
@@ -486,6 +544,7 @@ async fn upload_uncounted(
         progress,
         guards,
         None,
+        actor,
     )
     .await
 }
@@ -502,6 +561,7 @@ async fn ingest_and_record(
     progress: Option<Box<dyn FnMut(u64) + Send>>,
     guards: Guards,
     delta: Option<delta::DeltaCounts>,
+    actor: &Actor,
 ) -> Result<UploadOutcome, AppError> {
     let id = new_id();
     // The span of the upload (or of the settings change) names its version.
@@ -518,6 +578,7 @@ async fn ingest_and_record(
             filename: filename.clone(),
             blob_key: blob_key.clone(),
             options: options.clone(),
+            actor: Some(actor.clone()),
         };
         jobs::start(services, JobKind::Ingest, &id, tenant, payload.to_json()).await
     };
@@ -562,6 +623,7 @@ async fn ingest_and_record(
             error = version.report.error.as_deref().unwrap_or(""), "upload rejected; previous version stays active");
         enforce_rejected_quota(services, tenant).await;
     }
+    record_version(services, tenant, &version, activate, actor).await;
     // Told once the version is in this node's memory: a receiver that acts
     // on it here is served from it.
     webhooks::version_recorded(services, tenant, &version, activate).await;
@@ -669,6 +731,9 @@ struct IngestPayload {
     filename: Option<String>,
     blob_key: String,
     options: TableOptions,
+    /// Who uploaded it (absent in jobs written before the audit log).
+    #[serde(default)]
+    actor: Option<Actor>,
 }
 
 impl IngestPayload {
@@ -771,8 +836,57 @@ async fn finish_upload(
         )
         .await?;
     }
+    let actor = payload.actor.clone().unwrap_or_else(Actor::system);
+    record_version(services, &job.tenant, &version, activate, &actor).await;
     webhooks::version_recorded(services, &job.tenant, &version, activate).await;
     Ok(version)
+}
+
+/// The audit object of a table.
+pub fn table_object(name: &TableName) -> String {
+    format!("tables/{name}")
+}
+
+/// The audit object of a version of a table.
+pub fn version_object(name: &TableName, version: &str) -> String {
+    format!("tables/{name}/versions/{version}")
+}
+
+/// Writes a recorded version to the audit log: its upload (unless a
+/// settings change made it: that change is its entry) and its activation.
+async fn record_version(
+    services: &Services,
+    tenant: &TenantId,
+    version: &VersionRecord,
+    activated: bool,
+    actor: &Actor,
+) {
+    let object = version_object(&version.table, &version.id);
+    if version.channel != Channel::Settings.as_str() {
+        let detail = serde_json::json!({
+            "filename": &version.filename,
+            "bytes": version.bytes,
+            "sha256": &version.sha256,
+            "accepted": version.accepted,
+            "rows": version.rows,
+            "activated": activated,
+            "error": &version.report.error,
+            "not_activated": &version.report.not_activated,
+        });
+        audit::record(
+            services,
+            tenant,
+            actor,
+            actions::TABLE_UPLOAD,
+            object.clone(),
+            detail,
+        )
+        .await;
+    }
+    if activated {
+        let detail = serde_json::json!({"rollback": false});
+        audit::record(services, tenant, actor, actions::TABLE_ACTIVATE, object, detail).await;
+    }
 }
 
 /// Parses a received upload off the async runtime, reading its spool file in

@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{AppError, Services, new_id};
+use super::{AppError, Services, audit, new_id};
 use crate::store::{StoreError, Tenant, TenantId};
 
 #[derive(Debug, Serialize)]
@@ -81,12 +81,16 @@ fn hash_password(password: &str) -> Result<String, AppError> {
 /// A login with a tenant's password (web app, FTP, SFTP) from `from`:
 /// throttled per (user, address) by [`super::logins`], `Throttled` while the
 /// pair must wait, `Unauthorized` for an unknown tenant or a wrong password.
+/// A checked login to an existing tenant is written to its audit log
+/// (succeeded, or failed within the log's bound: see [`super::audit`]),
+/// under the login name and `channel`.
 #[tracing::instrument(skip_all, fields(user = slug, %from))]
 pub async fn log_in(
     services: &Services,
     slug: &str,
     password: &str,
     from: IpAddr,
+    channel: audit::Channel,
 ) -> Result<Tenant, AppError> {
     if let Err(wait) = services.logins.check(slug, from) {
         tracing::warn!(user = slug, %from, "login refused: too many failures");
@@ -94,26 +98,36 @@ pub async fn log_in(
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
         });
     }
-    match authenticate_password(services, slug, password).await {
+    let actor = audit::Actor::new(slug.trim(), Some(from), channel);
+    match authenticate_password(services, slug, password).await? {
         Ok(tenant) => {
             services.logins.succeeded(slug, from);
+            audit::login_succeeded(services, &tenant.id, &actor).await;
             Ok(tenant)
         }
-        Err(AppError::Unauthorized) => {
+        Err(known) => {
             services.logins.failed(slug, from);
             tracing::info!(user = slug, %from, "login failed");
+            if let Some(tenant) = known {
+                audit::login_failed(services, &tenant, &actor).await;
+            }
             Err(AppError::Unauthorized)
         }
-        Err(e) => Err(e),
     }
 }
 
 /// Checks a tenant's password, unthrottled: adapters call [`log_in`].
+/// `Ok(Err(Some(id)))`: a wrong password for an existing tenant;
+/// `Ok(Err(None))`: no such tenant.
 ///
 /// An unknown tenant costs the same hash as a known one (checked against a
 /// hash of no one's password), so that the time of the answer does not say
 /// which tenants exist.
-async fn authenticate_password(services: &Services, slug: &str, password: &str) -> Result<Tenant, AppError> {
+async fn authenticate_password(
+    services: &Services,
+    slug: &str,
+    password: &str,
+) -> Result<Result<Tenant, Option<TenantId>>, AppError> {
     let tenant = match TenantSlug::parse(slug.trim()) {
         Ok(slug) => match services.store.tenant_by_slug(&slug).await {
             Ok(t) => Some(t),
@@ -136,10 +150,10 @@ async fn authenticate_password(services: &Services, slug: &str, password: &str) 
     })
     .await
     .map_err(anyhow::Error::new)?;
-    match tenant {
+    Ok(match tenant {
         Some(tenant) if ok => Ok(tenant),
-        _ => Err(AppError::Unauthorized),
-    }
+        other => Err(other.map(|t| t.id)),
+    })
 }
 
 /// An argon2id hash, with the parameters of real ones, of a random password

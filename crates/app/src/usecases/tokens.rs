@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::audit::{self, Actor, actions};
 use super::{AppError, Services, new_id};
 use crate::store::{StoreError, Tenant, TenantId, TokenRecord};
 
@@ -63,6 +64,8 @@ pub enum Action {
     ChangeSettings,
     /// Create, list and delete API tokens.
     ManageTokens,
+    /// Read the audit log (every token's and login's doings).
+    ReadAudit,
 }
 
 impl Role {
@@ -205,6 +208,7 @@ pub async fn create_token(
     name: &str,
     role: &str,
     expires_in_days: Option<i64>,
+    actor: &Actor,
 ) -> Result<CreatedToken, AppError> {
     // Counted before trimming, as the API document states it.
     if name.chars().count() > MAX_NAME_CHARS {
@@ -251,6 +255,20 @@ pub async fn create_token(
         .insert_token(&record, &super::tenants::hash_token(&secret))
         .await?;
     tracing::info!(token = %record.id, role = role.as_str(), "API token created");
+    let detail = serde_json::json!({
+        "name": &record.name,
+        "role": role.as_str(),
+        "expires": record.expires_ms.map(super::calls::format_timestamp),
+    });
+    audit::record(
+        services,
+        tenant,
+        actor,
+        actions::TOKEN_CREATE,
+        token_object(&record.id),
+        detail,
+    )
+    .await;
     Ok(CreatedToken { record, secret })
 }
 
@@ -263,13 +281,40 @@ pub async fn list_tokens(services: &Services, tenant: &TenantId) -> Result<Vec<T
 /// Deletes one of the tenant's tokens: refused by this node at once, by
 /// every other within a second (see the module's documentation).
 #[tracing::instrument(skip_all, fields(tenant = %tenant, token = id))]
-pub async fn revoke_token(services: &Services, tenant: &TenantId, id: &str) -> Result<(), AppError> {
+pub async fn revoke_token(
+    services: &Services,
+    tenant: &TenantId,
+    id: &str,
+    actor: &Actor,
+) -> Result<(), AppError> {
+    // Its name, for the audit log (a deleted token's id alone says little).
+    let name = services
+        .store
+        .tokens(tenant)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .map(|t| t.name);
     if !services.store.delete_token(tenant, id).await? {
         return Err(AppError::NotFound(format!("token {id:?}")));
     }
     services.tokens.forget(id);
     tracing::info!("API token revoked");
+    let detail = serde_json::json!({"name": name});
+    audit::record(
+        services,
+        tenant,
+        actor,
+        actions::TOKEN_DELETE,
+        token_object(id),
+        detail,
+    )
+    .await;
     Ok(())
+}
+
+fn token_object(id: &str) -> String {
+    format!("tokens/{id}")
 }
 
 #[cfg(test)]
@@ -288,6 +333,7 @@ mod tests {
             ReadSettings,
             ChangeSettings,
             ManageTokens,
+            ReadAudit,
         ];
         let table: Vec<String> = Role::ALL
             .iter()
@@ -303,7 +349,7 @@ mod tests {
         assert_eq!(
             table,
             [
-                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens",
+                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens ReadAudit",
                 "analyst: ReadCalls ReadTables ReadSettings",
                 "uploader: CreateCalls ReadTables UploadTables",
             ]

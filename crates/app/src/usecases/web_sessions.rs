@@ -50,7 +50,7 @@ pub async fn login(
     from: IpAddr,
     lifetime: Lifetime,
 ) -> Result<(String, WebSession), AppError> {
-    let tenant = tenants::log_in(services, slug.trim(), password, from).await?;
+    let tenant = tenants::log_in(services, slug.trim(), password, from, super::audit::Channel::Web).await?;
     let token = random_hex();
     let now = services.now_ms();
     let record = WebSessionRecord {

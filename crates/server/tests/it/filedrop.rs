@@ -49,7 +49,7 @@ async fn curl(args: &[&str]) -> (bool, String, String) {
     run(Command::new("curl").args(["-sS", "--max-time", "30"]).args(args)).await
 }
 
-fn temp_file(dir: &Path, name: &str, content: &[u8]) -> String {
+pub(crate) fn temp_file(dir: &Path, name: &str, content: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(content))
@@ -589,7 +589,7 @@ async fn failed_logins_are_throttled() {
 }
 
 /// A valid 8 kHz mono WAV of 0.1 s of silence.
-fn tiny_wav() -> Vec<u8> {
+pub(crate) fn tiny_wav() -> Vec<u8> {
     let samples = 800u32;
     let data_len = samples * 2;
     let mut wav = Vec::new();

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod api_errors;
+mod audit;
 mod bounds;
 mod calls;
 mod calls_volume;

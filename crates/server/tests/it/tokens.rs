@@ -213,7 +213,7 @@ async fn each_role_may_do_what_its_table_says() {
     }
 
     // (operation, expected status for admin, analyst, uploader)
-    let table: [(&str, [u16; 3]); 13] = [
+    let table: [(&str, [u16; 3]); 14] = [
         ("list calls", [200, 200, 403]),
         ("count a key's values", [200, 200, 403]),
         ("export calls", [200, 200, 403]),
@@ -227,6 +227,7 @@ async fn each_role_may_do_what_its_table_says() {
         ("list tokens", [200, 403, 403]),
         ("create a token", [201, 403, 403]),
         ("delete a token", [404, 403, 403]),
+        ("read the audit log", [200, 403, 403]),
     ];
     for (operation, expected) in table {
         for (i, (role, t)) in tokens.iter().enumerate() {
@@ -282,6 +283,7 @@ async fn each_role_may_do_what_its_table_says() {
                         .await
                 }
                 "delete a token" => delete(&app, t, "/api/v1/tokens/no-such-token").await,
+                "read the audit log" => app.get(t, "/api/v1/audit").await,
                 other => unreachable!("{other}"),
             };
             assert_eq!(status, expected[i], "{role} may {operation}? {body}");

@@ -724,7 +724,9 @@ async fn a_supervisor_works_through_the_pages_in_chromium() {
     assert!(player.attr("src").await.unwrap().unwrap().ends_with("/audio"));
     let duration = c
         .execute(
-            "const a = document.querySelector('audio'); return new Promise(r => { if (a.readyState > 0) r(a.duration); else a.onloadedmetadata = () => r(a.duration); a.onerror = () => r(-1); });",
+            // The player loads nothing until asked (each load is a download
+            // in the audit log): ask, as pressing play does.
+            "const a = document.querySelector('audio'); return new Promise(r => { a.onloadedmetadata = () => r(a.duration); a.onerror = () => r(-1); a.load(); });",
             vec![],
         )
         .await
@@ -734,6 +736,16 @@ async fn a_supervisor_works_through_the_pages_in_chromium() {
         "the browser plays the recording: {duration}"
     );
     screenshot(c, "call-with-audio").await;
+    // The page now says who downloaded the recording.
+    c.refresh().await.unwrap();
+    let downloads = c
+        .find(Locator::Css("#downloads"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(downloads.contains(&t.slug), "{downloads}");
 
     // Upload a new version through the form.
     c.goto(&app.url("/tables")).await.unwrap();

@@ -5,11 +5,11 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use callmeta_app::usecases::calls;
+use callmeta_app::usecases::{audit, calls};
 
 use super::{Badge, error_page, reason, render, short, status_badge, when};
 use crate::WebState;
-use crate::session::{LoggedIn, encode};
+use crate::session::{self, LoggedIn, Peer, encode};
 
 struct MetaRow {
     key: String,
@@ -40,6 +40,8 @@ struct CallPage {
     added: Vec<MetaRow>,
     results: Vec<ResultRow>,
     audio_href: Option<String>,
+    /// Who downloaded the recording, newest first (the audit log).
+    downloads: Vec<super::audit::EntryRow>,
 }
 
 pub(crate) async fn call(
@@ -49,6 +51,18 @@ pub(crate) async fn call(
 ) -> Response {
     let c = match calls::get_call(&state.services, &s.tenant, &unique_id).await {
         Ok(c) => c,
+        Err(e) => return error_page(e),
+    };
+    let downloads = match audit::on_objects(
+        &state.services,
+        &s.tenant,
+        audit::actions::AUDIO_DOWNLOAD,
+        &calls::audio_object(&c.unique_id),
+        100,
+    )
+    .await
+    {
+        Ok(entries) => entries.iter().map(super::audit::entry_row).collect(),
         Err(e) => return error_page(e),
     };
     let own = c
@@ -96,6 +110,7 @@ pub(crate) async fn call(
         own,
         added,
         results,
+        downloads,
         audio_href: c
             .audio_key
             .as_ref()
@@ -107,9 +122,11 @@ pub(crate) async fn call(
 pub(crate) async fn call_audio(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
+    peer: Peer,
     Path(unique_id): Path<String>,
 ) -> Response {
-    match calls::call_audio(&state.services, &s.tenant, &unique_id).await {
+    let actor = session::actor(&s, &peer);
+    match calls::call_audio(&state.services, &s.tenant, &unique_id, &actor).await {
         Ok((bytes, content_type)) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
         Err(e) => error_page(e),
     }

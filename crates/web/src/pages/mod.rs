@@ -8,10 +8,13 @@
 //! - `settings`: creating a table and changing its settings.
 //! - `upload`: a new version of a table from the upload form.
 //! - `webhooks`: the tenant's webhook endpoints and their deliveries.
+//! - `audit`: the audit log, and the rows of it other pages show (who
+//!   uploaded a version, who downloaded a recording).
 //!
 //! Here: rendering with the security headers, the error page, and the
 //! formatting the pages share.
 
+mod audit;
 mod call;
 mod calls;
 mod login;
@@ -27,6 +30,7 @@ use callmeta_app::usecases::calls::CallQueryError;
 use callmeta_app::usecases::{AppError, calls as calls_uc};
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 
+pub(crate) use audit::audit;
 pub(crate) use call::{call, call_audio};
 pub(crate) use calls::{calls, export as export_calls};
 pub(crate) use login::{login, login_page, logout};

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::tables::tables_page;
 use super::{error_page, forbidden};
 use crate::WebState;
-use crate::session::LoggedIn;
+use crate::session::{self, LoggedIn, Peer};
 
 #[derive(Deserialize)]
 pub(crate) struct SettingsForm {
@@ -79,13 +79,21 @@ fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
 async fn save_settings(
     state: &WebState,
     s: &web_sessions::WebSession,
+    peer: &Peer,
     name: &str,
     form: &SettingsForm,
 ) -> Response {
     let result = async {
         let name = tables::parse_table_name(name)?;
         let options = options_from(form)?;
-        tables::configure_table(&state.services, &s.tenant, &name, options).await
+        tables::configure_table(
+            &state.services,
+            &s.tenant,
+            &name,
+            options,
+            &session::actor(s, peer),
+        )
+        .await
     }
     .await;
     match result {
@@ -100,23 +108,25 @@ async fn save_settings(
 pub(crate) async fn create_table(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
+    peer: Peer,
     Form(form): Form<SettingsForm>,
 ) -> Response {
     if !web_sessions::csrf_matches(&s, &form.csrf) {
         return forbidden("This form is no longer valid. Reload the page and try again.");
     }
     let name = form.name.clone().unwrap_or_default();
-    save_settings(&state, &s, name.trim(), &form).await
+    save_settings(&state, &s, &peer, name.trim(), &form).await
 }
 
 pub(crate) async fn table_settings(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
+    peer: Peer,
     Path(name): Path<String>,
     Form(form): Form<SettingsForm>,
 ) -> Response {
     if !web_sessions::csrf_matches(&s, &form.csrf) {
         return forbidden("This form is no longer valid. Reload the page and try again.");
     }
-    save_settings(&state, &s, &name, &form).await
+    save_settings(&state, &s, &peer, &name, &form).await
 }

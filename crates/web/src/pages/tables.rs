@@ -7,13 +7,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use callmeta_app::store::VersionRecord;
+use std::collections::HashMap;
+
+use callmeta_app::usecases::audit::{self, actions};
 use callmeta_app::usecases::tables::{self, TableDetails};
 use callmeta_app::usecases::{AppError, web_sessions};
 use serde::Deserialize;
 
 use super::{error_page, render, short, when};
 use crate::WebState;
-use crate::session::LoggedIn;
+use crate::session::{self, LoggedIn, Peer};
 
 struct VersionRow {
     id: String,
@@ -25,6 +28,8 @@ struct VersionRow {
     rows: u64,
     summary: String,
     report: String,
+    /// Who uploaded it, from where, through which channel (the audit log).
+    uploaded_by: String,
 }
 
 struct TableView {
@@ -61,7 +66,38 @@ fn enum_name<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-fn version_row(v: &VersionRecord, active: Option<&str>) -> VersionRow {
+/// Who uploaded each version of a table, from its audit entries: "name
+/// (channel, address)". A settings change's version is its settings
+/// change's; an identical upload made no version and is left out.
+async fn uploaders(
+    state: &WebState,
+    s: &web_sessions::WebSession,
+    table: &callmeta_core::domain::TableName,
+) -> Result<HashMap<String, String>, AppError> {
+    let prefix = format!("{}/versions/", tables::table_object(table));
+    let mut by_version = HashMap::new();
+    for action in [actions::TABLE_UPLOAD, actions::TABLE_ACTIVATE] {
+        let entries = audit::on_objects(&state.services, &s.tenant, action, &prefix, 1000).await?;
+        for e in entries.iter().rev() {
+            if e.detail.get("unchanged").is_some() || e.detail.get("rollback") == Some(&true.into()) {
+                continue;
+            }
+            let Some(id) = e.object.strip_prefix(&prefix) else {
+                continue;
+            };
+            let from = match &e.source {
+                Some(source) => format!("{}, {source}", e.channel),
+                None => e.channel.clone(),
+            };
+            by_version
+                .entry(id.to_string())
+                .or_insert_with(|| format!("{} ({from})", e.actor));
+        }
+    }
+    Ok(by_version)
+}
+
+fn version_row(v: &VersionRecord, active: Option<&str>, uploaders: &HashMap<String, String>) -> VersionRow {
     let r = &v.report;
     let state = if Some(v.id.as_str()) == active {
         "active"
@@ -101,6 +137,7 @@ fn version_row(v: &VersionRecord, active: Option<&str>) -> VersionRow {
         rows: v.rows,
         summary,
         report: serde_json::to_string_pretty(r).unwrap_or_default(),
+        uploaded_by: uploaders.get(&v.id).cloned().unwrap_or_default(),
     }
 }
 
@@ -112,6 +149,7 @@ async fn table_view(
     let o = &d.table.options;
     let active_id = d.table.active_version.as_deref();
     let active = d.versions.iter().find(|v| Some(v.id.as_str()) == active_id);
+    let uploaders = uploaders(state, s, &d.table.name).await?;
     let match_rate = match active {
         Some(v) => {
             let (results, matched) =
@@ -138,10 +176,14 @@ async fn table_view(
         valid_to: o.valid_to.as_ref().map(ToString::to_string).unwrap_or_default(),
         max_row_drop_pct: o.max_row_drop_pct.map(|p| p.to_string()).unwrap_or_default(),
         on_header_change: o.on_header_change.as_str().to_string(),
-        active: active.map(|v| version_row(v, active_id)),
+        active: active.map(|v| version_row(v, active_id, &uploaders)),
         columns: active.map(|v| v.report.columns.join(", ")).unwrap_or_default(),
         match_rate,
-        versions: d.versions.iter().map(|v| version_row(v, active_id)).collect(),
+        versions: d
+            .versions
+            .iter()
+            .map(|v| version_row(v, active_id, &uploaders))
+            .collect(),
     })
 }
 
@@ -209,6 +251,7 @@ pub(crate) struct ActivateForm {
 pub(crate) async fn activate(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
+    peer: Peer,
     Path((name, id)): Path<(String, String)>,
     Form(form): Form<ActivateForm>,
 ) -> Response {
@@ -217,7 +260,16 @@ pub(crate) async fn activate(
     }
     let result = async {
         let name = tables::parse_table_name(&name)?;
-        tables::activate_version(&state.services, &s.tenant, &name, &id, tables::Channel::Web).await
+        let actor = session::actor(&s, &peer);
+        tables::activate_version(
+            &state.services,
+            &s.tenant,
+            &name,
+            &id,
+            tables::Channel::Web,
+            &actor,
+        )
+        .await
     }
     .await;
     match result {

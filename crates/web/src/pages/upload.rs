@@ -10,7 +10,7 @@ use callmeta_app::usecases::{AppError, uploads, web_sessions};
 use super::tables::tables_page;
 use super::{error_page, forbidden};
 use crate::WebState;
-use crate::session::LoggedIn;
+use crate::session::{self, LoggedIn, Peer};
 
 /// The form's upload: the file is streamed into the upload policy's spool
 /// (refused with 413 as soon as it passes `[limits] max_file_bytes`, from its
@@ -18,6 +18,7 @@ use crate::session::LoggedIn;
 pub(crate) async fn upload(
     State(state): State<WebState>,
     LoggedIn(s): LoggedIn,
+    peer: Peer,
     Path(name): Path<String>,
     headers: HeaderMap,
     mut multipart: Multipart,
@@ -43,7 +44,7 @@ pub(crate) async fn upload(
     let Some((filename, upload)) = form.file.filter(|(_, u)| !u.is_empty()) else {
         return tables_page(&state, &s, None, Some("Choose a CSV file to upload.".into())).await;
     };
-    new_version(&state, &s, &name, filename, upload).await
+    new_version(&state, &s, &session::actor(&s, &peer), &name, filename, upload).await
 }
 
 /// What the form brought: its CSRF token, and its file (the name it was
@@ -125,6 +126,7 @@ fn too_large(state: &WebState) -> AppError {
 async fn new_version(
     state: &WebState,
     s: &web_sessions::WebSession,
+    actor: &callmeta_app::usecases::audit::Actor,
     name: &str,
     filename: Option<String>,
     upload: uploads::Received,
@@ -141,6 +143,7 @@ async fn new_version(
         Channel::Web,
         filename,
         None,
+        actor,
     )
     .await
     {
