@@ -18,12 +18,15 @@
 //! - `schema`: the migrations, common ones merged with each database's own.
 //! - `webhooks`: webhook endpoints, delivery attempts, the outbox of
 //!   deliveries (jobs).
+//! - `retention`: erasing a call or a table; retention policies, the calls
+//!   and versions past them, the recurring job that applies them.
 //! - `error`: what a database error means for the caller.
 
 mod calls;
 mod dialect;
 mod error;
 mod rows;
+mod retention;
 mod schema;
 mod store;
 mod tokens;

@@ -442,6 +442,7 @@ pub async fn create_call(
         metadata: new.metadata,
         enrichment,
         audio_key,
+        audio_pruned_ms: None,
         created_ms: now,
         updated_ms: now,
     };
@@ -543,7 +544,19 @@ pub async fn attach_audio(
     Ok(call)
 }
 
-/// A call's recording and its content type; `NotFound` when it has none.
+/// Whether a call's recording can be had: `available`, `pruned` (removed
+/// by the tenant's retention policy; the call keeps its metadata) or
+/// `missing` (none was received), as every channel shows it.
+pub fn audio_state(call: &CallRecord) -> &'static str {
+    match (&call.audio_key, call.audio_pruned_ms) {
+        (Some(_), _) => "available",
+        (None, Some(_)) => "pruned",
+        (None, None) => "missing",
+    }
+}
+
+/// A call's recording and its content type; `NotFound` when it has none,
+/// `Pruned` when the retention policy removed it.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
@@ -552,6 +565,12 @@ pub async fn call_audio(
 ) -> Result<(bytes::Bytes, &'static str), AppError> {
     let call = get_call(services, tenant, unique_id).await?;
     let Some(key) = call.audio_key else {
+        if let Some(at_ms) = call.audio_pruned_ms {
+            return Err(AppError::Pruned(format!(
+                "the audio of call {unique_id} was removed by the tenant's retention policy on {}",
+                format_timestamp(at_ms)
+            )));
+        }
         return Err(AppError::NotFound(format!("audio of call {unique_id}")));
     };
     let bytes = services.blobs.get(&key).await?;

@@ -63,6 +63,10 @@ pub enum Action {
     ChangeSettings,
     /// Create, list and delete API tokens.
     ManageTokens,
+    /// Erase a call or delete a table, with what they stored.
+    Erase,
+    /// Change the tenant's retention policy.
+    ManageRetention,
 }
 
 impl Role {
@@ -288,6 +292,8 @@ mod tests {
             ReadSettings,
             ChangeSettings,
             ManageTokens,
+            Erase,
+            ManageRetention,
         ];
         let table: Vec<String> = Role::ALL
             .iter()
@@ -303,7 +309,8 @@ mod tests {
         assert_eq!(
             table,
             [
-                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens",
+                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens \
+                 Erase ManageRetention",
                 "analyst: ReadCalls ReadTables ReadSettings",
                 "uploader: CreateCalls ReadTables UploadTables",
             ]
