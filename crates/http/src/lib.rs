@@ -59,7 +59,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/calls", get(calls::list_calls).post(calls::create_call))
         .route("/calls/facets", get(calls::call_facets))
         .route("/calls/export", get(calls::export_calls))
-        .route("/calls/{unique_id}", get(calls::get_call).delete(calls::delete_call))
+        .route(
+            "/calls/{unique_id}",
+            get(calls::get_call).delete(calls::delete_call),
+        )
         .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
         .route("/backfill", post(calls::backfill))
         .route("/backfills", get(calls::list_backfills))

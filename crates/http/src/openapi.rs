@@ -330,7 +330,10 @@ fn retention_number(max: u32, description: &str) -> Object {
 
 pub(crate) fn retention_days() -> Object {
     use callmeta_app::usecases::retention::MAX_DAYS;
-    retention_number(MAX_DAYS, "Days kept, from 1 to 36500; absent or null: kept forever.")
+    retention_number(
+        MAX_DAYS,
+        "Days kept, from 1 to 36500; absent or null: kept forever.",
+    )
 }
 
 pub(crate) fn retention_versions() -> Object {

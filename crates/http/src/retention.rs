@@ -150,5 +150,7 @@ pub(crate) async fn put_retention(
         rejected_uploads_days: number("rejected_uploads_days", body.rejected_uploads_days)?,
         versions_kept: number("versions_kept", body.versions_kept)?,
     };
-    Ok(Json(view(uc::put_policy(&state.services, &tenant.id, request).await?)))
+    Ok(Json(view(
+        uc::put_policy(&state.services, &tenant.id, request).await?,
+    )))
 }

@@ -38,8 +38,7 @@ fn seq_start(ms: i64) -> i64 {
 }
 
 /// The columns a call is read back with (not `merged`, which only filters).
-pub(crate) const CALL_COLUMNS: &str =
-    "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, audio_pruned_ms, created_ms, \
+pub(crate) const CALL_COLUMNS: &str = "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, audio_pruned_ms, created_ms, \
      updated_ms";
 
 /// [`CALL_COLUMNS`] of the calls named `c`.

@@ -25,8 +25,8 @@
 mod calls;
 mod dialect;
 mod error;
-mod rows;
 mod retention;
+mod rows;
 mod schema;
 mod store;
 mod tokens;

@@ -17,7 +17,11 @@ fn days(value: Option<i64>) -> Option<u32> {
 }
 
 impl SqlStore {
-    pub(crate) async fn erase_call_rows(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn erase_call_rows(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+    ) -> Result<bool, StoreError> {
         let doing = "erasing a call";
         let mut tx = self
             .pool
@@ -41,7 +45,11 @@ impl SqlStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    pub(crate) async fn delete_table_rows(&self, tenant: &TenantId, name: &TableName) -> Result<(), StoreError> {
+    pub(crate) async fn delete_table_rows(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+    ) -> Result<(), StoreError> {
         let doing = "deleting a table";
         let mut tx = self
             .pool
@@ -252,15 +260,16 @@ impl SqlStore {
         next_ms: i64,
     ) -> Result<(), StoreError> {
         // No node holds it until then: its lease is the time of its next run.
-        let updated =
-            sqlx::query("UPDATE jobs SET payload = $1, lease_until = $2, owner = '' WHERE id = $3 AND owner = $4")
-                .bind(to_json(payload))
-                .bind(next_ms)
-                .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .doing("rescheduling a job")?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET payload = $1, lease_until = $2, owner = '' WHERE id = $3 AND owner = $4",
+        )
+        .bind(to_json(payload))
+        .bind(next_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .doing("rescheduling a job")?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -991,7 +991,12 @@ impl Store for SqlStore {
         self.aged_call_rows(tenant, before_ms, with_audio, limit).await
     }
 
-    async fn mark_audio_pruned(&self, tenant: &TenantId, unique_id: &str, at_ms: i64) -> Result<(), StoreError> {
+    async fn mark_audio_pruned(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         self.mark_audio_pruned_row(tenant, unique_id, at_ms).await
     }
 

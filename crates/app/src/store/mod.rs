@@ -762,7 +762,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AgedCall>, StoreError>;
     /// Records that a call's audio was removed at `at_ms`: its audio key
     /// goes, and no later update brings one back.
-    async fn mark_audio_pruned(&self, tenant: &TenantId, unique_id: &str, at_ms: i64) -> Result<(), StoreError>;
+    async fn mark_audio_pruned(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// One job, whoever holds it; `None` if there is none.
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// Gives a job `owner` holds back, with `payload`, to be claimed again

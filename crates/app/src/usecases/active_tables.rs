@@ -68,7 +68,12 @@ impl ActiveTables {
         if !current.tables.iter().any(|t| &t.name == name) {
             return false;
         }
-        let tables = current.tables.iter().filter(|t| &t.name != name).cloned().collect();
+        let tables = current
+            .tables
+            .iter()
+            .filter(|t| &t.name != name)
+            .cloned()
+            .collect();
         map.insert(tenant.clone(), Arc::new(TenantTables { tables }));
         true
     }

@@ -93,7 +93,9 @@ fn check(field: &str, value: Option<i64>, max: u32, unit: &str) -> Result<Option
         Some(n) if (1..=i64::from(max)).contains(&n) => Ok(Some(n as u32)),
         Some(n) => Err(AppError::invalid(
             field,
-            format!("{field} must be a whole number of {unit} from 1 to {max}, or null to keep forever; not {n}"),
+            format!(
+                "{field} must be a whole number of {unit} from 1 to {max}, or null to keep forever; not {n}"
+            ),
         )),
     }
 }
@@ -116,7 +118,12 @@ pub async fn put_policy(
             MAX_DAYS,
             "days",
         )?,
-        versions_kept: check("versions_kept", request.versions_kept, MAX_VERSIONS_KEPT, "versions")?,
+        versions_kept: check(
+            "versions_kept",
+            request.versions_kept,
+            MAX_VERSIONS_KEPT,
+            "versions",
+        )?,
         updated_ms: now,
     };
     let job = Job {
@@ -145,7 +152,10 @@ pub async fn policy_status(services: &Services, tenant: &TenantId) -> Result<Pol
     let (next_run_ms, last_run) = match job {
         Some(job) => {
             let payload: Payload = serde_json::from_value(job.payload).unwrap_or_default();
-            let next = job.owner.is_empty().then_some(job.lease_until_ms.max(policy.updated_ms));
+            let next = job
+                .owner
+                .is_empty()
+                .then_some(job.lease_until_ms.max(policy.updated_ms));
             (next, payload.last_run)
         }
         None => (None, None),
@@ -234,7 +244,9 @@ async fn apply_into(
         loop {
             let aged = services.store.aged_calls(tenant, before, false, BATCH).await?;
             for call in &aged {
-                if erasure::erase_stored_call(services, tenant, &call.unique_id, call.audio_key.as_deref()).await? {
+                if erasure::erase_stored_call(services, tenant, &call.unique_id, call.audio_key.as_deref())
+                    .await?
+                {
                     report.calls_erased += 1;
                 }
             }
@@ -251,7 +263,10 @@ async fn apply_into(
                 if let Some(key) = &call.audio_key {
                     services.blobs.delete(key).await?;
                 }
-                services.store.mark_audio_pruned(tenant, &call.unique_id, now).await?;
+                services
+                    .store
+                    .mark_audio_pruned(tenant, &call.unique_id, now)
+                    .await?;
                 report.audio_pruned += 1;
             }
             if aged.len() < BATCH as usize {

@@ -142,7 +142,10 @@ impl Backend {
                 q.fetch_one(&mut db).await.unwrap()
             }
             None => {
-                let url = format!("sqlite://{}?mode=ro", self.app.data_dir.join("callmeta.db").display());
+                let url = format!(
+                    "sqlite://{}?mode=ro",
+                    self.app.data_dir.join("callmeta.db").display()
+                );
                 let mut db = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
                 let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sqlite.to_string()));
                 for b in binds {
@@ -201,7 +204,12 @@ pub(crate) async fn spec_tenant(app: &TestApp, slug: &str) -> Tenant {
 
 /// Drops a call with its audio over FTP, as customers do (curl: the
 /// sidecar, then the WAV); its id. `None` when curl is not installed.
-pub(crate) async fn drop_call_with_audio(app: &TestApp, t: &Tenant, name: &str, metadata: Value) -> Option<String> {
+pub(crate) async fn drop_call_with_audio(
+    app: &TestApp,
+    t: &Tenant,
+    name: &str,
+    metadata: Value,
+) -> Option<String> {
     if !crate::filedrop::have("curl") {
         return None;
     }
@@ -213,7 +221,10 @@ pub(crate) async fn drop_call_with_audio(app: &TestApp, t: &Tenant, name: &str, 
     for file in [&json_path, &wav_path] {
         let url = format!("ftp://{}:{}@{}/calls/", t.slug, t.password, app.ftp);
         let (ok, _, err) = crate::filedrop::run(
-            tokio::process::Command::new("curl").args(["-sS", "--max-time", "30", "-T"]).arg(file).arg(&url),
+            tokio::process::Command::new("curl")
+                .args(["-sS", "--max-time", "30", "-T"])
+                .arg(file)
+                .arg(&url),
         )
         .await;
         assert!(ok, "{err}");
@@ -275,7 +286,10 @@ impl Sbc {
 
     /// The final response to `method`.
     async fn send(&self, message: &str, method: &str) -> String {
-        self.socket.send_to(message.as_bytes(), self.server).await.unwrap();
+        self.socket
+            .send_to(message.as_bytes(), self.server)
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 65_535];
         loop {
             let (n, _) = tokio::time::timeout(Duration::from_secs(10), self.socket.recv_from(&mut buf))
@@ -357,12 +371,17 @@ async fn an_erased_call_leaves_nothing_behind() {
     app.register_sbc(&acme, "127.0.0.1");
     let other = app.create_tenant("other");
 
-    let Some(dropped) = drop_call_with_audio(app, &acme, "a", json!({"agent_id": "cindy", "case": "erase"})).await
+    let Some(dropped) =
+        drop_call_with_audio(app, &acme, "a", json!({"agent_id": "cindy", "case": "erase"})).await
     else {
         return;
     };
     let (status, kept) = app
-        .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy", "case": "keep"}}))
+        .post_json(
+            &acme,
+            "/api/v1/calls",
+            json!({"metadata": {"agent_id": "cindy", "case": "keep"}}),
+        )
         .await;
     assert_eq!(status, 201, "{kept}");
     let kept = kept["unique_id"].as_str().unwrap().to_string();
@@ -376,7 +395,11 @@ async fn an_erased_call_leaves_nothing_behind() {
     let (status, body) = delete(app, &other, &format!("/api/v1/calls/{dropped}")).await;
     assert_eq!(status, 404, "{body}");
     let (status, analyst) = app
-        .post_json(&acme, "/api/v1/tokens", json!({"name": "reader", "role": "analyst"}))
+        .post_json(
+            &acme,
+            "/api/v1/tokens",
+            json!({"name": "reader", "role": "analyst"}),
+        )
         .await;
     assert_eq!(status, 201, "{analyst}");
     let reader = Tenant {
@@ -392,7 +415,10 @@ async fn an_erased_call_leaves_nothing_behind() {
     let (status, body) = delete(app, &acme, &format!("/api/v1/calls/{dropped}")).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(app.get(&acme, &format!("/api/v1/calls/{dropped}")).await.0, 404);
-    assert_eq!(app.get(&acme, &format!("/api/v1/calls/{dropped}/audio")).await.0, 404);
+    assert_eq!(
+        app.get(&acme, &format!("/api/v1/calls/{dropped}/audio")).await.0,
+        404
+    );
     let (_, list) = app.get(&acme, "/api/v1/calls?metadata.case=erase").await;
     assert_eq!(list["count"], 0, "{list}");
     let (_, list) = app.get(&acme, "/api/v1/calls?metadata.team_name=diamond").await;
@@ -411,15 +437,23 @@ async fn an_erased_call_leaves_nothing_behind() {
     let recorded = list["data"][0]["unique_id"].as_str().unwrap().to_string();
     assert_eq!(backend.jobs(&recorded).await, 1, "the recording's job");
     let mut seq = 0u16;
-    eventually("a part of the recording in blob storage", Duration::from_secs(10), || {
-        seq += 1;
-        let (sbc, backend, recorded, seq) = (&sbc, &backend, &recorded, seq);
-        async move {
-            sbc.rtp(rtp_to, seq).await;
-            let parts = backend.blobs_with(&format!("recordings/{recorded}/")).await;
-            if parts.is_empty() { Err("no part yet") } else { Ok(()) }
-        }
-    })
+    eventually(
+        "a part of the recording in blob storage",
+        Duration::from_secs(10),
+        || {
+            seq += 1;
+            let (sbc, backend, recorded, seq) = (&sbc, &backend, &recorded, seq);
+            async move {
+                sbc.rtp(rtp_to, seq).await;
+                let parts = backend.blobs_with(&format!("recordings/{recorded}/")).await;
+                if parts.is_empty() {
+                    Err("no part yet")
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
     .await;
     let (status, body) = delete(app, &acme, &format!("/api/v1/calls/{recorded}")).await;
     assert_eq!(status, 204, "{body}");
@@ -429,12 +463,16 @@ async fn an_erased_call_leaves_nothing_behind() {
     // does not come back.
     let bye = sbc.request("BYE", 2, "", "");
     sbc.send(&bye, "BYE").await;
-    eventually("nothing left of the recorded call", Duration::from_secs(10), || async {
-        match backend.blobs_with(&recorded).await {
-            left if left.is_empty() => Ok(()),
-            left => Err(format!("{left:?}")),
-        }
-    })
+    eventually(
+        "nothing left of the recorded call",
+        Duration::from_secs(10),
+        || async {
+            match backend.blobs_with(&recorded).await {
+                left if left.is_empty() => Ok(()),
+                left => Err(format!("{left:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(app.get(&acme, &format!("/api/v1/calls/{recorded}")).await.0, 404);
     assert_eq!(backend.jobs(&recorded).await, 0);
@@ -450,9 +488,7 @@ async fn a_deleted_table_is_gone_everywhere() {
     let backend = spawn_backend(|_| {}).await;
     let app = &backend.app;
     let acme = spec_tenant(app, "acme").await;
-    let (status, body) = app
-        .upload(&acme, "crm", "agent_id,team_name\ncindy,onyx\n")
-        .await;
+    let (status, body) = app.upload(&acme, "crm", "agent_id,team_name\ncindy,onyx\n").await;
     assert_eq!(status, 201, "{body}");
     app.create_table(&acme, "sites", json!({"key": "site"})).await;
     let (status, body) = app.upload(&acme, "sites", "site,city\npar,Paris\n").await;
@@ -469,7 +505,11 @@ async fn a_deleted_table_is_gone_everywhere() {
             let (_, call) = b
                 .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
                 .await;
-            if call["metadata"]["team_name"] == "onyx" { Ok(()) } else { Err(call) }
+            if call["metadata"]["team_name"] == "onyx" {
+                Ok(())
+            } else {
+                Err(call)
+            }
         })
         .await;
     }
@@ -490,18 +530,31 @@ async fn a_deleted_table_is_gone_everywhere() {
 
     // Calls from now on are enriched from the remaining table only.
     let (_, after) = app
-        .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy", "site": "par"}}))
+        .post_json(
+            &acme,
+            "/api/v1/calls",
+            json!({"metadata": {"agent_id": "cindy", "site": "par"}}),
+        )
         .await;
     assert_eq!(after["metadata"]["city"], "Paris", "{after}");
     assert!(after["metadata"].get("team_name").is_none(), "{after}");
-    let tables: Vec<&Value> = after["enrichment"].as_array().unwrap().iter().map(|r| &r["table"]).collect();
+    let tables: Vec<&Value> = after["enrichment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["table"])
+        .collect();
     assert_eq!(tables, [&json!("sites")]);
     if let Some(b) = &node_b {
         eventually("node B dropping crm", Duration::from_secs(1), || async {
             let (_, call) = b
                 .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
                 .await;
-            if call["metadata"].get("team_name").is_none() { Ok(()) } else { Err(call) }
+            if call["metadata"].get("team_name").is_none() {
+                Ok(())
+            } else {
+                Err(call)
+            }
         })
         .await;
     }
@@ -517,4 +570,31 @@ async fn a_deleted_table_is_gone_everywhere() {
     if let Some(b) = node_b {
         b.stop().await;
     }
+}
+
+/// The web app's call page erases the call with its "Delete call" form,
+/// which carries the session's CSRF token: without it nothing happens.
+#[tokio::test]
+async fn the_call_page_erases_a_call() {
+    let app = TestApp::spawn().await;
+    let acme = spec_tenant(&app, "acme").await;
+    let (_, call) = app
+        .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
+        .await;
+    let id = call["unique_id"].as_str().unwrap().to_string();
+    let (cookie, csrf) = crate::webhooks::web_session(&app, &acme).await;
+    let (status, page) = crate::webhooks::web_page(&app, &cookie, &format!("/calls/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("action=\"/calls/{id}/delete\"")), "{page}");
+    assert!(page.contains("Delete call"), "{page}");
+
+    let path = format!("/calls/{id}/delete");
+    let (status, _) = crate::webhooks::web_post(&app, &cookie, &path, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(app.get(&acme, &format!("/api/v1/calls/{id}")).await.0, 200);
+    let (status, _) = crate::webhooks::web_post(&app, &cookie, &path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(app.get(&acme, &format!("/api/v1/calls/{id}")).await.0, 404);
+    let (status, _) = crate::webhooks::web_page(&app, &cookie, &format!("/calls/{id}")).await;
+    assert_eq!(status, 404);
 }

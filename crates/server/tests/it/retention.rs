@@ -57,7 +57,11 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
         newer.push(body["version"]["id"].as_str().unwrap().to_string());
     }
     let (status, body) = app
-        .post_json(&acme, &format!("/api/v1/tables/crm/versions/{first}/activate"), json!({}))
+        .post_json(
+            &acme,
+            &format!("/api/v1/tables/crm/versions/{first}/activate"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     // A rejected upload (no key column): its original is kept for now.
@@ -87,7 +91,11 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
     assert_eq!(status, 201, "{old}");
     let old = old["unique_id"].as_str().unwrap().to_string();
     let (status, recent) = app
-        .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "dylan", "case": "recent"}}))
+        .post_json(
+            &acme,
+            "/api/v1/calls",
+            json!({"metadata": {"agent_id": "dylan", "case": "recent"}}),
+        )
         .await;
     assert_eq!(status, 201, "{recent}");
     let recent = recent["unique_id"].as_str().unwrap().to_string();
@@ -95,7 +103,12 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
     let policy = json!({"audio_days": 30, "calls_days": 90, "rejected_uploads_days": 7, "versions_kept": 1});
     let (status, view) = app.put_json(&acme, "/api/v1/retention", policy).await;
     assert_eq!(status, 200, "{view}");
-    for (k, v) in [("audio_days", 30), ("calls_days", 90), ("rejected_uploads_days", 7), ("versions_kept", 1)] {
+    for (k, v) in [
+        ("audio_days", 30),
+        ("calls_days", 90),
+        ("rejected_uploads_days", 7),
+        ("versions_kept", 1),
+    ] {
         assert_eq!(view[k], v, "{view}");
     }
 
@@ -104,30 +117,52 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
     let view = run_after(app, &acme, t0).await;
     let run = &view["last_run"];
     assert_eq!(
-        (&run["audio_pruned"], &run["calls_erased"], &run["rejected_originals_removed"]),
+        (
+            &run["audio_pruned"],
+            &run["calls_erased"],
+            &run["rejected_originals_removed"]
+        ),
         (&json!(0), &json!(0), &json!(0)),
         "{view}"
     );
     assert_eq!(run["versions_removed"], 2, "{view}");
     let (_, table) = app.get(&acme, "/api/v1/tables/crm").await;
-    let mut ids: Vec<&str> = table["versions"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = table["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     ids.sort();
     let mut expected = vec![first.as_str(), rejected.as_str()];
     expected.sort();
     assert_eq!(ids, expected, "{table}");
     assert_eq!(table["active_version"]["id"], first.as_str(), "{table}");
     for id in &newer {
-        assert_eq!(backend.blobs_with(id).await, Vec::<String>::new(), "{id}'s original");
+        assert_eq!(
+            backend.blobs_with(id).await,
+            Vec::<String>::new(),
+            "{id}'s original"
+        );
     }
-    assert_eq!(backend.blobs_with(&first).await.len(), 1, "the active version's original");
+    assert_eq!(
+        backend.blobs_with(&first).await.len(),
+        1,
+        "the active version's original"
+    );
     let (_, call) = app
         .post_json(&acme, "/api/v1/calls", json!({"metadata": {"agent_id": "cindy"}}))
         .await;
-    assert_eq!(call["metadata"]["team_name"], "diamond", "the active version still enriches");
+    assert_eq!(
+        call["metadata"]["team_name"], "diamond",
+        "the active version still enriches"
+    );
     assert_eq!(app.get(&acme, &format!("/api/v1/calls/{old}")).await.0, 200);
     let (_, call) = app.get(&acme, &format!("/api/v1/calls/{pruned}")).await;
     assert_eq!(call["audio_state"], "available", "{call}");
-    let next = view["next_run"].as_str().and_then(callmeta_app::usecases::calls::parse_timestamp);
+    let next = view["next_run"]
+        .as_str()
+        .and_then(callmeta_app::usecases::calls::parse_timestamp);
     assert!(next.is_some_and(|n| n >= t0 + 3_600_000), "{view}");
 
     // 31 days later, the hourly run removes what aged.
@@ -141,7 +176,10 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
 
     let (_, call) = app.get(&acme, &format!("/api/v1/calls/{pruned}")).await;
     assert_eq!(call["audio_state"], "pruned", "{call}");
-    assert_eq!(call["metadata"]["agent_id"], "cindy", "the call keeps its metadata: {call}");
+    assert_eq!(
+        call["metadata"]["agent_id"], "cindy",
+        "the call keeps its metadata: {call}"
+    );
     assert_eq!(call["metadata"]["team_name"], "diamond", "{call}");
     let (status, body) = app.get(&acme, &format!("/api/v1/calls/{pruned}/audio")).await;
     assert_eq!(status, 451, "{body}");
@@ -151,7 +189,11 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
         detail.contains("retention") && detail.contains(&format_timestamp(later)[..10]),
         "{detail}"
     );
-    assert_eq!(backend.blobs_with(&pruned).await, Vec::<String>::new(), "the audio blob");
+    assert_eq!(
+        backend.blobs_with(&pruned).await,
+        Vec::<String>::new(),
+        "the audio blob"
+    );
     let (_, list) = app.get(&acme, "/api/v1/calls?metadata.case=audio").await;
     assert_eq!(list["data"][0]["audio_state"], "pruned", "{list}");
 
@@ -164,9 +206,18 @@ async fn the_policy_prunes_audio_erases_calls_and_keeps_the_active_version() {
     // The rejected upload's report stays; its original is gone.
     assert_eq!(backend.blobs_with(&rejected).await, Vec::<String>::new());
     let (_, table) = app.get(&acme, "/api/v1/tables/crm").await;
-    let states: Vec<&Value> = table["versions"].as_array().unwrap().iter().map(|v| &v["state"]).collect();
+    let states: Vec<&Value> = table["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["state"])
+        .collect();
     assert_eq!(states, [&json!("rejected"), &json!("active")], "{table}");
-    assert_eq!(backend.blobs_with(&first).await.len(), 1, "the active version, 31 days old");
+    assert_eq!(
+        backend.blobs_with(&first).await.len(),
+        1,
+        "the active version, 31 days old"
+    );
 
     // The web app's call page says so.
     let (cookie, _) = crate::webhooks::web_session(app, &acme).await;
@@ -198,7 +249,11 @@ async fn the_policy_is_validated_and_read_back() {
         (json!({"audio_days": 36501}), "audio_days", "from 1 to 36500"),
         (json!({"versions_kept": 0}), "versions_kept", "from 1 to 100000"),
         (json!({"audio_days": "ten"}), "audio_days", "whole number"),
-        (json!({"rejected_uploads_days": 1.5}), "rejected_uploads_days", "whole number"),
+        (
+            json!({"rejected_uploads_days": 1.5}),
+            "rejected_uploads_days",
+            "whole number",
+        ),
         (json!({"audio_days": 1e300}), "audio_days", "from 1 to 36500"),
         (json!({"audio_days": [30]}), "audio_days", "whole number"),
     ] {
@@ -207,7 +262,9 @@ async fn the_policy_is_validated_and_read_back() {
         assert_eq!(err["errors"][0]["field"], field, "{body}: {err}");
         assert!(error_detail(&err).contains(says), "{body}: {err}");
     }
-    let (status, err) = app.put_json(&acme, "/api/v1/retention", json!({"audio_dayz": 3})).await;
+    let (status, err) = app
+        .put_json(&acme, "/api/v1/retention", json!({"audio_dayz": 3}))
+        .await;
     assert_eq!(status, 422, "{err}");
     assert!(error_detail(&err).contains("unknown field"), "{err}");
     let r = app
@@ -221,10 +278,18 @@ async fn the_policy_is_validated_and_read_back() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let (_, view) = app.get(&acme, "/api/v1/retention").await;
-    assert_eq!(view["updated"], Value::Null, "refused bodies change nothing: {view}");
+    assert_eq!(
+        view["updated"],
+        Value::Null,
+        "refused bodies change nothing: {view}"
+    );
 
     let (status, view) = app
-        .put_json(&acme, "/api/v1/retention", json!({"audio_days": 30.0, "calls_days": null}))
+        .put_json(
+            &acme,
+            "/api/v1/retention",
+            json!({"audio_days": 30.0, "calls_days": null}),
+        )
         .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["audio_days"], 30);
@@ -236,7 +301,11 @@ async fn the_policy_is_validated_and_read_back() {
 
     // Only an admin changes it; an analyst reads it.
     let (status, analyst) = app
-        .post_json(&acme, "/api/v1/tokens", json!({"name": "reader", "role": "analyst"}))
+        .post_json(
+            &acme,
+            "/api/v1/tokens",
+            json!({"name": "reader", "role": "analyst"}),
+        )
         .await;
     assert_eq!(status, 201, "{analyst}");
     let reader = Tenant {

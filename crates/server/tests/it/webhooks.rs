@@ -727,7 +727,12 @@ pub(crate) async fn web_page(app: &TestApp, cookie: &str, path: &str) -> (u16, S
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-pub(crate) async fn web_post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn web_post(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
     let r = browser()
         .post(app.url(path))
         .header("cookie", cookie)
