@@ -536,6 +536,13 @@ pub async fn attach_audio(
     audio: NewAudio,
 ) -> Result<CallRecord, AppError> {
     let mut call = get_call(services, tenant, unique_id).await?;
+    // Audio the retention policy removed does not come back (a recording
+    // file left on a node's disk, attached after a restart).
+    if call.audio_pruned_ms.is_some() {
+        return Err(AppError::Pruned(format!(
+            "the audio of call {unique_id} was removed by the tenant's retention policy; none is attached again"
+        )));
+    }
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
     call.updated_ms = services.now_ms();
