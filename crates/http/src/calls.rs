@@ -139,11 +139,7 @@ pub(crate) fn call_view(c: &CallRecord) -> CallView {
         metadata: callmeta_core::enrich::merged_metadata(&c.metadata, &c.enrichment),
         own_metadata: c.metadata.clone(),
         enrichment: c.enrichment.iter().map(enrichment_view).collect(),
-        audio_state: if c.audio_key.is_some() {
-            "available"
-        } else {
-            "missing"
-        },
+        audio_state: uc::audio_state(c),
     }
 }
 
@@ -214,11 +210,29 @@ pub(crate) async fn get_call(
     Ok(Json(call_view(&call)))
 }
 
+/// Erases a call: its metadata, enrichment and index entries, its audio and
+/// any recording parts in blob storage, and its recording job.
+#[utoipa::path(delete, path = "/api/v1/calls/{unique_id}", tag = "calls",
+    params(("unique_id" = String, Path)),
+    responses((status = 204, description = "Erased"),
+              (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such call", body = ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn delete_call(
+    State(state): State<AppState>,
+    Auth { tenant, actor }: Auth,
+    ApiPath(unique_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    callmeta_app::usecases::erasure::erase_call(&state.services, &tenant.id, &unique_id, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The call's recording (WAV).
 #[utoipa::path(get, path = "/api/v1/calls/{unique_id}/audio", tag = "calls",
     params(("unique_id" = String, Path)),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 404, description = "No such call, or it has no recording", body = ErrorBody)),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such call, or it has no recording", body = ErrorBody),
+              (status = 451, description = "The recording was removed by the tenant's retention policy (`audio_state: pruned`); `detail` says when", body = ErrorBody)),
     security(("token" = [])))]
 pub(crate) async fn get_call_audio(
     State(state): State<AppState>,

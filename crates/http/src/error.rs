@@ -118,6 +118,12 @@ impl From<AppError> for ApiError {
                 err.retry_after = Some(retry_after_secs);
                 err
             }
+            AppError::Pruned(m) => ApiError::new(
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                "pruned",
+                "Removed by retention",
+                m,
+            ),
             AppError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 ApiError::new(

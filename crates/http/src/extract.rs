@@ -32,6 +32,9 @@ fn action(method: &Method, route: &str) -> Action {
     let route = route.strip_prefix("/api/v1").unwrap_or(route);
     let read = method == Method::GET || method == Method::HEAD;
     match route {
+        "/calls/{unique_id}" | "/tables/{name}" if method == Method::DELETE => Action::Erase,
+        "/retention" if read => Action::ReadSettings,
+        "/retention" => Action::ManageRetention,
         "/calls" if method == Method::POST => Action::CreateCalls,
         "/calls"
         | "/calls/facets"

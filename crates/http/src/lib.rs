@@ -6,8 +6,8 @@
 //!
 //! - `extract`: token authentication (and the action each route is, for
 //!   the token's role), JSON bodies, path and query parameters.
-//! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`, `audit`: the API
-//!   handlers and their JSON views.
+//! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`, `audit`,
+//!   `retention`: the API handlers and their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 //! - `metrics`: `GET /metrics` and the layer counting every request.
 
@@ -17,6 +17,7 @@ mod error;
 mod extract;
 mod metrics;
 mod openapi;
+mod retention;
 mod siprec;
 mod tables;
 mod tokens;
@@ -41,7 +42,12 @@ pub fn router(services: Arc<Services>) -> Router {
     let state = AppState { services };
     let api = Router::new()
         .route("/tables", get(tables::list_tables))
-        .route("/tables/{name}", put(tables::put_table).get(tables::get_table))
+        .route(
+            "/tables/{name}",
+            put(tables::put_table)
+                .get(tables::get_table)
+                .delete(tables::delete_table),
+        )
         .route(
             "/tables/{name}/versions/{id}/activate",
             post(tables::activate_version),
@@ -54,12 +60,19 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/calls", get(calls::list_calls).post(calls::create_call))
         .route("/calls/facets", get(calls::call_facets))
         .route("/calls/export", get(calls::export_calls))
-        .route("/calls/{unique_id}", get(calls::get_call))
+        .route(
+            "/calls/{unique_id}",
+            get(calls::get_call).delete(calls::delete_call),
+        )
         .route("/calls/{unique_id}/audio", get(calls::get_call_audio))
         .route("/backfill", post(calls::backfill))
         .route("/backfills", get(calls::list_backfills))
         .route("/backfills/{id}", get(calls::get_backfill))
         .route("/siprec", get(siprec::get_settings).put(siprec::put_settings))
+        .route(
+            "/retention",
+            get(retention::get_retention).put(retention::put_retention),
+        )
         .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route("/tokens/{id}", delete(tokens::delete_token))
         .route(

@@ -33,6 +33,10 @@ use utoipa::{Modify, OpenApi};
         super::webhooks::delete_webhook,
         super::webhooks::list_deliveries,
         super::audit::list_audit,
+        super::calls::delete_call,
+        super::tables::delete_table,
+        super::retention::get_retention,
+        super::retention::put_retention,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
@@ -40,7 +44,8 @@ use utoipa::{Modify, OpenApi};
          (name = "siprec", description = "SIPREC key mapping and recording clients"),
          (name = "tokens", description = "API tokens and their roles"),
          (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"),
-         (name = "audit", description = "Who did what, from where, on which object"))
+         (name = "audit", description = "Who did what, from where, on which object"),
+         (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"))
 )]
 pub(crate) struct ApiDoc;
 
@@ -235,7 +240,10 @@ pub(crate) fn call_source() -> Object {
 }
 
 pub(crate) fn audio_state() -> Object {
-    string_enum(["available", "missing"], "Whether the call has a recording.")
+    string_enum(
+        ["available", "missing", "pruned"],
+        "Whether the call has a recording: `available`, `missing` (none was received) or `pruned` (removed by the tenant's retention policy; the audio URL answers 451).",
+    )
 }
 
 pub(crate) fn version_state() -> Object {
@@ -305,6 +313,37 @@ pub(crate) fn optional_external_id() -> Object {
             "Your id for the call (1 to 256 characters, not blank); a repeated `external_id` returns the existing call.",
         ))
         .build()
+}
+
+/// A number of a retention policy: absent or null (keep forever), or a
+/// whole number from 1 to `max`.
+fn retention_number(max: u32, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(
+            [Type::Integer, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .minimum(Some(1))
+        .maximum(Some(max))
+        .description(Some(description))
+        .build()
+}
+
+pub(crate) fn retention_days() -> Object {
+    use callmeta_app::usecases::retention::MAX_DAYS;
+    retention_number(
+        MAX_DAYS,
+        "Days kept, from 1 to 36500; absent or null: kept forever.",
+    )
+}
+
+pub(crate) fn retention_versions() -> Object {
+    use callmeta_app::usecases::retention::MAX_VERSIONS_KEPT;
+    retention_number(
+        MAX_VERSIONS_KEPT,
+        "Versions kept per table, newest first, from 1 to 100000 (the active version is always kept); absent or null: all.",
+    )
 }
 
 /// Unicode White_Space, what `str::trim` removes, as a character-class body.

@@ -379,6 +379,25 @@ pub(crate) async fn get_table(
     Ok(Json(table_view(&details)))
 }
 
+/// Deletes a table: its settings, its versions and their stored originals,
+/// its activation history, and its index from every node's memory. Calls
+/// keep their results, which name the table and version they came from.
+#[utoipa::path(delete, path = "/api/v1/tables/{name}", tag = "tables",
+    params(("name" = String, Path, description = "Table name")),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such table", body = ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn delete_table(
+    State(state): State<AppState>,
+    Auth { tenant, actor }: Auth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
+    callmeta_app::usecases::erasure::delete_table(&state.services, &tenant.id, &name, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Every table of the tenant.
 #[utoipa::path(get, path = "/api/v1/tables", tag = "tables",
     responses((status = 200, body = TableList), (status = 401, body = ErrorBody)),

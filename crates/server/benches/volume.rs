@@ -88,6 +88,7 @@ fn call(i: u64, calls: u64) -> CallRecord {
         }],
         metadata,
         audio_key: None,
+        audio_pruned_ms: None,
         created_ms: ts,
         updated_ms: ts,
     }

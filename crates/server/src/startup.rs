@@ -16,7 +16,7 @@ use callmeta_app::blobs::s3::S3Blobs;
 use callmeta_app::blobs::{BlobStore, LocalBlobs};
 use callmeta_app::clock::Clock;
 use callmeta_app::store::Store;
-use callmeta_app::usecases::{Services, active_tables, backfill, tables, uploads};
+use callmeta_app::usecases::{Services, active_tables, backfill, retention, tables, uploads};
 use callmeta_filedrop::dropbox::Dropbox;
 use callmeta_filedrop::ftp::FtpServer;
 use callmeta_filedrop::keys;
@@ -267,6 +267,7 @@ impl App {
         ));
         // Back-fills run long: they go on in a loop of their own.
         let backfills = tokio::spawn(resume_backfills(self.services.clone(), every));
+        let retention = tokio::spawn(apply_retention(self.services.clone(), every));
         let webhooks = tokio::spawn(callmeta_webhooks::run(self.services.clone()));
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let mut router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
@@ -311,6 +312,7 @@ impl App {
         }
         jobs.abort();
         backfills.abort();
+        retention.abort();
         webhooks.abort();
         callmeta_app::usecases::audit::flush(&self.services, true).await;
         tracing::info!("callmeta stopped");
@@ -379,6 +381,19 @@ async fn resume_backfills(services: Arc<Services>, every: Duration) {
         tick.tick().await;
         if let Err(e) = backfill::resume_stale(&services).await {
             tracing::warn!(error = %e, "resuming interrupted back-fills failed; retrying");
+        }
+    }
+}
+
+/// Every `every`, applies the tenants' retention policies whose hourly run
+/// is due (each on one node: the run is a leased job).
+async fn apply_retention(services: Arc<Services>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = retention::run_due(&services).await {
+            tracing::warn!(error = %e, "applying retention policies failed; retrying");
         }
     }
 }

@@ -38,13 +38,14 @@ fn seq_start(ms: i64) -> i64 {
 }
 
 /// The columns a call is read back with (not `merged`, which only filters).
-pub(crate) const CALL_COLUMNS: &str =
-    "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, created_ms, updated_ms";
+pub(crate) const CALL_COLUMNS: &str = "id, timestamp_ms, source, external_id, metadata, enrichment, audio_key, audio_pruned_ms, created_ms, \
+     updated_ms";
 
 /// [`CALL_COLUMNS`] of the calls named `c`.
 const CALL_COLUMNS_OF_C: &str = "c.id AS id, c.timestamp_ms AS timestamp_ms, c.source AS source, \
     c.external_id AS external_id, c.metadata AS metadata, c.enrichment AS enrichment, \
-    c.audio_key AS audio_key, c.created_ms AS created_ms, c.updated_ms AS updated_ms";
+    c.audio_key AS audio_key, c.audio_pruned_ms AS audio_pruned_ms, c.created_ms AS created_ms, \
+    c.updated_ms AS updated_ms";
 
 pub(crate) struct PendingCall {
     pub(crate) tenant: TenantId,

@@ -18,6 +18,8 @@
 //! - `schema`: the migrations, common ones merged with each database's own.
 //! - `webhooks`: webhook endpoints, delivery attempts, the outbox of
 //!   deliveries (jobs).
+//! - `retention`: erasing a call or a table; retention policies, the calls
+//!   and versions past them, the recurring job that applies them.
 //! - `error`: what a database error means for the caller.
 //! - `audit`: the audit log, append-only (insert, pages by keyset, the
 //!   retention prune).
@@ -26,6 +28,7 @@ mod audit;
 mod calls;
 mod dialect;
 mod error;
+mod retention;
 mod rows;
 mod schema;
 mod store;

@@ -149,6 +149,7 @@ pub(crate) fn call_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         metadata: from_json("call metadata", &metadata)?,
         enrichment: from_json("call enrichment", &enrichment)?,
         audio_key: row.opt_text("audio_key")?,
+        audio_pruned_ms: row.opt_int("audio_pruned_ms")?,
         created_ms: row.int("created_ms")?,
         updated_ms: row.int("updated_ms")?,
     })

@@ -486,7 +486,8 @@ impl Store for SqlStore {
     async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
         let sql = format!(
-            "UPDATE calls SET timestamp_ms = $1, metadata = $2, enrichment = $3, merged = {}, audio_key = $5, \
+            "UPDATE calls SET timestamp_ms = $1, metadata = $2, enrichment = $3, merged = {}, \
+             audio_key = CASE WHEN audio_pruned_ms IS NULL THEN $5 ELSE NULL END, \
              updated_ms = $6 WHERE tenant_id = $7 AND id = $8",
             self.backend.json_param(4)
         );
@@ -965,5 +966,65 @@ impl Store for SqlStore {
 
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.prune_audit_rows(before_ms).await
+    }
+
+    // Erasure and retention (`retention`).
+
+    async fn erase_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError> {
+        self.erase_call_rows(tenant, unique_id).await
+    }
+
+    async fn delete_table(&self, tenant: &TenantId, name: &TableName) -> Result<(), StoreError> {
+        self.delete_table_rows(tenant, name).await
+    }
+
+    async fn delete_version(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.delete_version_row(tenant, id).await
+    }
+
+    async fn retention_policy(&self, tenant: &TenantId) -> Result<Option<RetentionPolicy>, StoreError> {
+        self.retention_policy_row(tenant).await
+    }
+
+    async fn put_retention_policy(
+        &self,
+        tenant: &TenantId,
+        policy: &RetentionPolicy,
+        job: &Job,
+    ) -> Result<(), StoreError> {
+        self.put_retention_policy_row(tenant, policy, job).await
+    }
+
+    async fn aged_calls(
+        &self,
+        tenant: &TenantId,
+        before_ms: i64,
+        with_audio: bool,
+        limit: u32,
+    ) -> Result<Vec<AgedCall>, StoreError> {
+        self.aged_call_rows(tenant, before_ms, with_audio, limit).await
+    }
+
+    async fn mark_audio_pruned(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.mark_audio_pruned_row(tenant, unique_id, at_ms).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        self.job_row(id).await
+    }
+
+    async fn reschedule_job(
+        &self,
+        id: &str,
+        owner: &str,
+        payload: &serde_json::Value,
+        next_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.reschedule_job_row(id, owner, payload, next_ms).await
     }
 }

@@ -81,6 +81,7 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/calls/export", get(pages::export_calls))
         .route("/calls/{unique_id}", get(pages::call))
         .route("/calls/{unique_id}/audio", get(pages::call_audio))
+        .route("/calls/{unique_id}/delete", post(pages::delete_call))
         .route("/tables", get(pages::tables).post(pages::create_table))
         .route(
             "/tables/{name}/upload",

@@ -113,14 +113,18 @@ pub enum JobKind {
     /// An event to deliver to one webhook endpoint (`webhooks`): while no
     /// node works on it, its lease holds the time of its next attempt.
     Webhook,
+    /// A tenant's retention policy, applied every hour (`retention`): while
+    /// no node applies it, its lease holds the time of its next run.
+    Retention,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::Ingest,
         JobKind::Recording,
         JobKind::Backfill,
         JobKind::Webhook,
+        JobKind::Retention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +133,7 @@ impl JobKind {
             JobKind::Recording => "recording",
             JobKind::Backfill => "backfill",
             JobKind::Webhook => "webhook",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -240,6 +245,9 @@ pub struct CallRecord {
     pub metadata: Metadata,
     pub enrichment: Vec<EnrichmentResult>,
     pub audio_key: Option<String>,
+    /// When the tenant's retention policy removed the call's audio (its
+    /// `audio_key` is then `None`).
+    pub audio_pruned_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
@@ -471,6 +479,28 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// The `before` of the next page; `None` on the last page.
     pub next: Option<i64>,
+}
+
+/// A tenant's retention policy: how long what it stores is kept. `None`
+/// keeps forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Days a call's audio is kept after the call's time.
+    pub audio_days: Option<u32>,
+    /// Days a call is kept after its time; then it is erased.
+    pub calls_days: Option<u32>,
+    /// Days a rejected upload's original is kept after the upload.
+    pub rejected_uploads_days: Option<u32>,
+    /// Versions kept per table, newest first (the active one is always kept).
+    pub versions_kept: Option<u32>,
+    pub updated_ms: i64,
+}
+
+/// A call past a retention cut-off: its id and its audio in blob storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgedCall {
+    pub unique_id: String,
+    pub audio_key: Option<String>,
 }
 
 #[async_trait]
@@ -749,4 +779,60 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the entries (of every tenant) written before `before_ms`;
     /// returns how many.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // Erasure and retention.
+
+    /// Deletes a call, its entries in the index of calls and its job (a
+    /// recording's, whose id is the call's), in one transaction; false if
+    /// there was no such call.
+    async fn erase_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError>;
+    /// Deletes a table with its versions, its activations and its pending
+    /// ingest jobs, in one transaction that tells the other nodes (as an
+    /// activation does, so they drop it from memory); `NotFound` if there
+    /// is no such table.
+    async fn delete_table(&self, tenant: &TenantId, name: &TableName) -> Result<(), StoreError>;
+    /// Deletes one version unless it is its table's active one (checked in
+    /// the deleting statement); false if it was kept or was already gone.
+    async fn delete_version(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// The tenant's retention policy, if it set one.
+    async fn retention_policy(&self, tenant: &TenantId) -> Result<Option<RetentionPolicy>, StoreError>;
+    /// Replaces the tenant's policy and records `job` (its retention job),
+    /// in one transaction; if the job exists and no node is running it, its
+    /// next run becomes `job`'s (`lease_until_ms`).
+    async fn put_retention_policy(
+        &self,
+        tenant: &TenantId,
+        policy: &RetentionPolicy,
+        job: &Job,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` of the tenant's calls whose time is before
+    /// `before_ms`, oldest first; `with_audio`: only those whose audio is
+    /// still stored.
+    async fn aged_calls(
+        &self,
+        tenant: &TenantId,
+        before_ms: i64,
+        with_audio: bool,
+        limit: u32,
+    ) -> Result<Vec<AgedCall>, StoreError>;
+    /// Records that a call's audio was removed at `at_ms`: its audio key
+    /// goes, and no later update brings one back.
+    async fn mark_audio_pruned(
+        &self,
+        tenant: &TenantId,
+        unique_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// One job, whoever holds it; `None` if there is none.
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// Gives a job `owner` holds back, with `payload`, to be claimed again
+    /// once `next_ms` has passed (work that recurs); `NotFound` if it is
+    /// gone or no longer `owner`'s.
+    async fn reschedule_job(
+        &self,
+        id: &str,
+        owner: &str,
+        payload: &serde_json::Value,
+        next_ms: i64,
+    ) -> Result<(), StoreError>;
 }

@@ -58,6 +58,34 @@ impl ActiveTables {
         map.insert(tenant.clone(), Arc::new(TenantTables { tables }));
     }
 
+    /// Drops a table from its tenant's snapshot (the table was deleted);
+    /// calls enriched from an older snapshot finish with it.
+    fn remove(&self, tenant: &TenantId, name: &TableName) -> bool {
+        let mut map = self.by_tenant.write().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = map.get(tenant) else {
+            return false;
+        };
+        if !current.tables.iter().any(|t| &t.name == name) {
+            return false;
+        }
+        let tables = current
+            .tables
+            .iter()
+            .filter(|t| &t.name != name)
+            .cloned()
+            .collect();
+        map.insert(tenant.clone(), Arc::new(TenantTables { tables }));
+        true
+    }
+
+    /// Every (tenant, table) held in memory.
+    fn loaded_names(&self) -> Vec<(TenantId, TableName)> {
+        let map = self.by_tenant.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .flat_map(|(tenant, t)| t.tables.iter().map(move |t| (tenant.clone(), t.name.clone())))
+            .collect()
+    }
+
     fn loaded_version(&self, tenant: &TenantId, name: &TableName) -> Option<(Option<String>, TableOptions)> {
         let snap = self.snapshot(tenant);
         snap.tables
@@ -117,13 +145,33 @@ pub async fn install(
     Ok(())
 }
 
-/// Brings the in-memory versions in line with the store. Returns how many
-/// tables changed.
+/// Drops a deleted table from this node's memory at once (the other nodes
+/// drop it at their next refresh: at once on PostgreSQL, told by the
+/// deletion's NOTIFY).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, table = %name))]
+pub async fn forget(services: &Services, tenant: &TenantId, name: &TableName) {
+    let _guard = services.tables.install.lock().await;
+    services.tables.remove(tenant, name);
+    services.metrics.active_version(tenant, name.as_str(), None);
+}
+
+/// Brings the in-memory versions in line with the store: tables the store
+/// no longer has are dropped, the others hold their active version.
+/// Returns how many tables changed.
 #[tracing::instrument(skip_all)]
 pub async fn refresh(services: &Services) -> Result<usize, AppError> {
     let _guard = services.tables.install.lock().await;
     let states = services.store.table_states().await?;
     let mut changed = 0;
+    let stored: std::collections::HashSet<(&TenantId, &TableName)> =
+        states.iter().map(|s| (&s.tenant, &s.name)).collect();
+    for (tenant, name) in services.tables.loaded_names() {
+        if !stored.contains(&(&tenant, &name)) && services.tables.remove(&tenant, &name) {
+            services.metrics.active_version(&tenant, name.as_str(), None);
+            tracing::info!(tenant = %tenant, table = %name, "a deleted table is dropped from memory");
+            changed += 1;
+        }
+    }
     for state in states {
         let loaded = services.tables.loaded_version(&state.tenant, &state.name);
         let up_to_date = matches!(&loaded, Some((v, o)) if *v == state.active_version && *o == state.options);

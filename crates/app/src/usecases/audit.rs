@@ -131,8 +131,17 @@ pub mod actions {
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_DELETE: &str = "token.delete";
     pub const AUDIO_DOWNLOAD: &str = "call.audio_download";
+    /// A call erased on request (with its audio and parts).
+    pub const CALL_ERASE: &str = "call.erase";
+    /// A table deleted on request (with its versions and originals).
+    pub const TABLE_DELETE: &str = "table.delete";
+    /// The tenant's retention policy set.
+    pub const RETENTION_SETTINGS: &str = "retention.settings";
+    /// A run of the retention policy that removed something (counts in
+    /// `detail`).
+    pub const RETENTION_RUN: &str = "retention.run";
 
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 14] = [
         LOGIN_SUCCEEDED,
         LOGIN_FAILED,
         TABLE_UPLOAD,
@@ -143,6 +152,10 @@ pub mod actions {
         TOKEN_CREATE,
         TOKEN_DELETE,
         AUDIO_DOWNLOAD,
+        CALL_ERASE,
+        TABLE_DELETE,
+        RETENTION_SETTINGS,
+        RETENTION_RUN,
     ];
 }
 

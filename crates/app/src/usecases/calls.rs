@@ -442,6 +442,7 @@ pub async fn create_call(
         metadata: new.metadata,
         enrichment,
         audio_key,
+        audio_pruned_ms: None,
         created_ms: now,
         updated_ms: now,
     };
@@ -535,6 +536,13 @@ pub async fn attach_audio(
     audio: NewAudio,
 ) -> Result<CallRecord, AppError> {
     let mut call = get_call(services, tenant, unique_id).await?;
+    // Audio the retention policy removed does not come back (a recording
+    // file left on a node's disk, attached after a restart).
+    if call.audio_pruned_ms.is_some() {
+        return Err(AppError::Pruned(format!(
+            "the audio of call {unique_id} was removed by the tenant's retention policy; none is attached again"
+        )));
+    }
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
     call.updated_ms = services.now_ms();
@@ -543,9 +551,21 @@ pub async fn attach_audio(
     Ok(call)
 }
 
-/// A call's recording and its content type; `NotFound` when it has none.
-/// The download is written to the audit log before the audio is read, and
-/// refused if it cannot be: no recording leaves unlisted.
+/// Whether a call's recording can be had: `available`, `pruned` (removed
+/// by the tenant's retention policy; the call keeps its metadata) or
+/// `missing` (none was received), as every channel shows it.
+pub fn audio_state(call: &CallRecord) -> &'static str {
+    match (&call.audio_key, call.audio_pruned_ms) {
+        (Some(_), _) => "available",
+        (None, Some(_)) => "pruned",
+        (None, None) => "missing",
+    }
+}
+
+/// A call's recording and its content type; `NotFound` when it has none,
+/// `Pruned` when the retention policy removed it. The download is
+/// written to the audit log before the audio is read, and refused if it
+/// cannot be: no recording leaves unlisted.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn call_audio(
     services: &Services,
@@ -555,6 +575,12 @@ pub async fn call_audio(
 ) -> Result<(bytes::Bytes, &'static str), AppError> {
     let call = get_call(services, tenant, unique_id).await?;
     let Some(key) = call.audio_key else {
+        if let Some(at_ms) = call.audio_pruned_ms {
+            return Err(AppError::Pruned(format!(
+                "the audio of call {unique_id} was removed by the tenant's retention policy on {}",
+                format_timestamp(at_ms)
+            )));
+        }
         return Err(AppError::NotFound(format!("audio of call {unique_id}")));
     };
     super::audit::try_record(

@@ -216,7 +216,7 @@ fn ndjson_row(out: &mut Vec<u8>, call: &CallRecord) {
         "metadata": merged_metadata(&call.metadata, &call.enrichment),
         "own_metadata": call.metadata,
         "enrichment": call.enrichment,
-        "audio_state": if call.audio_key.is_some() { "available" } else { "missing" },
+        "audio_state": super::calls::audio_state(call),
     });
     // Serialising a JSON value cannot fail.
     let _ = serde_json::to_writer(&mut *out, &line);

@@ -24,16 +24,21 @@
 //!   outbox of leased jobs) and the policy of their delivery.
 //! - [`audit`]: the audit log (who did what, from where, on which object),
 //!   written by the use cases themselves.
+//! - [`erasure`]: a call or a table erased on request, with what it stored.
+//! - [`retention`]: a tenant's retention policy and the hourly job (one per
+//!   tenant, leased) that applies it.
 
 pub mod active_tables;
 pub mod audit;
 pub mod backfill;
 pub mod calls;
 pub mod connections;
+pub mod erasure;
 pub mod export;
 pub mod jobs;
 pub mod logins;
 pub mod recordings;
+pub mod retention;
 pub mod siprec;
 pub mod tables;
 pub mod tenants;
@@ -179,6 +184,10 @@ pub enum AppError {
     /// after the wait.
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    /// What was asked for was removed by the tenant's retention policy (a
+    /// call's audio): the message says when.
+    #[error("{0}")]
+    Pruned(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -38,7 +38,7 @@ pub struct InProgress {
 }
 
 /// Where a recording's parts are kept: `{n:08}.part` under it.
-fn parts_prefix(tenant: &TenantId, unique_id: &str) -> String {
+pub(crate) fn parts_prefix(tenant: &TenantId, unique_id: &str) -> String {
     format!("tenants/{tenant}/recordings/{unique_id}")
 }
 
@@ -89,7 +89,20 @@ pub async fn complete(
     recording: &InProgress,
     audio: NewAudio,
 ) -> Result<CallRecord, AppError> {
-    let call = calls::attach_audio(services, &recording.tenant, &recording.unique_id, audio).await?;
+    let call = match calls::attach_audio(services, &recording.tenant, &recording.unique_id, audio).await {
+        Ok(call) => call,
+        // The call was erased while it was recorded: what the recording
+        // left (parts stored since, its job) goes too.
+        Err(e @ AppError::NotFound(_)) => {
+            remove_parts(services, &recording.tenant, &recording.unique_id).await;
+            let held = recording.held.lock().ok().and_then(|mut h| h.take());
+            if let Some(held) = held {
+                jobs::done(services, held).await?;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     if recording.parts.load(Ordering::SeqCst) > 0 {
         remove_parts(services, &recording.tenant, &recording.unique_id).await;
     }

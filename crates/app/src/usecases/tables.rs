@@ -80,6 +80,12 @@ pub struct TableDetails {
 /// Activations listed with a table.
 const ACTIVATIONS_SHOWN: u32 = 50;
 
+/// Where the originals of a table's versions are kept in blob storage:
+/// `{id}.csv` under it.
+pub(crate) fn originals_prefix(tenant: &TenantId, name: &TableName) -> String {
+    format!("tenants/{tenant}/tables/{name}")
+}
+
 pub fn parse_table_name(name: &str) -> Result<TableName, AppError> {
     TableName::parse(name).map_err(|e| AppError::invalid("table", e.to_string()))
 }
@@ -566,7 +572,7 @@ async fn ingest_and_record(
     let id = new_id();
     // The span of the upload (or of the settings change) names its version.
     tracing::Span::current().record("version", id.as_str());
-    let blob_key = format!("tenants/{}/tables/{}/{}.csv", tenant, name, id);
+    let blob_key = format!("{}/{}.csv", originals_prefix(tenant, name), id);
     let upload = Arc::new(upload);
     // The original is stored while the CSV is parsed (on another core);
     // both finish before the version is recorded.

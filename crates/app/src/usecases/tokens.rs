@@ -66,6 +66,10 @@ pub enum Action {
     ManageTokens,
     /// Read the audit log (every token's and login's doings).
     ReadAudit,
+    /// Erase a call or delete a table, with what they stored.
+    Erase,
+    /// Change the tenant's retention policy.
+    ManageRetention,
 }
 
 impl Role {
@@ -334,6 +338,8 @@ mod tests {
             ChangeSettings,
             ManageTokens,
             ReadAudit,
+            Erase,
+            ManageRetention,
         ];
         let table: Vec<String> = Role::ALL
             .iter()
@@ -349,7 +355,8 @@ mod tests {
         assert_eq!(
             table,
             [
-                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens ReadAudit",
+                "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens \
+                 ReadAudit Erase ManageRetention",
                 "analyst: ReadCalls ReadTables ReadSettings",
                 "uploader: CreateCalls ReadTables UploadTables",
             ]

@@ -594,7 +594,7 @@ pub fn call_data(c: &CallRecord) -> Value {
         "metadata": callmeta_core::enrich::merged_metadata(&c.metadata, &c.enrichment),
         "own_metadata": c.metadata,
         "enrichment": enrichment,
-        "audio_state": if c.audio_key.is_some() { "available" } else { "missing" },
+        "audio_state": super::calls::audio_state(c),
     })
 }
 

@@ -10,9 +10,9 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for S3Server {
@@ -24,7 +24,7 @@ impl Drop for S3Server {
 
 /// moto's server, or `None` when it is not installed and the run does not
 /// require it (`.ci/run` sets `CALLMETA_TEST_S3=required`).
-async fn start_s3() -> Option<S3Server> {
+pub(crate) async fn start_s3() -> Option<S3Server> {
     let installed = Command::new("moto_server")
         .arg("--help")
         .stdout(Stdio::null())

@@ -81,6 +81,7 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             interval: None,
         }],
         audio_key: None,
+        audio_pruned_ms: None,
         created_ms: ts,
         updated_ms: ts,
     }

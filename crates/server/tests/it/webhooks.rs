@@ -688,7 +688,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Logs in to the web app: the session cookie and the CSRF token of its forms.
-async fn web_session(app: &TestApp, t: &Tenant) -> (String, String) {
+pub(crate) async fn web_session(app: &TestApp, t: &Tenant) -> (String, String) {
     let r = browser()
         .post(app.url("/login"))
         .form(&[
@@ -717,7 +717,7 @@ async fn web_session(app: &TestApp, t: &Tenant) -> (String, String) {
     (cookie, csrf)
 }
 
-async fn web_page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+pub(crate) async fn web_page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
     let r = browser()
         .get(app.url(path))
         .header("cookie", cookie)
@@ -727,7 +727,12 @@ async fn web_page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn web_post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn web_post(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
     let r = browser()
         .post(app.url(path))
         .header("cookie", cookie)

@@ -2,12 +2,14 @@
 //! why, the recording.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use callmeta_app::usecases::{audit, calls};
+use axum::response::{IntoResponse, Redirect, Response};
+use callmeta_app::usecases::{audit, calls, erasure, web_sessions};
+use serde::Deserialize;
 
-use super::{Badge, error_page, reason, render, short, status_badge, when};
+use super::{Badge, error_page, forbidden, reason, render, short, status_badge, when};
 use crate::WebState;
 use crate::session::{self, LoggedIn, Peer, encode};
 
@@ -42,6 +44,9 @@ struct CallPage {
     audio_href: Option<String>,
     /// Who downloaded the recording, newest first (the audit log).
     downloads: Vec<super::audit::EntryRow>,
+    /// When the retention policy removed the recording, if it did.
+    audio_pruned: Option<String>,
+    delete_action: String,
 }
 
 pub(crate) async fn call(
@@ -115,6 +120,8 @@ pub(crate) async fn call(
             .audio_key
             .as_ref()
             .map(|_| format!("/calls/{}/audio", encode(&c.unique_id))),
+        audio_pruned: c.audio_pruned_ms.filter(|_| c.audio_key.is_none()).map(when),
+        delete_action: format!("/calls/{}/delete", encode(&c.unique_id)),
         unique_id: c.unique_id,
     })
 }
@@ -128,6 +135,31 @@ pub(crate) async fn call_audio(
     let actor = session::actor(&s, &peer);
     match calls::call_audio(&state.services, &s.tenant, &unique_id, &actor).await {
         Ok((bytes, content_type)) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Erases the call (its metadata, audio and recording parts), as
+/// `DELETE /api/v1/calls/{unique_id}` does, then shows the list.
+pub(crate) async fn delete_call(
+    State(state): State<WebState>,
+    LoggedIn(s): LoggedIn,
+    peer: Peer,
+    Path(unique_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !web_sessions::csrf_matches(&s, &form.csrf) {
+        return forbidden("This form is no longer valid. Reload the page and try again.");
+    }
+    let actor = session::actor(&s, &peer);
+    match erasure::erase_call(&state.services, &s.tenant, &unique_id, &actor).await {
+        Ok(()) => Redirect::to("/calls").into_response(),
         Err(e) => error_page(e),
     }
 }

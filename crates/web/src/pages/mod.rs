@@ -31,7 +31,7 @@ use callmeta_app::usecases::{AppError, calls as calls_uc};
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 
 pub(crate) use audit::audit;
-pub(crate) use call::{call, call_audio};
+pub(crate) use call::{call, call_audio, delete_call};
 pub(crate) use calls::{calls, export as export_calls};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
@@ -87,6 +87,7 @@ pub(crate) fn error_page(e: AppError) -> Response {
         AppError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
         AppError::OverLimit { .. } => (StatusCode::BAD_REQUEST, "Too much asked at once"),
         AppError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+        AppError::Pruned(_) => (StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "Removed by retention"),
         AppError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
     let detail = match &e {
