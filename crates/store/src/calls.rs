@@ -381,15 +381,15 @@ fn condition(
     tenant: &str,
     (ts, seq): (&str, &str),
 ) -> String {
-    if !backend.numbers_calls_in_time_order() {
-        if let Some((k, values)) = indexed(filter) {
-            let k = b.text(k);
-            return format!(
-                "EXISTS (SELECT 1 FROM call_keys e WHERE e.tenant = {tenant} AND e.k = {k} AND {} \
-                 AND e.ts = {ts} AND e.seq = {seq})",
-                values.condition(b, "e.v")
-            );
-        }
+    if !backend.numbers_calls_in_time_order()
+        && let Some((k, values)) = indexed(filter)
+    {
+        let k = b.text(k);
+        return format!(
+            "EXISTS (SELECT 1 FROM call_keys e WHERE e.tenant = {tenant} AND e.k = {k} AND {} \
+             AND e.ts = {ts} AND e.seq = {seq})",
+            values.condition(b, "e.v")
+        );
     }
     match filter {
         KeyFilter::Equals { key, values } => {
