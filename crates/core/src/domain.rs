@@ -103,6 +103,15 @@ impl fmt::Display for ColumnName {
 impl<'de> Deserialize<'de> for ColumnName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        // A document's name is counted as sent, before trimming (as the
+        // API's schema says); a CSV header is counted after.
+        if s.chars().count() > 256 {
+            return Err(serde::de::Error::custom(NameError {
+                what: "column name",
+                value: s.chars().take(40).collect::<String>() + "...",
+                rule: "must be at most 256 characters",
+            }));
+        }
         Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -110,6 +119,16 @@ impl<'de> Deserialize<'de> for ColumnName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_name_in_a_document_is_counted_before_trimming() {
+        let padded = format!("\"agent_id{}\"", " ".repeat(300));
+        assert!(serde_json::from_str::<ColumnName>(&padded).is_err());
+        let name: ColumnName = serde_json::from_str("\"  agent_id \"").unwrap();
+        assert_eq!(name.as_str(), "agent_id");
+        // A header is trimmed first.
+        assert!(ColumnName::parse(&format!("agent_id{}", " ".repeat(300))).is_ok());
+    }
 
     #[test]
     fn names() {
