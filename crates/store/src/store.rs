@@ -427,16 +427,6 @@ impl Store for SqlStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn delete_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM calls WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant.0)
-            .bind(unique_id)
-            .execute(&self.pool)
-            .await
-            .doing("deleting a call")?;
-        Ok(deleted.rows_affected() > 0)
-    }
-
     async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError> {
         let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id = $2");
         let row = sqlx::query(AssertSqlSafe(sql))

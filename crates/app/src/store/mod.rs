@@ -566,9 +566,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// `Conflict` if the tenant already has a call with this `external_id`.
     async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
-    /// Removes a call (a SIPREC call whose dialog never started); false if
-    /// there was none.
-    async fn delete_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError>;
     async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError>;
     async fn call_by_external_id(
         &self,
