@@ -17,7 +17,7 @@ use callmeta_app::store::{CallSource, Tenant};
 use callmeta_app::usecases::audit::{self, Actor};
 use callmeta_app::usecases::calls::{NewAudio, NewCall};
 use callmeta_app::usecases::tables::{Channel, UploadOutcome};
-use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads};
+use callmeta_app::usecases::{AppError, Services, calls, tables, tenants, uploads, users};
 use callmeta_core::call_metadata::{self, MetadataValueError};
 use callmeta_core::csv::{CsvError, sha256_hex};
 use callmeta_core::enrich::{EnrichmentResult, Metadata};
@@ -208,20 +208,29 @@ impl Dropbox {
     /// the tenant's namespace) and write its report. `source`: the client's
     /// address, if the protocol knows it here (else the one that wrote the
     /// file, see [`Dropbox::written_from`]); the upload is the login's
-    /// (`slug`) in the audit log.
+    /// (`login`: `alice@acme`, or the tenant's slug) in the audit log.
     pub async fn completed(
         &self,
-        slug: &str,
+        login: &str,
         path: &str,
         channel: Channel,
         source: Option<IpAddr>,
     ) -> Processed {
         self.processing.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _done = Processing(&self.processing);
-        self.process(slug, path, channel, source).await
+        let (user, slug) = users::parse_login(login);
+        let login = users::login_name(slug, user.as_deref());
+        self.process(slug, &login, path, channel, source).await
     }
 
-    async fn process(&self, slug: &str, path: &str, channel: Channel, source: Option<IpAddr>) -> Processed {
+    async fn process(
+        &self,
+        slug: &str,
+        login: &str,
+        path: &str,
+        channel: Channel,
+        source: Option<IpAddr>,
+    ) -> Processed {
         let parsed = match DropPath::parse(path) {
             Ok(p) => p,
             // The reason names the path: not for a log line or a reply.
@@ -231,7 +240,7 @@ impl Dropbox {
         self.done_writing(&file);
         let written_from = self.take_source(&file);
         let actor = Actor::new(
-            slug,
+            login,
             source.or(written_from),
             match channel {
                 Channel::Sftp => audit::Channel::Sftp,

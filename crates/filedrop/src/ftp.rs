@@ -1,6 +1,7 @@
 //! The FTP and FTPS (explicit TLS, `AUTH TLS`) server, on libunftp.
 //!
-//! Each tenant logs in with its slug and password and is jailed in its own
+//! Each tenant logs in with its slug and password, each of its users as
+//! `NAME@TENANT` with its own, and is jailed in the tenant's
 //! directory (libunftp's filesystem back-end opens the home directory as a
 //! capability: no path, `..` or symlink reaches outside it). Our storage
 //! wrapper enforces the upload policy (size limit, no `REST` past the end of
@@ -15,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use callmeta_app::store::Role;
 use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
-use callmeta_app::usecases::{AppError, audit, tenants, uploads};
+use callmeta_app::usecases::{AppError, audit, tenants, uploads, users};
 use libunftp::ServerBuilder;
 use libunftp::notification::{DataEvent, DataListener, EventMeta};
 use libunftp::options::{FtpsRequired, PassiveHost};
@@ -34,10 +36,14 @@ use crate::dropbox::Dropbox;
 use crate::tree::{Destination, DropPath};
 use crate::{FileDropSettings, count_files};
 
-/// A logged-in tenant, jailed in its home directory.
+/// A logged-in tenant or user, jailed in the tenant's home directory.
 #[derive(Debug, Clone)]
 pub struct TenantUser {
     slug: String,
+    /// `alice@acme`, or the slug for the tenant's own login.
+    login: String,
+    /// What its writes may be (an analyst's are refused with 550).
+    role: Role,
     home: PathBuf,
     /// The address the session logged in from.
     source: Option<IpAddr>,
@@ -45,7 +51,7 @@ pub struct TenantUser {
 
 impl Display for TenantUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.slug)
+        f.write_str(&self.login)
     }
 }
 
@@ -70,10 +76,16 @@ impl Authenticator for PasswordCheck {
         let password = creds.password.as_deref().unwrap_or("");
         let services = self.dropbox.services();
         match tenants::log_in(services, username, password, creds.source_ip, audit::Channel::Ftp).await {
-            // The principal carries the session's address to its user (a
-            // slug has no `/`), whose uploads are then audited with it.
-            Ok(tenant) => Ok(Principal {
-                username: format!("{}/{}", tenant.slug.as_str(), creds.source_ip),
+            // The principal carries the session's role and address to its
+            // user (a login name has no `/`), whose uploads are then
+            // checked and audited with them.
+            Ok(identity) => Ok(Principal {
+                username: format!(
+                    "{}/{}/{}",
+                    identity.login_name(),
+                    identity.role.as_str(),
+                    creds.source_ip
+                ),
             }),
             Err(AppError::Unauthorized) => Err(AuthenticationError::BadPassword),
             Err(e @ AppError::Throttled { .. }) => Err(AuthenticationError::new(e.to_string())),
@@ -95,10 +107,17 @@ impl UserDetailProvider for Homes {
     type User = TenantUser;
 
     async fn provide_user_detail(&self, principal: &Principal) -> Result<TenantUser, UserDetailError> {
-        let (slug, source) = match principal.username.split_once('/') {
-            Some((slug, source)) => (slug, source.parse().ok()),
-            None => (principal.username.as_str(), None),
+        let mut parts = principal.username.splitn(3, '/');
+        let login = parts.next().unwrap_or_default();
+        // No role, no rights: a principal is always made with one.
+        let role = parts.next().and_then(Role::parse);
+        let source = parts.next().and_then(|s| s.parse().ok());
+        let Some(role) = role else {
+            return Err(UserDetailError::Generic(format!(
+                "the login {login:?} carries no role"
+            )));
         };
+        let (_, slug) = users::parse_login(login);
         let tenant = tenants::tenant_by_slug(self.dropbox.services(), slug)
             .await
             .map_err(|e| UserDetailError::with_source("unknown tenant", e))?;
@@ -108,7 +127,9 @@ impl UserDetailProvider for Homes {
             .await
             .map_err(|e| UserDetailError::with_source("preparing the home directory", e))?;
         Ok(TenantUser {
-            slug: slug.to_string(),
+            slug: tenant.slug.as_str().to_string(),
+            login: login.to_string(),
+            role,
             home,
             source,
         })
@@ -141,6 +162,12 @@ impl DropFs {
             DropPath::parse(&text).map_err(|e| storage::Error::new(ErrorKind::FileNameNotAllowedError, e))?;
         let file = self.dropbox.tree().file(&user.slug, &parsed);
         Ok((parsed, file))
+    }
+
+    /// 550 unless the login's role may write at `path`.
+    fn may_write<P: AsRef<Path>>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        let (parsed, _) = self.host_path(user, path)?;
+        users::require(user.role, parsed.write_action()).map_err(refusal)
     }
 }
 
@@ -203,6 +230,7 @@ impl StorageBackend<TenantUser> for DropFs {
         start_pos: u64,
     ) -> storage::Result<u64> {
         let (parsed, file) = self.host_path(user, &path)?;
+        users::require(user.role, parsed.write_action()).map_err(refusal)?;
         let path = parsed.display();
         let current = tokio::fs::metadata(&file).await.ok().map(|m| m.len());
         if current.is_none() && count_files(&user.home).await >= self.max_files {
@@ -244,11 +272,13 @@ impl StorageBackend<TenantUser> for DropFs {
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        self.may_write(user, &path)?;
         self.fs()?.del(user, path).await
     }
 
     async fn mkd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
         let (parsed, _) = self.host_path(user, &path)?;
+        users::require(user.role, parsed.write_action()).map_err(refusal)?;
         if parsed.parts().len() > 1 {
             return Err(storage::Error::new(
                 ErrorKind::PermissionDenied,
@@ -264,6 +294,8 @@ impl StorageBackend<TenantUser> for DropFs {
         from: P,
         to: P,
     ) -> storage::Result<()> {
+        self.may_write(user, &from)?;
+        self.may_write(user, &to)?;
         let target = self.host_path(user, &to).ok().map(|(_, file)| file);
         self.fs()?.rename(user, from, to).await?;
         if let (Some(file), Some(source)) = (target, user.source) {
@@ -273,6 +305,7 @@ impl StorageBackend<TenantUser> for DropFs {
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+        self.may_write(user, &path)?;
         self.fs()?.rmd(user, path).await
     }
 
@@ -367,7 +400,7 @@ impl FtpServer {
         .authenticator(Arc::new(PasswordCheck {
             dropbox: dropbox.clone(),
         }))
-        .greeting("callmeta FTP: log in with your tenant name and password")
+        .greeting("callmeta FTP: log in as TENANT or USER@TENANT with your password")
         .notify_data(Completions { dropbox })
         .passive_ports(self.settings.passive_port_range())
         .idle_session_timeout(self.settings.idle_secs.max(1));

@@ -1,7 +1,9 @@
 //! The SFTP server, on russh and russh-sftp, over the same tree as FTP.
 //!
-//! Tenants log in with their slug and password, or with a public key added by
-//! `callmeta tenant add-key`. A file written over SFTP is complete when the
+//! Tenants log in with their slug and password, their users as `NAME@TENANT`
+//! with their own, or with a public key added by `callmeta tenant add-key`
+//! (`callmeta user add-key` for a user's). An analyst's writes are refused
+//! (permission denied). A file written over SFTP is complete when the
 //! client closes its handle (`SSH_FXP_CLOSE`); a session that ends with a
 //! file still open for writing was cut off, and the partial file is removed.
 //! The close is answered after the upload is processed, so `sftp put`
@@ -13,8 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callmeta_app::store::Role;
 use callmeta_app::usecases::connections::ConnectionCaps;
 use callmeta_app::usecases::tables::Channel;
+use callmeta_app::usecases::users::{self, Identity};
 use callmeta_app::usecases::{AppError, audit, tenants, uploads};
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -119,10 +123,14 @@ impl SftpServer {
     }
 }
 
-/// The logged-in tenant of one SSH connection.
+/// The logged-in tenant or user of one SSH connection.
 #[derive(Clone)]
 struct LoggedIn {
     slug: String,
+    /// `alice@acme`, or the slug for the tenant's own login.
+    login: String,
+    /// What its writes may be (an analyst's are refused).
+    role: Role,
     home: PathBuf,
     /// The address the session came from.
     peer: IpAddr,
@@ -136,11 +144,12 @@ struct SshSession {
 }
 
 impl SshSession {
-    async fn logged_in(&mut self, slug: &str) -> Result<Auth, anyhow::Error> {
-        let tenant = tenants::tenant_by_slug(self.shared.dropbox.services(), slug).await?;
-        let home = self.shared.dropbox.home(&tenant).await?;
+    async fn logged_in(&mut self, identity: Identity) -> Result<Auth, anyhow::Error> {
+        let home = self.shared.dropbox.home(&identity.tenant).await?;
         self.tenant = Some(LoggedIn {
-            slug: tenant.slug.as_str().to_string(),
+            slug: identity.tenant.slug.as_str().to_string(),
+            login: identity.login_name(),
+            role: identity.role,
             home,
             peer: self.peer,
         });
@@ -165,7 +174,7 @@ impl russh::server::Handler for SshSession {
         )
         .await
         {
-            Ok(_) => self.logged_in(user).await,
+            Ok(identity) => self.logged_in(identity).await,
             Err(AppError::Unauthorized | AppError::Throttled { .. }) => Ok(Auth::reject()),
             Err(e) => Err(e.into()),
         }
@@ -179,7 +188,7 @@ impl russh::server::Handler for SshSession {
         if self.logins().check(user, self.peer).is_err() {
             return Ok(Auth::reject());
         }
-        if self.key_known(user, offer.public_key).await {
+        if self.key_known(user, offer.public_key).await.is_some() {
             Ok(Auth::Accept)
         } else {
             Ok(Auth::reject())
@@ -191,14 +200,14 @@ impl russh::server::Handler for SshSession {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.logins().check(user, self.peer).is_ok() && self.key_known(user, key.public_key).await {
+        if self.logins().check(user, self.peer).is_ok()
+            && let Some(identity) = self.key_known(user, key.public_key).await
+        {
             self.logins().succeeded(user, self.peer);
             let services = self.shared.dropbox.services();
-            if let Ok(tenant) = tenants::tenant_by_slug(services, user).await {
-                let actor = audit::Actor::new(user, Some(self.peer), audit::Channel::Sftp);
-                audit::key_login(services, &tenant.id, &actor).await;
-            }
-            return self.logged_in(user).await;
+            let actor = audit::Actor::new(identity.login_name(), Some(self.peer), audit::Channel::Sftp);
+            audit::key_login(services, &identity.tenant.id, &actor).await;
+            return self.logged_in(identity).await;
         }
         tracing::info!(user, from = %self.peer, "SFTP key login failed");
         self.logins().failed(user, self.peer);
@@ -265,18 +274,15 @@ impl russh::server::Handler for SshSession {
 }
 
 impl SshSession {
-    async fn key_known(&self, user: &str, key: &russh::keys::PublicKey) -> bool {
-        let Some(offered) = crate::keys::canonical_public_key(key) else {
-            return false;
-        };
+    /// The login (`acme` or `alice@acme`) whose keys hold `key`, if it
+    /// may log in.
+    async fn key_known(&self, user: &str, key: &russh::keys::PublicKey) -> Option<Identity> {
+        let offered = crate::keys::canonical_public_key(key)?;
         let services = self.shared.dropbox.services();
-        let Ok(tenant) = tenants::tenant_by_slug(services, user).await else {
-            return false;
-        };
-        tenants::public_keys(services, &tenant.id)
-            .await
-            .map(|keys| keys.contains(&offered))
-            .unwrap_or(false)
+        match users::public_keys(services, user).await {
+            Ok(Some((identity, keys))) if keys.contains(&offered) => Some(identity),
+            _ => None,
+        }
     }
 }
 
@@ -371,6 +377,14 @@ impl SftpSession {
         Ok(())
     }
 
+    /// Permission denied unless the login's role may write at `path`.
+    fn may_write(&self, path: &DropPath) -> Result<(), StatusReply> {
+        users::require(self.tenant.role, path.write_action()).map_err(|e| {
+            tracing::info!(login = %self.tenant.login, error = %e, "SFTP write refused");
+            StatusCode::PermissionDenied.with_message(e.to_string())
+        })
+    }
+
     fn new_handle(&mut self, open: Open) -> String {
         self.next_handle += 1;
         let handle = format!("h{}", self.next_handle);
@@ -416,6 +430,7 @@ impl russh_sftp::server::Handler for SftpSession {
             return Err(StatusCode::Failure.with_message("not a file"));
         }
         let file = if writing {
+            self.may_write(&path)?;
             let exists = tokio::fs::metadata(&host).await.is_ok();
             if !matches!(path.destination(), Destination::Calls) {
                 uploads::admit(self.shared.dropbox.services()).map_err(refusal)?;
@@ -530,7 +545,7 @@ impl russh_sftp::server::Handler for SftpSession {
             self.shared
                 .dropbox
                 .completed(
-                    &self.tenant.slug,
+                    &self.tenant.login,
                     &path.display(),
                     Channel::Sftp,
                     Some(self.tenant.peer),
@@ -621,6 +636,7 @@ impl russh_sftp::server::Handler for SftpSession {
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
         let (parsed, host) = self.resolve(&filename)?;
+        self.may_write(&parsed)?;
         self.no_symlinks(&parsed).await?;
         tokio::fs::remove_file(&host).await.map_err(io_error)?;
         Ok(status(id))
@@ -628,6 +644,7 @@ impl russh_sftp::server::Handler for SftpSession {
 
     async fn mkdir(&mut self, id: u32, path: String, _attrs: FileAttributes) -> Result<Status, Self::Error> {
         let (parsed, host) = self.resolve(&path)?;
+        self.may_write(&parsed)?;
         if parsed.parts().len() != 1 {
             return Err(
                 StatusCode::PermissionDenied.with_message("folders go at the root only: one per table")
@@ -642,6 +659,7 @@ impl russh_sftp::server::Handler for SftpSession {
         if parsed.parts().is_empty() {
             return Err(StatusCode::PermissionDenied.into());
         }
+        self.may_write(&parsed)?;
         self.no_symlinks(&parsed).await?;
         tokio::fs::remove_dir(&host).await.map_err(io_error)?;
         Ok(status(id))
@@ -650,6 +668,8 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status, Self::Error> {
         let (from, from_host) = self.resolve(&oldpath)?;
         let (to, to_host) = self.resolve(&newpath)?;
+        self.may_write(&from)?;
+        self.may_write(&to)?;
         self.no_symlinks(&from).await?;
         self.no_symlinks(&to).await?;
         if from.parts().is_empty() || to.parts().is_empty() {
@@ -660,7 +680,7 @@ impl russh_sftp::server::Handler for SftpSession {
             self.shared
                 .dropbox
                 .completed(
-                    &self.tenant.slug,
+                    &self.tenant.login,
                     &to.display(),
                     Channel::Sftp,
                     Some(self.tenant.peer),

@@ -12,6 +12,7 @@
 //! way from such a path to a file on disk, and it refuses anything that could
 //! leave the tenant's directory (`..`, NUL, backslashes, absolute host paths).
 
+use callmeta_app::usecases::tokens::Action;
 use std::path::{Path, PathBuf};
 
 /// The folder of call drops.
@@ -150,6 +151,17 @@ impl DropPath {
     }
 
     /// What an upload at this path is.
+    /// What writing, renaming or removing at this path does, for the
+    /// login's role: in `calls/`, a call drop; anywhere else, a table's
+    /// upload (reports and temporary names included, since they are
+    /// written on the way to one).
+    pub fn write_action(&self) -> Action {
+        match self.parts.as_slice() {
+            [dir, _, ..] if dir == CALLS_DIR => Action::CreateCalls,
+            _ => Action::UploadTables,
+        }
+    }
+
     pub fn destination(&self) -> Destination {
         let Some(name) = self.file_name() else {
             return Destination::Ignored("not a file");

@@ -220,7 +220,7 @@ pub(crate) async fn get_call(
     security(("token" = [])))]
 pub(crate) async fn delete_call(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(unique_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     callmeta_app::usecases::erasure::erase_call(&state.services, &tenant.id, &unique_id, &actor).await?;
@@ -236,7 +236,7 @@ pub(crate) async fn delete_call(
     security(("token" = [])))]
 pub(crate) async fn get_call_audio(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(unique_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (bytes, content_type) = uc::call_audio(&state.services, &tenant.id, &unique_id, &actor).await?;
@@ -518,7 +518,8 @@ pub(crate) struct BackfillList {
 /// default) reports what would change; `"dry_run": false` changes it. The
 /// answer comes when it has finished; it is recorded as it goes, and if the
 /// node serving the request stops, another node finishes it
-/// (`GET /api/v1/backfills` shows it).
+/// (`GET /api/v1/backfills` shows it). An `analyst` may preview (dry run);
+/// changing calls takes an `admin`.
 #[utoipa::path(post, path = "/api/v1/backfill", tag = "calls", request_body = BackfillRequest,
     responses((status = 200, body = BackfillView),
               (status = 400, description = "The body is not JSON, or a filter is invalid; `field` names it", body = ErrorBody),
@@ -528,9 +529,16 @@ pub(crate) struct BackfillList {
     security(("token" = [])))]
 pub(crate) async fn backfill(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, role }: Auth,
     ApiJson(body): ApiJson<BackfillRequest>,
 ) -> Result<Json<BackfillView>, ApiError> {
+    // Any role that may preview may ask; changing calls takes more.
+    if !body.dry_run {
+        callmeta_app::usecases::users::require(
+            role,
+            callmeta_app::usecases::tokens::Action::ConfigureTables,
+        )?;
+    }
     let mut params: Vec<(String, String)> = Vec::new();
     if let Some(from) = body.timestamp_from {
         params.push(("timestamp_from".into(), from));

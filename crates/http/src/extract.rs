@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::AppState;
-use callmeta_app::store::Tenant;
+use callmeta_app::store::{Role, Tenant};
 use callmeta_app::usecases::audit::{Actor, Channel};
 use callmeta_app::usecases::tokens::{self, Action};
 
@@ -23,6 +23,9 @@ use callmeta_app::usecases::tokens::{self, Action};
 pub(crate) struct Auth {
     pub tenant: Tenant,
     pub actor: Actor,
+    /// The token's role, for a handler whose body decides what it does
+    /// (a back-fill that changes calls or only previews).
+    pub role: Role,
 }
 
 /// What each API route does, for the token's role: the one place a route
@@ -49,11 +52,15 @@ fn action(method: &Method, route: &str) -> Action {
         }
         "/tables" | "/tables/{name}" if read => Action::ReadTables,
         "/tables/{name}/data" if method == Method::PUT => Action::UploadTables,
-        "/tables/{name}" | "/tables/{name}/versions/{id}/activate" | "/backfill" => Action::ConfigureTables,
+        "/tables/{name}" | "/tables/{name}/versions/{id}/activate" => Action::ConfigureTables,
+        // A preview; the handler asks for `ConfigureTables` when it changes calls.
+        "/backfill" => Action::DryRunBackfill,
         "/siprec" if read => Action::ReadSettings,
         "/siprec" => Action::ChangeSettings,
         // The audit log is an admin's: it names every token and login.
         "/audit" => Action::ReadAudit,
+        "/users" | "/users/{name}" => Action::ManageUsers,
+        "/webhooks" | "/webhooks/{id}" | "/webhooks/{id}/deliveries" => Action::ManageWebhooks,
         _ => Action::ManageTokens,
     }
 }
@@ -87,6 +94,7 @@ impl FromRequestParts<AppState> for Auth {
             .map(|ConnectInfo(peer)| peer.ip());
         Ok(Auth {
             actor: Actor::new(principal.token.name.clone(), source, Channel::Api),
+            role: principal.token.role,
             tenant: principal.tenant,
         })
     }

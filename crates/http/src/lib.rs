@@ -21,6 +21,7 @@ mod retention;
 mod siprec;
 mod tables;
 mod tokens;
+mod users;
 mod webhooks;
 
 pub use metrics::{count_requests, metrics_router};
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 
 use callmeta_app::usecases::Services;
 
@@ -75,6 +76,8 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route("/tokens/{id}", delete(tokens::delete_token))
+        .route("/users", get(users::list_users).post(users::create_user))
+        .route("/users/{name}", patch(users::change_user))
         .route(
             "/webhooks",
             get(webhooks::list_webhooks).post(webhooks::create_webhook),

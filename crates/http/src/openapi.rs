@@ -37,12 +37,16 @@ use utoipa::{Modify, OpenApi};
         super::tables::delete_table,
         super::retention::get_retention,
         super::retention::put_retention,
+        super::users::create_user,
+        super::users::list_users,
+        super::users::change_user,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
          (name = "calls", description = "Calls and their enrichment"),
          (name = "siprec", description = "SIPREC key mapping and recording clients"),
          (name = "tokens", description = "API tokens and their roles"),
+         (name = "users", description = "The tenant's users: their logins (web app, FTP, SFTP) and roles"),
          (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"),
          (name = "audit", description = "Who did what, from where, on which object"),
          (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"))
@@ -481,9 +485,31 @@ pub(crate) fn token_role() -> Object {
     use callmeta_app::store::Role;
     string_enum(
         Role::ALL.map(Role::as_str),
-        "`admin` (everything, tokens included), `analyst` (reads calls, tables and settings) \
-         or `uploader` (sends calls and table versions, reads tables).",
+        "`admin` (everything, tokens and users included), `analyst` (reads calls, tables and \
+         settings, previews back-fills) or `uploader` (sends calls and table versions, reads tables).",
     )
+}
+
+/// A user's name: what it types before `@TENANT` to log in.
+pub(crate) fn user_name() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[a-z0-9][a-z0-9._-]*$"))
+        .examples(["alice"])
+        .build()
+}
+
+/// A user's password: write-only.
+pub(crate) fn user_password() -> Object {
+    use callmeta_app::usecases::users::MAX_PASSWORD_CHARS;
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(8))
+        .max_length(Some(MAX_PASSWORD_CHARS))
+        .write_only(Some(true))
+        .build()
 }
 
 /// An API token's name: 1 to 100 characters once trimmed, no control characters.

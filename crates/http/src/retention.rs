@@ -141,7 +141,7 @@ pub(crate) async fn get_retention(
     security(("token" = [])))]
 pub(crate) async fn put_retention(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiJson(body): ApiJson<RetentionRequest>,
 ) -> Result<Json<RetentionView>, ApiError> {
     let request = PolicyRequest {

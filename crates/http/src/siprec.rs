@@ -56,7 +56,7 @@ pub(crate) async fn get_settings(
     security(("token" = [])))]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiJson(body): ApiJson<SiprecSettingsView>,
 ) -> Result<Json<SiprecSettingsView>, ApiError> {
     let settings = SiprecSettings {

@@ -247,7 +247,7 @@ fn table_view(details: &TableDetails) -> TableView {
     security(("token" = [])))]
 pub(crate) async fn activate_version(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<TableView>, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
@@ -336,7 +336,7 @@ fn upload_response(outcome: &UploadOutcome) -> Response {
     security(("token" = [])))]
 pub(crate) async fn put_table(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(name): ApiPath<String>,
     ApiJson(config): ApiJson<TableConfig>,
 ) -> Result<Response, ApiError> {
@@ -390,7 +390,7 @@ pub(crate) async fn get_table(
     security(("token" = [])))]
 pub(crate) async fn delete_table(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = uc::parse_table_name(&name).map_err(|_| AppError::NotFound(format!("table {name:?}")))?;
@@ -436,7 +436,7 @@ pub(crate) async fn list_tables(
     security(("token" = [])))]
 pub(crate) async fn put_table_data(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,

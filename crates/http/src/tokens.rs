@@ -107,7 +107,7 @@ fn view(t: &TokenRecord) -> TokenView {
     security(("token" = [])))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<Response, ApiError> {
     let days = match &body.expires_in_days {
@@ -162,7 +162,7 @@ pub(crate) async fn list_tokens(
     security(("token" = [])))]
 pub(crate) async fn delete_token(
     State(state): State<AppState>,
-    Auth { tenant, actor }: Auth,
+    Auth { tenant, actor, .. }: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     uc::revoke_token(&state.services, &tenant.id, &id, &actor).await?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use callmeta::config::{Config, FlagOverrides};
 use callmeta::startup::{App, open_services};
 use callmeta_app::clock::SystemClock;
-use callmeta_app::usecases::{AppError, audit, siprec, tables, tenants, uploads};
+use callmeta_app::usecases::{AppError, audit, siprec, tables, tenants, uploads, users};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Manage a tenant's users (each with its own login and role).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage reference tables.
     Table {
         #[command(subcommand)]
@@ -97,6 +102,36 @@ enum TenantCommand {
     SipSource {
         #[command(subcommand)]
         command: SipSourceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user to a tenant; it logs in as NAME@TENANT (web app, FTP,
+    /// SFTP) with its password.
+    Create {
+        slug: String,
+        name: String,
+        /// `admin`, `analyst` or `uploader`.
+        #[arg(long)]
+        role: String,
+        /// Its password (at least 8 characters).
+        #[arg(long, env = "CALLMETA_USER_PASSWORD")]
+        password: String,
+    },
+    /// List a tenant's users (the tenant's own login, its slug, is its
+    /// first admin and not listed).
+    List { slug: String },
+    /// Disable a user: it can no longer log in, and its web sessions end.
+    Disable { slug: String, name: String },
+    /// Enable a disabled user again.
+    Enable { slug: String, name: String },
+    /// Let a user log in over SFTP with an SSH key (an OpenSSH `.pub` file;
+    /// every key line in it is added).
+    AddKey {
+        slug: String,
+        name: String,
+        file: PathBuf,
     },
 }
 
@@ -225,23 +260,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Tenant {
             command: TenantCommand::AddKey { slug, file },
         } => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut keys = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                    continue;
-                }
-                let key = callmeta_filedrop::keys::parse_public_key_line(line)
-                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
-                keys.push(key);
-            }
-            if keys.is_empty() {
-                anyhow::bail!("{}: no public key in the file", file.display());
-            }
+            let keys = read_public_keys(&file)?;
             let services = open_services(&config, Arc::new(SystemClock)).await?;
             for (key, comment) in &keys {
-                tenants::add_public_key(&services, &slug, key, comment)
+                users::add_public_key(&services, &slug, key, comment, &audit::Actor::cli())
                     .await
                     .map_err(user_error)?;
             }
@@ -249,6 +271,52 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "{}",
                 serde_json::json!({"tenant": slug, "keys_added": keys.len()})
             );
+        }
+        Command::User { command } => {
+            let services = open_services(&config, Arc::new(SystemClock)).await?;
+            let cli = audit::Actor::cli();
+            let out = match command {
+                UserCommand::Create {
+                    slug,
+                    name,
+                    role,
+                    password,
+                } => {
+                    let tenant = tenants::tenant_by_slug(&services, &slug)
+                        .await
+                        .map_err(user_error)?;
+                    let user = users::create_user(&services, &tenant, &name, &role, &password, &cli)
+                        .await
+                        .map_err(user_error)?;
+                    serde_json::to_value(user)?
+                }
+                UserCommand::List { slug } => {
+                    let tenant = tenants::tenant_by_slug(&services, &slug)
+                        .await
+                        .map_err(user_error)?;
+                    serde_json::json!({
+                        "tenant": slug,
+                        "users": users::list_users(&services, &tenant).await.map_err(user_error)?,
+                    })
+                }
+                UserCommand::Disable { slug, name } => {
+                    set_disabled(&services, &slug, &name, true, &cli).await?
+                }
+                UserCommand::Enable { slug, name } => {
+                    set_disabled(&services, &slug, &name, false, &cli).await?
+                }
+                UserCommand::AddKey { slug, name, file } => {
+                    let keys = read_public_keys(&file)?;
+                    let login = users::login_name(&slug, Some(&name));
+                    for (key, comment) in &keys {
+                        users::add_public_key(&services, &login, key, comment, &cli)
+                            .await
+                            .map_err(user_error)?;
+                    }
+                    serde_json::json!({"login": login, "keys_added": keys.len()})
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Tenant {
             command: TenantCommand::SipSource { command },
@@ -348,6 +416,45 @@ async fn export_calls(
     }
     out.flush()?;
     Ok(())
+}
+
+/// Every key line of an OpenSSH `.pub` file, checked: `(ALGORITHM BASE64,
+/// comment)`.
+fn read_public_keys(file: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let key = callmeta_filedrop::keys::parse_public_key_line(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        anyhow::bail!("{}: no public key in the file", file.display());
+    }
+    Ok(keys)
+}
+
+async fn set_disabled(
+    services: &callmeta_app::usecases::Services,
+    slug: &str,
+    name: &str,
+    disabled: bool,
+    actor: &audit::Actor,
+) -> anyhow::Result<serde_json::Value> {
+    let tenant = tenants::tenant_by_slug(services, slug)
+        .await
+        .map_err(user_error)?;
+    let change = users::UserChange {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    let user = users::update_user(services, &tenant, name, change, actor)
+        .await
+        .map_err(user_error)?;
+    Ok(serde_json::to_value(user)?)
 }
 
 fn user_error(e: AppError) -> anyhow::Error {

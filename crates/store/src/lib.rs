@@ -23,6 +23,8 @@
 //! - `error`: what a database error means for the caller.
 //! - `audit`: the audit log, append-only (insert, pages by keyset, the
 //!   retention prune).
+//! - `users`: a tenant's users, their SSH keys, and their web sessions
+//!   changed with them.
 
 mod audit;
 mod calls;
@@ -33,6 +35,7 @@ mod rows;
 mod schema;
 mod store;
 mod tokens;
+mod users;
 mod webhooks;
 
 use std::path::Path;

@@ -133,6 +133,11 @@ pub(crate) fn web_session_from_row(row: &AnyRow) -> Result<WebSessionRecord, Sto
         expires_ms: row.int("expires_ms")?,
         last_seen_ms: row.int("last_seen_ms")?,
         idle_ms: row.int("idle_ms")?,
+        user_name: row.text("user_name")?,
+        role: {
+            let role = row.text("role")?;
+            Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown session role {role:?}")))?
+        },
     })
 }
 

@@ -523,11 +523,13 @@ impl Store for SqlStore {
     }
 
     async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT public_key FROM tenant_keys WHERE tenant_id = $1 ORDER BY created_ms")
-            .bind(&tenant.0)
-            .fetch_all(&self.pool)
-            .await
-            .doing("reading SSH keys")?;
+        let rows = sqlx::query(
+            "SELECT public_key FROM tenant_keys WHERE tenant_id = $1 AND user_name = '' ORDER BY created_ms",
+        )
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading SSH keys")?;
         rows.iter().map(|r| r.text("public_key")).collect()
     }
 
@@ -786,7 +788,7 @@ impl Store for SqlStore {
             .doing(doing)?;
         sqlx::query(
             "INSERT INTO web_sessions (token_hash, tenant_id, tenant_slug, csrf, created_ms, expires_ms, \
-             last_seen_ms, idle_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             last_seen_ms, idle_ms, user_name, role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&session.token_hash)
         .bind(&session.tenant.0)
@@ -796,6 +798,8 @@ impl Store for SqlStore {
         .bind(session.expires_ms)
         .bind(session.last_seen_ms)
         .bind(session.idle_ms)
+        .bind(&session.user_name)
+        .bind(session.role.as_str())
         .execute(&self.pool)
         .await
         .doing(doing)?;
@@ -1016,5 +1020,37 @@ impl Store for SqlStore {
         next_ms: i64,
     ) -> Result<(), StoreError> {
         self.reschedule_job_row(id, owner, payload, next_ms).await
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.insert_user_row(user).await
+    }
+
+    async fn users(&self, tenant: &TenantId) -> Result<Vec<UserRecord>, StoreError> {
+        self.user_rows(tenant).await
+    }
+
+    async fn user(&self, tenant: &TenantId, name: &str) -> Result<UserRecord, StoreError> {
+        self.user_row(tenant, name).await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.update_user_row(user).await
+    }
+
+    async fn add_user_key(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        public_key: &str,
+        comment: &str,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.add_user_key_row(tenant, user, public_key, comment, created_ms)
+            .await
+    }
+
+    async fn user_keys(&self, tenant: &TenantId, user: &str) -> Result<Vec<String>, StoreError> {
+        self.user_key_rows(tenant, user).await
     }
 }

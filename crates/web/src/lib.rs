@@ -1,7 +1,8 @@
 //! The web app: server-rendered pages for a tenant's supervisors and
 //! integrator, on the same listener as the API.
 //!
-//! - `/`: log in (tenant slug and password); `/logout`.
+//! - `/`: log in (the tenant's slug, or a user's `NAME@TENANT`, and its
+//!   password); `/logout`.
 //! - `/calls`: the calls, newest first, filtered by any metadata key (own or
 //!   added) and a time range, as a shareable URL (`?metadata.team_name=diamond`).
 //! - `/calls/{unique_id}`: own and added metadata side by side, where each
@@ -11,10 +12,14 @@
 //!   with reports, the upload form and the settings form.
 //! - `/webhooks`: the tenant's webhook endpoints (add, send a test event,
 //!   remove) and their latest delivery attempts.
+//! - `/users`: the tenant's users, their logins and roles (add, disable,
+//!   enable).
 //! - `/audit`: the audit log (who, from where, through which channel, did
 //!   what, on which object), filtered by actor, action and object.
 //!
-//! Every page calls the use cases with the session's tenant, never another;
+//! Every page checks the session's role first (`session::action`: a page a
+//! role may not use answers 403); every page calls the use cases with the
+//! session's tenant, never another;
 //! every value is escaped by the templates (askama, HTML auto-escaping); every
 //! POST carries the session's CSRF token; CSS and JS are compiled into the
 //! binary (no CDN).
@@ -93,6 +98,9 @@ pub fn router(services: Arc<Services>, settings: WebSettings) -> Router {
         .route("/webhooks/{id}/test", post(pages::test_webhook))
         .route("/webhooks/{id}/delete", post(pages::remove_webhook))
         .route("/audit", get(pages::audit))
+        .route("/users", get(pages::users).post(pages::add_user))
+        .route("/users/{name}/disable", post(pages::disable_user))
+        .route("/users/{name}/enable", post(pages::enable_user))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/htmx.min.js", get(htmx))

@@ -177,6 +177,10 @@ pub struct WebSessionRecord {
     pub last_seen_ms: i64,
     /// How long it may go unused before it ends.
     pub idle_ms: i64,
+    /// The user it logged in as; empty for the tenant's own login.
+    pub user_name: String,
+    /// What the session may do.
+    pub role: Role,
 }
 
 impl std::fmt::Debug for WebSessionRecord {
@@ -375,6 +379,32 @@ impl Role {
 
     pub fn parse(s: &str) -> Option<Self> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A user of a tenant: its own login (`NAME@TENANT`) with a role. The
+/// tenant's own login (its slug and password) is not one of them: it is the
+/// tenant's first admin.
+#[derive(Clone, PartialEq)]
+pub struct UserRecord {
+    pub tenant: TenantId,
+    pub name: String,
+    pub role: Role,
+    /// argon2id.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
     }
 }
 
@@ -832,4 +862,28 @@ pub trait Store: Send + Sync + 'static {
         payload: &serde_json::Value,
         next_ms: i64,
     ) -> Result<(), StoreError>;
+
+    // Users.
+
+    /// Adds a user; `Conflict` if the tenant already has one of that name.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// The tenant's users, by name.
+    async fn users(&self, tenant: &TenantId) -> Result<Vec<UserRecord>, StoreError>;
+    /// One of the tenant's users; `NotFound` if there is none of that name.
+    async fn user(&self, tenant: &TenantId, name: &str) -> Result<UserRecord, StoreError>;
+    /// Writes a user's role, password, disabled flag and `updated_ms`, and,
+    /// in the same transaction, ends its web sessions if it is now disabled
+    /// or gives them its new role; `NotFound` if there is no such user.
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Lets a user log in over SFTP with an SSH key (`ALGORITHM BASE64`).
+    async fn add_user_key(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        public_key: &str,
+        comment: &str,
+        created_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// A user's SSH public keys (`ALGORITHM BASE64`).
+    async fn user_keys(&self, tenant: &TenantId, user: &str) -> Result<Vec<String>, StoreError>;
 }

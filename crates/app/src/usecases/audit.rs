@@ -5,15 +5,16 @@
 //!
 //! The use cases record their own entries ([`record`]), so an upload, a
 //! settings change or a download is logged the same whichever channel asked
-//! for it; an adapter only says who is asking, as an [`Actor`]. Today an
-//! actor's name is an API token's name or the tenant's login name (its
-//! slug); a user's name takes that place when a tenant has users.
+//! for it; an adapter only says who is asking, as an [`Actor`]. An actor's
+//! name is an API token's name or a login name (`alice@acme` for a user,
+//! the bare slug for the tenant's own login).
 //!
 //! # What is recorded
 //!
 //! Logins (web, FTP, SFTP: succeeded, failed), table uploads and
 //! activations, table settings, SIPREC settings, back-fills, API tokens
-//! created and deleted, audio downloads ([`actions`]). A change is recorded
+//! created and deleted, users created and changed, SSH keys added, audio
+//! downloads ([`actions`]). A change is recorded
 //! after it is committed: if the entry cannot be written, the change stands
 //! and a warning is logged. A download is recorded before the audio is
 //! returned, and refused if it cannot be: no recording leaves unlisted.
@@ -140,8 +141,13 @@ pub mod actions {
     /// A run of the retention policy that removed something (counts in
     /// `detail`).
     pub const RETENTION_RUN: &str = "retention.run";
+    pub const USER_CREATE: &str = "user.create";
+    /// A user's role, password or disabled flag changed (what, in `detail`).
+    pub const USER_CHANGE: &str = "user.change";
+    /// An SSH key added to a login.
+    pub const KEY_ADD: &str = "key.add";
 
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         LOGIN_SUCCEEDED,
         LOGIN_FAILED,
         TABLE_UPLOAD,
@@ -156,6 +162,9 @@ pub mod actions {
         TABLE_DELETE,
         RETENTION_SETTINGS,
         RETENTION_RUN,
+        USER_CREATE,
+        USER_CHANGE,
+        KEY_ADD,
     ];
 }
 

@@ -4,6 +4,8 @@
 //!
 //! - [`tenants`]: create a tenant, authenticate by password.
 //! - [`tokens`]: API tokens, their roles and what each allows.
+//! - [`users`]: a tenant's users, each with its own login and role on the
+//!   web app, FTP and SFTP.
 //! - [`tables`]: configure a reference table, upload a version of it.
 //! - [`active_tables`]: the in-memory active versions every call is enriched from.
 //! - [`calls`]: create, read and list calls.
@@ -44,6 +46,7 @@ pub mod tables;
 pub mod tenants;
 pub mod tokens;
 pub mod uploads;
+pub mod users;
 pub mod web_sessions;
 pub mod webhooks;
 

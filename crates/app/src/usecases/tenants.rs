@@ -13,6 +13,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::users::{self, Identity};
 use super::{AppError, Services, audit, new_id};
 use crate::store::{StoreError, Tenant, TenantId};
 
@@ -78,36 +79,40 @@ fn hash_password(password: &str) -> Result<String, AppError> {
         .to_string())
 }
 
-/// A login with a tenant's password (web app, FTP, SFTP) from `from`:
-/// throttled per (user, address) by [`super::logins`], `Throttled` while the
-/// pair must wait, `Unauthorized` for an unknown tenant or a wrong password.
-/// A checked login to an existing tenant is written to its audit log
+/// A login (web app, FTP, SFTP) from `from`: the tenant's own (its slug
+/// and password, the tenant's first admin) or one of its users'
+/// (`NAME@TENANT`, see [`super::users`]). Throttled per (login, address) by
+/// [`super::logins`]: `Throttled` while the pair must wait, `Unauthorized`
+/// for an unknown tenant or user, a disabled user or a wrong password. A
+/// checked login to an existing tenant is written to its audit log
 /// (succeeded, or failed within the log's bound: see [`super::audit`]),
 /// under the login name and `channel`.
-#[tracing::instrument(skip_all, fields(user = slug, %from))]
+#[tracing::instrument(skip_all, fields(user = login, %from))]
 pub async fn log_in(
     services: &Services,
-    slug: &str,
+    login: &str,
     password: &str,
     from: IpAddr,
     channel: audit::Channel,
-) -> Result<Tenant, AppError> {
-    if let Err(wait) = services.logins.check(slug, from) {
-        tracing::warn!(user = slug, %from, "login refused: too many failures");
+) -> Result<Identity, AppError> {
+    if let Err(wait) = services.logins.check(login, from) {
+        tracing::warn!(user = login, %from, "login refused: too many failures");
         return Err(AppError::Throttled {
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
         });
     }
-    let actor = audit::Actor::new(slug.trim(), Some(from), channel);
-    match authenticate_password(services, slug, password).await? {
-        Ok(tenant) => {
-            services.logins.succeeded(slug, from);
-            audit::login_succeeded(services, &tenant.id, &actor).await;
-            Ok(tenant)
+    let (user, slug) = users::parse_login(login);
+    let name = users::login_name(slug, user.as_deref());
+    let actor = audit::Actor::new(name, Some(from), channel);
+    match authenticate_password(services, slug, user.as_deref(), password).await? {
+        Ok(identity) => {
+            services.logins.succeeded(login, from);
+            audit::login_succeeded(services, &identity.tenant.id, &actor).await;
+            Ok(identity)
         }
         Err(known) => {
-            services.logins.failed(slug, from);
-            tracing::info!(user = slug, %from, "login failed");
+            services.logins.failed(login, from);
+            tracing::info!(user = login, %from, "login failed");
             if let Some(tenant) = known {
                 audit::login_failed(services, &tenant, &actor).await;
             }
@@ -116,19 +121,20 @@ pub async fn log_in(
     }
 }
 
-/// Checks a tenant's password, unthrottled: adapters call [`log_in`].
-/// `Ok(Err(Some(id)))`: a wrong password for an existing tenant;
-/// `Ok(Err(None))`: no such tenant.
+/// Checks a login's password, unthrottled: adapters call [`log_in`].
+/// `Ok(Err(Some(id)))`: a wrong password (or an unknown or disabled user)
+/// of an existing tenant; `Ok(Err(None))`: no such tenant.
 ///
-/// An unknown tenant costs the same hash as a known one (checked against a
-/// hash of no one's password), so that the time of the answer does not say
-/// which tenants exist.
+/// An unknown tenant or user costs the same hash as a known one (checked
+/// against a hash of no one's password), so that the time of the answer
+/// does not say which tenants and users exist.
 async fn authenticate_password(
     services: &Services,
     slug: &str,
+    user: Option<&str>,
     password: &str,
-) -> Result<Result<Tenant, Option<TenantId>>, AppError> {
-    let tenant = match TenantSlug::parse(slug.trim()) {
+) -> Result<Result<Identity, Option<TenantId>>, AppError> {
+    let tenant = match TenantSlug::parse(slug) {
         Ok(slug) => match services.store.tenant_by_slug(&slug).await {
             Ok(t) => Some(t),
             Err(StoreError::NotFound) => None,
@@ -136,7 +142,26 @@ async fn authenticate_password(
         },
         Err(_) => None,
     };
-    let hash = tenant.as_ref().map(|t| t.password_hash.clone());
+    let identity = match (&tenant, user) {
+        (None, _) => None,
+        (Some(tenant), None) => Some((
+            Identity::tenant_login(tenant.clone()),
+            tenant.password_hash.clone(),
+        )),
+        (Some(tenant), Some(name)) => match services.store.user(&tenant.id, name).await {
+            Ok(u) if !u.disabled => Some((
+                Identity {
+                    tenant: tenant.clone(),
+                    user: Some(u.name),
+                    role: u.role,
+                },
+                u.password_hash,
+            )),
+            Ok(_) | Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let hash = identity.as_ref().map(|(_, hash)| hash.clone());
     let password = password.to_string();
     let ok = tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
@@ -150,10 +175,18 @@ async fn authenticate_password(
     })
     .await
     .map_err(anyhow::Error::new)?;
-    Ok(match tenant {
-        Some(tenant) if ok => Ok(tenant),
-        other => Err(other.map(|t| t.id)),
+    Ok(match identity {
+        Some((identity, _)) if ok => Ok(identity),
+        _ => Err(tenant.map(|t| t.id)),
     })
+}
+
+/// Hashes a password with argon2id, off the async threads.
+pub(crate) async fn hash_password_blocking(password: &str) -> Result<String, AppError> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(anyhow::Error::new)?
 }
 
 /// An argon2id hash, with the parameters of real ones, of a random password
@@ -165,30 +198,6 @@ fn dummy_hash() -> &'static str {
         rand::rng().fill_bytes(&mut raw);
         hash_password(&hex::encode(raw)).unwrap_or_default()
     })
-}
-
-/// Lets a tenant log in over SFTP with an SSH key. `public_key` is the
-/// `ALGORITHM BASE64` part of an OpenSSH public key line, already checked by
-/// the caller (the SFTP adapter knows the key formats).
-#[tracing::instrument(skip_all, fields(slug = slug))]
-pub async fn add_public_key(
-    services: &Services,
-    slug: &str,
-    public_key: &str,
-    comment: &str,
-) -> Result<Tenant, AppError> {
-    let tenant = tenant_by_slug(services, slug).await?;
-    services
-        .store
-        .add_tenant_key(&tenant.id, public_key, comment, services.now_ms())
-        .await?;
-    Ok(tenant)
-}
-
-/// The tenant's SSH public keys (`ALGORITHM BASE64`).
-#[tracing::instrument(skip_all, fields(tenant = %tenant))]
-pub async fn public_keys(services: &Services, tenant: &TenantId) -> Result<Vec<String>, AppError> {
-    Ok(services.store.tenant_keys(tenant).await?)
 }
 
 /// A tenant by its slug; `NotFound` names the slug.

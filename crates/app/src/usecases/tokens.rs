@@ -70,18 +70,25 @@ pub enum Action {
     Erase,
     /// Change the tenant's retention policy.
     ManageRetention,
+    /// Create, list, change and disable users.
+    ManageUsers,
+    /// Add, test and remove webhook endpoints, read their deliveries.
+    ManageWebhooks,
+    /// Preview what a back-fill would change, changing nothing.
+    DryRunBackfill,
 }
 
 impl Role {
     /// The whole role table: `admin` may do anything; an `analyst` reads
-    /// (calls, tables, settings) but neither uploads nor changes anything;
+    /// (calls, tables, settings) and previews back-fills, but neither
+    /// uploads nor changes anything;
     /// an `uploader` sends calls and table versions and reads the tables
     /// (to see an upload's report), but reads no call.
     pub fn allows(self, action: Action) -> bool {
         use Action::*;
         match self {
             Role::Admin => true,
-            Role::Analyst => matches!(action, ReadCalls | ReadTables | ReadSettings),
+            Role::Analyst => matches!(action, ReadCalls | ReadTables | ReadSettings | DryRunBackfill),
             Role::Uploader => matches!(action, CreateCalls | UploadTables | ReadTables),
         }
     }
@@ -340,6 +347,9 @@ mod tests {
             ReadAudit,
             Erase,
             ManageRetention,
+            ManageUsers,
+            ManageWebhooks,
+            DryRunBackfill,
         ];
         let table: Vec<String> = Role::ALL
             .iter()
@@ -356,8 +366,8 @@ mod tests {
             table,
             [
                 "admin: ReadCalls CreateCalls ReadTables UploadTables ConfigureTables ReadSettings ChangeSettings ManageTokens \
-                 ReadAudit Erase ManageRetention",
-                "analyst: ReadCalls ReadTables ReadSettings",
+                 ReadAudit Erase ManageRetention ManageUsers ManageWebhooks DryRunBackfill",
+                "analyst: ReadCalls ReadTables ReadSettings DryRunBackfill",
                 "uploader: CreateCalls ReadTables UploadTables",
             ]
         );

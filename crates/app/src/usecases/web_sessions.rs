@@ -8,13 +8,17 @@ use std::net::IpAddr;
 use rand::RngCore;
 
 use super::{AppError, Services, tenants};
-use crate::store::{TenantId, WebSessionRecord};
+use crate::store::{Role, TenantId, WebSessionRecord};
 
 /// A logged-in session.
 #[derive(Debug, Clone)]
 pub struct WebSession {
     pub tenant: TenantId,
     pub tenant_slug: String,
+    /// The user it logged in as; `None` for the tenant's own login.
+    pub user: Option<String>,
+    /// What it may do (changed at once when an admin changes the user).
+    pub role: Role,
     /// Carried by every form of the session and checked on every POST.
     pub csrf: String,
     pub expires_ms: i64,
@@ -39,9 +43,9 @@ pub struct Lifetime {
 /// the store at most this often, so the idle end is this precise.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-/// Checks the tenant's password (throttled per user and address, like FTP
-/// and SFTP logins) and opens a session; returns the cookie's token and the
-/// session.
+/// Checks the login's password (the tenant's own or a user's `NAME@TENANT`;
+/// throttled per login and address, like FTP and SFTP logins) and opens a
+/// session; returns the cookie's token and the session.
 #[tracing::instrument(skip_all, fields(user = slug, %from))]
 pub async fn login(
     services: &Services,
@@ -50,7 +54,8 @@ pub async fn login(
     from: IpAddr,
     lifetime: Lifetime,
 ) -> Result<(String, WebSession), AppError> {
-    let tenant = tenants::log_in(services, slug.trim(), password, from, super::audit::Channel::Web).await?;
+    let identity = tenants::log_in(services, slug.trim(), password, from, super::audit::Channel::Web).await?;
+    let tenant = identity.tenant;
     let token = random_hex();
     let now = services.now_ms();
     let record = WebSessionRecord {
@@ -62,6 +67,8 @@ pub async fn login(
         expires_ms: now.saturating_add(lifetime.absolute_ms),
         last_seen_ms: now,
         idle_ms: lifetime.idle_ms.max(1),
+        user_name: identity.user.unwrap_or_default(),
+        role: identity.role,
     };
     services.store.insert_web_session(&record).await?;
     Ok((token, session(record)))
@@ -71,6 +78,8 @@ fn session(record: WebSessionRecord) -> WebSession {
     WebSession {
         tenant: record.tenant,
         tenant_slug: record.tenant_slug,
+        user: Some(record.user_name).filter(|u| !u.is_empty()),
+        role: record.role,
         csrf: record.csrf,
         expires_ms: record.expires_ms,
     }
@@ -102,6 +111,13 @@ pub async fn logout(services: &Services, token: &str) -> Result<(), AppError> {
         .store
         .delete_web_session(&tenants::hash_token(token))
         .await?)
+}
+
+impl WebSession {
+    /// The name it logged in with (`alice@acme`, or the slug).
+    pub fn login_name(&self) -> String {
+        super::users::login_name(&self.tenant_slug, self.user.as_deref())
+    }
 }
 
 /// Compares a submitted CSRF token with the session's in constant time.

@@ -29,5 +29,6 @@ mod spec_example;
 mod store_story;
 mod tokens;
 mod uploads;
+mod users;
 mod web;
 mod webhooks;

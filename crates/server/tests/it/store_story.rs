@@ -551,6 +551,8 @@ pub async fn story(store: &dyn Store) {
         expires_ms: 2_000,
         last_seen_ms: 1_000,
         idle_ms: 400,
+        user_name: "alice".into(),
+        role: Role::Analyst,
     };
     store.insert_web_session(&web).await.unwrap();
     assert_eq!(store.web_session("th-1", 1_300).await.unwrap(), Some(web.clone()));
@@ -604,6 +606,96 @@ pub async fn story(store: &dyn Store) {
         None,
         "logged out"
     );
+
+    // Users: one name per tenant; disabling one ends its sessions in the
+    // same transaction, and a new role reaches them.
+    let alice = UserRecord {
+        tenant: a.id.clone(),
+        name: "alice".into(),
+        role: Role::Analyst,
+        password_hash: "hash".into(),
+        disabled: false,
+        created_ms: 1_000,
+        updated_ms: 1_000,
+    };
+    store.insert_user(&alice).await.unwrap();
+    assert!(matches!(
+        store.insert_user(&alice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .insert_user(&UserRecord {
+            tenant: b.id.clone(),
+            ..alice.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.users(&a.id).await.unwrap(), std::slice::from_ref(&alice));
+    assert_eq!(store.user(&a.id, "alice").await.unwrap(), alice);
+    assert!(matches!(
+        store.user(&a.id, "bob").await,
+        Err(StoreError::NotFound)
+    ));
+    store.insert_web_session(&web).await.unwrap();
+    let admin = UserRecord {
+        role: Role::Admin,
+        updated_ms: 1_100,
+        ..alice.clone()
+    };
+    store.update_user(&admin).await.unwrap();
+    assert_eq!(
+        store.web_session("th-1", 1_300).await.unwrap().map(|s| s.role),
+        Some(Role::Admin)
+    );
+    store
+        .update_user(&UserRecord {
+            disabled: true,
+            ..admin.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.web_session("th-1", 1_300).await.unwrap(), None, "ended");
+    assert!(store.user(&a.id, "alice").await.unwrap().disabled);
+    assert!(
+        !store.user(&b.id, "alice").await.unwrap().disabled,
+        "b's alice untouched"
+    );
+    assert!(matches!(
+        store
+            .update_user(&UserRecord {
+                name: "bob".into(),
+                ..alice.clone()
+            })
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // SSH keys per login: the tenant's own ('') and a user's are apart.
+    store
+        .add_user_key(&a.id, "alice", "ssh-ed25519 AAAA1", "laptop", 1)
+        .await
+        .unwrap();
+    store
+        .add_user_key(&a.id, "alice", "ssh-ed25519 AAAA1", "again", 2)
+        .await
+        .unwrap();
+    store
+        .add_tenant_key(&a.id, "ssh-ed25519 AAAA2", "ops", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_keys(&a.id, "alice").await.unwrap(),
+        ["ssh-ed25519 AAAA1"]
+    );
+    assert_eq!(
+        store.tenant_keys(&a.id).await.unwrap(),
+        ["ssh-ed25519 AAAA", "ssh-ed25519 AAAA2"]
+    );
+    assert!(matches!(
+        store
+            .add_user_key(&a.id, "bob", "ssh-ed25519 AAAA1", "stolen", 4)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
 
     // The match rate of a version: every call of the story matched crm v1.
     let (results, matched) = store.version_match_counts(&a.id, &crm, "v1").await.unwrap();

@@ -213,7 +213,7 @@ async fn each_role_may_do_what_its_table_says() {
     }
 
     // (operation, expected status for admin, analyst, uploader)
-    let table: [(&str, [u16; 3]); 14] = [
+    let table: [(&str, [u16; 3]); 19] = [
         ("list calls", [200, 200, 403]),
         ("count a key's values", [200, 200, 403]),
         ("export calls", [200, 200, 403]),
@@ -228,6 +228,11 @@ async fn each_role_may_do_what_its_table_says() {
         ("create a token", [201, 403, 403]),
         ("delete a token", [404, 403, 403]),
         ("read the audit log", [200, 403, 403]),
+        ("list users", [200, 403, 403]),
+        ("create a user", [201, 403, 403]),
+        ("list webhooks", [200, 403, 403]),
+        ("preview a back-fill", [200, 200, 403]),
+        ("run a back-fill", [200, 403, 403]),
     ];
     for (operation, expected) in table {
         for (i, (role, t)) in tokens.iter().enumerate() {
@@ -284,6 +289,21 @@ async fn each_role_may_do_what_its_table_says() {
                 }
                 "delete a token" => delete(&app, t, "/api/v1/tokens/no-such-token").await,
                 "read the audit log" => app.get(t, "/api/v1/audit").await,
+                "list users" => app.get(t, "/api/v1/users").await,
+                "create a user" => {
+                    let body =
+                        json!({"name": format!("u-{role}"), "role": "analyst", "password": "long-enough"});
+                    app.post_json(t, "/api/v1/users", body).await
+                }
+                "list webhooks" => app.get(t, "/api/v1/webhooks").await,
+                "preview a back-fill" => {
+                    app.post_json(t, "/api/v1/backfill", json!({"dry_run": true}))
+                        .await
+                }
+                "run a back-fill" => {
+                    app.post_json(t, "/api/v1/backfill", json!({"dry_run": false}))
+                        .await
+                }
                 other => unreachable!("{other}"),
             };
             assert_eq!(status, expected[i], "{role} may {operation}? {body}");

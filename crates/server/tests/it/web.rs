@@ -123,7 +123,7 @@ async fn pages_need_a_login_and_a_wrong_password_is_refused() {
         r.text()
             .await
             .unwrap()
-            .contains("Unknown tenant or wrong password")
+            .contains("Unknown login or wrong password")
     );
     let r = login(&app, "nobody", "whatever").await;
     assert_eq!(r.status(), 401);

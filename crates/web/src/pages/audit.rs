@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{error_page, render, when};
 use crate::WebState;
-use crate::session::{LoggedIn, encode};
+use crate::session::{LoggedIn, Who, encode};
 
 /// An entry as a row of the page (also used by the tables and call pages).
 pub(crate) struct EntryRow {
@@ -42,7 +42,7 @@ pub(crate) fn entry_row(e: &AuditEntry) -> EntryRow {
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     actor: String,
     action: String,
@@ -91,7 +91,7 @@ pub(crate) async fn audit(
         encode(object)
     );
     render(AuditPage {
-        tenant: Some(s.tenant_slug.clone()),
+        tenant: Some(Who::of(&s)),
         csrf: s.csrf.clone(),
         actor: actor.to_string(),
         action: action.to_string(),

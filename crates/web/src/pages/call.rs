@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Badge, error_page, forbidden, reason, render, short, status_badge, when};
 use crate::WebState;
-use crate::session::{self, LoggedIn, Peer, encode};
+use crate::session::{self, LoggedIn, Peer, Who, encode};
 
 struct MetaRow {
     key: String,
@@ -32,7 +32,7 @@ struct ResultRow {
 #[derive(Template)]
 #[template(path = "call.html")]
 struct CallPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     unique_id: String,
     time: String,
@@ -107,7 +107,7 @@ pub(crate) async fn call(
         })
         .collect();
     render(CallPage {
-        tenant: Some(s.tenant_slug.clone()),
+        tenant: Some(Who::of(&s)),
         csrf: s.csrf.clone(),
         time: when(c.timestamp_ms),
         source: c.source.as_str(),

@@ -10,7 +10,7 @@ use callmeta_core::enrich::merged_metadata;
 
 use super::{Badge, error_page, invalid_query, render, status_badge, when};
 use crate::WebState;
-use crate::session::{LoggedIn, encode};
+use crate::session::{LoggedIn, Who, encode};
 
 struct CallRow {
     unique_id: String,
@@ -36,7 +36,7 @@ struct Filter {
 #[derive(Template)]
 #[template(path = "calls.html")]
 struct CallsPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     columns: Vec<String>,
     rows: Vec<CallRow>,
@@ -324,7 +324,7 @@ pub(crate) async fn calls(
         None => "/calls/export".to_string(),
     };
     render(CallsPage {
-        tenant: Some(s.tenant_slug.clone()),
+        tenant: Some(Who::of(&s)),
         csrf: s.csrf.clone(),
         columns,
         rows,

@@ -12,12 +12,12 @@ use serde::Deserialize;
 
 use super::{error_page, forbidden, render};
 use crate::WebState;
-use crate::session::{self, LoggedIn};
+use crate::session::{self, LoggedIn, Who};
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     next: String,
     error: Option<String>,
@@ -122,7 +122,7 @@ pub(crate) async fn login(
                 tenant: None,
                 csrf: String::new(),
                 next,
-                error: Some("Unknown tenant or wrong password.".into()),
+                error: Some("Unknown login or wrong password.".into()),
                 slug: form.tenant,
             });
             *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -134,7 +134,7 @@ pub(crate) async fn login(
                 csrf: String::new(),
                 next,
                 error: Some(format!(
-                    "Too many failed logins for this tenant from your address: try again in {retry_after_secs} s."
+                    "Too many failed logins for this login from your address: try again in {retry_after_secs} s."
                 )),
                 slug: form.tenant,
             });

@@ -8,6 +8,7 @@
 //! - `settings`: creating a table and changing its settings.
 //! - `upload`: a new version of a table from the upload form.
 //! - `webhooks`: the tenant's webhook endpoints and their deliveries.
+//! - `users`: the tenant's users (admins only).
 //! - `audit`: the audit log, and the rows of it other pages show (who
 //!   uploaded a version, who downloaded a recording).
 //!
@@ -21,8 +22,10 @@ mod login;
 mod settings;
 mod tables;
 mod upload;
+mod users;
 mod webhooks;
 
+use crate::session::Who;
 use askama::Template;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -37,6 +40,7 @@ pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
 pub(crate) use tables::{activate, tables};
 pub(crate) use upload::upload;
+pub(crate) use users::{add_user, disable_user, enable_user, users};
 pub(crate) use webhooks::{add_webhook, remove_webhook, test_webhook, webhooks};
 
 /// What a page may load and who may frame it: only this site's own assets,
@@ -70,7 +74,7 @@ fn render(t: impl Template) -> Response {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     title: String,
     detail: String,

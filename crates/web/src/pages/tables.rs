@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{error_page, render, short, when};
 use crate::WebState;
-use crate::session::{self, LoggedIn, Peer};
+use crate::session::{self, LoggedIn, Peer, Who};
 
 struct VersionRow {
     id: String,
@@ -52,7 +52,7 @@ struct TableView {
 #[derive(Template)]
 #[template(path = "tables.html")]
 struct TablesPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     tables: Vec<TableView>,
     notice: Option<String>,
@@ -206,7 +206,7 @@ pub(super) async fn tables_page(
     }
     let failed = error.is_some();
     let mut response = render(TablesPage {
-        tenant: Some(s.tenant_slug.clone()),
+        tenant: Some(Who::of(s)),
         csrf: s.csrf.clone(),
         tables: views,
         notice,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{error_page, forbidden, render, short, when};
 use crate::WebState;
-use crate::session::LoggedIn;
+use crate::session::{LoggedIn, Who};
 
 /// Attempts shown per endpoint.
 const SHOWN_ATTEMPTS: usize = 20;
@@ -40,7 +40,7 @@ struct EndpointView {
 #[derive(Template)]
 #[template(path = "webhooks.html")]
 struct WebhooksPage {
-    tenant: Option<String>,
+    tenant: Option<Who>,
     csrf: String,
     endpoints: Vec<EndpointView>,
     events: Vec<&'static str>,
@@ -91,7 +91,7 @@ async fn webhooks_page(
     }
     let failed = error.is_some();
     let mut response = render(WebhooksPage {
-        tenant: Some(s.tenant_slug.clone()),
+        tenant: Some(Who::of(s)),
         csrf: s.csrf.clone(),
         endpoints: views,
         events: Event::SUBSCRIBABLE.map(Event::as_str).to_vec(),
