@@ -37,7 +37,7 @@ pub(crate) struct ChangeUser {
     pub password: Option<String>,
     /// `true`: it can no longer log in, and its web sessions end at once.
     #[serde(default, deserialize_with = "present")]
-    #[schema(required = false)]
+    #[schema(value_type = bool, required = false)]
     pub disabled: Option<bool>,
 }
 
