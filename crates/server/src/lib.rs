@@ -6,6 +6,7 @@
 //! - [`config`]: defaults < config file < `CALLMETA_*` environment < flags.
 //! - [`startup`]: `open_services`, `App`.
 //! - [`memory`]: the allocator's set-up (a fixed mmap threshold).
+//! - [`telemetry`]: trace export over OTLP when the environment asks for it.
 //! - [`http_server`]: the HTTP listener and its limits on slow and idle
 //!   clients (timeouts, body rate floor, connection caps).
 
@@ -13,3 +14,4 @@ pub mod config;
 pub mod http_server;
 pub mod memory;
 pub mod startup;
+pub mod telemetry;

@@ -184,6 +184,19 @@ enum CallsCommand {
 fn main() -> std::process::ExitCode {
     callmeta::memory::fix_mmap_threshold();
     let cli = Cli::parse();
+    // Built before the runtime: the exporter's HTTP client blocks on a
+    // thread of its own. Only a server exports its spans.
+    let traces = if matches!(cli.command, Command::Serve { .. }) {
+        match callmeta::telemetry::otlp_from_env() {
+            Ok(provider) => provider,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -191,16 +204,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli, traces.as_ref())) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    drop(runtime);
+    // Sends what is still queued.
+    if let Some(provider) = traces
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("warning: flushing the trace export: {e}");
     }
+    code
 }
 
-async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+async fn run(
+    cli: Cli,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> anyhow::Result<std::process::ExitCode> {
     let mut flags = FlagOverrides {
         data_dir: cli.data_dir,
         database: cli.database,
@@ -226,7 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         flags.sip_default_tenant = sip_default_tenant.clone();
     }
     let config = Config::load(cli.config.as_deref(), flags).context("reading the configuration")?;
-    init_tracing(&config, matches!(cli.command, Command::Serve { .. }));
+    init_tracing(&config, matches!(cli.command, Command::Serve { .. }), traces);
     match cli.command {
         Command::Serve { .. } => {
             let app = App::build(config, Arc::new(SystemClock)).await?;
@@ -542,13 +566,22 @@ async fn import(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn init_tracing(config: &Config, serving: bool) {
+/// Logs to standard error, filtered by `RUST_LOG` or `[log]`; with
+/// `traces`, the same spans (and events) are exported over OTLP.
+fn init_tracing(
+    config: &Config,
+    serving: bool,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = if serving { config.log.as_str() } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(traces.map(callmeta::telemetry::layer))
         .try_init();
 }
 

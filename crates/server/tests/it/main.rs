@@ -28,6 +28,7 @@ mod slow_clients;
 mod spec_example;
 mod store_story;
 mod tokens;
+mod traces;
 mod uploads;
 mod users;
 mod web;
