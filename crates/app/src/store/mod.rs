@@ -832,4 +832,15 @@ pub trait Store: Send + Sync + 'static {
         payload: &serde_json::Value,
         next_ms: i64,
     ) -> Result<(), StoreError>;
+
+    /// The activation in force at `at_ms`: the table's last activation at
+    /// or before it (of several in one millisecond, the last made); `None`
+    /// if the table had none by then. The flag says whether its version
+    /// still exists (retention or erasure may have deleted it since).
+    async fn activation_at(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        at_ms: i64,
+    ) -> Result<Option<(ActivationRecord, bool)>, StoreError>;
 }
