@@ -176,6 +176,23 @@ async fn the_option_is_checked() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "as_of", "{body}");
     assert!(error_detail(&body).contains("call_time"), "{body}");
+    // The document declares the option and the reasons a result gives.
+    let doc = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for word in [
+        "\"call_time\"",
+        "\"before_first_activation\"",
+        "\"version_removed\"",
+    ] {
+        assert!(doc.contains(word), "the OpenAPI document names {word}");
+    }
     app.stop().await;
 }
 
