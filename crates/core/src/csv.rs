@@ -109,6 +109,35 @@ pub struct TableOptions {
     /// that lacks a column of the active version.
     #[serde(default, skip_serializing_if = "HeaderChange::is_accept")]
     pub on_header_change: HeaderChange,
+    /// Which version enriches a call: the one active when it is processed
+    /// (the default) or the one that was active at its timestamp.
+    #[serde(default, skip_serializing_if = "AsOf::is_processing")]
+    pub as_of: AsOf,
+}
+
+/// Which version of a table enriches a call.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AsOf {
+    /// The version active when the call is processed (created, updated,
+    /// back-filled).
+    #[default]
+    Processing,
+    /// The version that was active at the call's timestamp.
+    CallTime,
+}
+
+impl AsOf {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsOf::Processing => "processing",
+            AsOf::CallTime => "call_time",
+        }
+    }
+
+    fn is_processing(&self) -> bool {
+        *self == AsOf::Processing
+    }
 }
 
 /// What an upload whose header lost a column of the active version does.
@@ -164,6 +193,8 @@ struct OptionsJson {
     max_row_drop_pct: Option<f64>,
     #[serde(default)]
     on_header_change: HeaderChange,
+    #[serde(default)]
+    as_of: AsOf,
 }
 
 /// Why `key` and `keys` do not make a key.
@@ -220,6 +251,7 @@ impl TryFrom<OptionsJson> for TableOptions {
             valid_to: json.valid_to,
             max_row_drop_pct: json.max_row_drop_pct,
             on_header_change: json.on_header_change,
+            as_of: json.as_of,
         };
         options.check()?;
         Ok(options)

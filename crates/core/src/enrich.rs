@@ -96,6 +96,52 @@ pub struct EnrichmentResult {
     /// cells say (empty: open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<ValidInterval>,
+    /// With `"as_of": "call_time"`: which version was chosen for the
+    /// call's timestamp, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfChoice>,
+}
+
+/// How a table with `"as_of": "call_time"` chose the version a call was
+/// enriched from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AsOfChoice {
+    /// The call's timestamp the version was chosen for (epoch ms).
+    pub call_ms: i64,
+    pub reason: AsOfReason,
+    /// When the chosen version became active (none: no version was active
+    /// at the call's timestamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_ms: Option<i64>,
+}
+
+/// Why a table with `"as_of": "call_time"` gave a call the version (or no
+/// version) it did.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AsOfReason {
+    /// The version was the active one at the call's timestamp.
+    ActiveAtCallTime,
+    /// The call is older than the table's first activation: no version
+    /// was active then (status `no_version`).
+    BeforeFirstActivation,
+    /// The version active at the call's timestamp was deleted since (by
+    /// retention or erasure); status `no_version`, `version` names it.
+    VersionRemoved,
+    /// The version active at the call's timestamp could not be loaded
+    /// (its original is unreadable); status `no_version`.
+    VersionUnavailable,
+}
+
+impl AsOfReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsOfReason::ActiveAtCallTime => "active_at_call_time",
+            AsOfReason::BeforeFirstActivation => "before_first_activation",
+            AsOfReason::VersionRemoved => "version_removed",
+            AsOfReason::VersionUnavailable => "version_unavailable",
+        }
+    }
 }
 
 /// The validity of the row a call was enriched from.
@@ -161,6 +207,7 @@ fn enrich_one(
         matched_by: None,
         keys_tried: Vec::new(),
         interval: None,
+        as_of: None,
     };
     let Some(index) = view.index else {
         return result;

@@ -72,6 +72,26 @@ pub(crate) struct EnrichmentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, required = false)]
     pub interval: Option<callmeta_core::enrich::ValidInterval>,
+    /// With `"as_of": "call_time"`: which version was chosen for the
+    /// call's timestamp and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub as_of: Option<AsOfView>,
+}
+
+/// How a `call_time` table chose its version for a call.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AsOfView {
+    /// The call's timestamp the version was chosen for.
+    #[schema(schema_with = crate::openapi::date_time)]
+    pub call_time: String,
+    #[schema(schema_with = crate::openapi::as_of_reason)]
+    pub reason: &'static str,
+    /// When the chosen version (`version`) became the active one; absent
+    /// when no version was active at the call's timestamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::date_time, required = false)]
+    pub activated: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -127,6 +147,11 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
         matched_by: r.matched_by.clone(),
         keys_tried: r.keys_tried.clone(),
         interval: r.interval.clone(),
+        as_of: r.as_of.as_ref().map(|a| AsOfView {
+            call_time: format_timestamp(a.call_ms),
+            reason: a.reason.as_str(),
+            activated: a.activated_ms.map(format_timestamp),
+        }),
     }
 }
 

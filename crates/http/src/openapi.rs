@@ -202,6 +202,17 @@ pub(crate) fn header_change() -> Object {
     )
 }
 
+pub(crate) fn as_of() -> Object {
+    use callmeta_core::csv::AsOf::*;
+    let _ = |a: callmeta_core::csv::AsOf| match a {
+        Processing | CallTime => (),
+    };
+    string_enum(
+        [Processing, CallTime].map(callmeta_core::csv::AsOf::as_str),
+        "Which version enriches a call: `processing` (default), the one active when the call is processed (created, updated, back-filled); `call_time`, the one that was active at the call's timestamp (a call before the table's first activation gets `no_version`).",
+    )
+}
+
 pub(crate) fn duplicates() -> Object {
     use DuplicatePolicy::*;
     let _ = |d: DuplicatePolicy| match d {
@@ -236,6 +247,23 @@ pub(crate) fn enrichment_status() -> Object {
     string_enum(
         [Matched, NoMatch, KeyMissing, Ambiguous, NoVersion].map(EnrichmentStatus::as_str),
         "What the table gave the call.",
+    )
+}
+
+pub(crate) fn as_of_reason() -> Object {
+    use callmeta_core::enrich::AsOfReason::*;
+    let _ = |r: callmeta_core::enrich::AsOfReason| match r {
+        ActiveAtCallTime | BeforeFirstActivation | VersionRemoved | VersionUnavailable => (),
+    };
+    string_enum(
+        [
+            ActiveAtCallTime,
+            BeforeFirstActivation,
+            VersionRemoved,
+            VersionUnavailable,
+        ]
+        .map(callmeta_core::enrich::AsOfReason::as_str),
+        "Why a `call_time` table used the version it did: `active_at_call_time` (the version was the active one at the call's timestamp); with status `no_version`, `before_first_activation` (the call is older than the table's first version), `version_removed` (the version active then was deleted since, by retention or erasure; `version` names it) or `version_unavailable` (it could not be loaded).",
     )
 }
 

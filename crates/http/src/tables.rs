@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callmeta_core::csv::{BadRowPolicy, DuplicatePolicy, HeaderChange, TableOptions};
+use callmeta_core::csv::{AsOf, BadRowPolicy, DuplicatePolicy, HeaderChange, TableOptions};
 use callmeta_core::domain::ColumnName;
 use callmeta_core::matching::MatchMode;
 use futures_util::StreamExt;
@@ -68,6 +68,13 @@ pub(crate) struct TableConfig {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::header_change, required = false)]
     pub on_header_change: HeaderChange,
+    /// Which version enriches a call: `processing` (default), the one
+    /// active when the call is processed; `call_time`, the one that was
+    /// active at the call's timestamp (also on back-fill and SIPREC
+    /// updates).
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::as_of, required = false)]
+    pub as_of: AsOf,
 }
 
 /// An optional setting that, when given, is not null (the document says
@@ -126,6 +133,8 @@ pub(crate) struct TableView {
     pub max_row_drop_pct: Option<f64>,
     #[schema(schema_with = crate::openapi::header_change)]
     pub on_header_change: HeaderChange,
+    #[schema(schema_with = crate::openapi::as_of)]
+    pub as_of: AsOf,
     #[schema(schema_with = crate::openapi::date_time)]
     pub created: String,
     #[schema(schema_with = crate::openapi::date_time)]
@@ -212,6 +221,7 @@ fn table_view(details: &TableDetails) -> TableView {
         valid_to: t.options.valid_to.as_ref().map(ToString::to_string),
         max_row_drop_pct: t.options.max_row_drop_pct,
         on_header_change: t.options.on_header_change,
+        as_of: t.options.as_of,
         created: format_timestamp(t.created_ms),
         updated: format_timestamp(t.updated_ms),
         active_version: details
@@ -354,6 +364,7 @@ pub(crate) async fn put_table(
         valid_to: config.valid_to,
         max_row_drop_pct: config.max_row_drop_pct,
         on_header_change: config.on_header_change,
+        as_of: config.as_of,
     };
     let (_, outcome) = uc::configure_table(&state.services, &tenant.id, &name, options, &actor).await?;
     if let Some(outcome) = outcome.filter(|o| !o.version.accepted) {

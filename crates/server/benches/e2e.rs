@@ -122,6 +122,7 @@ fn options(key: &str) -> TableOptions {
         key: ColumnName::parse(key).unwrap(),
         max_row_drop_pct: None,
         on_header_change: Default::default(),
+        as_of: Default::default(),
         valid_from: None,
         valid_to: None,
         keys: None,

@@ -85,6 +85,7 @@ fn call(i: u64, calls: u64) -> CallRecord {
             matched_by: None,
             keys_tried: vec![],
             interval: None,
+            as_of: None,
         }],
         metadata,
         audio_key: None,

@@ -509,6 +509,7 @@ async fn import(
             key: callmeta_core::domain::ColumnName::parse(key)?,
             max_row_drop_pct: None,
             on_header_change: Default::default(),
+            as_of: Default::default(),
             valid_from: None,
             valid_to: None,
             keys: None,

@@ -39,8 +39,12 @@ async fn activate_in(
     .doing(doing)?;
     affected_one(updated.rows_affected())?;
     sqlx::query(
-        "INSERT INTO activations (tenant_id, table_name, version_id, activated_ms, channel) \
-         VALUES ($1, $2, $3, $4, $5)",
+        // `seq` after the table's others: the UPDATE above holds the table's
+        // row (PostgreSQL) or the database (SQLite) until the commit, so two
+        // activations of one table never read the same highest number.
+        "INSERT INTO activations (tenant_id, table_name, version_id, activated_ms, channel, seq) \
+         VALUES ($1, $2, $3, $4, $5, \
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM activations WHERE tenant_id = $1 AND table_name = $2))",
     )
     .bind(&tenant.0)
     .bind(version.table.as_str())
@@ -1052,5 +1056,36 @@ impl Store for SqlStore {
 
     async fn user_keys(&self, tenant: &TenantId, user: &str) -> Result<Vec<String>, StoreError> {
         self.user_key_rows(tenant, user).await
+    }
+
+    async fn activation_at(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        at_ms: i64,
+    ) -> Result<Option<(ActivationRecord, bool)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.version_id, a.activated_ms, a.channel, \
+             (SELECT COUNT(*) FROM versions v WHERE v.tenant_id = a.tenant_id AND v.id = a.version_id) AS kept \
+             FROM activations a WHERE a.tenant_id = $1 AND a.table_name = $2 AND a.activated_ms <= $3 \
+             ORDER BY a.activated_ms DESC, a.seq DESC LIMIT 1",
+        )
+        .bind(&tenant.0)
+        .bind(name.as_str())
+        .bind(at_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading the activation at a time")?;
+        row.map(|row| {
+            Ok((
+                ActivationRecord {
+                    version: row.text("version_id")?,
+                    activated_ms: row.int("activated_ms")?,
+                    channel: row.text("channel")?,
+                },
+                row.int("kept")? > 0,
+            ))
+        })
+        .transpose()
     }
 }

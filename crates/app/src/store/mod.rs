@@ -886,4 +886,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// A user's SSH public keys (`ALGORITHM BASE64`).
     async fn user_keys(&self, tenant: &TenantId, user: &str) -> Result<Vec<String>, StoreError>;
+    /// The activation in force at `at_ms`: the table's last activation at
+    /// or before it (of several in one millisecond, the last made); `None`
+    /// if the table had none by then. The flag says whether its version
+    /// still exists (retention or erasure may have deleted it since).
+    async fn activation_at(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        at_ms: i64,
+    ) -> Result<Option<(ActivationRecord, bool)>, StoreError>;
 }

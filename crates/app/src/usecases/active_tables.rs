@@ -40,6 +40,9 @@ pub struct ActiveTables {
     /// Serialises installs and refreshes, so an older version read by a
     /// refresh can never be installed over a newer one.
     install: tokio::sync::Mutex<()>,
+    /// Versions no longer active that calls at their time need
+    /// (`"as_of": "call_time"`), a few per tenant.
+    pub past: super::as_of::PastVersions,
 }
 
 impl ActiveTables {
@@ -152,6 +155,7 @@ pub async fn install(
 pub async fn forget(services: &Services, tenant: &TenantId, name: &TableName) {
     let _guard = services.tables.install.lock().await;
     services.tables.remove(tenant, name);
+    services.tables.past.forget_table(tenant, name);
     services.metrics.active_version(tenant, name.as_str(), None);
 }
 
@@ -167,6 +171,7 @@ pub async fn refresh(services: &Services) -> Result<usize, AppError> {
         states.iter().map(|s| (&s.tenant, &s.name)).collect();
     for (tenant, name) in services.tables.loaded_names() {
         if !stored.contains(&(&tenant, &name)) && services.tables.remove(&tenant, &name) {
+            services.tables.past.forget_table(&tenant, &name);
             services.metrics.active_version(&tenant, name.as_str(), None);
             tracing::info!(tenant = %tenant, table = %name, "a deleted table is dropped from memory");
             changed += 1;

@@ -1,5 +1,7 @@
 //! Back-fill: the explicit, reported re-enrichment of past calls from the
-//! versions active now. A new upload never rewrites past calls by itself;
+//! versions active now (or, for a table with `"as_of": "call_time"`, from
+//! the version active at each call's timestamp, so a later upload changes
+//! nothing there). A new upload never rewrites past calls by itself;
 //! this does, when asked, and a dry run says what it would change first.
 //!
 //! A back-fill is recorded (the `backfills` table: what was asked, its
@@ -14,7 +16,7 @@ use std::collections::BTreeMap;
 
 use callmeta_core::enrich::EnrichmentResult;
 
-use super::calls::enrich_now;
+use super::calls::enrich_call;
 use super::jobs::{self, Held};
 use super::{AppError, Services, new_id};
 use crate::store::{BackfillRecord, CallQuery, JobKind, KeyFilter, StoreError, TenantId};
@@ -115,6 +117,9 @@ fn same(a: &[EnrichmentResult], b: &[EnrichmentResult]) -> bool {
                 at_ms: y.at_ms,
                 version: y.version.clone(),
                 matched_by,
+                // Provenance: a result chosen the same way from other
+                // words (a table switched to `call_time`) is not a change.
+                as_of: y.as_of.clone(),
                 ..x.clone()
             } == *y
         })
@@ -287,13 +292,14 @@ async fn run(
         let report = &mut progress.report;
         for mut call in calls {
             report.examined += 1;
-            let fresh = enrich_now(
+            let fresh = enrich_call(
                 services,
                 tenant,
                 &call.metadata,
                 services.now_ms(),
                 call.timestamp_ms,
-            );
+            )
+            .await;
             count(&mut report.before, &call.enrichment);
             count(&mut report.after, &fresh);
             if same(&call.enrichment, &fresh) {

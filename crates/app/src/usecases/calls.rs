@@ -57,17 +57,16 @@ pub const MAX_LIMIT: u32 = 1000;
 /// deeper pages need narrower filters or a time range instead.
 pub const MAX_OFFSET: u64 = 100_000;
 
-/// Enriches metadata from the tenant's current snapshot: every table, one
-/// version each, all from the same snapshot. `call_ms`, the call's
-/// timestamp, picks the row of a table whose rows have validity intervals.
-pub fn enrich_now(
-    services: &Services,
-    tenant: &TenantId,
+/// Enriches metadata from one snapshot of the tenant's tables: every
+/// table, one version each, all from the same snapshot. `call_ms`, the
+/// call's timestamp, picks the row of a table whose rows have validity
+/// intervals.
+fn enrich_snapshot(
+    snapshot: &super::active_tables::TenantTables,
     metadata: &Metadata,
     at_ms: i64,
     call_ms: i64,
 ) -> Vec<EnrichmentResult> {
-    let snapshot = services.tables.snapshot(tenant);
     let views: Vec<TableView<'_>> = snapshot
         .tables
         .iter()
@@ -79,6 +78,25 @@ pub fn enrich_now(
         })
         .collect();
     enrich::enrich_at(metadata, &views, at_ms, call_ms)
+}
+
+/// Enriches a call's metadata from the tenant's current snapshot of
+/// active versions, except that a table with `"as_of": "call_time"` uses
+/// the version that was active at `call_ms` (loaded if it is no longer
+/// the active one). For a tenant without such a table this is the
+/// snapshot alone, with no store access.
+pub async fn enrich_call(
+    services: &Services,
+    tenant: &TenantId,
+    metadata: &Metadata,
+    at_ms: i64,
+    call_ms: i64,
+) -> Vec<EnrichmentResult> {
+    let snapshot = services.tables.snapshot(tenant);
+    if !super::as_of::any_call_time(&snapshot) {
+        return enrich_snapshot(&snapshot, metadata, at_ms, call_ms);
+    }
+    super::as_of::enrich_as_of(services, tenant, &snapshot, metadata, at_ms, call_ms).await
 }
 
 /// Calls in one page when a query does not say (`limit`).
@@ -427,7 +445,7 @@ pub async fn create_call(
         .timestamp_ms
         .or_else(|| new.metadata.get("datetime").and_then(|d| parse_timestamp(d)))
         .unwrap_or(now);
-    let enrichment = enrich_now(services, tenant, &new.metadata, now, timestamp_ms);
+    let enrichment = enrich_call(services, tenant, &new.metadata, now, timestamp_ms).await;
     let unique_id = new_id();
     tracing::Span::current().record("call_id", unique_id.as_str());
     let audio_key = match new.audio {
@@ -518,7 +536,7 @@ pub async fn update_call_metadata(
         return Ok(call);
     }
     let now = services.now_ms();
-    call.enrichment = enrich_now(services, tenant, &metadata, now, call.timestamp_ms);
+    call.enrichment = enrich_call(services, tenant, &metadata, now, call.timestamp_ms).await;
     call.metadata = metadata;
     call.updated_ms = now;
     services.store.update_call(tenant, &call).await?;

@@ -31,6 +31,7 @@
 //!   tenant, leased) that applies it.
 
 pub mod active_tables;
+pub mod as_of;
 pub mod audit;
 pub mod backfill;
 pub mod calls;

@@ -582,6 +582,15 @@ pub fn call_data(c: &CallRecord) -> Value {
             if let Some(map) = v.as_object_mut() {
                 map.remove("at_ms");
                 map.insert("at".into(), Value::String(format_timestamp(r.at_ms)));
+                if let Some(a) = &r.as_of {
+                    let mut as_of = serde_json::Map::new();
+                    as_of.insert("call_time".into(), format_timestamp(a.call_ms).into());
+                    as_of.insert("reason".into(), a.reason.as_str().into());
+                    if let Some(ms) = a.activated_ms {
+                        as_of.insert("activated".into(), format_timestamp(ms).into());
+                    }
+                    map.insert("as_of".into(), Value::Object(as_of));
+                }
             }
             v
         })

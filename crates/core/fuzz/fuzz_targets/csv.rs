@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|(header, _)| header.first())
         .and_then(|name| ColumnName::parse(name).ok())
         .unwrap_or_else(|| ColumnName::parse("agent_id").expect("a valid column name"));
-    let options = TableOptions { key, keys: None, match_mode, region, duplicates, bad_rows, valid_from: None, valid_to: None, max_row_drop_pct: None, on_header_change: Default::default() };
+    let options = TableOptions { key, keys: None, match_mode, region, duplicates, bad_rows, valid_from: None, valid_to: None, max_row_drop_pct: None, on_header_change: Default::default(), as_of: Default::default() };
 
     match csv::ingest(bytes, &options, &limits) {
         Ok(ingested) => {

@@ -2,6 +2,7 @@
 //! written inline; expectations are `expect-test` snapshots
 //! (`UPDATE_EXPECT=1 cargo test -p callmeta-core` rewrites them).
 
+mod as_of;
 mod call_metadata;
 mod chunks;
 mod enrichment;

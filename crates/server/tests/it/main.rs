@@ -6,6 +6,7 @@
 mod helpers;
 
 mod api_errors;
+mod as_of;
 mod audit;
 mod bounds;
 mod calls;

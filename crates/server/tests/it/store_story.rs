@@ -12,6 +12,7 @@ fn options(key: &str) -> TableOptions {
         key: ColumnName::parse(key).unwrap(),
         max_row_drop_pct: None,
         on_header_change: Default::default(),
+        as_of: Default::default(),
         valid_from: None,
         valid_to: None,
         keys: None,
@@ -79,6 +80,7 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             matched_by: None,
             keys_tried: vec![],
             interval: None,
+            as_of: None,
         }],
         audio_key: None,
         audio_pruned_ms: None,
@@ -168,6 +170,24 @@ pub async fn story(store: &dyn Store) {
     let states = store.table_states().await.unwrap();
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].active_version.as_deref(), Some("v1"));
+    // The activation in force at a time (`"as_of": "call_time"`), and
+    // of two in one millisecond the later.
+    assert_eq!(store.activation_at(&a.id, &crm, 19).await.unwrap(), None);
+    let (at, kept) = store.activation_at(&a.id, &crm, 25).await.unwrap().unwrap();
+    assert_eq!((at.version.as_str(), at.activated_ms, kept), ("v1", 20, true));
+    store
+        .activate_version(&a.id, &version("v2", &crm, true, 30), "http", 20)
+        .await
+        .unwrap();
+    let (at, _) = store.activation_at(&a.id, &crm, 20).await.unwrap().unwrap();
+    assert_eq!(at.version, "v2");
+    store
+        .activate_version(&a.id, &version("v1", &crm, true, 20), "http", 20)
+        .await
+        .unwrap();
+    let (at, _) = store.activation_at(&a.id, &crm, 20).await.unwrap().unwrap();
+    assert_eq!(at.version, "v1");
+    assert_eq!(store.activation_at(&b.id, &crm, 25).await.unwrap(), None);
 
     store
         .insert_call(&a.id, &call("c1", 100, "diamond"))

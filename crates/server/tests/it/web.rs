@@ -224,6 +224,7 @@ async fn every_post_needs_the_session_csrf_token_and_logout_ends_the_session() {
             ("name", "phones".into()),
             ("key", "phonenumber".into()),
             ("match", "phone".into()),
+            ("as_of", "call_time".into()),
         ],
     )
     .await
@@ -231,6 +232,12 @@ async fn every_post_needs_the_session_csrf_token_and_logout_ends_the_session() {
     assert_eq!(r.status(), 303);
     let (_, phones) = app.get(&t, "/api/v1/tables/phones").await;
     assert_eq!(phones["match"], "phone", "{phones}");
+    assert_eq!(phones["as_of"], "call_time", "{phones}");
+    let (_, html, _) = page(&app, &cookie, "/tables").await;
+    assert!(
+        html.contains(r#"<option value="call_time" selected>at its timestamp</option>"#),
+        "the settings form shows the option"
+    );
     let r = post("/logout", vec![("csrf", csrf)]).await.unwrap();
     assert_eq!(r.status(), 303);
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));

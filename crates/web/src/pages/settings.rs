@@ -36,6 +36,8 @@ pub(crate) struct SettingsForm {
     max_row_drop_pct: String,
     #[serde(default)]
     on_header_change: String,
+    #[serde(default)]
+    as_of: String,
 }
 
 fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
@@ -60,6 +62,7 @@ fn options_from(form: &SettingsForm) -> Result<TableOptions, AppError> {
         ("valid_from", &form.valid_from),
         ("valid_to", &form.valid_to),
         ("on_header_change", &form.on_header_change),
+        ("as_of", &form.as_of),
     ] {
         if !value.trim().is_empty() {
             json.insert(name.into(), value.trim().into());
