@@ -37,6 +37,11 @@ use utoipa::{Modify, OpenApi};
         super::tables::delete_table,
         super::retention::get_retention,
         super::retention::put_retention,
+        super::exports::get_daily,
+        super::exports::put_daily,
+        super::exports::delete_daily,
+        super::exports::list_runs,
+        super::exports::run_now,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
@@ -45,7 +50,8 @@ use utoipa::{Modify, OpenApi};
          (name = "tokens", description = "API tokens and their roles"),
          (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"),
          (name = "audit", description = "Who did what, from where, on which object"),
-         (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"))
+         (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"),
+         (name = "exports", description = "The daily export push to the tenant's SFTP server or S3 bucket"))
 )]
 pub(crate) struct ApiDoc;
 

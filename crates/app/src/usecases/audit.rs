@@ -140,8 +140,13 @@ pub mod actions {
     /// A run of the retention policy that removed something (counts in
     /// `detail`).
     pub const RETENTION_RUN: &str = "retention.run";
+    /// The daily export push set, changed or removed (the destination, never
+    /// its secrets, in `detail`).
+    pub const EXPORT_SETTINGS: &str = "export.settings";
+    /// A day's export push asked for on request.
+    pub const EXPORT_RUN: &str = "export.run";
 
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         LOGIN_SUCCEEDED,
         LOGIN_FAILED,
         TABLE_UPLOAD,
@@ -156,6 +161,8 @@ pub mod actions {
         TABLE_DELETE,
         RETENTION_SETTINGS,
         RETENTION_RUN,
+        EXPORT_SETTINGS,
+        EXPORT_RUN,
     ];
 }
 

@@ -8,6 +8,7 @@
 //! - `settings`: creating a table and changing its settings.
 //! - `upload`: a new version of a table from the upload form.
 //! - `webhooks`: the tenant's webhook endpoints and their deliveries.
+//! - `exports`: the daily export push and its runs.
 //! - `audit`: the audit log, and the rows of it other pages show (who
 //!   uploaded a version, who downloaded a recording).
 //!
@@ -17,6 +18,7 @@
 mod audit;
 mod call;
 mod calls;
+mod exports;
 mod login;
 mod settings;
 mod tables;
@@ -33,6 +35,7 @@ use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 pub(crate) use audit::audit;
 pub(crate) use call::{call, call_audio, delete_call};
 pub(crate) use calls::{calls, export as export_calls};
+pub(crate) use exports::{exports, remove_export, run_export, save_export};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
 pub(crate) use tables::{activate, tables};

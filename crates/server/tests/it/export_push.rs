@@ -1,0 +1,468 @@
+//! The daily export push: the previous day's calls written to a real SFTP
+//! server (OpenSSH's `sshd`, started by the test in a temporary directory on
+//! a free port with its own host key, logging the current user in by key)
+//! and to a real S3-protocol server (moto's), then read back with a CSV
+//! reader (or line by line for NDJSON): that day's calls of that tenant,
+//! and only those.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use callmeta::config::Config;
+use callmeta_app::clock::Clock;
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, error_detail, eventually};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// OpenSSH's server on 127.0.0.1, as the current user, key login only.
+struct SshServer {
+    child: Child,
+    port: u16,
+    user: String,
+    /// The client's private key (OpenSSH form) and the server's host key
+    /// fingerprint (`SHA256:...`).
+    client_key: String,
+    fingerprint: String,
+    /// Where files are pushed.
+    inbox: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn keygen(path: &Path) {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path));
+}
+
+/// `sshd`, or `None` when it is not installed and the run does not
+/// require it (`.ci/run` sets `CALLMETA_TEST_CLIENTS=required`).
+async fn start_sshd() -> Option<SshServer> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        assert_ne!(
+            std::env::var("CALLMETA_TEST_CLIENTS").as_deref(),
+            Ok("required"),
+            "/usr/sbin/sshd is required (apt-get install openssh-server)"
+        );
+        eprintln!("sshd is not installed: the SFTP push test is not run (apt-get install openssh-server)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+    let fingerprint = run(Command::new("ssh-keygen").arg("-lf").arg(d.join("host_key.pub")))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let user = run(Command::new("id").arg("-un")).trim().to_string();
+    let inbox = d.join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let is_root = run(Command::new("id").arg("-u")).trim() == "0";
+    if is_root {
+        // sshd's privilege separation directory, absent where no sshd ran.
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {pid}\n\
+         AuthorizedKeysFile {keys}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin {root}\n\
+         AllowUsers {user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+        host_key = d.join("host_key").display(),
+        pid = d.join("sshd.pid").display(),
+        keys = d.join("authorized_keys").display(),
+        root = if is_root { "prohibit-password" } else { "no" },
+    );
+    std::fs::write(d.join("sshd_config"), config).unwrap();
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd starts");
+    let server = SshServer {
+        child,
+        port,
+        user,
+        client_key: std::fs::read_to_string(d.join("client_key")).unwrap(),
+        fingerprint,
+        inbox,
+        _dir: dir,
+    };
+    eventually("sshd listening", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.map(drop)
+    })
+    .await;
+    Some(server)
+}
+
+/// The app on either backend, private destinations allowed (the servers
+/// are on loopback), retries after at most 5 s.
+async fn spawn() -> TestApp {
+    TestApp::spawn_configured(|c: &mut Config| {
+        c.webhooks.allow_private = true;
+        c.webhooks.first_retry_secs = 5;
+    })
+    .await
+}
+
+fn day_of(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap();
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn create_call(app: &TestApp, t: &Tenant, at_ms: i64, metadata: Value) -> String {
+    let (status, call) = app
+        .post_json(
+            t,
+            "/api/v1/calls",
+            json!({"metadata": metadata, "timestamp": rfc3339(at_ms)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    call["unique_id"].as_str().unwrap().to_string()
+}
+
+/// The calls of the day starting at `start` (its first and last
+/// millisecond among them), of the days around it, and of another tenant
+/// on the same day: the ids the day's file must hold.
+async fn calls_around(app: &TestApp, t: &Tenant, other: &Tenant, start: i64) -> BTreeSet<String> {
+    let mut expected = BTreeSet::new();
+    expected.insert(create_call(app, t, start, json!({"agent_id": "first"})).await);
+    expected.insert(
+        create_call(
+            app,
+            t,
+            start + DAY_MS / 2,
+            json!({"agent_id": "noon", "note": "a, \"quoted\"\nnote", "formula": "=1+2"}),
+        )
+        .await,
+    );
+    expected.insert(create_call(app, t, start + DAY_MS - 1, json!({"agent_id": "last"})).await);
+    create_call(app, t, start - 1, json!({"agent_id": "day before"})).await;
+    create_call(app, t, start + DAY_MS, json!({"agent_id": "day after"})).await;
+    create_call(app, other, start + DAY_MS / 2, json!({"agent_id": "other tenant"})).await;
+    expected
+}
+
+/// The unique ids and agents of a CSV file, read with a CSV reader.
+fn read_csv(bytes: &[u8]) -> (Vec<String>, Vec<csv::StringRecord>) {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader.records().map(Result::unwrap).collect();
+    (header, rows)
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+async fn runs(app: &TestApp, t: &Tenant) -> Vec<Value> {
+    let (status, list) = app.get(t, "/api/v1/exports/daily/runs").await;
+    assert_eq!(status, 200, "{list}");
+    list["data"].as_array().unwrap().clone()
+}
+
+async fn run_of(app: &TestApp, t: &Tenant, day: &str, status: &str) -> Result<Value, String> {
+    let list = runs(app, t).await;
+    match list.iter().find(|r| r["day"] == day) {
+        Some(r) if r["status"] == status => Ok(r.clone()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works() {
+    let Some(ssh) = start_sshd().await else {
+        return;
+    };
+    let app = spawn().await;
+    let acme = app.create_tenant("acme");
+    let other = app.create_tenant("other");
+    let now = app.clock.now_ms();
+    let day_start = (now.div_euclid(DAY_MS) - 1) * DAY_MS;
+    let day = day_of(day_start);
+    let expected = calls_around(&app, &acme, &other, day_start).await;
+
+    let sftp = |port: u16| {
+        json!({"sftp": {
+            "host": "127.0.0.1", "port": port, "username": ssh.user,
+            "private_key": ssh.client_key, "directory": ssh.inbox.display().to_string(),
+            "host_key": ssh.fingerprint,
+        }})
+    };
+    // Unknown host keys are refused unless pinned or accepted.
+    let mut unpinned = sftp(ssh.port);
+    unpinned["sftp"].as_object_mut().unwrap().remove("host_key");
+    let (status, body) = app
+        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": unpinned}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "destination.sftp.host_key", "{body}");
+
+    // First a port nothing listens on.
+    let (status, settings) = app
+        .put_json(
+            &acme,
+            "/api/v1/exports/daily",
+            json!({"destination": sftp(free_port()), "format": "csv"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["destination"]["sftp"]["auth"], "private_key");
+    assert!(
+        !settings.to_string().contains("PRIVATE KEY"),
+        "the key is write-only: {settings}"
+    );
+    assert!(settings["next_run"].is_string(), "{settings}");
+    let (status, shown) = app.get(&acme, "/api/v1/exports/daily").await;
+    assert_eq!((status, &shown), (200, &settings));
+
+    let (status, run) = app
+        .post_json(&acme, &format!("/api/v1/exports/daily/run?day={day}"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["file_name"], format!("calls-{day}.csv"));
+    let failed = eventually("the first attempt fails", Duration::from_secs(30), || {
+        run_of(&app, &acme, &day, "retrying")
+    })
+    .await;
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("connecting to 127.0.0.1"),
+        "{failed}"
+    );
+
+    // The destination fixed (the key given again: the port changed), the
+    // retry after the backoff delivers.
+    let (status, body) = app
+        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": sftp(ssh.port)}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.clock.advance(Duration::from_secs(10));
+    let delivered = eventually("the retry delivers", Duration::from_secs(30), || {
+        run_of(&app, &acme, &day, "delivered")
+    })
+    .await;
+    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    assert_eq!(delivered["calls"], 3, "{delivered}");
+    assert_eq!(delivered["error"], Value::Null, "{delivered}");
+
+    let path = ssh.inbox.join(format!("calls-{day}.csv"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(delivered["bytes"], bytes.len(), "{delivered}");
+    let (header, rows) = read_csv(&bytes);
+    let id = column(&header, "unique_id");
+    let got: BTreeSet<String> = rows.iter().map(|r| r[id].to_string()).collect();
+    assert_eq!(got, expected, "the day's calls of this tenant, and only those");
+    let (note, formula) = (column(&header, "note"), column(&header, "formula"));
+    let noon = rows.iter().find(|r| &r[column(&header, "agent_id")] == "noon").unwrap();
+    assert_eq!(&noon[note], "a, \"quoted\"\nnote");
+    assert_eq!(&noon[formula], "'=1+2", "formula cells are neutralised as in the export");
+    // Only the file: its temporary name was renamed.
+    let names: Vec<String> = std::fs::read_dir(&ssh.inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![format!("calls-{day}.csv")]);
+
+    // The same day pushed again overwrites the same file with what the day
+    // holds now.
+    create_call(&app, &acme, day_start + 1000, json!({"agent_id": "late"})).await;
+    let (status, run) = app
+        .post_json(&acme, &format!("/api/v1/exports/daily/run?day={day}"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    eventually("the day pushed again", Duration::from_secs(30), || async {
+        let r = run_of(&app, &acme, &day, "delivered").await?;
+        if r["calls"] == 4 { Ok(r) } else { Err(r.to_string()) }
+    })
+    .await;
+    let (_, rows) = read_csv(&std::fs::read(&path).unwrap());
+    assert_eq!(rows.len(), 4);
+    assert_eq!(std::fs::read_dir(&ssh.inbox).unwrap().count(), 1);
+
+    // A day that is not over is refused; the other tenant has no push.
+    let today = day_of(now);
+    let (status, body) = app
+        .post_json(&acme, &format!("/api/v1/exports/daily/run?day={today}"), json!({}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error_detail(&body).contains("not over"), "{body}");
+    let (status, _) = app.get(&other, "/api/v1/exports/daily").await;
+    assert_eq!(status, 404);
+    assert!(runs(&app, &other).await.is_empty());
+
+    // The settings' changes are in the audit log, without the key.
+    let (status, audit) = app.get(&acme, "/api/v1/audit?action=export.settings").await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["data"].as_array().unwrap().len(), 2, "{audit}");
+    assert!(!audit.to_string().contains("PRIVATE KEY"));
+
+    let (status, _) = app
+        .put_json(&acme, "/api/v1/exports/daily", json!({}))
+        .await;
+    assert_eq!(status, 422);
+    let r = app
+        .http
+        .delete(app.url("/api/v1/exports/daily"))
+        .header("Authorization", format!("Token {}", acme.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, _) = app.get(&acme, "/api/v1/exports/daily").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_schedule_pushes_the_previous_day_to_s3() {
+    let Some(s3) = crate::s3::start_s3().await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let r = http.put(format!("{}/exports", s3.endpoint)).send().await.unwrap();
+    assert!(r.status().is_success(), "creating the bucket: {}", r.status());
+    let app = spawn().await;
+    let acme = app.create_tenant("acme");
+    let other = app.create_tenant("other");
+
+    let destination = |secret: Option<&str>| {
+        let mut s3 = json!({
+            "bucket": "exports", "prefix": "callmeta/daily", "region": "us-east-1",
+            "endpoint": s3.endpoint, "access_key_id": "testing",
+        });
+        if let Some(secret) = secret {
+            s3["secret_access_key"] = json!(secret);
+        }
+        json!({"s3": s3})
+    };
+    let (status, body) = app
+        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": destination(None)}))
+        .await;
+    assert_eq!(status, 422, "a first setting needs the secret: {body}");
+    let (status, settings) = app
+        .put_json(
+            &acme,
+            "/api/v1/exports/daily",
+            json!({"destination": destination(Some("s3cret")), "format": "ndjson", "hour": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+    assert!(!settings.to_string().contains("s3cret"), "{settings}");
+    // Changed without the secret: the stored one is kept.
+    let (status, settings) = app
+        .put_json(
+            &acme,
+            "/api/v1/exports/daily",
+            json!({"destination": destination(None), "format": "ndjson", "hour": 2, "utc_offset": "Z"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+
+    // The next run is the next 02:00 UTC; it pushes the day before it.
+    let next = callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
+    assert_eq!(next.rem_euclid(DAY_MS), 2 * 3_600_000, "{settings}");
+    assert!(next > app.clock.now_ms());
+    let day_start = next - 2 * 3_600_000 - DAY_MS;
+    let day = day_of(day_start);
+    let expected = calls_around(&app, &acme, &other, day_start).await;
+    assert!(runs(&app, &acme).await.is_empty(), "nothing before the run is due");
+
+    app.clock.advance_to(next);
+    let delivered = eventually("the scheduled push", Duration::from_secs(30), || {
+        run_of(&app, &acme, &day, "delivered")
+    })
+    .await;
+    assert_eq!(delivered["file_name"], format!("calls-{day}.ndjson"));
+    assert_eq!(delivered["calls"], 3, "{delivered}");
+    let (status, settings) = app.get(&acme, "/api/v1/exports/daily").await;
+    assert_eq!(status, 200);
+    let next_again = callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
+    assert_eq!(next_again, next + DAY_MS, "the next run is a day later");
+
+    let object = http
+        .get(format!("{}/exports/callmeta/daily/calls-{day}.ndjson", s3.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(object.status().is_success(), "{}", object.status());
+    let body = object.text().await.unwrap();
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: BTreeSet<String> = lines
+        .iter()
+        .map(|c| c["unique_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, expected, "the day's calls of this tenant, and only those");
+    assert!(lines.iter().all(|c| c["metadata"]["agent_id"] != "other tenant"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn private_destinations_are_refused_unless_allowed() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("acme");
+    for (destination, field) in [
+        (
+            json!({"sftp": {"host": "127.0.0.1", "username": "u", "password": "p", "accept_any_host_key": true}}),
+            "destination.sftp.host",
+        ),
+        (
+            json!({"sftp": {"host": "localhost", "username": "u", "password": "p", "accept_any_host_key": true}}),
+            "destination.sftp.host",
+        ),
+        (
+            json!({"s3": {"bucket": "b", "endpoint": "http://10.0.0.1:9000", "access_key_id": "k", "secret_access_key": "s"}}),
+            "destination.s3.endpoint",
+        ),
+    ] {
+        let (status, body) = app
+            .put_json(&t, "/api/v1/exports/daily", json!({"destination": destination}))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+        assert!(error_detail(&body).contains("allow_private"), "{body}");
+    }
+    let (status, body) = app
+        .post_json(&t, "/api/v1/exports/daily/run", json!({}))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    app.stop().await;
+}
