@@ -105,7 +105,11 @@ impl Pages {
     }
 
     /// The next bytes of the file; `None` at its end.
-    pub(crate) async fn next(&mut self, services: &Services, due: &DuePush) -> Result<Option<Vec<u8>>, String> {
+    pub(crate) async fn next(
+        &mut self,
+        services: &Services,
+        due: &DuePush,
+    ) -> Result<Option<Vec<u8>>, String> {
         self.export
             .next_chunk(services, &due.tenant)
             .await
@@ -122,14 +126,12 @@ impl Pages {
 /// The addresses of `host`, every one allowed by the destination rule.
 pub(crate) async fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::lookup_host((bare, port)),
-    )
-    .await
-    .map_err(|_| format!("resolving {host}: no answer within 10 s"))?
-    .map_err(|e| format!("resolving {host}: {e}"))?
-    .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((bare, port)))
+            .await
+            .map_err(|_| format!("resolving {host}: no answer within 10 s"))?
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .collect();
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }

@@ -66,7 +66,12 @@ pub(crate) async fn push(
     let where_ = format!("{}:{}", d.host, d.port);
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addrs[..]))
         .await
-        .map_err(|_| format!("connecting to {where_}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "connecting to {where_}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("connecting to {where_}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let config = russh::client::Config {
@@ -84,7 +89,12 @@ pub(crate) async fn push(
         russh::client::connect_stream(Arc::new(config), tcp, check),
     )
     .await
-    .map_err(|_| format!("SSH handshake with {where_}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?;
+    .map_err(|_| {
+        format!(
+            "SSH handshake with {where_}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )
+    })?;
     let mut session = match handshake {
         Ok(session) => session,
         Err(russh::Error::UnknownKey) => {
@@ -100,19 +110,29 @@ pub(crate) async fn push(
         if let Some(password) = &d.password {
             session.authenticate_password(&d.username, password).await
         } else if let Some(pem) = &d.private_key {
-            let key = russh::keys::decode_secret_key(pem, None)
-                .map_err(|e| russh::Error::from(std::io::Error::other(format!("the private key cannot be read: {e}"))))?;
+            let key = russh::keys::decode_secret_key(pem, None).map_err(|e| {
+                russh::Error::from(std::io::Error::other(format!(
+                    "the private key cannot be read: {e}"
+                )))
+            })?;
             let hash = session.best_supported_rsa_hash().await?.flatten();
             session
                 .authenticate_publickey(&d.username, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
                 .await
         } else {
-            Err(russh::Error::from(std::io::Error::other("no password or private key is set")))
+            Err(russh::Error::from(std::io::Error::other(
+                "no password or private key is set",
+            )))
         }
     };
     let authenticated = tokio::time::timeout(CONNECT_TIMEOUT, login)
         .await
-        .map_err(|_| format!("logging in to {where_}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "logging in to {where_}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("logging in to {where_} as {}: {e}", d.username))?;
     if !authenticated.success() {
         return Err(format!(

@@ -46,7 +46,10 @@ impl SqlStore {
         .transpose()
     }
 
-    pub(crate) async fn put_export_push_settings_row(&self, record: &ExportPushRecord) -> Result<(), StoreError> {
+    pub(crate) async fn put_export_push_settings_row(
+        &self,
+        record: &ExportPushRecord,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO export_push_settings (tenant_id, settings, updated_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_ms = excluded.updated_ms",
@@ -136,7 +139,11 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn export_run_rows(&self, tenant: &TenantId, limit: u32) -> Result<Vec<ExportRun>, StoreError> {
+    pub(crate) async fn export_run_rows(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<ExportRun>, StoreError> {
         let rows = sqlx::query("SELECT * FROM export_runs WHERE tenant_id = $1 ORDER BY day DESC LIMIT $2")
             .bind(&tenant.0)
             .bind(i64::from(limit))
@@ -146,7 +153,11 @@ impl SqlStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    pub(crate) async fn export_run_row(&self, tenant: &TenantId, day: &str) -> Result<Option<ExportRun>, StoreError> {
+    pub(crate) async fn export_run_row(
+        &self,
+        tenant: &TenantId,
+        day: &str,
+    ) -> Result<Option<ExportRun>, StoreError> {
         let row = sqlx::query("SELECT * FROM export_runs WHERE tenant_id = $1 AND day = $2")
             .bind(&tenant.0)
             .bind(day)

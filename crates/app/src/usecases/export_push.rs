@@ -254,7 +254,10 @@ fn required(field: &str, value: &str) -> Result<(), AppError> {
 fn check_host(field: &str, host: &str, allow_private: bool) -> Result<(), AppError> {
     required(field, host)?;
     if host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
-        return Err(AppError::invalid(field, format!("{field} must be a host name or address")));
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must be a host name or address"),
+        ));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let refused = match bare.parse::<std::net::IpAddr>() {
@@ -401,17 +404,28 @@ fn check(
     let hour = match request.hour {
         None => 1,
         Some(h) if (0..=23).contains(&h) => h as u8,
-        Some(h) => return Err(AppError::invalid("hour", format!("hour must be 0 to 23, not {h}"))),
+        Some(h) => {
+            return Err(AppError::invalid(
+                "hour",
+                format!("hour must be 0 to 23, not {h}"),
+            ));
+        }
     };
     let destination = match request.destination {
         Destination::Sftp(mut d) => {
             check_host("destination.sftp.host", &d.host, allow_private)?;
             if d.port == 0 {
-                return Err(AppError::invalid("destination.sftp.port", "port must be 1 to 65535"));
+                return Err(AppError::invalid(
+                    "destination.sftp.port",
+                    "port must be 1 to 65535",
+                ));
             }
             required("destination.sftp.username", &d.username)?;
             if d.directory.contains('\0') {
-                return Err(AppError::invalid("destination.sftp.directory", "directory must not hold NUL"));
+                return Err(AppError::invalid(
+                    "destination.sftp.directory",
+                    "directory must not hold NUL",
+                ));
             }
             too_long("destination.sftp.directory", &d.directory, MAX_NAME_CHARS)?;
             if d.directory.trim().is_empty() {
@@ -450,7 +464,10 @@ fn check(
             }
             if let Some(p) = &d.password {
                 if p.is_empty() {
-                    return Err(AppError::invalid("destination.sftp.password", "password must not be empty"));
+                    return Err(AppError::invalid(
+                        "destination.sftp.password",
+                        "password must not be empty",
+                    ));
                 }
                 too_long("destination.sftp.password", p, MAX_SECRET_CHARS)?;
             }
@@ -468,7 +485,10 @@ fn check(
         Destination::S3(mut d) => {
             required("destination.s3.bucket", &d.bucket)?;
             if d.bucket.contains('/') || d.bucket.chars().any(char::is_whitespace) {
-                return Err(AppError::invalid("destination.s3.bucket", "bucket must be a bucket name"));
+                return Err(AppError::invalid(
+                    "destination.s3.bucket",
+                    "bucket must be a bucket name",
+                ));
             }
             too_long("destination.s3.prefix", &d.prefix, MAX_NAME_CHARS)?;
             d.prefix = d.prefix.trim_start_matches('/').to_string();
@@ -503,7 +523,9 @@ fn check(
                     too_long("destination.s3.secret_access_key", s, MAX_SECRET_CHARS)?;
                 }
                 None => match stored.map(|s| &s.destination) {
-                    Some(Destination::S3(old)) if old.bucket == d.bucket && old.access_key_id == d.access_key_id => {
+                    Some(Destination::S3(old))
+                        if old.bucket == d.bucket && old.access_key_id == d.access_key_id =>
+                    {
                         d.secret_access_key = old.secret_access_key.clone();
                     }
                     _ => {
@@ -714,8 +736,9 @@ pub async fn run_day(
     };
     let date = match day {
         None => previous_day(services.now_ms(), settings.utc_offset_minutes),
-        Some(day) => parse_day(day)
-            .ok_or_else(|| AppError::invalid("day", format!("day must be a date as YYYY-MM-DD, not {day:?}")))?,
+        Some(day) => parse_day(day).ok_or_else(|| {
+            AppError::invalid("day", format!("day must be a date as YYYY-MM-DD, not {day:?}"))
+        })?,
     };
     let day = format_day(date);
     let (_, last) = day_bounds(date, settings.utc_offset_minutes);
@@ -835,7 +858,8 @@ pub async fn claim_due(services: &Services, limit: u32) -> Result<Vec<DuePush>, 
                 continue;
             }
         };
-        let (Some((settings, _)), Some(date)) = (stored(services, &job.tenant).await?, parse_day(&payload.day))
+        let (Some((settings, _)), Some(date)) =
+            (stored(services, &job.tenant).await?, parse_day(&payload.day))
         else {
             jobs::done(services, held).await?;
             continue;
@@ -957,7 +981,13 @@ mod tests {
 
     #[test]
     fn offsets_are_read_and_written() {
-        for (text, minutes) in [("Z", 0), ("+00:00", 0), ("+02:00", 120), ("-05:30", -330), ("+14:00", 840)] {
+        for (text, minutes) in [
+            ("Z", 0),
+            ("+00:00", 0),
+            ("+02:00", 120),
+            ("-05:30", -330),
+            ("+14:00", 840),
+        ] {
             assert_eq!(parse_offset(text), Some(minutes), "{text}");
         }
         for bad in ["2", "+2:00", "+15:00", "+01:60", "CET", ""] {
@@ -970,7 +1000,10 @@ mod tests {
     #[test]
     fn days_and_runs_follow_the_offset() {
         let day = parse_day("2026-11-30").unwrap();
-        assert_eq!(day_bounds(day, 0), (NOV_30_2026_UTC, NOV_30_2026_UTC + DAY_MS - 1));
+        assert_eq!(
+            day_bounds(day, 0),
+            (NOV_30_2026_UTC, NOV_30_2026_UTC + DAY_MS - 1)
+        );
         // In +01:00 the day starts an hour earlier in UTC.
         assert_eq!(day_bounds(day, 60).0, NOV_30_2026_UTC - 3_600_000);
         // 2026-12-01 00:30 UTC is still 2026-11-30 in -01:00.

@@ -663,7 +663,13 @@ pub async fn audio_available(services: &Services, tenant: &TenantId, call: &Call
 /// `call.erased`: only the call's id, what the tenant's systems need to
 /// forget it too.
 pub async fn call_erased(services: &Services, tenant: &TenantId, unique_id: &str) {
-    record(services, tenant, Event::CallErased, || json!({"unique_id": unique_id})).await
+    record(
+        services,
+        tenant,
+        Event::CallErased,
+        || json!({"unique_id": unique_id}),
+    )
+    .await
 }
 
 /// `table.version.activated` or `table.version.rejected` (with its report);

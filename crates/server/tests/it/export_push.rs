@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use callmeta::config::Config;
+use callmeta_app::blobs::BlobStore;
+use callmeta_app::blobs::s3::{S3Blobs, S3Settings};
 use callmeta_app::clock::Clock;
 use serde_json::{Value, json};
 
@@ -41,12 +43,20 @@ impl Drop for SshServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -116,7 +126,9 @@ async fn start_sshd() -> Option<SshServer> {
         _dir: dir,
     };
     eventually("sshd listening", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.map(drop)
+        tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .map(drop)
     })
     .await;
     Some(server)
@@ -174,7 +186,13 @@ async fn calls_around(app: &TestApp, t: &Tenant, other: &Tenant, start: i64) -> 
     expected.insert(create_call(app, t, start + DAY_MS - 1, json!({"agent_id": "last"})).await);
     create_call(app, t, start - 1, json!({"agent_id": "day before"})).await;
     create_call(app, t, start + DAY_MS, json!({"agent_id": "day after"})).await;
-    create_call(app, other, start + DAY_MS / 2, json!({"agent_id": "other tenant"})).await;
+    create_call(
+        app,
+        other,
+        start + DAY_MS / 2,
+        json!({"agent_id": "other tenant"}),
+    )
+    .await;
     expected
 }
 
@@ -265,14 +283,21 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     .await;
     assert_eq!(failed["attempts"], 1, "{failed}");
     assert!(
-        failed["error"].as_str().unwrap().contains("connecting to 127.0.0.1"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("connecting to 127.0.0.1"),
         "{failed}"
     );
 
     // The destination fixed (the key given again: the port changed), the
     // retry after the backoff delivers.
     let (status, body) = app
-        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": sftp(ssh.port)}))
+        .put_json(
+            &acme,
+            "/api/v1/exports/daily",
+            json!({"destination": sftp(ssh.port)}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     app.clock.advance(Duration::from_secs(10));
@@ -292,9 +317,15 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     let got: BTreeSet<String> = rows.iter().map(|r| r[id].to_string()).collect();
     assert_eq!(got, expected, "the day's calls of this tenant, and only those");
     let (note, formula) = (column(&header, "note"), column(&header, "formula"));
-    let noon = rows.iter().find(|r| &r[column(&header, "agent_id")] == "noon").unwrap();
+    let noon = rows
+        .iter()
+        .find(|r| &r[column(&header, "agent_id")] == "noon")
+        .unwrap();
     assert_eq!(&noon[note], "a, \"quoted\"\nnote");
-    assert_eq!(&noon[formula], "'=1+2", "formula cells are neutralised as in the export");
+    assert_eq!(
+        &noon[formula], "'=1+2",
+        "formula cells are neutralised as in the export"
+    );
     // Only the file: its temporary name was renamed.
     let names: Vec<String> = std::fs::read_dir(&ssh.inbox)
         .unwrap()
@@ -311,7 +342,11 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     assert_eq!(status, 202, "{run}");
     eventually("the day pushed again", Duration::from_secs(30), || async {
         let r = run_of(&app, &acme, &day, "delivered").await?;
-        if r["calls"] == 4 { Ok(r) } else { Err(r.to_string()) }
+        if r["calls"] == 4 {
+            Ok(r)
+        } else {
+            Err(r.to_string())
+        }
     })
     .await;
     let (_, rows) = read_csv(&std::fs::read(&path).unwrap());
@@ -321,7 +356,11 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     // A day that is not over is refused; the other tenant has no push.
     let today = day_of(now);
     let (status, body) = app
-        .post_json(&acme, &format!("/api/v1/exports/daily/run?day={today}"), json!({}))
+        .post_json(
+            &acme,
+            &format!("/api/v1/exports/daily/run?day={today}"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(error_detail(&body).contains("not over"), "{body}");
@@ -335,9 +374,7 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     assert_eq!(audit["data"].as_array().unwrap().len(), 2, "{audit}");
     assert!(!audit.to_string().contains("PRIVATE KEY"));
 
-    let (status, _) = app
-        .put_json(&acme, "/api/v1/exports/daily", json!({}))
-        .await;
+    let (status, _) = app.put_json(&acme, "/api/v1/exports/daily", json!({})).await;
     assert_eq!(status, 422);
     let r = app
         .http
@@ -375,7 +412,11 @@ async fn the_schedule_pushes_the_previous_day_to_s3() {
         json!({"s3": s3})
     };
     let (status, body) = app
-        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": destination(None)}))
+        .put_json(
+            &acme,
+            "/api/v1/exports/daily",
+            json!({"destination": destination(None)}),
+        )
         .await;
     assert_eq!(status, 422, "a first setting needs the secret: {body}");
     let (status, settings) = app
@@ -398,15 +439,19 @@ async fn the_schedule_pushes_the_previous_day_to_s3() {
     assert_eq!(status, 200, "{settings}");
 
     // The next run is the next 02:00 UTC; it pushes the day before it.
-    let next = callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
+    let next =
+        callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
     assert_eq!(next.rem_euclid(DAY_MS), 2 * 3_600_000, "{settings}");
     assert!(next > app.clock.now_ms());
     let day_start = next - 2 * 3_600_000 - DAY_MS;
     let day = day_of(day_start);
     let expected = calls_around(&app, &acme, &other, day_start).await;
-    assert!(runs(&app, &acme).await.is_empty(), "nothing before the run is due");
+    assert!(
+        runs(&app, &acme).await.is_empty(),
+        "nothing before the run is due"
+    );
 
-    app.clock.advance_to(next);
+    app.clock.advance_to(next + 1);
     let delivered = eventually("the scheduled push", Duration::from_secs(30), || {
         run_of(&app, &acme, &day, "delivered")
     })
@@ -415,16 +460,28 @@ async fn the_schedule_pushes_the_previous_day_to_s3() {
     assert_eq!(delivered["calls"], 3, "{delivered}");
     let (status, settings) = app.get(&acme, "/api/v1/exports/daily").await;
     assert_eq!(status, 200);
-    let next_again = callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
+    let next_again =
+        callmeta_app::usecases::calls::parse_timestamp(settings["next_run"].as_str().unwrap()).unwrap();
     assert_eq!(next_again, next + DAY_MS, "the next run is a day later");
 
-    let object = http
-        .get(format!("{}/exports/callmeta/daily/calls-{day}.ndjson", s3.endpoint))
-        .send()
+    // Read back as the bucket's owner would, signed with the key.
+    let bucket = S3Blobs::new(
+        "s3://exports",
+        &S3Settings {
+            endpoint: Some(s3.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("s3cret".into()),
+            allow_http: true,
+        },
+    )
+    .unwrap();
+    let object = bucket
+        .get(&format!("callmeta/daily/calls-{day}.ndjson"))
         .await
         .unwrap();
-    assert!(object.status().is_success(), "{}", object.status());
-    let body = object.text().await.unwrap();
+    assert_eq!(delivered["bytes"], object.len(), "{delivered}");
+    let body = String::from_utf8(object.to_vec()).unwrap();
     let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let got: BTreeSet<String> = lines
         .iter()
@@ -460,9 +517,7 @@ async fn private_destinations_are_refused_unless_allowed() {
         assert_eq!(body["errors"][0]["field"], field, "{body}");
         assert!(error_detail(&body).contains("allow_private"), "{body}");
     }
-    let (status, body) = app
-        .post_json(&t, "/api/v1/exports/daily/run", json!({}))
-        .await;
+    let (status, body) = app.post_json(&t, "/api/v1/exports/daily/run", json!({})).await;
     assert_eq!(status, 404, "{body}");
     app.stop().await;
 }

@@ -1043,7 +1043,14 @@ async fn an_erased_calls_waiting_deliveries_are_dropped() {
     let t = app.create_tenant("forgetful");
     // The first two requests fail: both calls' first attempts.
     let receiver = Receiver::start("s3cret", 2).await;
-    let id = add_endpoint(&app, &t, &receiver.url(), &["call.created", "call.erased"], "s3cret").await;
+    let id = add_endpoint(
+        &app,
+        &t,
+        &receiver.url(),
+        &["call.created", "call.erased"],
+        "s3cret",
+    )
+    .await;
     let erased = create_call(&app, &t, "erased").await["unique_id"]
         .as_str()
         .unwrap()
@@ -1054,7 +1061,11 @@ async fn an_erased_calls_waiting_deliveries_are_dropped() {
         .to_string();
     eventually("both first attempts failed", Duration::from_secs(5), || async {
         let seen = deliveries(&app, &t, &id).await.len();
-        if seen >= 2 { Ok(()) } else { Err(format!("{seen} attempts")) }
+        if seen >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{seen} attempts"))
+        }
     })
     .await;
     let r = app
@@ -1069,8 +1080,15 @@ async fn an_erased_calls_waiting_deliveries_are_dropped() {
     // does not.
     app.clock.advance(Duration::from_secs(3600));
     eventually("the kept call's retry", Duration::from_secs(5), || async {
-        let ok = receiver.got().iter().any(|r| r.answered == 200 && r.body["data"]["unique_id"] == kept);
-        if ok { Ok(()) } else { Err(format!("{:?}", receiver.got().len())) }
+        let ok = receiver
+            .got()
+            .iter()
+            .any(|r| r.answered == 200 && r.body["data"]["unique_id"] == kept);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{:?}", receiver.got().len()))
+        }
     })
     .await;
     app.clock.advance(Duration::from_secs(3600));
@@ -1093,10 +1111,17 @@ async fn an_erased_calls_waiting_deliveries_are_dropped() {
         .collect();
     assert_eq!(
         about_erased,
-        vec![("call.created".to_string(), 500), ("call.erased".to_string(), 200)],
+        vec![
+            ("call.created".to_string(), 500),
+            ("call.erased".to_string(), 200)
+        ],
         "only the attempt made before the erasure, then the erasure itself"
     );
-    let told = receiver.got().into_iter().find(|r| r.event == "call.erased").unwrap();
+    let told = receiver
+        .got()
+        .into_iter()
+        .find(|r| r.event == "call.erased")
+        .unwrap();
     assert_eq!(told.body["data"], json!({"unique_id": erased}), "its id only");
     app.stop().await;
 }
