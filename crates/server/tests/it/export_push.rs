@@ -521,3 +521,76 @@ async fn private_destinations_are_refused_unless_allowed() {
     assert_eq!(status, 404, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_push_left_by_a_stopped_node_is_finished_by_the_other() {
+    const LEASE_MS: u64 = 2_000;
+    let Some(db) = crate::helpers::PgDatabase::create().await else {
+        return; // no PostgreSQL: `postgres_url` said so (and fails in CI)
+    };
+    let Some(ssh) = start_sshd().await else {
+        return;
+    };
+    // A server that takes the connection and never answers: node A's push
+    // hangs in the SSH handshake, its job held.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let shared = tempfile::tempdir().unwrap();
+    let node = |name: &str| {
+        let mut config = crate::helpers::test_config(&shared.path().join(name));
+        config.database = Some(db.url.clone());
+        config.blobs = Some(format!("file://{}", shared.path().join("blobs").display()));
+        config.job_lease_ms = LEASE_MS;
+        config.webhooks.allow_private = true;
+        config
+    };
+    let a = TestApp::spawn_with(node("a")).await;
+    let t = a.create_tenant("nodes");
+    let other = a.create_tenant("others");
+    let now = a.clock.now_ms();
+    let day_start = (now.div_euclid(DAY_MS) - 1) * DAY_MS;
+    let day = day_of(day_start);
+    let expected = calls_around(&a, &t, &other, day_start).await;
+    let sftp = |port: u16| {
+        json!({"destination": {"sftp": {
+            "host": "127.0.0.1", "port": port, "username": ssh.user,
+            "private_key": ssh.client_key, "directory": ssh.inbox.display().to_string(),
+            "host_key": ssh.fingerprint,
+        }}})
+    };
+    let (status, body) = a.put_json(&t, "/api/v1/exports/daily", sftp(silent_port)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a
+        .post_json(&t, &format!("/api/v1/exports/daily/run?day={day}"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("node A pushing", Duration::from_secs(10), || {
+        run_of(&a, &t, &day, "running")
+    })
+    .await;
+
+    // The destination fixed, node A stops mid-push, node B starts.
+    let (status, body) = a.put_json(&t, "/api/v1/exports/daily", sftp(ssh.port)).await;
+    assert_eq!(status, 200, "{body}");
+    a.stop().await;
+    let b = TestApp::spawn_with(node("b")).await;
+    // Once A's lease ran out (on B's clock, which started after A's), B
+    // claims the push and makes it.
+    b.clock.advance(Duration::from_millis(2 * LEASE_MS));
+    let delivered = eventually("node B finishing the push", Duration::from_secs(30), || {
+        run_of(&b, &t, &day, "delivered")
+    })
+    .await;
+    assert_eq!(delivered["calls"], 3, "{delivered}");
+    let (header, rows) = read_csv(&std::fs::read(ssh.inbox.join(format!("calls-{day}.csv"))).unwrap());
+    let id = column(&header, "unique_id");
+    let got: BTreeSet<String> = rows.iter().map(|r| r[id].to_string()).collect();
+    assert_eq!(got, expected);
+    b.stop().await;
+}

@@ -252,7 +252,8 @@ pub(crate) async fn save_export(
         h => match h.parse::<i64>() {
             Ok(h) => Some(h),
             Err(_) => {
-                return exports_page(&state, &s, None, Some(format!("hour must be 0 to 23, not {h:?}"))).await;
+                return exports_page(&state, &s, None, Some(format!("hour must be 0 to 23, not {h:?}")))
+                    .await;
             }
         },
     };
