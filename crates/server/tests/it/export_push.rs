@@ -290,22 +290,49 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
         "{failed}"
     );
 
-    // The destination fixed (the key given again: the port changed), the
-    // retry after the backoff delivers.
+    // The right port, but a host key other than the pinned one: refused,
+    // and the error shows the key the server has.
+    let mut wrong_key = sftp(ssh.port);
+    wrong_key["sftp"]["host_key"] = json!(format!("SHA256:{}", "A".repeat(43)));
     let (status, body) = app
-        .put_json(
-            &acme,
-            "/api/v1/exports/daily",
-            json!({"destination": sftp(ssh.port)}),
-        )
+        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": wrong_key}))
         .await;
     assert_eq!(status, 200, "{body}");
     app.clock.advance(Duration::from_secs(10));
+    let refused = eventually(
+        "the second attempt refuses the host key",
+        Duration::from_secs(30),
+        || async {
+            let r = run_of(&app, &acme, &day, "retrying").await?;
+            if r["attempts"] == 2 {
+                Ok(r)
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+    .await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("is not the pinned one") && error.contains(&ssh.fingerprint),
+        "{refused}"
+    );
+    assert!(!ssh.inbox.join(format!("calls-{day}.csv")).exists());
+
+    // The destination fixed, its key left out (kept: the same host, port
+    // and user), the retry after the backoff delivers.
+    let mut fixed = sftp(ssh.port);
+    fixed["sftp"].as_object_mut().unwrap().remove("private_key");
+    let (status, body) = app
+        .put_json(&acme, "/api/v1/exports/daily", json!({"destination": fixed}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.clock.advance(Duration::from_secs(30));
     let delivered = eventually("the retry delivers", Duration::from_secs(30), || {
         run_of(&app, &acme, &day, "delivered")
     })
     .await;
-    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    assert_eq!(delivered["attempts"], 3, "{delivered}");
     assert_eq!(delivered["calls"], 3, "{delivered}");
     assert_eq!(delivered["error"], Value::Null, "{delivered}");
 
@@ -371,7 +398,7 @@ async fn the_previous_days_calls_reach_a_real_sftp_server_retried_until_it_works
     // The settings' changes are in the audit log, without the key.
     let (status, audit) = app.get(&acme, "/api/v1/audit?action=export.settings").await;
     assert_eq!(status, 200, "{audit}");
-    assert_eq!(audit["data"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(audit["data"].as_array().unwrap().len(), 3, "{audit}");
     assert!(!audit.to_string().contains("PRIVATE KEY"));
 
     let (status, _) = app.put_json(&acme, "/api/v1/exports/daily", json!({})).await;
