@@ -621,3 +621,78 @@ async fn a_push_left_by_a_stopped_node_is_finished_by_the_other() {
     assert_eq!(got, expected);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_page_sets_up_the_push_and_shows_its_runs() {
+    use crate::webhooks::{web_page, web_post, web_session};
+    let Some(ssh) = start_sshd().await else {
+        return;
+    };
+    let app = spawn().await;
+    let t = app.create_tenant("webby");
+    let now = app.clock.now_ms();
+    let day_start = (now.div_euclid(DAY_MS) - 1) * DAY_MS;
+    let day = day_of(day_start);
+    create_call(&app, &t, day_start + 1, json!({"agent_id": "web"})).await;
+    let (cookie, csrf) = web_session(&app, &t).await;
+    let (status, page) = web_page(&app, &cookie, "/exports").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Set up the daily export"), "{page}");
+
+    let port = ssh.port.to_string();
+    let directory = ssh.inbox.display().to_string();
+    let form = |host_key: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("kind", "sftp".to_string()),
+            ("host", "127.0.0.1".to_string()),
+            ("port", port.clone()),
+            ("username", ssh.user.clone()),
+            ("private_key", ssh.client_key.clone()),
+            ("directory", directory.clone()),
+            ("host_key", host_key.to_string()),
+            ("format", "csv".to_string()),
+            ("utc_offset", "+00:00".to_string()),
+            ("hour", "1".to_string()),
+        ]
+    };
+    let post = |form: Vec<(&'static str, String)>| {
+        let cookie = cookie.clone();
+        let app = &app;
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            web_post(app, &cookie, "/exports", &pairs).await
+        }
+    };
+    // Without a pinned host key the form says why.
+    let (status, page) = post(form("")).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("host_key"), "{page}");
+    let (status, _) = post(form(&ssh.fingerprint)).await;
+    assert_eq!(status, 303);
+    let (_, page) = web_page(&app, &cookie, "/exports").await;
+    assert!(
+        page.contains(&format!("sftp://{}@127.0.0.1:{}", ssh.user, ssh.port)),
+        "{page}"
+    );
+    assert!(!page.contains("PRIVATE KEY-----\n"), "the key is never shown");
+
+    let (status, _) = web_post(&app, &cookie, "/exports/run", &[("csrf", &csrf), ("day", &day)]).await;
+    assert_eq!(status, 303);
+    eventually("the run shown delivered", Duration::from_secs(30), || async {
+        let (_, page) = web_page(&app, &cookie, "/exports").await;
+        if page.contains(&format!("calls-{day}.csv")) && page.contains("delivered") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    assert!(ssh.inbox.join(format!("calls-{day}.csv")).exists());
+
+    let (status, _) = web_post(&app, &cookie, "/exports/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    let (_, page) = web_page(&app, &cookie, "/exports").await;
+    assert!(page.contains("Set up the daily export"), "{page}");
+    app.stop().await;
+}
