@@ -7,13 +7,14 @@
 //! - `extract`: token authentication (and the action each route is, for
 //!   the token's role), JSON bodies, path and query parameters.
 //! - `tables`, `calls`, `siprec`, `tokens`, `webhooks`, `audit`,
-//!   `retention`: the API handlers and their JSON views.
+//!   `retention`, `exports`: the API handlers and their JSON views.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 //! - `metrics`: `GET /metrics` and the layer counting every request.
 
 mod audit;
 mod calls;
 mod error;
+mod exports;
 mod extract;
 mod metrics;
 mod openapi;
@@ -85,6 +86,14 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/webhooks/{id}", delete(webhooks::delete_webhook))
         .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
         .route("/audit", get(audit::list_audit))
+        .route(
+            "/exports/daily",
+            get(exports::get_daily)
+                .put(exports::put_daily)
+                .delete(exports::delete_daily),
+        )
+        .route("/exports/daily/runs", get(exports::list_runs))
+        .route("/exports/daily/run", post(exports::run_now))
         .route("/openapi.json", get(openapi::openapi_json))
         .method_not_allowed_fallback(api_method_not_allowed)
         .fallback(api_not_found)

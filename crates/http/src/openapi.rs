@@ -40,6 +40,11 @@ use utoipa::{Modify, OpenApi};
         super::users::create_user,
         super::users::list_users,
         super::users::change_user,
+        super::exports::get_daily,
+        super::exports::put_daily,
+        super::exports::delete_daily,
+        super::exports::list_runs,
+        super::exports::run_now,
     ),
     modifiers(&TokenAuth, &Forbidden),
     tags((name = "tables", description = "Reference tables and their versions"),
@@ -49,7 +54,8 @@ use utoipa::{Modify, OpenApi};
          (name = "users", description = "The tenant's users: their logins (web app, FTP, SFTP) and roles"),
          (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints"),
          (name = "audit", description = "Who did what, from where, on which object"),
-         (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"))
+         (name = "retention", description = "How long calls, audio, rejected uploads and versions are kept"),
+         (name = "exports", description = "The daily export push to the tenant's SFTP server or S3 bucket"))
 )]
 pub(crate) struct ApiDoc;
 

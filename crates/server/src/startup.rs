@@ -269,6 +269,7 @@ impl App {
         let backfills = tokio::spawn(resume_backfills(self.services.clone(), every));
         let retention = tokio::spawn(apply_retention(self.services.clone(), every));
         let webhooks = tokio::spawn(callmeta_webhooks::run(self.services.clone()));
+        let pushes = tokio::spawn(callmeta_push::run(self.services.clone()));
         tracing::info!(http = %self.http_addr, ftp = %self.ftp_addr, sftp = %self.sftp_addr, sip = %self.sip_addr, data_dir = %self.config.data_dir.display(), "callmeta serving");
         let mut router = callmeta_http::router(self.services.clone()).merge(callmeta_web::router(
             self.services.clone(),
@@ -314,6 +315,7 @@ impl App {
         backfills.abort();
         retention.abort();
         webhooks.abort();
+        pushes.abort();
         callmeta_app::usecases::audit::flush(&self.services, true).await;
         tracing::info!("callmeta stopped");
         result.context("serving HTTP")

@@ -20,6 +20,8 @@
 //!   deliveries (jobs).
 //! - `retention`: erasing a call or a table; retention policies, the calls
 //!   and versions past them, the recurring job that applies them.
+//! - `exports`: the daily export push: settings, a day's run, the upsert
+//!   of a job asked for again.
 //! - `error`: what a database error means for the caller.
 //! - `audit`: the audit log, append-only (insert, pages by keyset, the
 //!   retention prune).
@@ -30,6 +32,7 @@ mod audit;
 mod calls;
 mod dialect;
 mod error;
+mod exports;
 mod retention;
 mod rows;
 mod schema;

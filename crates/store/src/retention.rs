@@ -2,7 +2,7 @@
 //! and versions past it, the recurring job that applies it). The `Store`
 //! trait's methods of that block in `store` call these.
 
-use callmeta_app::store::{AgedCall, Job, RetentionPolicy, StoreError, TenantId};
+use callmeta_app::store::{AgedCall, Job, JobKind, RetentionPolicy, StoreError, TenantId};
 use callmeta_core::domain::TableName;
 use sqlx::AssertSqlSafe;
 
@@ -37,6 +37,20 @@ impl SqlStore {
             .doing(doing)?;
         sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2")
             .bind(&tenant.0)
+            .bind(unique_id)
+            .execute(&mut *tx)
+            .await
+            .doing(doing)?;
+        // Webhook deliveries about the call still waiting would send its
+        // data after it was erased: they go with it (one a node is sending
+        // at this moment may still arrive).
+        let deliveries = format!(
+            "DELETE FROM jobs WHERE tenant_id = $1 AND kind = $2 AND {} = $3",
+            self.backend.json_member("payload", "call")
+        );
+        sqlx::query(AssertSqlSafe(deliveries))
+            .bind(&tenant.0)
+            .bind(JobKind::Webhook.as_str())
             .bind(unique_id)
             .execute(&mut *tx)
             .await

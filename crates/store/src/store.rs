@@ -1088,4 +1088,34 @@ impl Store for SqlStore {
         })
         .transpose()
     }
+
+    // The daily export push (`exports`).
+
+    async fn export_push_settings(&self, tenant: &TenantId) -> Result<Option<ExportPushRecord>, StoreError> {
+        self.export_push_settings_row(tenant).await
+    }
+
+    async fn put_export_push_settings(&self, record: &ExportPushRecord) -> Result<(), StoreError> {
+        self.put_export_push_settings_row(record).await
+    }
+
+    async fn delete_export_push(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.delete_export_push_rows(tenant).await
+    }
+
+    async fn upsert_job(&self, job: &Job) -> Result<bool, StoreError> {
+        self.upsert_job_row(job).await
+    }
+
+    async fn put_export_run(&self, run: &ExportRun) -> Result<(), StoreError> {
+        self.put_export_run_row(run).await
+    }
+
+    async fn export_runs(&self, tenant: &TenantId, limit: u32) -> Result<Vec<ExportRun>, StoreError> {
+        self.export_run_rows(tenant, limit).await
+    }
+
+    async fn export_run(&self, tenant: &TenantId, day: &str) -> Result<Option<ExportRun>, StoreError> {
+        self.export_run_row(tenant, day).await
+    }
 }

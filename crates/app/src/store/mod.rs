@@ -116,15 +116,25 @@ pub enum JobKind {
     /// A tenant's retention policy, applied every hour (`retention`): while
     /// no node applies it, its lease holds the time of its next run.
     Retention,
+    /// A tenant's daily export schedule (`export_push`): while no node runs
+    /// it, its lease holds the time of its next run, which records the
+    /// previous day's push.
+    ExportSchedule,
+    /// One day's export file to push to the tenant's destination
+    /// (`export_push`): while no node works on it, its lease holds the time
+    /// of its next attempt.
+    ExportPush,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::Ingest,
         JobKind::Recording,
         JobKind::Backfill,
         JobKind::Webhook,
         JobKind::Retention,
+        JobKind::ExportSchedule,
+        JobKind::ExportPush,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +144,8 @@ impl JobKind {
             JobKind::Backfill => "backfill",
             JobKind::Webhook => "webhook",
             JobKind::Retention => "retention",
+            JobKind::ExportSchedule => "export_schedule",
+            JobKind::ExportPush => "export_push",
         }
     }
 
@@ -533,6 +545,46 @@ pub struct AgedCall {
     pub audio_key: Option<String>,
 }
 
+/// A tenant's daily export push settings as stored: a JSON document the
+/// use case reads (`export_push::PushSettings`), secrets included.
+#[derive(Clone, PartialEq)]
+pub struct ExportPushRecord {
+    pub tenant: TenantId,
+    pub settings: serde_json::Value,
+    pub updated_ms: i64,
+}
+
+impl std::fmt::Debug for ExportPushRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportPushRecord")
+            .field("tenant", &self.tenant)
+            .field("settings", &"<not shown: holds secrets>")
+            .field("updated_ms", &self.updated_ms)
+            .finish()
+    }
+}
+
+/// One day's export push: what its latest attempt gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRun {
+    pub tenant: TenantId,
+    /// `YYYY-MM-DD`, in the schedule's UTC offset.
+    pub day: String,
+    pub file_name: String,
+    /// Where it goes, without secrets (`sftp://user@host:22/dir`, `s3://bucket/prefix`).
+    pub destination: String,
+    /// `pending`, `running`, `retrying`, `delivered` or `failed`.
+    pub status: String,
+    pub calls: i64,
+    pub bytes: i64,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub requested_ms: i64,
+    pub updated_ms: i64,
+    /// When it is tried again, while `retrying`.
+    pub next_attempt_ms: Option<i64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant with its first API token; `Conflict` if the slug is taken.
@@ -809,9 +861,10 @@ pub trait Store: Send + Sync + 'static {
 
     // Erasure and retention.
 
-    /// Deletes a call, its entries in the index of calls and its job (a
-    /// recording's, whose id is the call's), in one transaction; false if
-    /// there was no such call.
+    /// Deletes a call, its entries in the index of calls, its job (a
+    /// recording's, whose id is the call's) and the webhook deliveries
+    /// about it still waiting (jobs of kind `webhook` whose payload's
+    /// `call` is its id), in one transaction; false if there was no such call.
     async fn erase_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError>;
     /// Deletes a table with its versions, its activations and its pending
     /// ingest jobs, in one transaction that tells the other nodes (as an
@@ -896,4 +949,23 @@ pub trait Store: Send + Sync + 'static {
         name: &TableName,
         at_ms: i64,
     ) -> Result<Option<(ActivationRecord, bool)>, StoreError>;
+    // The daily export push.
+
+    /// The tenant's export push settings, if it set some.
+    async fn export_push_settings(&self, tenant: &TenantId) -> Result<Option<ExportPushRecord>, StoreError>;
+    /// Replaces the tenant's settings.
+    async fn put_export_push_settings(&self, record: &ExportPushRecord) -> Result<(), StoreError>;
+    /// Deletes the tenant's settings and its jobs of kinds `export_schedule`
+    /// and `export_push` (one under way may finish); false if it had none.
+    async fn delete_export_push(&self, tenant: &TenantId) -> Result<bool, StoreError>;
+    /// Records `job`, or, if a job of that id exists that no node holds (or
+    /// whose lease ran out before `job.created_ms`), makes it `job` again
+    /// (payload, lease, no owner, attempts); false if a node holds it.
+    async fn upsert_job(&self, job: &Job) -> Result<bool, StoreError>;
+    /// Records a day's run, replacing the tenant's row for that day.
+    async fn put_export_run(&self, run: &ExportRun) -> Result<(), StoreError>;
+    /// The tenant's runs, latest day first (at most `limit`).
+    async fn export_runs(&self, tenant: &TenantId, limit: u32) -> Result<Vec<ExportRun>, StoreError>;
+    /// The tenant's run of one day, if there is one.
+    async fn export_run(&self, tenant: &TenantId, day: &str) -> Result<Option<ExportRun>, StoreError>;
 }

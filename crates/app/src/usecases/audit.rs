@@ -146,8 +146,13 @@ pub mod actions {
     pub const USER_CHANGE: &str = "user.change";
     /// An SSH key added to a login.
     pub const KEY_ADD: &str = "key.add";
+    /// The daily export push set, changed or removed (the destination, never
+    /// its secrets, in `detail`).
+    pub const EXPORT_SETTINGS: &str = "export.settings";
+    /// A day's export push asked for on request.
+    pub const EXPORT_RUN: &str = "export.run";
 
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         LOGIN_SUCCEEDED,
         LOGIN_FAILED,
         TABLE_UPLOAD,
@@ -165,6 +170,8 @@ pub mod actions {
         USER_CREATE,
         USER_CHANGE,
         KEY_ADD,
+        EXPORT_SETTINGS,
+        EXPORT_RUN,
     ];
 }
 

@@ -14,8 +14,10 @@ use super::{AppError, Services, active_tables, calls, recordings, tables};
 use crate::store::{StoreError, TenantId};
 
 /// Erases a call: its audio and any recording parts from blob storage, then
-/// the call itself, its index entries and its job (one store transaction).
-/// `NotFound` if the tenant has no such call.
+/// the call itself, its index entries, its job and the webhook deliveries
+/// about it still waiting (one store transaction); then tells the
+/// endpoints subscribed to `call.erased`. `NotFound` if the tenant has no
+/// such call.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn erase_call(
     services: &Services,
@@ -35,6 +37,9 @@ pub async fn erase_call(
             detail,
         )
         .await;
+        // Recorded after the erasure, which dropped the deliveries about the
+        // call still waiting; this one carries its id only.
+        super::webhooks::call_erased(services, tenant, unique_id).await;
     }
     Ok(())
 }

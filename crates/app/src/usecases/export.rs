@@ -48,6 +48,7 @@ pub struct Export {
     tables: Vec<String>,
     started: bool,
     done: bool,
+    calls_written: u64,
 }
 
 impl Export {
@@ -83,6 +84,7 @@ impl Export {
             tables,
             started: false,
             done: false,
+            calls_written: 0,
         })
     }
 
@@ -132,6 +134,7 @@ impl Export {
                 }
             }
         }
+        self.calls_written += calls.len() as u64;
         match next_cursor {
             Some(cursor) => self.query.cursor = Some(cursor),
             None => self.done = true,
@@ -175,6 +178,11 @@ impl Export {
             let _ = writer.write_field(status.as_bytes());
         }
         let _ = writer.write_record(None::<&[u8]>);
+    }
+
+    /// How many calls the chunks returned so far hold.
+    pub fn calls_written(&self) -> u64 {
+        self.calls_written
     }
 
     /// The cursor after the last page written (for a caller that resumes).

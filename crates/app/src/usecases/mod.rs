@@ -38,6 +38,7 @@ pub mod calls;
 pub mod connections;
 pub mod erasure;
 pub mod export;
+pub mod export_push;
 pub mod jobs;
 pub mod logins;
 pub mod recordings;

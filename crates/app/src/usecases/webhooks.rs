@@ -38,6 +38,8 @@ pub enum Event {
     CallCreated,
     CallUpdated,
     CallAudioAvailable,
+    /// A call erased on request (its id only: its data is gone).
+    CallErased,
     VersionActivated,
     VersionRejected,
     /// A test event, sent to one endpoint on request, whatever it subscribed to.
@@ -46,10 +48,11 @@ pub enum Event {
 
 impl Event {
     /// The events an endpoint may subscribe to.
-    pub const SUBSCRIBABLE: [Event; 5] = [
+    pub const SUBSCRIBABLE: [Event; 6] = [
         Event::CallCreated,
         Event::CallUpdated,
         Event::CallAudioAvailable,
+        Event::CallErased,
         Event::VersionActivated,
         Event::VersionRejected,
     ];
@@ -59,6 +62,7 @@ impl Event {
             Event::CallCreated => "call.created",
             Event::CallUpdated => "call.updated",
             Event::CallAudioAvailable => "call.audio_available",
+            Event::CallErased => "call.erased",
             Event::VersionActivated => "table.version.activated",
             Event::VersionRejected => "table.version.rejected",
             Event::Ping => "ping",
@@ -136,6 +140,9 @@ pub struct Outbox {
     endpoints: Mutex<HashMap<TenantId, CachedEndpoints>>,
     dropped_noted: Mutex<HashMap<TenantId, Instant>>,
     recorded: tokio::sync::Notify,
+    /// An export push was asked for on this node (`export_push`): the push
+    /// loop looks at once instead of at its next poll.
+    pub(crate) push_requested: tokio::sync::Notify,
 }
 
 impl Outbox {
@@ -153,6 +160,12 @@ impl Outbox {
     /// wait (the delivery loop then looks at once instead of at its next poll).
     pub async fn recorded(&self) {
         self.recorded.notified().await
+    }
+
+    /// Completes when an export push was asked for on this node since the
+    /// last wait.
+    pub async fn push_requested(&self) {
+        self.push_requested.notified().await
     }
 
     fn forget(&self, tenant: &TenantId) {
@@ -511,6 +524,10 @@ struct DeliveryPayload {
     body: String,
     /// When the event happened: retries stop `retry_for_secs` after it.
     first_ms: i64,
+    /// The call the event is about, if it is about one: erasing the call
+    /// drops its deliveries still waiting (`Store::erase_call`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<String>,
 }
 
 /// Writes one delivery job per endpoint, due at once, in one transaction.
@@ -538,6 +555,12 @@ async fn enqueue(
     }
     let now = services.now_ms();
     let event_id = new_id();
+    let call = matches!(
+        event,
+        Event::CallCreated | Event::CallUpdated | Event::CallAudioAvailable
+    )
+    .then(|| data.get("unique_id").and_then(Value::as_str).map(str::to_string))
+    .flatten();
     let body = json!({
         "id": event_id,
         "event": event.as_str(),
@@ -558,6 +581,7 @@ async fn enqueue(
                 event: event.as_str().to_string(),
                 body: body.clone(),
                 first_ms: now,
+                call: call.clone(),
             })
             .unwrap_or(Value::Null),
             owner: String::new(),
@@ -643,6 +667,18 @@ pub async fn call_updated(services: &Services, tenant: &TenantId, call: &CallRec
 /// `call.audio_available`.
 pub async fn audio_available(services: &Services, tenant: &TenantId, call: &CallRecord) {
     record(services, tenant, Event::CallAudioAvailable, || call_data(call)).await
+}
+
+/// `call.erased`: only the call's id, what the tenant's systems need to
+/// forget it too.
+pub async fn call_erased(services: &Services, tenant: &TenantId, unique_id: &str) {
+    record(
+        services,
+        tenant,
+        Event::CallErased,
+        || json!({"unique_id": unique_id}),
+    )
+    .await
 }
 
 /// `table.version.activated` or `table.version.rejected` (with its report);

@@ -13,6 +13,7 @@ mod calls;
 mod calls_volume;
 mod cli;
 mod erasure;
+mod export_push;
 mod filedrop;
 mod limits;
 mod logins;

@@ -1036,3 +1036,92 @@ async fn events_beyond_the_pending_bound_are_not_recorded_and_the_list_says_so()
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_erased_calls_waiting_deliveries_are_dropped() {
+    let app = spawn().await;
+    let t = app.create_tenant("forgetful");
+    // The first two requests fail: both calls' first attempts.
+    let receiver = Receiver::start("s3cret", 2).await;
+    let id = add_endpoint(
+        &app,
+        &t,
+        &receiver.url(),
+        &["call.created", "call.erased"],
+        "s3cret",
+    )
+    .await;
+    let erased = create_call(&app, &t, "erased").await["unique_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = create_call(&app, &t, "kept").await["unique_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("both first attempts failed", Duration::from_secs(5), || async {
+        let seen = deliveries(&app, &t, &id).await.len();
+        if seen >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{seen} attempts"))
+        }
+    })
+    .await;
+    let r = app
+        .http
+        .delete(app.url(&format!("/api/v1/calls/{erased}")))
+        .header("Authorization", format!("Token {}", t.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Past every backoff: the kept call's retry arrives, the erased one's
+    // does not.
+    app.clock.advance(Duration::from_secs(3600));
+    eventually("the kept call's retry", Duration::from_secs(5), || async {
+        let ok = receiver
+            .got()
+            .iter()
+            .any(|r| r.answered == 200 && r.body["data"]["unique_id"] == kept);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{:?}", receiver.got().len()))
+        }
+    })
+    .await;
+    app.clock.advance(Duration::from_secs(3600));
+    // Another event after it, delivered at once: anything still queued
+    // before it would have been claimed first.
+    let last = create_call(&app, &t, "last").await["unique_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the last call's delivery", Duration::from_secs(5), || async {
+        let ok = receiver.got().iter().any(|r| r.body["data"]["unique_id"] == last);
+        if ok { Ok(()) } else { Err("not yet".to_string()) }
+    })
+    .await;
+    let about_erased: Vec<(String, u16)> = receiver
+        .got()
+        .iter()
+        .filter(|r| r.body["data"]["unique_id"] == erased)
+        .map(|r| (r.event.clone(), r.answered))
+        .collect();
+    assert_eq!(
+        about_erased,
+        vec![
+            ("call.created".to_string(), 500),
+            ("call.erased".to_string(), 200)
+        ],
+        "only the attempt made before the erasure, then the erasure itself"
+    );
+    let told = receiver
+        .got()
+        .into_iter()
+        .find(|r| r.event == "call.erased")
+        .unwrap();
+    assert_eq!(told.body["data"], json!({"unique_id": erased}), "its id only");
+    app.stop().await;
+}

@@ -9,6 +9,7 @@
 //! - `upload`: a new version of a table from the upload form.
 //! - `webhooks`: the tenant's webhook endpoints and their deliveries.
 //! - `users`: the tenant's users (admins only).
+//! - `exports`: the daily export push and its runs.
 //! - `audit`: the audit log, and the rows of it other pages show (who
 //!   uploaded a version, who downloaded a recording).
 //!
@@ -18,6 +19,7 @@
 mod audit;
 mod call;
 mod calls;
+mod exports;
 mod login;
 mod settings;
 mod tables;
@@ -36,6 +38,7 @@ use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus};
 pub(crate) use audit::audit;
 pub(crate) use call::{call, call_audio, delete_call};
 pub(crate) use calls::{calls, export as export_calls};
+pub(crate) use exports::{exports, remove_export, run_export, save_export};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use settings::{create_table, table_settings};
 pub(crate) use tables::{activate, tables};
