@@ -74,6 +74,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     pub kind: &'static str,
 }
@@ -106,6 +111,7 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     jobs: Family<JobLabels, Gauge>,
+    webhook_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -190,6 +196,12 @@ impl Metrics {
             "Background jobs in the queue (held or waiting), by kind",
             jobs.clone(),
         );
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "callmeta_webhook_deliveries",
+            "Webhook delivery attempts made by this node, by outcome (delivered, retrying, given_up)",
+            webhook_deliveries.clone(),
+        );
         Metrics {
             registry,
             tenant_cap: AtomicUsize::new(DEFAULT_TENANT_LABEL_CAP),
@@ -207,7 +219,16 @@ impl Metrics {
             http_requests,
             http_duration,
             jobs,
+            webhook_deliveries,
         }
+    }
+
+    /// A webhook delivery attempt: `delivered`, `retrying` (failed, tried
+    /// again later) or `given_up` (failed, its retries over).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels { outcome })
+            .inc();
     }
 
     /// How many tenants get labels of their own (`[metrics] tenant_label_cap`).

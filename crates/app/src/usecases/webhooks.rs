@@ -843,6 +843,11 @@ pub async fn finish(services: &Services, due: Due, outcome: Outcome) -> Result<(
         latency_ms: outcome.latency_ms as i64,
         error: error.clone(),
     };
+    services.metrics.webhook_delivery(match retry_at {
+        None if delivered => "delivered",
+        None => "given_up",
+        Some(_) => "retrying",
+    });
     match retry_at {
         None if !delivered => {
             tracing::warn!(

@@ -137,13 +137,30 @@ fn create_tenant_with_id(app: &TestApp, slug: &str) -> (Tenant, String) {
     (tenant, json["tenant_id"].as_str().unwrap().into())
 }
 
+/// A webhook endpoint on loopback that answers every POST with `status`.
+async fn endpoint_answering(status: u16) -> String {
+    let code = axum::http::StatusCode::from_u16(status).unwrap();
+    let app = axum::Router::new().route("/hook", axum::routing::post(move || async move { code }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 #[tokio::test]
 async fn metrics_count_what_a_workload_did() {
     if !parser_available() {
         return;
     }
-    let (app, _db, _dir) = spawn_configured(|_| {}).await;
+    let (app, _db, _dir) = spawn_configured(|c| c.webhooks.allow_private = true).await;
     let (t, tenant_id) = create_tenant_with_id(&app, "metered");
+    // Two webhook endpoints: one that takes every event, one that fails.
+    for status in [200u16, 500] {
+        let url = endpoint_answering(status).await;
+        let body = json!({"url": url, "events": ["call.created"], "secret": "s3cret-s3cret"});
+        let (code, reply) = app.post_json(&t, "/api/v1/webhooks", body).await;
+        assert_eq!(code, 201, "{reply}");
+    }
     app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
     let (status, body) = app.upload(&t, "crm", SPEC_TABLE).await;
     assert_eq!(status, 201, "{body}");
@@ -167,6 +184,22 @@ async fn metrics_count_what_a_workload_did() {
     }
     let (status, _) = app.get(&t, "/api/v1/no/such/route/42").await;
     assert_eq!(status, 404);
+    // Each call's event: delivered to one endpoint, to be retried at the other.
+    let delivery = |outcome: &'static str| ("outcome", outcome);
+    eventually("the deliveries counted", Duration::from_secs(20), || async {
+        let samples = scrape(&app).await;
+        let got = |o| value(&samples, "callmeta_webhook_deliveries_total", &[delivery(o)]);
+        if got("delivered") == 6.0 && got("retrying") == 6.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "delivered {}, retrying {}",
+                got("delivered"),
+                got("retrying")
+            ))
+        }
+    })
+    .await;
     app.clock.advance(Duration::from_secs(120));
 
     let samples = scrape(&app).await;
