@@ -180,7 +180,7 @@ async fn run(n: u64) {
             let mut i = first + w;
             while i < n {
                 let c = call(i, n);
-                if let Err(e) = services.store.insert_call(&tenant, &c).await {
+                if let Err(e) = services.store.insert_call(&tenant, &c, &[]).await {
                     // A kept call loaded by an interrupted run is no error.
                     assert!(services.store.call(&tenant, &c.unique_id).await.is_ok(), "{e}");
                 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use callmeta_app::store::{
-    COUNT_BOUND, CallPage, CallQuery, CallRecord, Cursor, KeyFilter, StoreError, TenantId,
+    COUNT_BOUND, CallPage, CallQuery, CallRecord, Cursor, Job, KeyFilter, StoreError, TenantId,
 };
 use sqlx::AnyPool;
 use sqlx::{AssertSqlSafe, Row};
@@ -50,6 +50,8 @@ const CALL_COLUMNS_OF_C: &str = "c.id AS id, c.timestamp_ms AS timestamp_ms, c.s
 pub(crate) struct PendingCall {
     pub(crate) tenant: TenantId,
     pub(crate) call: CallRecord,
+    /// Written in the same transaction, if the call is (its events).
+    pub(crate) jobs: Vec<Job>,
     pub(crate) reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -203,13 +205,23 @@ async fn write_group(
         .fetch_all(&mut *tx)
         .await
         .doing(doing)?;
-    tx.commit().await.doing(doing)?;
-    rows.iter()
+    let inserted = rows
+        .iter()
         .map(|r| {
             r.try_get::<String, _>(0)
                 .map_err(|e| db_error("reading inserted ids", e))
         })
-        .collect()
+        .collect::<Result<std::collections::HashSet<String>, StoreError>>()?;
+    // The events of the calls inserted (not of those left out), in the
+    // same transaction and one statement for the group.
+    let jobs: Vec<Job> = group
+        .iter()
+        .filter(|p| inserted.contains(&p.call.unique_id))
+        .flat_map(|p| p.jobs.iter().cloned())
+        .collect();
+    crate::webhooks::insert_jobs_in(&mut tx, backend, &jobs).await?;
+    tx.commit().await.doing(doing)?;
+    Ok(inserted)
 }
 
 /// Values a statement binds, in order; each `push` returns its placeholder.

@@ -419,12 +419,18 @@ impl Store for SqlStore {
 
     // Calls.
 
-    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+    async fn insert_call(
+        &self,
+        tenant: &TenantId,
+        call: &CallRecord,
+        jobs: &[Job],
+    ) -> Result<(), StoreError> {
         let stopped = || StoreError::Unavailable("the call writer has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = PendingCall {
             tenant: tenant.clone(),
             call: call.clone(),
+            jobs: jobs.to_vec(),
             reply,
         };
         self.calls.send(pending).await.map_err(|_| stopped())?;
@@ -477,7 +483,18 @@ impl Store for SqlStore {
         crate::calls::key_names(&self.pool, self.backend, tenant).await
     }
 
-    async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError> {
+    async fn update_call(
+        &self,
+        tenant: &TenantId,
+        call: &CallRecord,
+        jobs: &[Job],
+    ) -> Result<(), StoreError> {
+        let doing = "updating a call";
+        let mut tx = self
+            .pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .doing(doing)?;
         let merged = callmeta_core::enrich::merged_metadata(&call.metadata, &call.enrichment);
         let sql = format!(
             "UPDATE calls SET timestamp_ms = $1, metadata = $2, enrichment = $3, merged = {}, \
@@ -494,13 +511,14 @@ impl Store for SqlStore {
             .bind(call.updated_ms)
             .bind(&tenant.0)
             .bind(&call.unique_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .doing("updating a call")?;
+            .doing(doing)?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        crate::webhooks::insert_jobs_in(&mut tx, self.backend, jobs).await?;
+        tx.commit().await.doing(doing)
     }
 
     // SSH keys.

@@ -6,6 +6,7 @@ use callmeta_app::store::{DeliveryAttempt, Job, JobKind, StoreError, TenantId, W
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::dialect::Backend;
 use crate::error::Context;
 use crate::rows::{Columns, from_json, job_from_row, to_json};
 
@@ -287,4 +288,45 @@ impl SqlStore {
             .doing("pruning delivery attempts")?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// Writes jobs in the caller's transaction, all in one statement (the rows
+/// travel as one JSON array): the outbox rows of a change commit with it.
+pub(crate) async fn insert_jobs_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    jobs: &[Job],
+) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|job| {
+            serde_json::json!([
+                job.id,
+                job.kind.as_str(),
+                job.tenant.0,
+                job.created_ms,
+                to_json(&job.payload),
+                job.owner,
+                job.lease_until_ms,
+                job.attempts,
+            ])
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO jobs (id, kind, tenant_id, created_ms, payload, owner, lease_until, attempts) \
+         SELECT g.value->>0, g.value->>1, g.value->>2, {}, g.value->>4, g.value->>5, {}, {} FROM {}",
+        backend.json_row_int(3),
+        backend.json_row_int(6),
+        backend.json_row_int(7),
+        backend.json_rows(1),
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(conn)
+        .await
+        .doing("recording jobs")?;
+    Ok(())
 }

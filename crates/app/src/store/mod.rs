@@ -646,8 +646,11 @@ pub trait Store: Send + Sync + 'static {
     /// blob key becomes empty; the version and its report stay).
     async fn forget_original(&self, tenant: &TenantId, version: &str) -> Result<(), StoreError>;
 
-    /// `Conflict` if the tenant already has a call with this `external_id`.
-    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+    /// `Conflict` if the tenant already has a call with this `external_id`
+    /// (then none of `jobs` is written either). `jobs` (the call's events,
+    /// possibly none) commit in the same transaction as the call.
+    async fn insert_call(&self, tenant: &TenantId, call: &CallRecord, jobs: &[Job])
+    -> Result<(), StoreError>;
     async fn call(&self, tenant: &TenantId, unique_id: &str) -> Result<CallRecord, StoreError>;
     async fn call_by_external_id(
         &self,
@@ -669,8 +672,11 @@ pub trait Store: Send + Sync + 'static {
     /// The names found on a tenant's calls, in byte order: `m:KEY` for a
     /// metadata key (own or added), `e:TABLE` for a table with results.
     async fn call_key_names(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError>;
-    /// Replaces a call's metadata, enrichment and audio (SIPREC updates, back-fill).
-    async fn update_call(&self, tenant: &TenantId, call: &CallRecord) -> Result<(), StoreError>;
+    /// Replaces a call's metadata, enrichment and audio (SIPREC updates,
+    /// back-fill, audio stored); `jobs` (its events, possibly none) commit
+    /// in the same transaction.
+    async fn update_call(&self, tenant: &TenantId, call: &CallRecord, jobs: &[Job])
+    -> Result<(), StoreError>;
 
     /// Checks that the database answers (health endpoint).
     /// Adds an SSH public key (`ALGORITHM BASE64`) a tenant may log in with;

@@ -309,8 +309,11 @@ async fn run(
             if !dry_run {
                 call.enrichment = fresh;
                 call.updated_ms = services.now_ms();
-                services.store.update_call(tenant, &call).await?;
-                super::webhooks::call_updated(services, tenant, &call).await;
+                let events = super::webhooks::call_updated(services, tenant, &call).await?;
+                services.store.update_call(tenant, &call, &events).await?;
+                if !events.is_empty() {
+                    super::webhooks::jobs_written(services);
+                }
             }
         }
         progress.after = query.after.clone();

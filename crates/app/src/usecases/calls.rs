@@ -464,12 +464,16 @@ pub async fn create_call(
         created_ms: now,
         updated_ms: now,
     };
-    match services.store.insert_call(tenant, &call).await {
+    // The event commits with the call (the outbox), or neither does.
+    let events = super::webhooks::call_created(services, tenant, &call).await?;
+    match services.store.insert_call(tenant, &call, &events).await {
         Ok(()) => {
             services
                 .metrics
                 .call_created(tenant, call.source, &call.enrichment);
-            super::webhooks::call_created(services, tenant, &call).await;
+            if !events.is_empty() {
+                super::webhooks::jobs_written(services);
+            }
             Ok((call, true))
         }
         // Lost a race with a retry of the same external_id: answer with the winner.
@@ -539,8 +543,11 @@ pub async fn update_call_metadata(
     call.enrichment = enrich_call(services, tenant, &metadata, now, call.timestamp_ms).await;
     call.metadata = metadata;
     call.updated_ms = now;
-    services.store.update_call(tenant, &call).await?;
-    super::webhooks::call_updated(services, tenant, &call).await;
+    let events = super::webhooks::call_updated(services, tenant, &call).await?;
+    services.store.update_call(tenant, &call, &events).await?;
+    if !events.is_empty() {
+        super::webhooks::jobs_written(services);
+    }
     Ok(call)
 }
 
@@ -564,8 +571,11 @@ pub async fn attach_audio(
     let key = store_audio(services, tenant, unique_id, audio).await?;
     call.audio_key = Some(key);
     call.updated_ms = services.now_ms();
-    services.store.update_call(tenant, &call).await?;
-    super::webhooks::audio_available(services, tenant, &call).await;
+    let events = super::webhooks::audio_available(services, tenant, &call).await?;
+    services.store.update_call(tenant, &call, &events).await?;
+    if !events.is_empty() {
+        super::webhooks::jobs_written(services);
+    }
     Ok(call)
 }
 

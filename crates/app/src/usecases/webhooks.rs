@@ -444,33 +444,64 @@ async fn endpoints_of(services: &Services, tenant: &TenantId) -> Result<Arc<Vec<
 }
 
 /// Records an event for every endpoint of the tenant that subscribed to
-/// it. What happened has happened: a failure here is logged, never the
+/// it, on its own (an event whose change is not one store transaction).
+/// What happened has happened: a failure here is logged, never the
 /// caller's error.
 pub async fn record(services: &Services, tenant: &TenantId, event: Event, data: impl FnOnce() -> Value) {
-    let endpoints = match endpoints_of(services, tenant).await {
-        Ok(list) => list,
+    let jobs = match event_jobs(services, tenant, event, data).await {
+        Ok(jobs) => jobs,
         Err(e) => {
-            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "reading webhook endpoints failed; event not recorded");
+            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
             return;
         }
     };
+    if jobs.is_empty() {
+        return;
+    }
+    match services.store.insert_jobs(&jobs).await {
+        Ok(()) => jobs_written(services),
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
+        }
+    }
+}
+
+/// The delivery jobs of an event, one per endpoint of the tenant that
+/// subscribed to it, for the caller to write in the transaction of the
+/// change the event tells of (the outbox: the change and its event commit
+/// together or not at all); then [`jobs_written`]. None when no endpoint
+/// wants it, or when the tenant's pending deliveries are at the bound
+/// (the event is dropped, logged and noted, as the change must not fail
+/// for it). An error reading the endpoints or the bound is the caller's:
+/// committing the change without its event would lose the event.
+pub async fn event_jobs(
+    services: &Services,
+    tenant: &TenantId,
+    event: Event,
+    data: impl FnOnce() -> Value,
+) -> Result<Vec<Job>, AppError> {
+    let endpoints = endpoints_of(services, tenant).await?;
     let targets: Vec<WebhookRecord> = endpoints
         .iter()
         .filter(|w| w.events.iter().any(|e| e == event.as_str()))
         .cloned()
         .collect();
     if targets.is_empty() {
-        return;
+        return Ok(Vec::new());
     }
-    match enqueue(services, tenant, event, data(), &targets).await {
-        Ok(_) => {}
+    match build_jobs(services, tenant, event, data(), &targets).await {
+        Ok((_, jobs)) => Ok(jobs),
         Err(AppError::OverLimit { message, .. }) => {
-            note_dropped(services, tenant, event, &targets, &message).await
+            note_dropped(services, tenant, event, &targets, &message).await;
+            Ok(Vec::new())
         }
-        Err(e) => {
-            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
-        }
+        Err(e) => Err(e),
     }
+}
+
+/// After jobs of [`event_jobs`] committed: wakes this node's deliverer.
+pub fn jobs_written(services: &Services) {
+    services.webhooks.recorded.notify_one();
 }
 
 /// An event beyond the pending bound is logged, and noted in its endpoints'
@@ -538,6 +569,22 @@ async fn enqueue(
     data: Value,
     targets: &[WebhookRecord],
 ) -> Result<String, AppError> {
+    let (event_id, jobs) = build_jobs(services, tenant, event, data, targets).await?;
+    services.store.insert_jobs(&jobs).await?;
+    jobs_written(services);
+    tracing::debug!(tenant = %tenant, event = event.as_str(), event_id = %event_id, endpoints = jobs.len(), "webhook event recorded");
+    Ok(event_id)
+}
+
+/// One delivery job per endpoint, due at once, and the event's id;
+/// `OverLimit` when the tenant's pending deliveries would pass the bound.
+async fn build_jobs(
+    services: &Services,
+    tenant: &TenantId,
+    event: Event,
+    data: Value,
+    targets: &[WebhookRecord],
+) -> Result<(String, Vec<Job>), AppError> {
     let settings = services.webhooks.settings();
     let pending = services
         .store
@@ -590,10 +637,7 @@ async fn enqueue(
             attempts: 0,
         })
         .collect();
-    services.store.insert_jobs(&jobs).await?;
-    services.webhooks.recorded.notify_one();
-    tracing::debug!(tenant = %tenant, event = event.as_str(), event_id = %event_id, endpoints = jobs.len(), "webhook event recorded");
-    Ok(event_id)
+    Ok((event_id, jobs))
 }
 
 /// The JSON of a call, as `GET /api/v1/calls/{id}` shows it.
@@ -654,19 +698,32 @@ pub fn version_data(v: &VersionRecord, active: bool) -> Value {
     })
 }
 
-/// `call.created`.
-pub async fn call_created(services: &Services, tenant: &TenantId, call: &CallRecord) {
-    record(services, tenant, Event::CallCreated, || call_data(call)).await
+/// The jobs of `call.created`, to write with the call.
+pub async fn call_created(
+    services: &Services,
+    tenant: &TenantId,
+    call: &CallRecord,
+) -> Result<Vec<Job>, AppError> {
+    event_jobs(services, tenant, Event::CallCreated, || call_data(call)).await
 }
 
-/// `call.updated`: its metadata replaced, or its enrichment done again.
-pub async fn call_updated(services: &Services, tenant: &TenantId, call: &CallRecord) {
-    record(services, tenant, Event::CallUpdated, || call_data(call)).await
+/// The jobs of `call.updated` (its metadata replaced, or its enrichment
+/// done again), to write with the update.
+pub async fn call_updated(
+    services: &Services,
+    tenant: &TenantId,
+    call: &CallRecord,
+) -> Result<Vec<Job>, AppError> {
+    event_jobs(services, tenant, Event::CallUpdated, || call_data(call)).await
 }
 
-/// `call.audio_available`.
-pub async fn audio_available(services: &Services, tenant: &TenantId, call: &CallRecord) {
-    record(services, tenant, Event::CallAudioAvailable, || call_data(call)).await
+/// The jobs of `call.audio_available`, to write with the call's audio key.
+pub async fn audio_available(
+    services: &Services,
+    tenant: &TenantId,
+    call: &CallRecord,
+) -> Result<Vec<Job>, AppError> {
+    event_jobs(services, tenant, Event::CallAudioAvailable, || call_data(call)).await
 }
 
 /// `call.erased`: only the call's id, what the tenant's systems need to

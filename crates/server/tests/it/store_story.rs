@@ -190,22 +190,25 @@ pub async fn story(store: &dyn Store) {
     assert_eq!(store.activation_at(&b.id, &crm, 25).await.unwrap(), None);
 
     store
-        .insert_call(&a.id, &call("c1", 100, "diamond"))
+        .insert_call(&a.id, &call("c1", 100, "diamond"), &[])
         .await
         .unwrap();
-    store.insert_call(&a.id, &call("c2", 200, "ruby")).await.unwrap();
     store
-        .insert_call(&a.id, &call("c3", 300, "diamond"))
+        .insert_call(&a.id, &call("c2", 200, "ruby"), &[])
+        .await
+        .unwrap();
+    store
+        .insert_call(&a.id, &call("c3", 300, "diamond"), &[])
         .await
         .unwrap();
     assert!(matches!(
-        store.insert_call(&a.id, &call("c4", 400, "x")).await,
+        store.insert_call(&a.id, &call("c4", 400, "x"), &[]).await,
         Ok(())
     ));
     let mut dup = call("c5", 500, "x");
     dup.external_id = Some("ext-c1".into());
     assert!(matches!(
-        store.insert_call(&a.id, &dup).await,
+        store.insert_call(&a.id, &dup, &[]).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.call(&a.id, "c2").await.unwrap(), call("c2", 200, "ruby"));
@@ -378,7 +381,7 @@ pub async fn story(store: &dyn Store) {
     let mut updated = call("c1", 100, "onyx");
     updated.audio_key = Some("audio/c1.wav".into());
     updated.updated_ms = 999;
-    store.update_call(&a.id, &updated).await.unwrap();
+    store.update_call(&a.id, &updated, &[]).await.unwrap();
     assert_eq!(store.call(&a.id, "c1").await.unwrap(), updated);
     let (n, _) = store
         .list_calls(&a.id, &q(vec![("team_name", "onyx")]))
@@ -387,7 +390,7 @@ pub async fn story(store: &dyn Store) {
         .unwrap();
     assert_eq!(n, 1);
     assert!(matches!(
-        store.update_call(&b.id, &updated).await,
+        store.update_call(&b.id, &updated, &[]).await,
         Err(StoreError::NotFound)
     ));
 
