@@ -1125,3 +1125,92 @@ async fn an_erased_calls_waiting_deliveries_are_dropped() {
     assert_eq!(told.body["data"], json!({"unique_id": erased}), "its id only");
     app.stop().await;
 }
+
+/// Runs statements on the app's database, as an operator would.
+async fn run_sql(app: &TestApp, sqlite: &str, postgres: &str) {
+    use sqlx::Connection;
+    match &app.database {
+        Some(url) => {
+            let mut db = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_string()))
+                .execute(&mut db)
+                .await
+                .unwrap();
+        }
+        None => {
+            let url = format!("sqlite://{}", app.data_dir.join("callmeta.db").display());
+            let mut db = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_string()))
+                .execute(&mut db)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The outbox: a call and its event commit in one transaction. With the
+/// write of deliveries failing, a creation fails whole (no call without
+/// its event); once it works again, both are there and the event arrives.
+#[tokio::test]
+async fn a_call_and_its_event_commit_together_or_not_at_all() {
+    let app = spawn().await;
+    let t = app.create_tenant("outbox");
+    let receiver = Receiver::start("whsec-outbox", 0).await;
+    add_endpoint(
+        &app,
+        &t,
+        &receiver.url(),
+        &["call.created", "call.updated"],
+        "whsec-outbox",
+    )
+    .await;
+    run_sql(
+        &app,
+        "CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs WHEN NEW.kind = 'webhook' \
+         BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
+        "CREATE FUNCTION outbox_fails() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.kind = 'webhook' THEN RAISE EXCEPTION 'deliveries cannot be written'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_fails();",
+    )
+    .await;
+    let (status, body) = app
+        .post_json(
+            &t,
+            "/api/v1/calls",
+            json!({"metadata": {"agent_id": "lost"}, "external_id": "ext-lost"}),
+        )
+        .await;
+    assert!(status >= 500, "the creation fails whole: {status} {body}");
+    let (status, list) = app.get(&t, "/api/v1/calls").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"], json!([]), "no call without its event: {list}");
+
+    run_sql(
+        &app,
+        "DROP TRIGGER outbox_fails;",
+        "DROP TRIGGER outbox_fails ON jobs; DROP FUNCTION outbox_fails();",
+    )
+    .await;
+    let call = create_call(&app, &t, "kept").await;
+    let unique_id = call["unique_id"].as_str().unwrap().to_string();
+    let (_, list) = app.get(&t, "/api/v1/calls").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    eventually("the call.created delivery", Duration::from_secs(2), || {
+        let got = receiver.got();
+        let unique_id = unique_id.clone();
+        async move {
+            got.into_iter()
+                .find(|r| r.event == "call.created" && r.body["data"]["unique_id"] == unique_id.as_str())
+                .ok_or("not yet")
+        }
+    })
+    .await;
+    assert!(
+        receiver
+            .got()
+            .iter()
+            .all(|r| r.body["data"]["metadata"]["agent_id"] != "lost"),
+        "the failed creation told of nothing"
+    );
+}
