@@ -284,6 +284,7 @@ impl Store for SqlStore {
         tenant: &TenantId,
         version: &VersionRecord,
         activate: bool,
+        jobs: &[Job],
     ) -> Result<(), StoreError> {
         let doing = "recording a version";
         let mut tx = self
@@ -329,6 +330,7 @@ impl Store for SqlStore {
             )
             .await?;
         }
+        crate::webhooks::insert_jobs_in(&mut tx, self.backend, jobs).await?;
         tx.commit().await.doing(doing)
     }
 
@@ -338,6 +340,7 @@ impl Store for SqlStore {
         version: &VersionRecord,
         channel: &str,
         now_ms: i64,
+        jobs: &[Job],
     ) -> Result<(), StoreError> {
         let doing = "activating a version";
         let mut tx = self
@@ -346,6 +349,7 @@ impl Store for SqlStore {
             .await
             .doing(doing)?;
         activate_in(&mut tx, self.backend, tenant, version, channel, now_ms).await?;
+        crate::webhooks::insert_jobs_in(&mut tx, self.backend, jobs).await?;
         tx.commit().await.doing(doing)
     }
 

@@ -614,23 +614,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a version; when `activate`, makes it the table's active version
     /// and its options the table's options, in the same transaction, which
-    /// also deletes the job of the same id (its ingest job), if any.
+    /// also deletes the job of the same id (its ingest job), if any, and
+    /// writes `jobs` (its events, possibly none).
     async fn insert_version(
         &self,
         tenant: &TenantId,
         version: &VersionRecord,
         activate: bool,
+        jobs: &[Job],
     ) -> Result<(), StoreError>;
     async fn version(&self, tenant: &TenantId, id: &str) -> Result<VersionRecord, StoreError>;
     /// Makes an accepted version of the table its active one again, with
     /// its options, and records the activation (one transaction, which
-    /// also notifies the other nodes).
+    /// also notifies the other nodes and writes `jobs`, its events).
     async fn activate_version(
         &self,
         tenant: &TenantId,
         version: &VersionRecord,
         channel: &str,
         now_ms: i64,
+        jobs: &[Job],
     ) -> Result<(), StoreError>;
     /// The table's activations, newest first (at most `limit`).
     async fn activations(

@@ -252,10 +252,11 @@ pub async fn activate_version(
             report.error.as_deref().unwrap_or("rejected")
         )));
     };
+    let events = webhooks::version_recorded(services, tenant, &version, true).await?;
     let held = active_tables::hold_installs(services).await;
     services
         .store
-        .activate_version(tenant, &version, channel.as_str(), services.now_ms())
+        .activate_version(tenant, &version, channel.as_str(), services.now_ms(), &events)
         .await?;
     active_tables::install(
         services,
@@ -277,7 +278,10 @@ pub async fn activate_version(
         serde_json::json!({"rollback": true}),
     )
     .await;
-    webhooks::version_recorded(services, tenant, &version, true).await;
+    // Woken once the version is in this node's memory.
+    if !events.is_empty() {
+        webhooks::jobs_written(services);
+    }
     tracing::info!(tenant = %tenant, table = %name, version = %version_id, channel = channel.as_str(),
         "version activated again");
     table_details(services, tenant, name).await
@@ -613,8 +617,12 @@ async fn ingest_and_record(
         options: options.clone(),
         report,
     };
+    let events = webhooks::version_recorded(services, tenant, &version, activate).await?;
     let held = active_tables::hold_installs(services).await;
-    services.store.insert_version(tenant, &version, activate).await?;
+    services
+        .store
+        .insert_version(tenant, &version, activate, &events)
+        .await?;
     if let Some(why) = &version.report.not_activated {
         drop(held);
         tracing::info!(tenant = %tenant, table = %name, version = %id, channel = channel.as_str(),
@@ -630,9 +638,11 @@ async fn ingest_and_record(
         enforce_rejected_quota(services, tenant).await;
     }
     record_version(services, tenant, &version, activate, actor).await;
-    // Told once the version is in this node's memory: a receiver that acts
-    // on it here is served from it.
-    webhooks::version_recorded(services, tenant, &version, activate).await;
+    // This node's deliverer is woken once the version is in its memory: a
+    // receiver that acts on it here is served from it.
+    if !events.is_empty() {
+        webhooks::jobs_written(services);
+    }
     Ok(UploadOutcome {
         version,
         activated: activate,
@@ -825,10 +835,11 @@ async fn finish_upload(
         report,
     };
     let activate = accepted && !superseded;
+    let events = webhooks::version_recorded(services, &job.tenant, &version, activate).await?;
     let held = active_tables::hold_installs(services).await;
     services
         .store
-        .insert_version(&job.tenant, &version, activate)
+        .insert_version(&job.tenant, &version, activate, &events)
         .await?;
     if let (true, Some(index)) = (activate, index) {
         active_tables::install(
@@ -844,7 +855,9 @@ async fn finish_upload(
     }
     let actor = payload.actor.clone().unwrap_or_else(Actor::system);
     record_version(services, &job.tenant, &version, activate, &actor).await;
-    webhooks::version_recorded(services, &job.tenant, &version, activate).await;
+    if !events.is_empty() {
+        webhooks::jobs_written(services);
+    }
     Ok(version)
 }
 

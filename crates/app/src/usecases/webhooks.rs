@@ -738,20 +738,21 @@ pub async fn call_erased(services: &Services, tenant: &TenantId, unique_id: &str
     .await
 }
 
-/// `table.version.activated` or `table.version.rejected` (with its report);
-/// an accepted version an activation guard held back is neither.
+/// The jobs of `table.version.activated` or `table.version.rejected` (with
+/// its report), to write with the version or its activation; an accepted
+/// version an activation guard held back is neither.
 pub async fn version_recorded(
     services: &Services,
     tenant: &TenantId,
     version: &VersionRecord,
     activated: bool,
-) {
+) -> Result<Vec<Job>, AppError> {
     let event = match (version.accepted, activated) {
         (false, _) => Event::VersionRejected,
         (true, true) => Event::VersionActivated,
-        (true, false) => return,
+        (true, false) => return Ok(Vec::new()),
     };
-    record(services, tenant, event, || version_data(version, activated)).await
+    event_jobs(services, tenant, event, || version_data(version, activated)).await
 }
 
 /// A delivery this node is making.

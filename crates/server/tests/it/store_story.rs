@@ -125,11 +125,11 @@ pub async fn story(store: &dyn Store) {
     ));
 
     store
-        .insert_version(&a.id, &version("v1", &crm, true, 20), true)
+        .insert_version(&a.id, &version("v1", &crm, true, 20), true, &[])
         .await
         .unwrap();
     store
-        .insert_version(&a.id, &version("v2", &crm, false, 30), false)
+        .insert_version(&a.id, &version("v2", &crm, false, 30), false, &[])
         .await
         .unwrap();
     let t = store.table(&a.id, &crm).await.unwrap();
@@ -176,13 +176,13 @@ pub async fn story(store: &dyn Store) {
     let (at, kept) = store.activation_at(&a.id, &crm, 25).await.unwrap().unwrap();
     assert_eq!((at.version.as_str(), at.activated_ms, kept), ("v1", 20, true));
     store
-        .activate_version(&a.id, &version("v2", &crm, true, 30), "http", 20)
+        .activate_version(&a.id, &version("v2", &crm, true, 30), "http", 20, &[])
         .await
         .unwrap();
     let (at, _) = store.activation_at(&a.id, &crm, 20).await.unwrap().unwrap();
     assert_eq!(at.version, "v2");
     store
-        .activate_version(&a.id, &version("v1", &crm, true, 20), "http", 20)
+        .activate_version(&a.id, &version("v1", &crm, true, 20), "http", 20, &[])
         .await
         .unwrap();
     let (at, _) = store.activation_at(&a.id, &crm, 20).await.unwrap().unwrap();
@@ -543,7 +543,7 @@ pub async fn story(store: &dyn Store) {
     );
     let mut finished = version("j1", &crm, true, 100);
     finished.sha256 = "sha-j1".into();
-    store.insert_version(&a.id, &finished, false).await.unwrap();
+    store.insert_version(&a.id, &finished, false, &[]).await.unwrap();
     assert_eq!(
         claim(JobKind::Ingest, "node-3", 10_000, 11_000)
             .await
