@@ -1214,3 +1214,67 @@ async fn a_call_and_its_event_commit_together_or_not_at_all() {
         "the failed creation told of nothing"
     );
 }
+
+/// The outbox for versions: with the write of deliveries failing, an
+/// upload is neither recorded nor activated; once it works, the version
+/// and its `table.version.activated` are both there.
+#[tokio::test]
+async fn a_version_and_its_event_commit_together_or_not_at_all() {
+    let app = spawn().await;
+    let t = app.create_tenant("outboxed");
+    app.create_table(&t, "crm", json!({"key": "agent_id"})).await;
+    let receiver = Receiver::start("whsec-versions", 0).await;
+    add_endpoint(
+        &app,
+        &t,
+        &receiver.url(),
+        &["table.version.activated", "table.version.rejected"],
+        "whsec-versions",
+    )
+    .await;
+    run_sql(
+        &app,
+        "CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs WHEN NEW.kind = 'webhook' \
+         BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
+        "CREATE FUNCTION outbox_fails() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.kind = 'webhook' THEN RAISE EXCEPTION 'deliveries cannot be written'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_fails();",
+    )
+    .await;
+    let (status, body) = app.upload(&t, "crm", crate::helpers::SPEC_TABLE).await;
+    assert!(status >= 500, "the upload fails whole: {status} {body}");
+    let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
+    assert!(table["active_version"].is_null(), "{table}");
+    assert_eq!(
+        table["versions"],
+        json!([]),
+        "no version without its event: {table}"
+    );
+
+    run_sql(
+        &app,
+        "DROP TRIGGER outbox_fails;",
+        "DROP TRIGGER outbox_fails ON jobs; DROP FUNCTION outbox_fails();",
+    )
+    .await;
+    let (status, body) = app.upload(&t, "crm", crate::helpers::SPEC_TABLE).await;
+    assert!(status < 300, "{status} {body}");
+    let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
+    let id = table["active_version"]["id"].as_str().unwrap().to_string();
+    eventually(
+        "the table.version.activated delivery",
+        Duration::from_secs(2),
+        || {
+            let got = receiver.got();
+            let id = id.clone();
+            async move {
+                got.into_iter()
+                    .find(|r| r.event == "table.version.activated" && r.body["data"]["id"] == id.as_str())
+                    .ok_or("not yet")
+            }
+        },
+    )
+    .await;
+    assert_eq!(receiver.got().len(), 1, "the failed upload told of nothing");
+}
