@@ -1151,6 +1151,30 @@ async fn run_sql(app: &TestApp, sqlite: &str, postgres: &str) {
 /// The outbox: a call and its event commit in one transaction. With the
 /// write of deliveries failing, a creation fails whole (no call without
 /// its event); once it works again, both are there and the event arrives.
+/// Makes every write of webhook deliveries fail (a trigger on `jobs`, on
+/// either database), or work again.
+async fn deliveries_fail(app: &TestApp, fail: bool) {
+    if fail {
+        run_sql(
+            app,
+            "CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs WHEN NEW.kind = 'webhook' \
+             BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
+            "CREATE FUNCTION outbox_fails() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.kind = 'webhook' THEN RAISE EXCEPTION 'deliveries cannot be written'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_fails();",
+        )
+        .await;
+    } else {
+        run_sql(
+            app,
+            "DROP TRIGGER outbox_fails;",
+            "DROP TRIGGER outbox_fails ON jobs; DROP FUNCTION outbox_fails();",
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_call_and_its_event_commit_together_or_not_at_all() {
     let app = spawn().await;
@@ -1164,16 +1188,7 @@ async fn a_call_and_its_event_commit_together_or_not_at_all() {
         "whsec-outbox",
     )
     .await;
-    run_sql(
-        &app,
-        "CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs WHEN NEW.kind = 'webhook' \
-         BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
-        "CREATE FUNCTION outbox_fails() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN IF NEW.kind = 'webhook' THEN RAISE EXCEPTION 'deliveries cannot be written'; END IF; \
-         RETURN NEW; END $$; \
-         CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_fails();",
-    )
-    .await;
+    deliveries_fail(&app, true).await;
     let (status, body) = app
         .post_json(
             &t,
@@ -1186,12 +1201,7 @@ async fn a_call_and_its_event_commit_together_or_not_at_all() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["data"], json!([]), "no call without its event: {list}");
 
-    run_sql(
-        &app,
-        "DROP TRIGGER outbox_fails;",
-        "DROP TRIGGER outbox_fails ON jobs; DROP FUNCTION outbox_fails();",
-    )
-    .await;
+    deliveries_fail(&app, false).await;
     let call = create_call(&app, &t, "kept").await;
     let unique_id = call["unique_id"].as_str().unwrap().to_string();
     let (_, list) = app.get(&t, "/api/v1/calls").await;
@@ -1232,16 +1242,7 @@ async fn a_version_and_its_event_commit_together_or_not_at_all() {
         "whsec-versions",
     )
     .await;
-    run_sql(
-        &app,
-        "CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs WHEN NEW.kind = 'webhook' \
-         BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
-        "CREATE FUNCTION outbox_fails() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN IF NEW.kind = 'webhook' THEN RAISE EXCEPTION 'deliveries cannot be written'; END IF; \
-         RETURN NEW; END $$; \
-         CREATE TRIGGER outbox_fails BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_fails();",
-    )
-    .await;
+    deliveries_fail(&app, true).await;
     let (status, body) = app.upload(&t, "crm", crate::helpers::SPEC_TABLE).await;
     assert!(status >= 500, "the upload fails whole: {status} {body}");
     let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
@@ -1252,12 +1253,7 @@ async fn a_version_and_its_event_commit_together_or_not_at_all() {
         "no version without its event: {table}"
     );
 
-    run_sql(
-        &app,
-        "DROP TRIGGER outbox_fails;",
-        "DROP TRIGGER outbox_fails ON jobs; DROP FUNCTION outbox_fails();",
-    )
-    .await;
+    deliveries_fail(&app, false).await;
     let (status, body) = app.upload(&t, "crm", crate::helpers::SPEC_TABLE).await;
     assert!(status < 300, "{status} {body}");
     let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
