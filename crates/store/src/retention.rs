@@ -21,6 +21,7 @@ impl SqlStore {
         &self,
         tenant: &TenantId,
         unique_id: &str,
+        jobs: &[Job],
     ) -> Result<bool, StoreError> {
         let doing = "erasing a call";
         let mut tx = self
@@ -55,8 +56,13 @@ impl SqlStore {
             .execute(&mut *tx)
             .await
             .doing(doing)?;
+        let erased = deleted.rows_affected() > 0;
+        if erased {
+            // The erasure's own event, after the deletes that would drop it.
+            crate::webhooks::insert_jobs_in(&mut tx, self.backend, jobs).await?;
+        }
         tx.commit().await.doing(doing)?;
-        Ok(deleted.rows_affected() > 0)
+        Ok(erased)
     }
 
     pub(crate) async fn delete_table_rows(

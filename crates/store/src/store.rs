@@ -990,8 +990,8 @@ impl Store for SqlStore {
 
     // Erasure and retention (`retention`).
 
-    async fn erase_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError> {
-        self.erase_call_rows(tenant, unique_id).await
+    async fn erase_call(&self, tenant: &TenantId, unique_id: &str, jobs: &[Job]) -> Result<bool, StoreError> {
+        self.erase_call_rows(tenant, unique_id, jobs).await
     }
 
     async fn delete_table(&self, tenant: &TenantId, name: &TableName) -> Result<(), StoreError> {

@@ -873,8 +873,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a call, its entries in the index of calls, its job (a
     /// recording's, whose id is the call's) and the webhook deliveries
     /// about it still waiting (jobs of kind `webhook` whose payload's
-    /// `call` is its id), in one transaction; false if there was no such call.
-    async fn erase_call(&self, tenant: &TenantId, unique_id: &str) -> Result<bool, StoreError>;
+    /// `call` is its id), and writes `jobs` (the erasure's own event), in one
+    /// transaction; false, and nothing written, if there was no such call.
+    async fn erase_call(&self, tenant: &TenantId, unique_id: &str, jobs: &[Job]) -> Result<bool, StoreError>;
     /// Deletes a table with its versions, its activations and its pending
     /// ingest jobs, in one transaction that tells the other nodes (as an
     /// activation does, so they drop it from memory); `NotFound` if there

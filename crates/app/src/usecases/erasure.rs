@@ -11,13 +11,13 @@ use callmeta_core::domain::TableName;
 
 use super::audit::{self, Actor, actions};
 use super::{AppError, Services, active_tables, calls, recordings, tables};
-use crate::store::{StoreError, TenantId};
+use crate::store::{Job, StoreError, TenantId};
 
 /// Erases a call: its audio and any recording parts from blob storage, then
 /// the call itself, its index entries, its job and the webhook deliveries
-/// about it still waiting (one store transaction); then tells the
-/// endpoints subscribed to `call.erased`. `NotFound` if the tenant has no
-/// such call.
+/// about it still waiting, with the `call.erased` deliveries to the
+/// endpoints subscribed to it (one store transaction: the erasure and its
+/// event commit together). `NotFound` if the tenant has no such call.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, call_id = unique_id))]
 pub async fn erase_call(
     services: &Services,
@@ -26,7 +26,12 @@ pub async fn erase_call(
     actor: &Actor,
 ) -> Result<(), AppError> {
     let call = calls::get_call(services, tenant, unique_id).await?;
-    if erase_stored_call(services, tenant, &call.unique_id, call.audio_key.as_deref()).await? {
+    let event = super::webhooks::call_erased(services, tenant, &call.unique_id).await?;
+    let audio = call.audio_key.as_deref();
+    if erase_stored_call(services, tenant, &call.unique_id, audio, &event).await? {
+        if !event.is_empty() {
+            super::webhooks::jobs_written(services);
+        }
         let detail = serde_json::json!({"had_audio": call.audio_key.is_some()});
         audit::record(
             services,
@@ -37,21 +42,20 @@ pub async fn erase_call(
             detail,
         )
         .await;
-        // Recorded after the erasure, which dropped the deliveries about the
-        // call still waiting; this one carries its id only.
-        super::webhooks::call_erased(services, tenant, unique_id).await;
     }
     Ok(())
 }
 
 /// Erases a call known to the caller (a request, or retention): its blobs,
-/// then its rows. False if the call was gone by the time its rows were
+/// then its rows, with the event jobs `jobs` in the same transaction. False
+/// (and no job written) if the call was gone by the time its rows were
 /// deleted.
 pub(crate) async fn erase_stored_call(
     services: &Services,
     tenant: &TenantId,
     unique_id: &str,
     audio_key: Option<&str>,
+    jobs: &[Job],
 ) -> Result<bool, AppError> {
     if let Some(key) = audio_key {
         services.blobs.delete(key).await?;
@@ -60,7 +64,7 @@ pub(crate) async fn erase_stored_call(
         .blobs
         .delete_prefix(&recordings::parts_prefix(tenant, unique_id))
         .await?;
-    let erased = services.store.erase_call(tenant, unique_id).await?;
+    let erased = services.store.erase_call(tenant, unique_id, jobs).await?;
     if erased {
         tracing::info!("call erased");
     }

@@ -120,7 +120,7 @@ pub async fn complete(
 pub async fn discard(services: &Services, recording: &InProgress) -> Result<(), AppError> {
     services
         .store
-        .erase_call(&recording.tenant, &recording.unique_id)
+        .erase_call(&recording.tenant, &recording.unique_id, &[])
         .await?;
     if recording.parts.load(Ordering::SeqCst) > 0 {
         remove_parts(services, &recording.tenant, &recording.unique_id).await;

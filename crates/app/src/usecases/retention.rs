@@ -276,8 +276,14 @@ async fn apply_into(
         loop {
             let aged = services.store.aged_calls(tenant, before, false, BATCH).await?;
             for call in &aged {
-                if erasure::erase_stored_call(services, tenant, &call.unique_id, call.audio_key.as_deref())
-                    .await?
+                if erasure::erase_stored_call(
+                    services,
+                    tenant,
+                    &call.unique_id,
+                    call.audio_key.as_deref(),
+                    &[],
+                )
+                .await?
                 {
                     report.calls_erased += 1;
                 }

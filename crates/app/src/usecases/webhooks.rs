@@ -443,29 +443,6 @@ async fn endpoints_of(services: &Services, tenant: &TenantId) -> Result<Arc<Vec<
     Ok(list)
 }
 
-/// Records an event for every endpoint of the tenant that subscribed to
-/// it, on its own (an event whose change is not one store transaction).
-/// What happened has happened: a failure here is logged, never the
-/// caller's error.
-pub async fn record(services: &Services, tenant: &TenantId, event: Event, data: impl FnOnce() -> Value) {
-    let jobs = match event_jobs(services, tenant, event, data).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
-            return;
-        }
-    };
-    if jobs.is_empty() {
-        return;
-    }
-    match services.store.insert_jobs(&jobs).await {
-        Ok(()) => jobs_written(services),
-        Err(e) => {
-            tracing::warn!(tenant = %tenant, event = event.as_str(), error = %e, "recording a webhook event failed");
-        }
-    }
-}
-
 /// The delivery jobs of an event, one per endpoint of the tenant that
 /// subscribed to it, for the caller to write in the transaction of the
 /// change the event tells of (the outbox: the change and its event commit
@@ -726,10 +703,14 @@ pub async fn audio_available(
     event_jobs(services, tenant, Event::CallAudioAvailable, || call_data(call)).await
 }
 
-/// `call.erased`: only the call's id, what the tenant's systems need to
-/// forget it too.
-pub async fn call_erased(services: &Services, tenant: &TenantId, unique_id: &str) {
-    record(
+/// The jobs of `call.erased`, to write with the erasure: only the call's
+/// id, what the tenant's systems need to forget it too.
+pub async fn call_erased(
+    services: &Services,
+    tenant: &TenantId,
+    unique_id: &str,
+) -> Result<Vec<Job>, AppError> {
+    event_jobs(
         services,
         tenant,
         Event::CallErased,

@@ -1148,9 +1148,6 @@ async fn run_sql(app: &TestApp, sqlite: &str, postgres: &str) {
     }
 }
 
-/// The outbox: a call and its event commit in one transaction. With the
-/// write of deliveries failing, a creation fails whole (no call without
-/// its event); once it works again, both are there and the event arrives.
 /// Makes every write of webhook deliveries fail (a trigger on `jobs`, on
 /// either database), or work again.
 async fn deliveries_fail(app: &TestApp, fail: bool) {
@@ -1175,6 +1172,9 @@ async fn deliveries_fail(app: &TestApp, fail: bool) {
     }
 }
 
+/// The outbox: a call and its event commit in one transaction. With the
+/// write of deliveries failing, a creation fails whole (no call without
+/// its event); once it works again, both are there and the event arrives.
 #[tokio::test]
 async fn a_call_and_its_event_commit_together_or_not_at_all() {
     let app = spawn().await;
@@ -1273,4 +1273,81 @@ async fn a_version_and_its_event_commit_together_or_not_at_all() {
     )
     .await;
     assert_eq!(receiver.got().len(), 1, "the failed upload told of nothing");
+}
+
+/// Makes writes of webhook deliveries fail while a row is in
+/// `outbox_off`: a trigger made once, at the start (on SQLite, a schema
+/// change made while the server runs leaves its pooled connections unable
+/// to delete calls, so the switch is data, not a trigger made and dropped).
+async fn switchable_outbox(app: &TestApp) {
+    run_sql(
+        app,
+        "CREATE TABLE outbox_off (x INTEGER); \
+         CREATE TRIGGER outbox_switch BEFORE INSERT ON jobs \
+         WHEN NEW.kind = 'webhook' AND EXISTS (SELECT 1 FROM outbox_off) \
+         BEGIN SELECT RAISE(ABORT, 'deliveries cannot be written'); END;",
+        "CREATE TABLE outbox_off (x INTEGER); \
+         CREATE FUNCTION outbox_switch() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.kind = 'webhook' AND EXISTS (SELECT 1 FROM outbox_off) THEN \
+         RAISE EXCEPTION 'deliveries cannot be written'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER outbox_switch BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION outbox_switch();",
+    )
+    .await;
+}
+
+async fn outbox_off(app: &TestApp, off: bool) {
+    let sql = if off {
+        "INSERT INTO outbox_off VALUES (1);"
+    } else {
+        "DELETE FROM outbox_off;"
+    };
+    run_sql(app, sql, sql).await;
+}
+
+/// The outbox for erasures: with the write of deliveries failing, a
+/// DELETE fails whole and the call is still there; once it works, the call
+/// is gone and `call.erased` arrives.
+#[tokio::test]
+async fn an_erasure_and_its_event_commit_together_or_not_at_all() {
+    let app = spawn().await;
+    switchable_outbox(&app).await;
+    let t = app.create_tenant("erasing");
+    let receiver = Receiver::start("whsec-erased", 0).await;
+    add_endpoint(&app, &t, &receiver.url(), &["call.erased"], "whsec-erased").await;
+    let unique_id = create_call(&app, &t, "gone").await["unique_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let erase = || {
+        app.http
+            .delete(app.url(&format!("/api/v1/calls/{unique_id}")))
+            .header("Authorization", format!("Token {}", t.token))
+            .send()
+    };
+    outbox_off(&app, true).await;
+    let r = erase().await.unwrap();
+    assert!(
+        r.status().is_server_error(),
+        "the erasure fails whole: {}",
+        r.status()
+    );
+    let (status, call) = app.get(&t, &format!("/api/v1/calls/{unique_id}")).await;
+    assert_eq!(status, 200, "no erasure without its event: {call}");
+
+    outbox_off(&app, false).await;
+    assert_eq!(erase().await.unwrap().status(), 204);
+    let (status, _) = app.get(&t, &format!("/api/v1/calls/{unique_id}")).await;
+    assert_eq!(status, 404);
+    eventually("the call.erased delivery", Duration::from_secs(2), || {
+        let got = receiver.got();
+        let unique_id = unique_id.clone();
+        async move {
+            got.into_iter()
+                .find(|r| r.event == "call.erased" && r.body["data"]["unique_id"] == unique_id.as_str())
+                .ok_or("not yet")
+        }
+    })
+    .await;
+    assert_eq!(receiver.got().len(), 1, "the failed erasure told of nothing");
+    app.stop().await;
 }
