@@ -164,10 +164,16 @@ impl DropFs {
         Ok((parsed, file))
     }
 
-    /// 550 unless the login's role may write at `path`.
-    fn may_write<P: AsRef<Path>>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
+    /// 550 unless the login may write at `path`, as its role is now (a
+    /// user disabled or given another role since it logged in is held to
+    /// that at once).
+    async fn may_write(&self, user: &TenantUser, path: &Path) -> storage::Result<DropPath> {
         let (parsed, _) = self.host_path(user, path)?;
-        users::require(user.role, parsed.write_action()).map_err(refusal)
+        users::require(user.role, parsed.write_action()).map_err(refusal)?;
+        users::require_now(self.dropbox.services(), &user.login, parsed.write_action())
+            .await
+            .map_err(refusal)?;
+        Ok(parsed)
     }
 }
 
@@ -229,8 +235,8 @@ impl StorageBackend<TenantUser> for DropFs {
         path: P,
         start_pos: u64,
     ) -> storage::Result<u64> {
-        let (parsed, file) = self.host_path(user, &path)?;
-        users::require(user.role, parsed.write_action()).map_err(refusal)?;
+        let (_, file) = self.host_path(user, &path)?;
+        let parsed = self.may_write(user, path.as_ref()).await?;
         let path = parsed.display();
         let current = tokio::fs::metadata(&file).await.ok().map(|m| m.len());
         if current.is_none() && count_files(&user.home).await >= self.max_files {
@@ -272,13 +278,12 @@ impl StorageBackend<TenantUser> for DropFs {
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
-        self.may_write(user, &path)?;
+        self.may_write(user, path.as_ref()).await?;
         self.fs()?.del(user, path).await
     }
 
     async fn mkd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
-        let (parsed, _) = self.host_path(user, &path)?;
-        users::require(user.role, parsed.write_action()).map_err(refusal)?;
+        let parsed = self.may_write(user, path.as_ref()).await?;
         if parsed.parts().len() > 1 {
             return Err(storage::Error::new(
                 ErrorKind::PermissionDenied,
@@ -294,8 +299,8 @@ impl StorageBackend<TenantUser> for DropFs {
         from: P,
         to: P,
     ) -> storage::Result<()> {
-        self.may_write(user, &from)?;
-        self.may_write(user, &to)?;
+        self.may_write(user, from.as_ref()).await?;
+        self.may_write(user, to.as_ref()).await?;
         let target = self.host_path(user, &to).ok().map(|(_, file)| file);
         self.fs()?.rename(user, from, to).await?;
         if let (Some(file), Some(source)) = (target, user.source) {
@@ -305,7 +310,7 @@ impl StorageBackend<TenantUser> for DropFs {
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(&self, user: &TenantUser, path: P) -> storage::Result<()> {
-        self.may_write(user, &path)?;
+        self.may_write(user, path.as_ref()).await?;
         self.fs()?.rmd(user, path).await
     }
 

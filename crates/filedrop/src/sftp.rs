@@ -377,11 +377,21 @@ impl SftpSession {
         Ok(())
     }
 
-    /// Permission denied unless the login's role may write at `path`.
-    fn may_write(&self, path: &DropPath) -> Result<(), StatusReply> {
-        users::require(self.tenant.role, path.write_action()).map_err(|e| {
+    /// Permission denied unless the login may write at `path`, as its role
+    /// is now (a user disabled or given another role since it logged in is
+    /// held to that at once).
+    async fn may_write(&self, path: &DropPath) -> Result<(), StatusReply> {
+        let action = path.write_action();
+        let now = match users::require(self.tenant.role, action) {
+            Ok(()) => users::require_now(self.shared.dropbox.services(), &self.tenant.login, action).await,
+            Err(e) => Err(e),
+        };
+        now.map_err(|e| {
             tracing::info!(login = %self.tenant.login, error = %e, "SFTP write refused");
-            StatusCode::PermissionDenied.with_message(e.to_string())
+            match e {
+                AppError::Forbidden(_) => StatusCode::PermissionDenied.with_message(e.to_string()),
+                e => StatusCode::Failure.with_message(e.to_string()),
+            }
         })
     }
 
@@ -430,7 +440,7 @@ impl russh_sftp::server::Handler for SftpSession {
             return Err(StatusCode::Failure.with_message("not a file"));
         }
         let file = if writing {
-            self.may_write(&path)?;
+            self.may_write(&path).await?;
             let exists = tokio::fs::metadata(&host).await.is_ok();
             if !matches!(path.destination(), Destination::Calls) {
                 uploads::admit(self.shared.dropbox.services()).map_err(refusal)?;
@@ -636,7 +646,7 @@ impl russh_sftp::server::Handler for SftpSession {
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
         let (parsed, host) = self.resolve(&filename)?;
-        self.may_write(&parsed)?;
+        self.may_write(&parsed).await?;
         self.no_symlinks(&parsed).await?;
         tokio::fs::remove_file(&host).await.map_err(io_error)?;
         Ok(status(id))
@@ -644,7 +654,7 @@ impl russh_sftp::server::Handler for SftpSession {
 
     async fn mkdir(&mut self, id: u32, path: String, _attrs: FileAttributes) -> Result<Status, Self::Error> {
         let (parsed, host) = self.resolve(&path)?;
-        self.may_write(&parsed)?;
+        self.may_write(&parsed).await?;
         if parsed.parts().len() != 1 {
             return Err(
                 StatusCode::PermissionDenied.with_message("folders go at the root only: one per table")
@@ -659,7 +669,7 @@ impl russh_sftp::server::Handler for SftpSession {
         if parsed.parts().is_empty() {
             return Err(StatusCode::PermissionDenied.into());
         }
-        self.may_write(&parsed)?;
+        self.may_write(&parsed).await?;
         self.no_symlinks(&parsed).await?;
         tokio::fs::remove_dir(&host).await.map_err(io_error)?;
         Ok(status(id))
@@ -668,8 +678,8 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status, Self::Error> {
         let (from, from_host) = self.resolve(&oldpath)?;
         let (to, to_host) = self.resolve(&newpath)?;
-        self.may_write(&from)?;
-        self.may_write(&to)?;
+        self.may_write(&from).await?;
+        self.may_write(&to).await?;
         self.no_symlinks(&from).await?;
         self.no_symlinks(&to).await?;
         if from.parts().is_empty() || to.parts().is_empty() {

@@ -1,14 +1,18 @@
 //! Webhook delivery latency (not a test): prints figures for SPEC §9's
 //! "p99 delivery under 1 s after the event".
 //!
-//! usage: cargo bench -p callmeta --bench webhooks -- [EVENTS] [POSTGRES_URL]
+//! usage: cargo bench -p callmeta --bench webhooks -- [EVENTS] [POSTGRES_URL] [--rate=R[,R...]]
 //!
 //! The real server (SQLite, or a fresh database on the PostgreSQL server
 //! given) with one endpoint subscribed to `call.created`, on a receiver on
-//! loopback; calls are created through the API by 8 clients at once. The
-//! latency of an event is from the moment its call's creation was sent to
-//! the moment the receiver has its delivery; printed as p50, p99 and max,
-//! with the calls' own p99 for comparison.
+//! loopback. Without `--rate`, calls are created through the API by 8
+//! clients at once, as fast as it takes them (a burst: latency is mostly
+//! queueing). With `--rate=R`, one call is sent every 1/R s whatever the
+//! answers (an open loop), for each rate given in turn on a fresh server:
+//! the steady load one node sustains. The latency of an event is from the
+//! moment its call's creation was sent to the moment the receiver has its
+//! delivery; printed as p50, p99 and max, with the calls' own p99 for
+//! comparison.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,17 +29,26 @@ use callmeta_app::usecases::webhooks::{self, NewEndpoint};
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let rates: Vec<f64> = all
+        .iter()
+        .filter_map(|a| a.strip_prefix("--rate="))
+        .flat_map(|r| r.split(',').map(|r| r.parse::<f64>().expect("--rate=R[,R...]")))
         .collect();
+    let args: Vec<&String> = all.iter().filter(|a| !a.starts_with("--")).collect();
     let events: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(2_000);
-    let database = args.get(1).cloned();
+    let database = args.get(1).map(|s| s.to_string());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(events, database));
+    if rates.is_empty() {
+        rt.block_on(run(events, database, None));
+    } else {
+        for rate in rates {
+            rt.block_on(run(events, database.clone(), Some(rate)));
+        }
+    }
 }
 
 async fn receive(State(arrivals): State<Arrivals>, body: Bytes) -> &'static str {
@@ -54,7 +67,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn run(events: usize, database: Option<String>) {
+async fn run(events: usize, database: Option<String>, rate: Option<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let database = match database {
         Some(admin) => Some(fresh_postgres(&admin).await),
@@ -109,30 +122,55 @@ async fn run(events: usize, database: Option<String>) {
     let client = reqwest::Client::new();
     let sent: Arc<Mutex<Vec<(String, Instant, Duration)>>> = Arc::default();
     let started = Instant::now();
+    let send = move |client: reqwest::Client, base: String, token: String, n: usize| async move {
+        let at = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/calls"))
+            .header("Authorization", format!("Token {token}"))
+            .json(&serde_json::json!({"metadata": {"agent_id": format!("a{n}")}}))
+            .send()
+            .await
+            .unwrap();
+        let took = at.elapsed();
+        let call: serde_json::Value = r.json().await.unwrap();
+        let id = call["unique_id"].as_str().unwrap().to_string();
+        (id, at, took)
+    };
     let mut clients = Vec::new();
-    for c in 0..8 {
-        let (client, base, token, sent) = (
-            client.clone(),
-            base.clone(),
-            created.api_token.clone(),
-            sent.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            for n in (c..events).step_by(8) {
-                let at = Instant::now();
-                let r = client
-                    .post(format!("{base}/api/v1/calls"))
-                    .header("Authorization", format!("Token {token}"))
-                    .json(&serde_json::json!({"metadata": {"agent_id": format!("a{n}")}}))
-                    .send()
-                    .await
-                    .unwrap();
-                let took = at.elapsed();
-                let call: serde_json::Value = r.json().await.unwrap();
-                let id = call["unique_id"].as_str().unwrap().to_string();
-                sent.lock().unwrap().push((id, at, took));
+    match rate {
+        None => {
+            for c in 0..8 {
+                let (client, base, token, sent) = (
+                    client.clone(),
+                    base.clone(),
+                    created.api_token.clone(),
+                    sent.clone(),
+                );
+                clients.push(tokio::spawn(async move {
+                    for n in (c..events).step_by(8) {
+                        let one = send(client.clone(), base.clone(), token.clone(), n).await;
+                        sent.lock().unwrap().push(one);
+                    }
+                }));
             }
-        }));
+        }
+        Some(rate) => {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            for n in 0..events {
+                tick.tick().await;
+                let (client, base, token, sent) = (
+                    client.clone(),
+                    base.clone(),
+                    created.api_token.clone(),
+                    sent.clone(),
+                );
+                clients.push(tokio::spawn(async move {
+                    let one = send(client, base, token, n).await;
+                    sent.lock().unwrap().push(one);
+                }));
+            }
+        }
     }
     for c in clients {
         c.await.unwrap();
@@ -152,12 +190,21 @@ async fn run(events: usize, database: Option<String>) {
     let mut calls: Vec<Duration> = sent.iter().map(|(_, _, took)| *took).collect();
     calls.sort();
     let backend = if database.is_some() { "postgres" } else { "sqlite" };
+    let load = rate.map_or("burst, 8 clients".to_string(), |r| {
+        format!("steady, {r:.0}/s offered")
+    });
+    let delivered_in = arrivals
+        .values()
+        .max()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
     println!(
-        "webhooks ({backend}): {events} call.created events in {:.1} s ({:.0}/s), {} delivered; \
+        "webhooks ({backend}, {load}): {events} call.created events in {:.1} s ({:.0}/s), {} delivered \
+         ({:.0}/s); \
          event to delivery p50 {:?}, p99 {:?}, max {:?} (target: p99 under 1 s); call creation p99 {:?}",
         sending.as_secs_f64(),
         events as f64 / sending.as_secs_f64(),
         latencies.len(),
+        latencies.len() as f64 / delivered_in.max(f64::EPSILON),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),

@@ -17,7 +17,8 @@
 //! request is and ask [`Identity::require`], which answers with the same
 //! `Forbidden` (403 on HTTP, 550 on FTP, permission denied on SFTP) on every
 //! channel. A disabled user cannot log in anywhere, and its web sessions end
-//! in the transaction that disables it.
+//! in the transaction that disables it; FTP and SFTP sessions, which hold
+//! no stored session, ask [`require_now`] on each write.
 
 use serde::Serialize;
 
@@ -70,6 +71,28 @@ pub fn require(role: Role, action: Action) -> Result<(), AppError> {
             "the role {} may not do this",
             role.as_str()
         )))
+    }
+}
+
+/// `Forbidden` unless the login (`alice@acme`, or a tenant's slug) may do
+/// `action` now: a session that outlives its login (FTP, SFTP) asks on each
+/// write, so that a user disabled or given another role since it logged in
+/// is held to that at once. The tenant's own login is always its admin.
+pub async fn require_now(services: &Services, login: &str, action: Action) -> Result<(), AppError> {
+    let (user, slug) = parse_login(login);
+    let Some(user) = user else {
+        return require(Role::Admin, action);
+    };
+    let gone = || AppError::Forbidden(format!("the login {login} is no longer enabled"));
+    let tenant = match tenants::tenant_by_slug(services, slug).await {
+        Ok(tenant) => tenant,
+        Err(AppError::NotFound(_)) => return Err(gone()),
+        Err(e) => return Err(e),
+    };
+    match services.store.user(&tenant.id, &user).await {
+        Ok(record) if !record.disabled => require(record.role, action),
+        Ok(_) | Err(StoreError::NotFound) => Err(gone()),
+        Err(e) => Err(e.into()),
     }
 }
 

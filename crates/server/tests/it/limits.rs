@@ -201,7 +201,7 @@ async fn an_oversize_upload_is_refused_on_every_channel_before_anything_is_store
 }
 
 /// Reads one FTP reply (its last line, for multi-line replies).
-async fn reply(control: &mut BufReader<TcpStream>) -> String {
+pub(crate) async fn reply(control: &mut BufReader<TcpStream>) -> String {
     loop {
         let mut line = String::new();
         let n = tokio::time::timeout(Duration::from_secs(30), control.read_line(&mut line))
@@ -215,7 +215,8 @@ async fn reply(control: &mut BufReader<TcpStream>) -> String {
     }
 }
 
-async fn command(control: &mut BufReader<TcpStream>, line: &str) -> String {
+/// Sends one FTP command and reads its reply.
+pub(crate) async fn command(control: &mut BufReader<TcpStream>, line: &str) -> String {
     control
         .get_mut()
         .write_all(format!("{line}\r\n").as_bytes())
@@ -271,7 +272,9 @@ async fn ftp_rest_past_the_end_of_a_file_is_refused() {
     app.stop().await;
 }
 
-struct AnyHostKey;
+/// An SSH client's handler that trusts the server's key (it is the test's
+/// own server).
+pub(crate) struct AnyHostKey;
 
 impl russh::client::Handler for AnyHostKey {
     type Error = russh::Error;

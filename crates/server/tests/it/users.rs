@@ -548,3 +548,67 @@ async fn a_disabled_user_is_refused_everywhere_and_its_sessions_end() {
     assert!(web_login(&app, "acme", &acme.password).await.is_ok());
     app.stop().await;
 }
+
+/// An FTP or SFTP session holds no stored session: each write asks for the
+/// login's role as it is now, so a user disabled while connected can write
+/// nothing more through the session it already had open.
+#[tokio::test]
+async fn an_open_ftp_or_sftp_session_writes_nothing_once_its_user_is_disabled() {
+    use std::sync::Arc;
+
+    use russh_sftp::protocol::{FileAttributes, OpenFlags};
+    use tokio::io::BufReader;
+    use tokio::net::TcpStream;
+
+    use crate::limits::{AnyHostKey, command, reply};
+
+    let app = TestApp::spawn().await;
+    let acme = app.create_tenant("acme");
+    let ada = api_user(&app, &acme, "ada", "admin").await;
+
+    // Both sessions open, and allowed to write, before the user is disabled.
+    let mut control = BufReader::new(TcpStream::connect(app.ftp).await.unwrap());
+    assert!(reply(&mut control).await.starts_with("220"));
+    let user = command(&mut control, &format!("USER {}", ada.login)).await;
+    assert!(user.starts_with("331"), "{user}");
+    let pass = command(&mut control, &format!("PASS {}", ada.password)).await;
+    assert!(pass.starts_with("230"), "{pass}");
+    let made = command(&mut control, "MKD before").await;
+    assert!(made.starts_with("257"), "{made}");
+
+    let mut ssh = russh::client::connect(Arc::new(russh::client::Config::default()), app.sftp, AnyHostKey)
+        .await
+        .unwrap();
+    let auth = ssh
+        .authenticate_password(&ada.login, &ada.password)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let channel = ssh.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let sftp = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    sftp.init().await.unwrap();
+    sftp.mkdir("/also_before", FileAttributes::empty()).await.unwrap();
+
+    let (status, _) = patch_json(&app, &acme, "/api/v1/users/ada", json!({"disabled": true})).await;
+    assert_eq!(status, 200);
+
+    let refused = command(&mut control, "MKD after").await;
+    assert!(refused.starts_with("550"), "{refused}");
+    let opened = sftp
+        .open(
+            "/before/x.csv",
+            OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+            FileAttributes::empty(),
+        )
+        .await;
+    assert!(opened.is_err(), "{opened:?}");
+    assert!(sftp.mkdir("/after", FileAttributes::empty()).await.is_err());
+    let _ = command(&mut control, "QUIT").await;
+
+    let drop = app.data_dir.join("drop").join(&acme.slug);
+    assert!(drop.join("before").is_dir() && drop.join("also_before").is_dir());
+    assert!(!drop.join("after").exists());
+    assert!(!drop.join("before").join("x.csv").exists());
+    app.stop().await;
+}
