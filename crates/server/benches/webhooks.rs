@@ -122,33 +122,33 @@ async fn run(events: usize, database: Option<String>, rate: Option<f64>) {
     let client = reqwest::Client::new();
     let sent: Arc<Mutex<Vec<(String, Instant, Duration)>>> = Arc::default();
     let started = Instant::now();
-    let send = move |client: reqwest::Client, base: String, token: String, n: usize| async move {
-        let at = Instant::now();
-        let r = client
-            .post(format!("{base}/api/v1/calls"))
-            .header("Authorization", format!("Token {token}"))
-            .json(&serde_json::json!({"metadata": {"agent_id": format!("a{n}")}}))
-            .send()
-            .await
-            .unwrap();
-        let took = at.elapsed();
-        let call: serde_json::Value = r.json().await.unwrap();
-        let id = call["unique_id"].as_str().unwrap().to_string();
-        (id, at, took)
+    let token = created.api_token.clone();
+    // One call, sent at once: its id, when it was sent and how long it took.
+    let send = move |n: usize| {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        async move {
+            let at = Instant::now();
+            let r = client
+                .post(format!("{base}/api/v1/calls"))
+                .header("Authorization", format!("Token {token}"))
+                .json(&serde_json::json!({"metadata": {"agent_id": format!("a{n}")}}))
+                .send()
+                .await
+                .unwrap();
+            let took = at.elapsed();
+            let call: serde_json::Value = r.json().await.unwrap();
+            let id = call["unique_id"].as_str().unwrap().to_string();
+            (id, at, took)
+        }
     };
     let mut clients = Vec::new();
     match rate {
         None => {
             for c in 0..8 {
-                let (client, base, token, sent) = (
-                    client.clone(),
-                    base.clone(),
-                    created.api_token.clone(),
-                    sent.clone(),
-                );
+                let (send, sent) = (send.clone(), sent.clone());
                 clients.push(tokio::spawn(async move {
                     for n in (c..events).step_by(8) {
-                        let one = send(client.clone(), base.clone(), token.clone(), n).await;
+                        let one = send(n).await;
                         sent.lock().unwrap().push(one);
                     }
                 }));
@@ -159,14 +159,9 @@ async fn run(events: usize, database: Option<String>, rate: Option<f64>) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             for n in 0..events {
                 tick.tick().await;
-                let (client, base, token, sent) = (
-                    client.clone(),
-                    base.clone(),
-                    created.api_token.clone(),
-                    sent.clone(),
-                );
+                let (one, sent) = (send(n), sent.clone());
                 clients.push(tokio::spawn(async move {
-                    let one = send(client, base, token, n).await;
+                    let one = one.await;
                     sent.lock().unwrap().push(one);
                 }));
             }

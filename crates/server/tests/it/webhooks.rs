@@ -1172,6 +1172,20 @@ async fn deliveries_fail(app: &TestApp, fail: bool) {
     }
 }
 
+/// Waits (2 s at most) for the receiver to get `event` whose data's
+/// `member` is `value`.
+async fn delivered(receiver: &Receiver, event: &str, member: &str, value: &str) {
+    eventually(&format!("the {event} delivery"), Duration::from_secs(2), || {
+        let got = receiver.got();
+        async move {
+            got.into_iter()
+                .find(|r| r.event == event && r.body["data"][member] == value)
+                .ok_or("not yet")
+        }
+    })
+    .await;
+}
+
 /// The outbox: a call and its event commit in one transaction. With the
 /// write of deliveries failing, a creation fails whole (no call without
 /// its event); once it works again, both are there and the event arrives.
@@ -1206,16 +1220,7 @@ async fn a_call_and_its_event_commit_together_or_not_at_all() {
     let unique_id = call["unique_id"].as_str().unwrap().to_string();
     let (_, list) = app.get(&t, "/api/v1/calls").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
-    eventually("the call.created delivery", Duration::from_secs(2), || {
-        let got = receiver.got();
-        let unique_id = unique_id.clone();
-        async move {
-            got.into_iter()
-                .find(|r| r.event == "call.created" && r.body["data"]["unique_id"] == unique_id.as_str())
-                .ok_or("not yet")
-        }
-    })
-    .await;
+    delivered(&receiver, "call.created", "unique_id", &unique_id).await;
     assert!(
         receiver
             .got()
@@ -1258,20 +1263,7 @@ async fn a_version_and_its_event_commit_together_or_not_at_all() {
     assert!(status < 300, "{status} {body}");
     let (_, table) = app.get(&t, "/api/v1/tables/crm").await;
     let id = table["active_version"]["id"].as_str().unwrap().to_string();
-    eventually(
-        "the table.version.activated delivery",
-        Duration::from_secs(2),
-        || {
-            let got = receiver.got();
-            let id = id.clone();
-            async move {
-                got.into_iter()
-                    .find(|r| r.event == "table.version.activated" && r.body["data"]["id"] == id.as_str())
-                    .ok_or("not yet")
-            }
-        },
-    )
-    .await;
+    delivered(&receiver, "table.version.activated", "id", &id).await;
     assert_eq!(receiver.got().len(), 1, "the failed upload told of nothing");
 }
 
@@ -1338,16 +1330,7 @@ async fn an_erasure_and_its_event_commit_together_or_not_at_all() {
     assert_eq!(erase().await.unwrap().status(), 204);
     let (status, _) = app.get(&t, &format!("/api/v1/calls/{unique_id}")).await;
     assert_eq!(status, 404);
-    eventually("the call.erased delivery", Duration::from_secs(2), || {
-        let got = receiver.got();
-        let unique_id = unique_id.clone();
-        async move {
-            got.into_iter()
-                .find(|r| r.event == "call.erased" && r.body["data"]["unique_id"] == unique_id.as_str())
-                .ok_or("not yet")
-        }
-    })
-    .await;
+    delivered(&receiver, "call.erased", "unique_id", &unique_id).await;
     assert_eq!(receiver.got().len(), 1, "the failed erasure told of nothing");
     app.stop().await;
 }
