@@ -34,7 +34,6 @@
 //! lost its prefix and suffix is put back together when read ([`Cow`]).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::BuildHasher;
 
@@ -67,16 +66,53 @@ pub struct TableIndex {
     slot_of: Vec<usize>,
     /// Column name -> storage slot, for the columns in `by_name`.
     slot_by_name: HashMap<String, usize>,
-    /// The columns in `by_name`, each with an empty value: enrichment clones
-    /// it and fills the values in, which builds the map without comparing a
-    /// single key (collecting sorted pairs into a map sorts and dedups them).
-    template: BTreeMap<String, String>,
+    /// The bytes of the names of the columns in `by_name`, all together: what
+    /// enrichment reserves for them.
+    name_bytes: usize,
     /// Compound or fallback keys (`keys` in the table options): the rows
     /// are then in `table` under a row number, and found through these.
     alternates: Option<Box<Alternates>>,
-    /// `prefix` and `phone_prefix` modes: the keys in order, for the
-    /// longest-prefix lookup.
-    prefixes: Option<Box<Prefixes>>,
+    /// `prefix` and `phone_prefix` modes: how the longest-prefix lookup
+    /// goes.
+    prefixes: Option<PrefixSearch>,
+}
+
+/// How a prefix table finds the longest key that a value starts with.
+#[derive(Clone, Debug)]
+enum PrefixSearch {
+    /// The distinct key lengths, longest first: one probe of `table` per
+    /// length, for the value's prefix of that length, until one is found.
+    /// A probe that misses usually reads only the table's control bytes,
+    /// which stay in cache for a table of 100k ranges; a search in the
+    /// sorted keys misses the cache at every step and on every `parent`
+    /// followed. Chosen when there are few lengths (phone ranges have a
+    /// dozen at most).
+    ByLength(Vec<usize>),
+    /// Keys of many lengths: a search in the sorted keys.
+    Sorted(Box<Prefixes>),
+}
+
+/// Past this many distinct key lengths, a prefix table is searched sorted.
+const MAX_PROBED_LENGTHS: usize = 16;
+
+impl PrefixSearch {
+    fn build(keys: &[u8], table: &HashTable<u32>) -> PrefixSearch {
+        let mut lengths: Vec<usize> = table.iter().map(|&k| key_at(keys, k as usize).len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        if lengths.len() <= MAX_PROBED_LENGTHS {
+            PrefixSearch::ByLength(lengths)
+        } else {
+            PrefixSearch::Sorted(Box::new(Prefixes::build(keys, table)))
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            PrefixSearch::ByLength(lengths) => lengths.capacity() * size_of::<usize>(),
+            PrefixSearch::Sorted(prefixes) => prefixes.heap_bytes(),
+        }
+    }
 }
 
 /// The keys of a prefix table, sorted, for a longest-prefix lookup in
@@ -221,9 +257,143 @@ struct Alternates {
 struct AlternateKey {
     /// Column indices, in the order of the key.
     columns: Vec<usize>,
-    /// Key -> its rows, by start of validity (one, without intervals),
-    /// their intervals disjoint.
-    map: HashMap<Box<str>, Vec<Slot>>,
+    /// While building: key -> its rows, by start of validity (one, without
+    /// intervals), their intervals disjoint. Emptied by [`Runs::freeze`].
+    building: HashMap<Box<str>, Vec<Slot>>,
+    /// Once built: the same, laid out for lookups.
+    runs: Runs,
+}
+
+/// The rows of every value of one alternate key, frozen for lookups.
+///
+/// A map from keys to vectors of rows costs a lookup four dependent cache
+/// misses (the table's control bytes, its bucket, the key's bytes, the
+/// rows); with 10 intervals per key the last one alone is most of a
+/// lookup. Here each key's *run* lies in one place in `bytes`: the key's
+/// length prefix and bytes, then the number `n` of its rows, then per row
+/// a [`RUN_ROW`]-byte record: its start and end (`i64`), its key entry,
+/// row offset and overlap count (`u32`), all little-endian. A lookup reads
+/// every record of the run with no branch on what it reads: those reads do
+/// not wait on each other, so the run's few cache lines arrive together,
+/// and the key compared is next to them: a lookup costs about the table's
+/// two misses and one into `bytes`.
+///
+/// A run starts at a multiple of [`RUN_ALIGN`] and `table` holds its
+/// offset in those units, so that 32-bit entries address 32 GB.
+#[derive(Clone, Debug, Default)]
+struct Runs {
+    bytes: Vec<u8>,
+    table: HashTable<u32>,
+    keys: usize,
+}
+
+const RUN_ALIGN: usize = 8;
+/// The bytes of a row's record in a run: start, end, key entry, row
+/// offset, rows.
+const RUN_ROW: usize = 2 * 8 + 3 * 4;
+/// Up to this many rows per key, every record is read (see [`Runs`]);
+/// past it, the starts are searched.
+const RUN_SCAN: usize = 16;
+/// An open start or end, as stored in a run. Bounds are instants of the
+/// years 0 to 9999 ([`crate::validity::parse_bound`]), far from both.
+const OPEN_START: i64 = i64::MIN;
+const OPEN_END: i64 = i64::MAX;
+
+impl Runs {
+    /// Lays the rows of `building` out in runs. Rows with an empty
+    /// interval (never valid, so never found or overlapped) are left out.
+    fn freeze(building: HashMap<Box<str>, Vec<Slot>>, hasher: &DefaultHashBuilder) -> Runs {
+        let keys = building.len();
+        let mut bytes = Vec::new();
+        let mut table = HashTable::with_capacity(keys);
+        for (key, mut slots) in building {
+            slots.retain(|s| s.interval.overlaps(&s.interval));
+            bytes.resize(bytes.len().next_multiple_of(RUN_ALIGN), 0);
+            let unit = u32::try_from(bytes.len() / RUN_ALIGN)
+                .expect("runs outgrow 32 GB only for files far above the size limit");
+            write_len(&mut bytes, key.len());
+            bytes.extend_from_slice(key.as_bytes());
+            write_len(&mut bytes, slots.len());
+            for s in &slots {
+                bytes.extend_from_slice(&s.interval.from.unwrap_or(OPEN_START).to_le_bytes());
+                bytes.extend_from_slice(&s.interval.to.unwrap_or(OPEN_END).to_le_bytes());
+                for field in [s.k, s.row, s.rows] {
+                    bytes.extend_from_slice(&field.to_le_bytes());
+                }
+            }
+            table.insert_unique(hasher.hash_one(key.as_bytes()), unit, |&u| {
+                hasher.hash_one(run_key(&bytes, u))
+            });
+        }
+        bytes.shrink_to_fit();
+        Runs { bytes, table, keys }
+    }
+
+    /// The row of `key` valid at `t`: `(key entry, row offset, rows)`.
+    #[inline]
+    fn find(&self, hasher: &DefaultHashBuilder, key: &[u8], t: i64) -> Option<(u32, u32, u32)> {
+        let bytes = &self.bytes;
+        let &unit = self
+            .table
+            .find(hasher.hash_one(key), |&u| run_key(bytes, u) == key)?;
+        let (len, data) = read_len(bytes, unit as usize * RUN_ALIGN);
+        let (n, records) = read_len(bytes, data + len);
+        // The rows are sorted by start and their intervals are disjoint and
+        // not empty: only the last row starting at or before `t` can hold it.
+        let start = |i: usize| read_i64(bytes, records + RUN_ROW * i);
+        let at_or_before = if n <= RUN_SCAN {
+            (0..n).map(|i| usize::from(start(i) <= t)).sum()
+        } else {
+            let (mut lo, mut hi) = (0, n);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if start(mid) <= t {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let i = at_or_before.checked_sub(1)?;
+        let record = records + RUN_ROW * i;
+        let end = read_i64(bytes, record + 8);
+        if end != OPEN_END && t >= end {
+            return None;
+        }
+        Some((
+            read_u32(bytes, record + 16),
+            read_u32(bytes, record + 20),
+            read_u32(bytes, record + 24),
+        ))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.table.allocation_size()
+    }
+}
+
+/// The key of the run at `unit` (in [`RUN_ALIGN`]s).
+#[inline]
+fn run_key(bytes: &[u8], unit: u32) -> &[u8] {
+    let (len, data) = read_len(bytes, unit as usize * RUN_ALIGN);
+    bytes.get(data..data.saturating_add(len)).unwrap_or_default()
+}
+
+#[inline]
+fn read_i64(bytes: &[u8], pos: usize) -> i64 {
+    match bytes.get(pos..pos + 8) {
+        Some(&[a, b, c, d, e, f, g, h]) => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => 0,
+    }
+}
+
+#[inline]
+fn read_u32(bytes: &[u8], pos: usize) -> u32 {
+    match bytes.get(pos..pos + 4) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
 /// A row of a key, valid over `interval`.
@@ -267,6 +437,54 @@ pub enum Lookup<'a> {
     },
     /// The value has no comparable form (blank, or not a phone number).
     Unnormalizable,
+}
+
+/// A cell as stored: whole (in `middle`), or the middle that lies between
+/// its column's shared prefix and suffix.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CellParts<'a> {
+    prefix: &'a str,
+    middle: &'a str,
+    suffix: &'a str,
+}
+
+impl<'a> CellParts<'a> {
+    fn whole(value: &'a str) -> CellParts<'a> {
+        CellParts {
+            prefix: "",
+            middle: value,
+            suffix: "",
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.prefix.len() + self.middle.len() + self.suffix.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn push_to(&self, out: &mut String) {
+        out.push_str(self.prefix);
+        out.push_str(self.middle);
+        out.push_str(self.suffix);
+    }
+
+    fn into_cow(self) -> Cow<'a, str> {
+        if self.prefix.is_empty() && self.suffix.is_empty() {
+            return Cow::Borrowed(self.middle);
+        }
+        let mut whole = String::with_capacity(self.len());
+        self.push_to(&mut whole);
+        Cow::Owned(whole)
+    }
+}
+
+impl fmt::Display for CellParts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.prefix, self.middle, self.suffix)
+    }
 }
 
 /// A row of a [`TableIndex`]; cheap to copy.
@@ -349,6 +567,23 @@ impl<'a> RowRef<'a> {
         })
     }
 
+    /// [`Self::cells_by_name`] with each cell in its parts, which costs no
+    /// allocation.
+    pub(crate) fn cell_parts_by_name(&self) -> impl Iterator<Item = (usize, CellParts<'a>)> + 'a {
+        let index = self.index;
+        let mut pos = self.row as usize;
+        index.by_name.iter().enumerate().map(move |(slot, &column)| {
+            let (value, next) = index.cell_parts(slot, pos);
+            pos = next;
+            (column, value)
+        })
+    }
+
+    /// The bytes of the cells of [`Self::cells_by_name`], all together.
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.cell_parts_by_name().map(|(_, cell)| cell.len()).sum()
+    }
+
     /// The key as compared: the trimmed key cell (`exact`) or its normalised form.
     pub fn match_key(&self) -> &'a str {
         let keys = &self.index.keys;
@@ -408,19 +643,17 @@ impl TableIndex {
                 Lookup::NotFound
             };
         };
-        let Some(slots) = alt.keys.get(entry).and_then(|k| k.map.get(key)) else {
-            return Lookup::NotFound;
-        };
-        // A handful of rows per key at most, in practice: a scan beats a search.
-        match slots.iter().find(|s| s.interval.holds(at_ms)) {
+        let found = alt
+            .keys
+            .get(entry)
+            .and_then(|k| k.runs.find(&self.hasher, key.as_bytes(), at_ms));
+        match found {
             None => Lookup::NotFound,
-            Some(s) if alt.ambiguous && s.rows > 1 => Lookup::Ambiguous {
-                rows: s.rows as usize,
-            },
-            Some(s) => Lookup::Found(RowRef {
+            Some((_, _, rows)) if alt.ambiguous && rows > 1 => Lookup::Ambiguous { rows: rows as usize },
+            Some((key, row, _)) => Lookup::Found(RowRef {
                 index: self,
-                key: s.k,
-                row: s.row,
+                key,
+                row,
             }),
         }
     }
@@ -441,7 +674,7 @@ impl TableIndex {
     pub fn alternate_keys(&self) -> usize {
         self.alternates
             .as_ref()
-            .map_or(0, |alt| alt.keys.iter().map(|k| k.map.len()).sum())
+            .map_or(0, |alt| alt.keys.iter().map(|k| k.runs.keys).sum())
     }
 
     /// The position of the key column in [`Self::columns`].
@@ -477,7 +710,14 @@ impl TableIndex {
         let key = key.as_bytes();
         let keys = &self.keys;
         let found = match &self.prefixes {
-            Some(prefixes) => prefixes.find(keys, key),
+            Some(PrefixSearch::Sorted(prefixes)) => prefixes.find(keys, key),
+            Some(PrefixSearch::ByLength(lengths)) => lengths.iter().find_map(|&len| {
+                let prefix = key.get(..len)?;
+                let hash = self.hasher.hash_one(prefix);
+                self.table
+                    .find(hash, |&k| key_at(keys, k as usize) == prefix)
+                    .copied()
+            }),
             None => {
                 let hash = self.hasher.hash_one(key);
                 self.table
@@ -517,24 +757,11 @@ impl TableIndex {
                 .sum::<usize>()
             + (self.by_name.capacity() + self.slot_of.capacity()) * size_of::<usize>()
             + self.slot_by_name.allocation_size()
-            + self
-                .template
-                .keys()
-                .map(|k| k.capacity() + 2 * size_of::<String>())
-                .sum::<usize>()
             + self.prefixes.as_ref().map_or(0, |p| p.heap_bytes())
-            + self.alternates.as_ref().map_or(0, |alt| {
-                alt.keys
-                    .iter()
-                    .map(|k| {
-                        k.map.allocation_size()
-                            + k.map
-                                .iter()
-                                .map(|(key, slots)| key.len() + slots.capacity() * size_of::<Slot>())
-                                .sum::<usize>()
-                    })
-                    .sum()
-            })
+            + self
+                .alternates
+                .as_ref()
+                .map_or(0, |alt| alt.keys.iter().map(|k| k.runs.heap_bytes()).sum())
     }
 
     /// The storage slot of a column other than the key column.
@@ -551,33 +778,43 @@ impl TableIndex {
         self.slot_by_name.get(name).copied()
     }
 
-    pub(crate) fn template(&self) -> &BTreeMap<String, String> {
-        &self.template
+    /// The bytes of the names of the columns other than the key column,
+    /// all together, and their number.
+    pub(crate) fn name_bytes(&self) -> (usize, usize) {
+        (self.name_bytes, self.by_name.len())
     }
 
     /// The cell of storage slot `slot` at `pos` in `rows`, and the position
     /// after it.
     #[inline]
     fn cell(&self, slot: usize, pos: usize) -> (Cow<'_, str>, usize) {
+        let (parts, end) = self.cell_parts(slot, pos);
+        (parts.into_cow(), end)
+    }
+
+    /// [`Self::cell`] in its parts, which costs no allocation.
+    #[inline]
+    fn cell_parts(&self, slot: usize, pos: usize) -> (CellParts<'_>, usize) {
         let (value, data) = read_len(self.rows.as_bytes(), pos);
         let coding = self.codings.get(slot);
         match value & KIND {
             DICTIONARY => {
                 let value = coding.map_or("", |c| c.values.get(value >> 2));
-                (Cow::Borrowed(value), data)
+                (CellParts::whole(value), data)
             }
             kind => {
                 let end = data.saturating_add(value >> 2);
                 let middle = self.rows.get(data..end).unwrap_or("");
                 match coding {
-                    Some(c) if kind == AFFIXED => {
-                        let mut whole = String::with_capacity(c.prefix.len() + middle.len() + c.suffix.len());
-                        whole.push_str(&c.prefix);
-                        whole.push_str(middle);
-                        whole.push_str(&c.suffix);
-                        (Cow::Owned(whole), end)
-                    }
-                    _ => (Cow::Borrowed(middle), end),
+                    Some(c) if kind == AFFIXED => (
+                        CellParts {
+                            prefix: &c.prefix,
+                            middle,
+                            suffix: &c.suffix,
+                        },
+                        end,
+                    ),
+                    _ => (CellParts::whole(middle), end),
                 }
             }
         }
@@ -966,10 +1203,7 @@ impl IndexBuilder {
             .enumerate()
             .map(|(slot, &c)| (columns[c].clone(), slot))
             .collect();
-        let template = by_name
-            .iter()
-            .map(|&c| (columns[c].clone(), String::new()))
-            .collect();
+        let name_bytes = by_name.iter().map(|&c| columns[c].len()).sum();
         IndexBuilder {
             index: TableIndex {
                 columns,
@@ -984,7 +1218,7 @@ impl IndexBuilder {
                 by_name,
                 slot_of,
                 slot_by_name,
-                template,
+                name_bytes,
                 alternates: None,
                 prefixes: None,
             },
@@ -1087,7 +1321,8 @@ impl IndexBuilder {
                 .into_iter()
                 .map(|columns| AlternateKey {
                     columns,
-                    map: HashMap::new(),
+                    building: HashMap::new(),
+                    runs: Runs::default(),
                 })
                 .collect(),
             ambiguous,
@@ -1114,7 +1349,7 @@ impl IndexBuilder {
             .alternates
             .as_mut()
             .and_then(|a| a.keys.get_mut(entry))?;
-        let slots = alt.map.entry_ref(key).or_default();
+        let slots = alt.building.entry_ref(key).or_default();
         let new = Slot {
             interval,
             k,
@@ -1184,11 +1419,11 @@ impl IndexBuilder {
         index.ambiguous.shrink_to_fit();
         if let Some(alt) = index.alternates.as_mut() {
             for key in &mut alt.keys {
-                key.map.shrink_to_fit();
+                key.runs = Runs::freeze(std::mem::take(&mut key.building), &index.hasher);
             }
         }
         if index.matcher.mode().is_prefix() && index.alternates.is_none() {
-            index.prefixes = Some(Box::new(Prefixes::build(&index.keys, &index.table)));
+            index.prefixes = Some(PrefixSearch::build(&index.keys, &index.table));
         }
         index
     }
@@ -1332,6 +1567,38 @@ mod tests {
         assert_eq!(row.values().collect::<Vec<_>>(), ["Bob", "b2", ""]);
         assert_eq!(idx.lookup(""), Lookup::Unnormalizable);
         assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn both_prefix_searches_find_the_longest_key() {
+        let ranges = [
+            "1", "12", "1234", "13", "2", "23456", "234567", "3abc", "3abcdef", "é", "éa",
+        ];
+        let rows: Vec<[&str; 3]> = ranges.iter().map(|r| ["x", *r, *r]).collect();
+        let mut idx = build(MatchMode::Prefix, OnDuplicate::KeepFirst, &rows);
+        assert!(matches!(idx.prefixes, Some(PrefixSearch::ByLength(_))));
+        let values = [
+            "", "0", "1", "11", "12", "123", "1234", "12345", "13", "139", "2", "2345", "23456", "2345678",
+            "3", "3abc", "3abcde", "3abcdefg", "4", "é", "éa", "éé", "e",
+        ];
+        let found = |idx: &TableIndex| -> Vec<String> {
+            values
+                .iter()
+                .map(|v| match idx.lookup_normalized(v) {
+                    Lookup::Found(row) => row.match_key().to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        let by_length = found(&idx);
+        idx.prefixes = Some(PrefixSearch::Sorted(Box::new(Prefixes::build(
+            &idx.keys, &idx.table,
+        ))));
+        assert_eq!(by_length, found(&idx));
+        assert_eq!(
+            by_length[..8],
+            ["NotFound", "NotFound", "1", "1", "12", "12", "1234", "1234"]
+        );
     }
 
     #[test]

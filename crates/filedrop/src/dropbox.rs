@@ -633,10 +633,7 @@ fn call_report(audio: &DropPath, metadata_from: &str, result: &DroppedCall) -> S
                     if r.added.is_empty() {
                         String::new()
                     } else {
-                        format!(
-                            ", added {}",
-                            r.added.keys().cloned().collect::<Vec<_>>().join(", ")
-                        )
+                        format!(", added {}", r.added.keys().collect::<Vec<_>>().join(", "))
                     }
                 ));
             }

@@ -132,7 +132,7 @@ fn enrichment_view(r: &EnrichmentResult) -> EnrichmentView {
         key: r.key.clone(),
         key_value: r.key_value.clone(),
         normalized_key: r.normalized_key.clone(),
-        added: r.added.clone(),
+        added: r.added.to_metadata(),
         collisions: r
             .collisions
             .iter()

@@ -79,7 +79,7 @@ fn call(i: u64, calls: u64) -> CallRecord {
             key: "agent_id".into(),
             key_value: metadata.get("agent_id").cloned(),
             normalized_key: metadata.get("agent_id").cloned(),
-            added,
+            added: added.into(),
             collisions: vec![],
             at_ms: ts,
             matched_by: None,

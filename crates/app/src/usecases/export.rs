@@ -208,8 +208,9 @@ impl Export {
             let value = call
                 .metadata
                 .get(key)
+                .map(String::as_str)
                 .or_else(|| call.enrichment.iter().find_map(|r| r.added.get(key)))
-                .map_or("", String::as_str);
+                .unwrap_or("");
             let _ = writer.write_field(neutralize(value).as_bytes());
         }
         for table in &self.tables {

@@ -74,7 +74,7 @@ fn call(id: &str, ts: i64, team: &str) -> CallRecord {
             key: "agent_id".into(),
             key_value: Some(format!("agent-{id}")),
             normalized_key: Some(format!("agent-{id}")),
-            added,
+            added: added.into(),
             collisions: vec![],
             at_ms: ts,
             matched_by: None,

@@ -83,8 +83,8 @@ pub(crate) async fn call(
     for r in &c.enrichment {
         for (k, v) in &r.added {
             added.push(MetaRow {
-                key: k.clone(),
-                value: v.clone(),
+                key: k.to_string(),
+                value: v.to_string(),
                 origin: format!("{} · {}", r.table, short(r.version.as_deref().unwrap_or("-"))),
             });
         }

@@ -374,7 +374,7 @@ fn call_row(c: &CallRecord, columns: &[String]) -> CallRow {
         .enrichment
         .iter()
         .flat_map(|r| r.added.iter())
-        .filter(|(k, _)| !columns.contains(k))
+        .filter(|(k, _)| !columns.iter().any(|c| c == k))
         .take(4)
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
