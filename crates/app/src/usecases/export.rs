@@ -282,7 +282,7 @@ fn ndjson_row(out: &mut Vec<u8>, call: &CallRecord) {
         .collect();
     for result in &call.enrichment {
         for (k, v) in &result.added {
-            metadata.entry(k.as_str()).or_insert(v.as_str());
+            metadata.entry(k).or_insert(v);
         }
     }
     let line = Line {
