@@ -282,7 +282,7 @@ struct AlternateKey {
 /// offset in those units, so that 32-bit entries address 32 GB.
 #[derive(Clone, Debug, Default)]
 struct Runs {
-    bytes: Vec<u8>,
+    bytes: RunBytes,
     table: HashTable<u32>,
     keys: usize,
 }
@@ -326,6 +326,7 @@ impl Runs {
             });
         }
         bytes.shrink_to_fit();
+        let bytes = RunBytes::from(bytes);
         Runs { bytes, table, keys }
     }
 
@@ -369,7 +370,63 @@ impl Runs {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.table.allocation_size()
+        self.bytes.len() + self.table.allocation_size()
+    }
+}
+
+/// Runs' bytes, in huge pages where the system gives them on request.
+///
+/// A lookup's one read into a run is a random access into tens of
+/// megabytes: with 4 KiB pages it misses the TLB as well as the cache, and
+/// a page walk costs as much again (more in a virtual machine). An
+/// anonymous map advised `MADV_HUGEPAGE` is backed by 2 MiB pages where the
+/// kernel allows it (`transparent_hugepage` set to `madvise` or `always`);
+/// elsewhere, or if the map cannot be made, the bytes stay in a `Vec`.
+#[derive(Debug)]
+enum RunBytes {
+    Map(memmap2::MmapMut),
+    Heap(Vec<u8>),
+}
+
+impl Default for RunBytes {
+    fn default() -> Self {
+        RunBytes::Heap(Vec::new())
+    }
+}
+
+/// Below this, huge pages would not pay for the map.
+const HUGE_PAGE_MIN: usize = 4 << 20;
+
+impl From<Vec<u8>> for RunBytes {
+    fn from(v: Vec<u8>) -> Self {
+        if v.len() < HUGE_PAGE_MIN {
+            return RunBytes::Heap(v);
+        }
+        match memmap2::MmapMut::map_anon(v.len()) {
+            Ok(mut map) => {
+                // Advice only: without it the map works the same, in small pages.
+                let _ = map.advise(memmap2::Advice::HugePage);
+                map.copy_from_slice(&v);
+                RunBytes::Map(map)
+            }
+            Err(_) => RunBytes::Heap(v),
+        }
+    }
+}
+
+impl Clone for RunBytes {
+    fn clone(&self) -> Self {
+        RunBytes::from(self.to_vec())
+    }
+}
+
+impl std::ops::Deref for RunBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            RunBytes::Map(map) => map,
+            RunBytes::Heap(v) => v,
+        }
     }
 }
 
@@ -1473,6 +1530,17 @@ impl RowLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_bytes_hold_what_they_were_given_in_a_map_or_on_the_heap() {
+        for len in [0, 100, HUGE_PAGE_MIN + 12_345] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let runs = RunBytes::from(bytes.clone());
+            assert_eq!(&*runs, &bytes[..]);
+            assert_eq!(&*runs.clone(), &bytes[..]);
+            assert_eq!(matches!(runs, RunBytes::Map(_)), len >= HUGE_PAGE_MIN);
+        }
+    }
 
     #[test]
     fn affixes_are_stripped_as_strip_prefix_and_strip_suffix_would() {
