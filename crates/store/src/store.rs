@@ -947,14 +947,8 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn finish_delivery(
-        &self,
-        attempt: &DeliveryAttempt,
-        job: &str,
-        owner: &str,
-        retry: Option<(&serde_json::Value, i64)>,
-    ) -> Result<(), StoreError> {
-        self.finish_delivery_rows(attempt, job, owner, retry).await
+    async fn finish_deliveries(&self, owner: &str, finished: &[FinishedDelivery]) -> Result<(), StoreError> {
+        self.finish_delivery_rows(owner, finished).await
     }
 
     async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {

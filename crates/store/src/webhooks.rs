@@ -2,7 +2,9 @@
 //! (rows of `jobs`, kind `webhook`). The `Store` trait's webhook methods in
 //! `store` call these.
 
-use callmeta_app::store::{DeliveryAttempt, Job, JobKind, StoreError, TenantId, WebhookRecord};
+use callmeta_app::store::{
+    DeliveryAttempt, FinishedDelivery, Job, JobKind, StoreError, TenantId, WebhookRecord,
+};
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
@@ -231,31 +233,37 @@ impl SqlStore {
 
     pub(crate) async fn finish_delivery_rows(
         &self,
-        attempt: &DeliveryAttempt,
-        job: &str,
         owner: &str,
-        retry: Option<(&serde_json::Value, i64)>,
+        finished: &[FinishedDelivery],
     ) -> Result<(), StoreError> {
-        let doing = "recording a delivery's outcome";
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let doing = "recording deliveries' outcomes";
         let mut tx = self
             .pool
             .begin_with(self.backend.begin_write())
             .await
             .doing(doing)?;
-        insert_attempt(attempt).execute(&mut *tx).await.doing(doing)?;
-        match retry {
-            None => {
-                sqlx::query("DELETE FROM jobs WHERE id = $1")
-                    .bind(job)
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
-            }
-            Some((payload, due_ms)) => {
-                release_job(job, owner, payload, due_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
+        for done in finished {
+            insert_attempt(&done.attempt)
+                .execute(&mut *tx)
+                .await
+                .doing(doing)?;
+            match &done.retry {
+                None => {
+                    sqlx::query("DELETE FROM jobs WHERE id = $1")
+                        .bind(&done.job)
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
+                Some((payload, due_ms)) => {
+                    release_job(&done.job, owner, payload, *due_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
             }
         }
         tx.commit().await.doing(doing)

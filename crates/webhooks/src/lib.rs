@@ -6,6 +6,9 @@
 //! node's event, at its next poll), sends each on a task of its own (at most
 //! [`MAX_IN_FLIGHT`] at once) and hands the outcome back to the use case,
 //! which decides what comes next (done, retried after a backoff, given up).
+//! Outcomes are handed back by one finisher, in batches of those ready
+//! together ([`webhooks::finish_all`]: one store commit for the batch); a
+//! delivery's slot is free again once its outcome is committed.
 //!
 //! A delivery is a `POST` of the stored body with `X-Callmeta-Delivery` (the
 //! event id), `X-Callmeta-Timestamp` (unix seconds, from the use cases'
@@ -29,6 +32,37 @@ use sha2::Sha256;
 /// Deliveries one node makes at once; a slow endpoint holds one of them
 /// for at most the timeout.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Outcomes committed together at most.
+const MAX_FINISH_BATCH: usize = 256;
+
+/// A delivery made, with the way to tell its task that its outcome is
+/// committed.
+type Made = (Due, Outcome, tokio::sync::oneshot::Sender<()>);
+
+/// Commits outcomes as they come: each batch is whatever was ready when the
+/// last commit ended, so the batches grow with the load.
+async fn finisher(services: Arc<Services>, mut made: tokio::sync::mpsc::Receiver<Made>) {
+    while let Some(first) = made.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_FINISH_BATCH {
+            match made.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (done, acks): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(due, outcome, ack)| ((due, outcome), ack))
+            .unzip();
+        if let Err(e) = webhooks::finish_all(&services, done).await {
+            tracing::warn!(error = %e, "recording webhook deliveries' outcomes failed");
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
 /// How often old delivery attempts are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -97,6 +131,10 @@ pub async fn run(services: Arc<Services>) {
     let poll = Duration::from_millis(settings.poll_ms.max(10));
     let mut pruned: Option<Instant> = None;
     let mut under_way = tokio::task::JoinSet::new();
+    // Dropped with this loop, which aborts the finisher.
+    let mut finishing = tokio::task::JoinSet::new();
+    let (made, to_finish) = tokio::sync::mpsc::channel::<Made>(MAX_IN_FLIGHT);
+    finishing.spawn(finisher(services.clone(), to_finish));
     loop {
         loop {
             while under_way.try_join_next().is_some() {}
@@ -115,12 +153,13 @@ pub async fn run(services: Arc<Services>) {
             };
             let claimed = due.len();
             for due in due {
-                let (services, client) = (services.clone(), client.clone());
+                let (services, client, made) = (services.clone(), client.clone(), made.clone());
                 let allow_private = settings.allow_private;
                 under_way.spawn(async move {
                     let outcome = send(&client, &due, allow_private, services.now_ms()).await;
-                    if let Err(e) = webhooks::finish(&services, due, outcome).await {
-                        tracing::warn!(error = %e, "recording a webhook delivery's outcome failed");
+                    let (committed, wait) = tokio::sync::oneshot::channel();
+                    if made.send((due, outcome, committed)).await.is_ok() {
+                        let _ = wait.await;
                     }
                 });
             }

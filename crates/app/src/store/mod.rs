@@ -460,6 +460,17 @@ impl std::fmt::Debug for WebhookRecord {
     }
 }
 
+/// A delivery attempt made, and what comes of its job.
+#[derive(Debug, Clone)]
+pub struct FinishedDelivery {
+    pub attempt: DeliveryAttempt,
+    /// The delivery's job id.
+    pub job: String,
+    /// `None`: the job is done (delivered, or given up). Else the payload
+    /// to keep and when to try again.
+    pub retry: Option<(serde_json::Value, i64)>,
+}
+
 /// One attempt to deliver an event to a webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryAttempt {
@@ -835,16 +846,11 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
-    /// Records a delivery attempt and, in the same transaction, deletes its
-    /// job (`retry: None`) or gives it back to be claimed again once
-    /// `retry.1` has passed, with payload `retry.0`, if `owner` still holds it.
-    async fn finish_delivery(
-        &self,
-        attempt: &DeliveryAttempt,
-        job: &str,
-        owner: &str,
-        retry: Option<(&serde_json::Value, i64)>,
-    ) -> Result<(), StoreError>;
+    /// Records delivery attempts and, for each, deletes its job (`retry:
+    /// None`) or gives it back to be claimed again once its time has passed
+    /// (if `owner` still holds it): all in one transaction, so that the
+    /// outcomes of deliveries finished together cost one commit.
+    async fn finish_deliveries(&self, owner: &str, finished: &[FinishedDelivery]) -> Result<(), StoreError>;
     async fn insert_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
     /// An endpoint's latest attempts, newest first (at most `limit`).
     async fn delivery_attempts(

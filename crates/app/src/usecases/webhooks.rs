@@ -8,7 +8,7 @@
 //! holds the time of its next attempt, so "due" is "lease ran out" and any
 //! node claims it ([`claim_due`]), exactly one at a time. The HTTP client
 //! that sends it is an adapter (`callmeta-webhooks`): it signs and posts
-//! the body and reports the outcome ([`finish`]), which deletes the job, or
+//! the body and reports the outcome ([`finish_all`], in batches), which deletes the job, or
 //! gives it back due again after a backoff with jitter, until
 //! `retry_for_secs` after the event.
 //!
@@ -29,7 +29,8 @@ use super::calls::format_timestamp;
 use super::jobs::{self, Held};
 use super::{AppError, Services, new_id};
 use crate::store::{
-    CallRecord, DeliveryAttempt, Job, JobKind, StoreError, TenantId, VersionRecord, WebhookRecord,
+    CallRecord, DeliveryAttempt, FinishedDelivery, Job, JobKind, StoreError, TenantId, VersionRecord,
+    WebhookRecord,
 };
 
 /// What an endpoint can be told about.
@@ -841,10 +842,37 @@ pub fn backoff_ms(settings: &WebhookSettings, attempt: i64) -> i64 {
     rand::rng().random_range(full / 2..=full)
 }
 
-/// Records an attempt, then forgets the delivery (delivered, or retried for
-/// long enough) or gives it back, due after a backoff.
-#[tracing::instrument(skip_all, fields(tenant = %due.tenant, webhook = %due.endpoint, event_id = %due.event_id, attempt = due.attempt))]
-pub async fn finish(services: &Services, due: Due, outcome: Outcome) -> Result<(), AppError> {
+/// Records the attempts of deliveries made, then forgets each delivery
+/// (delivered, or retried for long enough) or gives it back, due after a
+/// backoff: all in one store transaction (one commit, not one per
+/// delivery); the jobs are held until it commits.
+#[tracing::instrument(skip_all, fields(deliveries = done.len()))]
+pub async fn finish_all(services: &Services, done: Vec<(Due, Outcome)>) -> Result<(), AppError> {
+    let mut finished = Vec::with_capacity(done.len());
+    let mut held = Vec::with_capacity(done.len());
+    for (due, outcome) in done {
+        finished.push(outcome_of(services, &due, outcome));
+        held.push(due.held);
+    }
+    services
+        .store
+        .finish_deliveries(&services.node, &finished)
+        .await?;
+    drop(held);
+    Ok(())
+}
+
+/// What an attempt's outcome means for its delivery: the attempt to record
+/// and the retry, if any (counted and logged here).
+fn outcome_of(services: &Services, due: &Due, outcome: Outcome) -> FinishedDelivery {
+    let _span = tracing::info_span!(
+        "delivery",
+        tenant = %due.tenant,
+        webhook = %due.endpoint,
+        event_id = %due.event_id,
+        attempt = due.attempt
+    )
+    .entered();
     let settings = services.webhooks.settings();
     let now = services.now_ms();
     let delivered = outcome.error.is_none() && outcome.status.is_some_and(|s| (200..300).contains(&s));
@@ -903,20 +931,12 @@ pub async fn finish(services: &Services, due: Due, outcome: Outcome) -> Result<(
             )
         }
     }
-    // The attempt and what comes next, in one transaction; the job is held
-    // until it commits.
     let payload = serde_json::to_value(&due.payload).unwrap_or(Value::Null);
-    services
-        .store
-        .finish_delivery(
-            &attempt,
-            &due.id,
-            &services.node,
-            retry_at.map(|at| (&payload, at)),
-        )
-        .await?;
-    drop(due.held);
-    Ok(())
+    FinishedDelivery {
+        attempt,
+        job: due.id.clone(),
+        retry: retry_at.map(|at| (payload, at)),
+    }
 }
 
 /// Forgets delivery attempts older than `keep_attempts_days`.
