@@ -136,9 +136,12 @@ async fn run(events: usize, database: Option<String>, rate: Option<f64>) {
                 .await
                 .unwrap();
             let took = at.elapsed();
+            let status = r.status();
             let call: serde_json::Value = r.json().await.unwrap();
-            let id = call["unique_id"].as_str().unwrap().to_string();
-            (id, at, took)
+            let Some(id) = call["unique_id"].as_str() else {
+                panic!("the call was not created: {status} {call}");
+            };
+            (id.to_string(), at, took)
         }
     };
     let mut clients = Vec::new();
