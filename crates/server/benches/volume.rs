@@ -10,6 +10,7 @@
 //! directory `target/volume-NAME` (SQLite) or the database
 //! `callmeta_volume_NAME` (PostgreSQL). A run that finds them loads only the
 //! calls still missing (10M calls take long to load), then measures.
+//! CALLMETA_BENCH_ONLY=export measures the exports alone.
 //!
 //! Each call: agent_id (10,000 agents), queue (20), phonenumber, campaign
 //! (on 70%), a `crm` result (90% matched with team_name of 50 teams and
@@ -259,7 +260,9 @@ async fn run(n: u64) {
         "{:<34} {:>9} {:>9} {:>9} {:>8}",
         "filter", "p50 ms", "p95 ms", "max ms", "count"
     );
-    for (name, form) in forms {
+    // `CALLMETA_BENCH_ONLY=export` skips the pages and facets (to profile).
+    let only_export = std::env::var("CALLMETA_BENCH_ONLY").as_deref() == Ok("export");
+    for (name, form) in forms.iter().filter(|_| !only_export) {
         let mut times = Vec::new();
         let mut count = String::new();
         for i in 0..21 {
@@ -290,7 +293,10 @@ async fn run(n: u64) {
         ("agent_id, all calls", "agent_id", ""),
         ("agent_id, one team", "agent_id", "metadata.team_name=team7"),
         ("queue, no_match", "queue", "enrichment.crm=no_match"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| !only_export)
+    {
         let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
         let mut times = Vec::new();
         for _ in 0..5 {
