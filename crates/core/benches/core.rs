@@ -7,7 +7,8 @@
 //! (make the file with `python3 bench/gen_crm.py 1000000 /tmp/crm.csv`)
 //!
 //! CALLMETA_BENCH=refdata cargo bench -p callmeta-core --bench core: lookups
-//! with 10 validity intervals per key and with 100k longest-prefix ranges.
+//! with 10 validity intervals per key and with 100k longest-prefix ranges,
+//! after the machine's memory floor (what one random read costs).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -23,6 +24,7 @@ fn main() {
     // `CALLMETA_BENCH=refdata` needs no file: interval and prefix lookups,
     // and the exact lookups and enrichment of a generated table to compare.
     if std::env::var("CALLMETA_BENCH").as_deref() == Ok("refdata") {
+        memory_floor();
         bench_refdata(5);
         bench_enrichment(5);
         return;
@@ -361,6 +363,35 @@ fn wide_table(rows: usize) -> TableIndex {
     csv::ingest(text.as_bytes(), &options, &Limits::default())
         .unwrap()
         .index
+}
+
+/// What one random read costs on this machine, the floor of any lookup in
+/// a table larger than the caches: a chase through a random cycle of
+/// indices (each read gives the next address, so reads cannot overlap), in
+/// a block that fits a core's L2 cache and in one of 256 MB. Lookup figures
+/// are comparable across machines only next to it.
+fn memory_floor() {
+    let mut rng = Rng(5);
+    for (name, bytes) in [("256 KB", 256usize << 10), ("256 MB", 256 << 20)] {
+        let n = bytes / 8;
+        // Sattolo's shuffle: one cycle through every slot.
+        let mut next: Vec<u64> = (0..n as u64).collect();
+        for i in (1..n).rev() {
+            next.swap(i, rng.below(i));
+        }
+        let steps = 5_000_000;
+        let mut at = 0u64;
+        let t = best_of(3, || {
+            for _ in 0..steps {
+                at = next[at as usize];
+            }
+            black_box(at);
+        });
+        println!(
+            "memory floor: one dependent random read in {name}: {:.1} ns",
+            t.as_nanos() as f64 / steps as f64
+        );
+    }
 }
 
 fn best_of(n: usize, mut f: impl FnMut()) -> Duration {
