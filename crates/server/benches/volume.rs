@@ -22,7 +22,8 @@ use std::time::Instant;
 use callmeta::config::Config;
 use callmeta::startup::open_services;
 use callmeta_app::clock::SystemClock;
-use callmeta_app::store::{CallRecord, CallSource};
+use callmeta_app::store::{CallRecord, CallSource, TenantId};
+use callmeta_app::usecases::Services;
 use callmeta_app::usecases::export::{Export, ExportFormat};
 use callmeta_app::usecases::{calls, tenants};
 use callmeta_core::enrich::{EnrichmentResult, EnrichmentStatus, Metadata};
@@ -210,6 +211,57 @@ async fn run(n: u64) {
         (n - first) as f64 / load
     );
 
+    // `CALLMETA_BENCH_ONLY=export` skips them (to profile the exports).
+    if std::env::var("CALLMETA_BENCH_ONLY").as_deref() != Ok("export") {
+        pages_and_facets(&services, &tenant, backend, n).await;
+    }
+
+    // Export: every call, as the API streams it (the bytes are counted,
+    // not kept), and how much the process grew meanwhile.
+    for (name, format, filter) in [
+        ("CSV, every call", ExportFormat::Csv { bom: false }, ""),
+        ("NDJSON, every call", ExportFormat::Ndjson, ""),
+        (
+            "CSV, one team",
+            ExportFormat::Csv { bom: false },
+            "metadata.team_name=team7",
+        ),
+    ] {
+        let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
+        let rss_before = rss_kib();
+        let t = Instant::now();
+        let mut export = Export::start(&services, &tenant, &query, format).await.unwrap();
+        let (mut bytes, mut peak) = (0usize, rss_before);
+        let mut chunks = 0u64;
+        // No value here holds a line break: lines are calls (and a header).
+        let mut lines = 0usize;
+        while let Some(chunk) = export.next_chunk(&services, &tenant).await.unwrap() {
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+            chunks += 1;
+            if chunks.is_multiple_of(50) {
+                peak = peak.max(rss_kib());
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let rows = match format {
+            ExportFormat::Csv { .. } => lines.saturating_sub(1),
+            ExportFormat::Ndjson => lines,
+        } as f64;
+        println!(
+            "export {name:<22} {:>8} calls {:>8.1} s  {:>7.0} MB  {:>9.0} calls/s  RSS growth {:>6.1} MB",
+            rows,
+            secs,
+            bytes as f64 / 1e6,
+            rows / secs,
+            peak.saturating_sub(rss_before) as f64 / 1024.0
+        );
+    }
+}
+
+/// The first page of each filter form (p50, p95 and max of 21 runs) and
+/// the facets of a few keys (of 5 runs).
+async fn pages_and_facets(services: &Services, tenant: &TenantId, backend: &str, n: u64) {
     let forms: &[(&str, &dyn Fn(u64) -> String)] = &[
         ("no filter", &|_| String::new()),
         ("agent (1 in 10,000)", &|i| {
@@ -260,16 +312,14 @@ async fn run(n: u64) {
         "{:<34} {:>9} {:>9} {:>9} {:>8}",
         "filter", "p50 ms", "p95 ms", "max ms", "count"
     );
-    // `CALLMETA_BENCH_ONLY=export` skips the pages and facets (to profile).
-    let only_export = std::env::var("CALLMETA_BENCH_ONLY").as_deref() == Ok("export");
-    for (name, form) in forms.iter().filter(|_| !only_export) {
+    for (name, form) in forms {
         let mut times = Vec::new();
         let mut count = String::new();
         for i in 0..21 {
             let pairs: Vec<(String, String)> = url_pairs(&form(i));
             let query = calls::parse_call_query(&pairs).unwrap();
             let t = Instant::now();
-            let page = calls::list_calls(&services, &tenant, &query).await.unwrap();
+            let page = calls::list_calls(services, tenant, &query).await.unwrap();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             count = format!("{}{}", page.count, if page.count_exact { "" } else { "+" });
         }
@@ -293,63 +343,18 @@ async fn run(n: u64) {
         ("agent_id, all calls", "agent_id", ""),
         ("agent_id, one team", "agent_id", "metadata.team_name=team7"),
         ("queue, no_match", "queue", "enrichment.crm=no_match"),
-    ]
-    .into_iter()
-    .filter(|_| !only_export)
-    {
+    ] {
         let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
         let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            calls::call_facets(&services, &tenant, &query, key, 20)
+            calls::call_facets(services, tenant, &query, key, 20)
                 .await
                 .unwrap();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
         println!("{name:<34} p50 {:>8.1} ms  max {:>8.1} ms", times[2], times[4]);
-    }
-
-    // Export: every call, as the API streams it (the bytes are counted,
-    // not kept), and how much the process grew meanwhile.
-    for (name, format, filter) in [
-        ("CSV, every call", ExportFormat::Csv { bom: false }, ""),
-        ("NDJSON, every call", ExportFormat::Ndjson, ""),
-        (
-            "CSV, one team",
-            ExportFormat::Csv { bom: false },
-            "metadata.team_name=team7",
-        ),
-    ] {
-        let query = calls::parse_call_query(&url_pairs(filter)).unwrap();
-        let rss_before = rss_kib();
-        let t = Instant::now();
-        let mut export = Export::start(&services, &tenant, &query, format).await.unwrap();
-        let (mut bytes, mut peak) = (0usize, rss_before);
-        let mut chunks = 0u64;
-        // No value here holds a line break: lines are calls (and a header).
-        let mut lines = 0usize;
-        while let Some(chunk) = export.next_chunk(&services, &tenant).await.unwrap() {
-            bytes += chunk.len();
-            lines += chunk.iter().filter(|b| **b == b'\n').count();
-            chunks += 1;
-            if chunks.is_multiple_of(50) {
-                peak = peak.max(rss_kib());
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let rows = match format {
-            ExportFormat::Csv { .. } => lines.saturating_sub(1),
-            ExportFormat::Ndjson => lines,
-        } as f64;
-        println!(
-            "export {name:<22} {:>8} calls {:>8.1} s  {:>7.0} MB  {:>9.0} calls/s  RSS growth {:>6.1} MB",
-            rows,
-            secs,
-            bytes as f64 / 1e6,
-            rows / secs,
-            peak.saturating_sub(rss_before) as f64 / 1024.0
-        );
     }
 }
 

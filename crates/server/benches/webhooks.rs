@@ -137,9 +137,10 @@ async fn run(events: usize, database: Option<String>, rate: Option<f64>) {
                 .unwrap();
             let took = at.elapsed();
             let status = r.status();
-            let call: serde_json::Value = r.json().await.unwrap();
+            let body = r.text().await.unwrap();
+            let call: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let Some(id) = call["unique_id"].as_str() else {
-                panic!("the call was not created: {status} {call}");
+                panic!("the call was not created: {status} {body}");
             };
             (id.to_string(), at, took)
         }
